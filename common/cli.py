@@ -1,0 +1,72 @@
+"""The ``aiml021`` command: one entry point, subcommands owned by the package of their concept.
+
+Each subcommand lives in the module that owns it and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` (returning an exit code). Modules are imported lazily so that
+``aiml021 --help`` stays fast and a missing optional extra only breaks its own subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from common.errors import AimlError
+
+log = logging.getLogger(__name__)
+
+# subcommand -> module defining register(subparsers). The module adds exactly that subcommand.
+SUBCOMMANDS: dict[str, str] = {
+    "split": "common.bundle.cli",
+    "profile": "common.bundle.cli",
+    "calibrate": "common.bundle.cli",
+    "codec-sweep": "common.codecs.cli",
+    "certs": "common.auth.cli",
+    "serve": "cloud.cli",
+    "edge": "edge_agent.cli",
+    "policy": "policy.cli",
+    "demo": "benchmarks.e2e.demo",
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiml021", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only import the module of the requested subcommand (or all of them for --help).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    modules = [SUBCOMMANDS[wanted]] if wanted in SUBCOMMANDS else list(dict.fromkeys(SUBCOMMANDS.values()))
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if wanted in SUBCOMMANDS:
+                raise
+            log.debug("subcommand module %s unavailable: %s", name, exc)
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AimlError as exc:
+        print(f"aiml021 {args.command}: {exc.code.value}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
