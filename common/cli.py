@@ -37,7 +37,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only import the module of the requested subcommand (or all of them for --help).
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    modules = [SUBCOMMANDS[wanted]] if wanted in SUBCOMMANDS else list(dict.fromkeys(SUBCOMMANDS.values()))
+    modules = (
+        [SUBCOMMANDS[wanted]]
+        if wanted in SUBCOMMANDS
+        else list(dict.fromkeys(SUBCOMMANDS.values()))
+    )
     for name in modules:
         try:
             module = importlib.import_module(name)

@@ -1,0 +1,91 @@
+# aiml021 — one entry point for every routine task. Everything installs itself on first use:
+#   make demo   the main job (end-to-end split inference demo)
+#   make test   all tests with coverage (what CI runs)
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps venv triton proto proto-check lint typecheck check test ci demo bench mobile clean
+
+## setup: everything the project needs on a fresh machine (idempotent).
+setup: system-deps $(STAMP) $(BUF) triton
+
+# Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
+# PostgreSQL and Redis server binaries for the integration tests.
+system-deps:
+	@need=()
+	[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+	command -v protoc >/dev/null || need+=(protobuf-compiler)
+	command -v grpc_java_plugin >/dev/null || need+=(protobuf-compiler-grpc-java-plugin)
+	command -v redis-server >/dev/null || need+=(redis-server)
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+	if [ $${#need[@]} -gt 0 ]; then
+	  echo "installing Debian packages: $${need[*]}"
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${need[@]}"
+	fi
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	[ -x $(VPY) ] || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements/lock.txt
+	$(VPY) -m pip install -q --no-deps -e .
+	$(VPY) -m pip check
+	touch $@
+
+venv: $(STAMP)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## triton: a real Triton Inference Server (nvidia-pytriton) in its own venv.
+triton:
+	scripts/setup_triton.sh
+
+## proto: regenerate Python code from proto/ (messages, gRPC stubs, .pyi).
+proto: $(STAMP)
+	scripts/gen_python.sh
+
+## proto-check: generated code matches proto/.
+proto-check: proto
+	git diff --exit-code -- generated/ || { echo "generated/ is stale: run 'make proto' and commit"; exit 1; }
+	test -z "$$(git status --porcelain -- generated/)" || { git status --porcelain -- generated/; echo "untracked generated files"; exit 1; }
+
+## mobile: Kotlin/Java/Objective-C clients into build/mobile (Swift needs the Buf registry).
+mobile: $(BUF)
+	scripts/gen_mobile.sh build/mobile --offline
+
+## lint: buf lint, buf breaking against the previous commit, ruff.
+lint: $(STAMP) $(BUF)
+	$(BUF) lint
+	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then
+	  $(BUF) breaking --against '.git#ref=HEAD~1'
+	else
+	  echo "buf breaking: no previous commit with proto/, skipped"
+	fi
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## check: everything CI checks besides the tests.
+check: lint proto-check typecheck
+
+## test: all tests (unit, integration, e2e smoke) with a coverage report.
+test: setup
+	$(VPY) -m pytest -q -p no:cacheprovider --cov --cov-report=term --cov-report=xml --cov-fail-under=80
+
+ci: test check
+
+## demo: the main job — gateway + edge agent over the Fashion-MNIST test set, KPI table.
+demo: setup
+	$(VPY) -m benchmarks.e2e.demo
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml
