@@ -1,0 +1,289 @@
+"""encode / decode: run a codec pipeline (clip -> value -> sparse -> entropy) into one frame.
+
+Payload layout after the header: ``[sparse index][values]``, where values are raw little-endian
+elements (raw, f16), bit-packed symbols (int8/qN), one byte per symbol (qN|zstd) or entropy-coded
+32-bit words (ans, range). With zstd the whole payload is one zstd frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from common.codecs import _registry
+from common.codecs._entropy import (
+    EntropyModel,
+    EntropyParams,
+    decode_symbols,
+    embedded_model,
+    encode_symbols,
+    histogram_frequencies,
+)
+from common.codecs._frame import (
+    DecodeLimits,
+    FrameHeader,
+    build_frame,
+    checksum,
+    dtype_code,
+    parse_header,
+)
+from common.codecs._quant import (
+    choose_params,
+    clip_range,
+    dequantize,
+    pack_bits,
+    packed_size,
+    quantize,
+    unpack_bits,
+    zero_symbols,
+)
+from common.codecs._sparse import SparseParams, decode_index, encode_index, sparsify
+from common.codecs._spec import CodecSpec, StageKind, parse_spec
+from common.errors import CodecError
+
+log = logging.getLogger(__name__)
+
+EntropyModels = EntropyModel | Mapping[str, EntropyModel] | Iterable[EntropyModel] | None
+_F16_MAX = 65504.0
+
+
+def _as_spec(spec: CodecSpec | str) -> CodecSpec:
+    return spec if isinstance(spec, CodecSpec) else parse_spec(spec)
+
+
+def _to_f16(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        out = x.astype(np.float16)
+    overflow = np.isinf(out) & np.isfinite(x)
+    if overflow.any():
+        out[overflow] = np.copysign(_F16_MAX, x[overflow])
+    return out
+
+
+def prepare(array: np.ndarray, spec: CodecSpec) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """Run clip, sparsify and the value stage: (values or symbols, quant params, sparse mask).
+
+    Values are flat and, with a sparse stage, restricted to the non-zero positions. Shared by
+    :func:`encode` and the entropy-model fitting, which counts exactly the symbols coded.
+    """
+    x = np.asarray(array)
+    dtype_code(x.dtype)
+    value, sparse = spec.value, spec.sparse
+    if not spec.lossless and x.dtype.kind != "f":
+        raise CodecError(f"codec {spec} is lossy and needs float input, got {x.dtype}")
+    if (spec.clip is not None or value.kind is StageKind.QUANTIZE) and not np.all(np.isfinite(x)):
+        raise CodecError(f"codec {spec} needs finite values (input has NaN or inf)")
+    rng = clip_range(x, spec.clip, spec.bits)
+    work = x
+    if rng is not None and value.kind is not StageKind.QUANTIZE:
+        work = np.clip(x, rng[0], rng[1])
+    if sparse is not None:
+        work = sparsify(work, sparse)
+    params = None
+    if value.kind is StageKind.QUANTIZE:
+        params = choose_params(work, value.bits, value.per_channel, rng)
+        sym = quantize(work, params)
+        mask = (sym != zero_symbols(params, x.shape)).reshape(-1) if sparse else None
+        flat = sym.reshape(-1)
+    else:
+        vals = _to_f16(work) if value.kind is StageKind.FLOAT16 else work
+        flat = vals.reshape(-1)
+        mask = (flat != 0) if sparse else None
+    return (flat[mask] if mask is not None else flat), params, mask
+
+
+def encode(
+    array: np.ndarray, spec: CodecSpec | str, *, entropy_model: EntropyModel | None = None
+) -> bytes:
+    """Code ``array`` with ``spec`` into one self-describing frame.
+
+    ``entropy_model`` (fitted offline for this spec, see :func:`fit_entropy_model`) is used by
+    ans/range stages; without it the frame embeds the tensor's own symbol histogram.
+    Raises CodecError when the input does not suit the spec (dtype, non-finite values).
+    """
+    spec = _as_spec(spec)
+    x = np.asarray(array)
+    values, params, mask = prepare(x, spec)
+    value, entropy = spec.value, spec.entropy
+    records: list[tuple[StageKind, bytes]] = [
+        (value.kind, params.to_bytes() if params is not None else b"")
+    ]
+    sections: list[bytes] = []
+    if mask is not None and spec.sparse is not None:
+        index = encode_index(mask, spec.sparse.sparse_index)
+        sparse_params = SparseParams(spec.sparse.sparse_index, int(values.size), len(index))
+        records.append((StageKind.SPARSIFY, sparse_params.to_bytes()))
+        sections.append(index)
+    if entropy is not None and entropy.kind is not StageKind.ZSTD:
+        assert params is not None  # spec validation: ans/range follow a quantiser
+        if entropy_model is not None:
+            if entropy_model.alphabet != params.levels:
+                raise CodecError(
+                    f"entropy model has {entropy_model.alphabet} symbols; {spec} needs "
+                    f"{params.levels}"
+                )
+            model, ep = entropy_model.categorical, EntropyParams(entropy_model.model_id, None)
+        else:
+            freq = histogram_frequencies(values, params.levels)
+            model, ep = embedded_model(freq), EntropyParams(None, freq)
+        sections.append(encode_symbols(entropy.kind, values, model))
+        records.append((entropy.kind, ep.to_bytes()))
+    elif params is not None:
+        zstd = entropy is not None
+        sections.append(values.tobytes() if zstd else pack_bits(values, params.bits))
+    else:
+        sections.append(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
+    payload = b"".join(sections)
+    if entropy is not None and entropy.kind is StageKind.ZSTD:
+        payload = _registry.zstandard().ZstdCompressor(level=entropy.level).compress(payload)
+        records.append((StageKind.ZSTD, b""))
+    return build_frame(x.dtype, x.shape, records, payload)
+
+
+def fit_entropy_model(
+    spec: CodecSpec | str, arrays: Iterable[np.ndarray], *, cut: str = ""
+) -> EntropyModel:
+    """Fit the categorical model of the symbols ``spec`` codes, over real activations.
+
+    Counts exactly the symbols an ans/range stage would code (after clip, quantisation and, with a
+    sparse stage, only the non-zeros); store the result with :meth:`EntropyModel.save`.
+    """
+    spec = _as_spec(spec)
+    if spec.bits == 0:
+        raise CodecError(f"codec {spec} has no quantiser, so no symbols to model")
+    counts = np.zeros(1 << spec.bits, np.int64)
+    for array in arrays:
+        values, _, _ = prepare(array, spec)
+        counts += np.bincount(values, minlength=counts.size)[: counts.size]
+    return EntropyModel.from_counts(counts, spec=str(spec), cut=cut)
+
+
+def peek_header(frame: bytes | bytearray | memoryview) -> FrameHeader:
+    """Parse and validate a frame's header only (works on a prefix holding the header)."""
+    return parse_header(frame, None)
+
+
+def _model_table(models: EntropyModels) -> dict[str, EntropyModel]:
+    if models is None:
+        return {}
+    if isinstance(models, EntropyModel):
+        return {models.model_id_hex: models}
+    if isinstance(models, Mapping):
+        return {m.model_id_hex: m for m in models.values()}
+    return {m.model_id_hex: m for m in models}
+
+
+def decode(
+    frame: bytes | bytearray | memoryview,
+    *,
+    limits: DecodeLimits | None = None,
+    entropy_models: EntropyModels = None,
+) -> np.ndarray:
+    """Decode a frame written by :func:`encode`.
+
+    Everything is validated before anything is allocated from a declared size: header fields,
+    ``limits`` (default :class:`DecodeLimits`), truncation, trailing bytes, the CRC32C, and every
+    section length. Any problem raises CodecError with a precise message, never another error.
+    """
+    limits = limits or DecodeLimits()
+    view = memoryview(frame).cast("B")
+    header = parse_header(view, limits)
+    expected = header.frame_bytes
+    if len(view) < expected:
+        raise CodecError(f"frame truncated: {len(view)} bytes, header declares {expected}")
+    if len(view) > expected:
+        raise CodecError(f"frame has {len(view) - expected} bytes after its declared end")
+    actual = checksum(view)
+    if actual != header.crc32c:
+        raise CodecError(
+            f"frame checksum mismatch (CRC32C {actual:08x}, header says {header.crc32c:08x})"
+        )
+    try:
+        return _decode_payload(header, view[header.header_bytes :], _model_table(entropy_models))
+    except CodecError:
+        raise
+    except Exception as exc:  # a malformed payload must never escape as another error type
+        raise CodecError(f"frame payload malformed: {type(exc).__name__}: {exc}") from exc
+
+
+def _max_body(header: FrameHeader) -> int:
+    n = header.elements
+    return 5 * n + max(header.original_bytes, 4 * n) + 64
+
+
+def _take(body: memoryview, at: int, size: int, what: str) -> memoryview:
+    if at + size > len(body):
+        raise CodecError(f"{what} needs {size} bytes, {len(body) - at} left in the payload")
+    return body[at : at + size]
+
+
+def _decode_payload(
+    header: FrameHeader, body: memoryview, models: dict[str, EntropyModel]
+) -> np.ndarray:
+    spec, n, shape = header.spec, header.elements, header.shape
+    entropy = spec.entropy
+    if entropy is not None and entropy.kind is StageKind.ZSTD:
+        zstd = _registry.zstandard()
+        bound = _max_body(header)
+        declared = zstd.frame_content_size(bytes(body[:18]))
+        if declared > bound:
+            raise CodecError(f"zstd payload declares {declared} bytes; at most {bound} possible")
+        body = memoryview(zstd.ZstdDecompressor().decompress(bytes(body), max_output_size=bound))
+    at, mask, count = 0, None, n
+    if header.sparse is not None:
+        index = _take(body, 0, header.sparse.index_bytes, "sparse index")
+        mask = decode_index(index, header.sparse, n)
+        at, count = len(index), header.sparse.nnz
+    rest = body[at:]
+    quant = header.quant
+    if quant is not None:
+        if entropy is not None and entropy.kind is not StageKind.ZSTD:
+            symbols = decode_symbols(entropy.kind, rest, _entropy_model(header, models), count)
+        elif entropy is not None:
+            symbols = np.frombuffer(_exact(rest, count, "symbols"), np.uint8)
+            if symbols.size and int(symbols.max()) >= quant.levels:
+                raise CodecError(f"symbol {int(symbols.max())} outside the {quant.bits}-bit range")
+        else:
+            symbols = unpack_bits(
+                _exact(rest, packed_size(count, quant.bits), "symbols"), quant.bits, count
+            )
+        if mask is not None:
+            full = np.empty(shape, np.uint8)
+            full[...] = zero_symbols(quant, shape)
+            full.reshape(-1)[mask] = symbols
+            symbols = full
+        return dequantize(symbols.reshape(shape), quant).astype(header.dtype, copy=False)
+    vdtype = np.dtype("<f2") if spec.value.kind is StageKind.FLOAT16 else header.dtype
+    values = np.frombuffer(_exact(rest, count * vdtype.itemsize, "values"), vdtype)
+    if mask is not None:
+        full_values = np.zeros(n, vdtype)
+        full_values[mask] = values
+        values = full_values
+    return values.astype(header.dtype).reshape(shape)
+
+
+def _exact(data: memoryview, size: int, what: str) -> memoryview:
+    if len(data) != size:
+        raise CodecError(f"{what} section is {len(data)} bytes, expected {size}")
+    return data
+
+
+def _entropy_model(header: FrameHeader, models: dict[str, EntropyModel]) -> Any:
+    params = header.entropy
+    assert params is not None
+    if params.frequencies is not None:
+        return embedded_model(params.frequencies)
+    wanted = params.model_id_hex or ""
+    model = models.get(wanted)
+    if model is None:
+        raise CodecError(
+            f"frame was coded with entropy model {wanted}; decoder has "
+            f"{sorted(models) or 'none'} (load the cut's model from the bundle)"
+        )
+    return model.categorical
+
+
+__all__ = ["EntropyModels", "decode", "encode", "fit_entropy_model", "peek_header", "prepare"]
