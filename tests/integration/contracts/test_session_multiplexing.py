@@ -44,6 +44,10 @@ class EchoSession(pb_grpc.SessionServiceServicer):
                         chunk.request_id, f"chunk at offset {chunk.offset}, expected {len(buf)}"
                     )
                     continue
+                if len(buf) + len(chunk.data) > total:
+                    del pending[chunk.request_id]
+                    yield _error(chunk.request_id, f"payload exceeds declared {total} bytes")
+                    continue
                 buf.extend(chunk.data)
                 if chunk.last:
                     del pending[chunk.request_id]
