@@ -1,0 +1,207 @@
+"""Rule-based policies: the calibrated-threshold heuristic with a latency model and adaptive cut
+point, the static threshold + fixed cut baseline, and an epsilon-greedy wrapper that turns any
+policy into a logging policy with known propensities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from common.errors import InvalidArgument
+from policy._base import ArmSpace, FloatArray, Policy
+from policy._cut import AdaptiveCutSelector
+from policy._learned import expected_latency_ms
+from policy._profile import INPUT_CUT, BundleProfile, LatencyModel
+from policy._types import Action, Arm, Decision, DecisionContext
+
+
+class HeuristicPolicy(Policy):
+    """Exit when the calibrated confidence clears the exit's threshold; otherwise follow the cut
+    point the :class:`AdaptiveCutSelector` picks for the network estimate, offloading when the
+    predicted latency fits the deadline and continuing locally when it does not."""
+
+    kind = "heuristic"
+
+    def __init__(
+        self,
+        profile: BundleProfile,
+        *,
+        thresholds: Sequence[float] | None = None,
+        latency_model: LatencyModel | None = None,
+        accuracy_budget: float = 0.5,
+        hysteresis: float = 0.15,
+        policy_id: str = "heuristic",
+    ) -> None:
+        self.profile = profile
+        self.model = latency_model or LatencyModel(profile)
+        self.thresholds = list(thresholds or [e.threshold for e in profile.exits])
+        if len(self.thresholds) != profile.n_exits:
+            raise InvalidArgument(
+                f"heuristic: {len(self.thresholds)} thresholds for {profile.n_exits} exits"
+            )
+        self.selector = AdaptiveCutSelector(
+            self.model, accuracy_budget=accuracy_budget, hysteresis=hysteresis
+        )
+        self.policy_id = policy_id
+        self._last = profile.n_exits - 1
+
+    def _decision(self, ctx: DecisionContext, arm: Arm, threshold: float) -> Decision:
+        return Decision(
+            action=arm.action,
+            cut_point=arm.cut_point,
+            codec=arm.codec,
+            expected_latency_ms=expected_latency_ms(self.model, ctx, arm),
+            threshold=threshold,
+            policy_id=self.policy_id,
+            policy_version=self.version,
+        )
+
+    def _offload_here(self, ctx: DecisionContext) -> tuple[Arm, float] | None:
+        """Fastest offload option whose features exist at this exit."""
+        best: tuple[Arm, float] | None = None
+        k = ctx.exit_index
+        for cut in self.profile.cuts:
+            if not (cut.after_exit == k or (cut.name == INPUT_CUT and k == 0)):
+                continue
+            for codec, cost in cut.codecs.items():
+                if cost.accuracy_drop > self.selector.accuracy_budget:
+                    continue
+                ms = self.model.offload_ms(
+                    cut.name, codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
+                )
+                if best is None or ms < best[1]:
+                    best = (Arm(Action.OFFLOAD, cut.name, codec), ms)
+        return best
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        k = min(ctx.exit_index, self._last)
+        thr = self.thresholds[k]
+        if ctx.confidence >= thr or k == self._last:
+            return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
+        remaining = ctx.deadline_ms - ctx.elapsed_ms
+        next_ms = self.model.local_ms(k, k + 1, ctx.edge_load)
+        if not ctx.link_up or ctx.cost_budget <= 0.0:
+            if next_ms <= remaining:
+                return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
+            action = Action.DEFER if not ctx.link_up else Action.EXIT_LOCAL
+            return self._decision(ctx, Arm(action), thr)
+        plan = self.selector.select(ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load)
+        if plan is not None and plan.after_exit > k and next_ms <= remaining:
+            return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
+        here = self._offload_here(ctx)
+        if here is not None and here[1] <= remaining:
+            return self._decision(ctx, here[0], thr)
+        if next_ms <= remaining:
+            return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
+        return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "thresholds": list(self.thresholds)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if "thresholds" in state:
+            self.thresholds = [float(t) for t in state["thresholds"]]
+
+
+class StaticThresholdPolicy(Policy):
+    """Baseline: fixed thresholds per exit and one fixed cut point and codec (or none: never
+    offload). Below threshold it continues up to the cut's exit and offloads there."""
+
+    kind = "static"
+
+    def __init__(
+        self,
+        profile: BundleProfile,
+        thresholds: Sequence[float],
+        cut_point: str | None,
+        codec: str | None = None,
+        *,
+        policy_id: str = "static",
+    ) -> None:
+        if len(thresholds) != profile.n_exits:
+            raise InvalidArgument(f"static: {len(thresholds)} thresholds for {profile.n_exits} exits")
+        self.profile = profile
+        self.thresholds = list(thresholds)
+        self.cut_point = cut_point
+        self.codec = codec
+        self.offload_at = -1
+        if cut_point is not None:
+            cut = profile.cut(cut_point)
+            self.codec = codec or next(iter(cut.codecs))
+            self.offload_at = max(cut.after_exit, 0)
+        self.policy_id = policy_id
+        self._last = profile.n_exits - 1
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        k = min(ctx.exit_index, self._last)
+        thr = self.thresholds[k]
+        if ctx.confidence >= thr or k == self._last:
+            action = Action.EXIT_LOCAL
+        elif self.cut_point is not None and k == self.offload_at and ctx.link_up:
+            return Decision(
+                Action.OFFLOAD, self.cut_point, self.codec or "", threshold=thr,
+                policy_id=self.policy_id, policy_version=self.version,
+            )  # fmt: skip
+        elif k < self.offload_at or self.cut_point is None or k < self._last:
+            action = Action.CONTINUE_LOCAL
+        else:
+            action = Action.EXIT_LOCAL
+        return Decision(action, threshold=thr, policy_id=self.policy_id, policy_version=self.version)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "thresholds": self.thresholds,
+            "cut_point": self.cut_point,
+            "codec": self.codec,
+        }
+
+
+class EpsilonGreedy(Policy):
+    """Wraps a policy: with probability ``epsilon`` it picks a uniformly random valid arm, so
+    every decision carries an exact propensity (a logging policy for off-policy evaluation)."""
+
+    kind = "epsilon-greedy"
+
+    def __init__(self, base: Policy, profile: BundleProfile, epsilon: float, seed: int = 0) -> None:
+        self.base = base
+        self.arm_space = ArmSpace(profile)
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+        self.policy_id = f"{base.policy_id}+eps{epsilon:g}"
+
+    def arm_probabilities(self, ctx: DecisionContext) -> FloatArray:
+        mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
+        probs = self.epsilon * mask / mask.sum()
+        probs[self.arm_space.index[self.base.decide(ctx).arm]] += 1.0 - self.epsilon
+        return probs  # type: ignore[no-any-return]
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        base = self.base.decide(ctx)
+        mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
+        greedy = self.arm_space.index[base.arm]
+        chosen = greedy
+        if self.rng.random() < self.epsilon:
+            chosen = int(self.rng.choice(np.flatnonzero(mask)))
+        p = (1.0 - self.epsilon) * (chosen == greedy) + self.epsilon / int(mask.sum())
+        arm = self.arm_space.arms[chosen]
+        return Decision(
+            arm.action, arm.cut_point, arm.codec, base.expected_latency_ms, base.threshold,
+            self.policy_id, self.version, p,
+        )  # fmt: skip
+
+
+def arm_probabilities(policy: Policy, arm_space: ArmSpace, ctx: DecisionContext) -> FloatArray:
+    """Distribution of ``policy`` over the arms in ``ctx`` (one-hot for deterministic policies)."""
+    fn = getattr(policy, "arm_probabilities", None)
+    if fn is not None:
+        return fn(ctx)  # type: ignore[no-any-return]
+    probs = np.zeros(len(arm_space))
+    probs[arm_space.index[policy.decide(ctx).arm]] = 1.0
+    return probs
+
+
+__all__ = ["EpsilonGreedy", "HeuristicPolicy", "StaticThresholdPolicy", "arm_probabilities"]

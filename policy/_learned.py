@@ -1,0 +1,118 @@
+"""Base of the policies that learn a score per arm, with epsilon-greedy exploration and the
+propensity of every choice (off-policy evaluation needs it)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from policy._base import ArmSpace, FloatArray, Featurizer, Policy
+from policy._profile import BundleProfile, LatencyModel
+from policy._types import Action, Arm, Decision, DecisionContext, Outcome
+
+
+def expected_latency_ms(model: LatencyModel, ctx: DecisionContext, arm: Arm) -> float:
+    """Predicted total latency of the request if ``arm`` is taken now (later steps exit)."""
+    if arm.action is Action.CONTINUE_LOCAL:
+        return ctx.elapsed_ms + model.local_ms(ctx.exit_index, ctx.exit_index + 1, ctx.edge_load)
+    if arm.action is Action.OFFLOAD:
+        return ctx.elapsed_ms + model.offload_ms(
+            arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
+        )
+    return ctx.elapsed_ms
+
+
+class LearnedPolicy(Policy):
+    """Scores arms from the shared feature vector; subclasses define the scores and learning."""
+
+    kind = "learned"
+
+    def __init__(
+        self,
+        profile: BundleProfile,
+        *,
+        epsilon: float = 0.0,
+        seed: int = 0,
+        policy_id: str | None = None,
+        latency_model: LatencyModel | None = None,
+    ) -> None:
+        self.profile = profile
+        self.arm_space = ArmSpace(profile)
+        self.featurize = Featurizer(profile.n_exits)
+        self.latency_model = latency_model or LatencyModel(profile)
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+        self.policy_id = policy_id or self.kind
+        self.learning = True
+        """When False, :meth:`update` is ignored (a frozen policy for evaluation)."""
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.arm_space)
+
+    @abc.abstractmethod
+    def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
+        """Score of every arm for features ``x`` (higher is better)."""
+
+    @abc.abstractmethod
+    def learn(self, x: FloatArray, arm: int, outcome: Outcome) -> None:
+        """One learning step from the outcome of arm ``arm`` in context ``x``."""
+
+    def greedy_probabilities(self, x: FloatArray, mask: np.ndarray) -> FloatArray:
+        """Probability of each arm before epsilon mixing (one-hot for deterministic scores)."""
+        probs = np.zeros(self.n_arms)
+        probs[int(np.argmax(np.where(mask, self.scores(x, explore=True), -np.inf)))] = 1.0
+        return probs
+
+    def arm_probabilities(self, ctx: DecisionContext) -> FloatArray:
+        """The policy's distribution over :attr:`arm_space` arms in ``ctx``."""
+        mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
+        probs = self.greedy_probabilities(self.featurize(ctx), mask)
+        if self.epsilon > 0.0:
+            probs = (1.0 - self.epsilon) * probs + self.epsilon * mask / mask.sum()
+        return probs
+
+    def _propensity(self, x: FloatArray, mask: np.ndarray, chosen: int, greedy: int) -> float:
+        n_valid = int(mask.sum())
+        return (1.0 - self.epsilon) * (chosen == greedy) + self.epsilon / n_valid
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        x = self.featurize(ctx)
+        mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
+        greedy = int(np.argmax(np.where(mask, self.scores(x, explore=True), -np.inf)))
+        chosen = greedy
+        if self.epsilon > 0.0 and self.rng.random() < self.epsilon:
+            chosen = int(self.rng.choice(np.flatnonzero(mask)))
+        arm = self.arm_space.arms[chosen]
+        return Decision(
+            action=arm.action,
+            cut_point=arm.cut_point,
+            codec=arm.codec,
+            expected_latency_ms=expected_latency_ms(self.latency_model, ctx, arm),
+            threshold=self.profile.exits[min(ctx.exit_index, self.profile.n_exits - 1)].threshold,
+            policy_id=self.policy_id,
+            policy_version=self.version,
+            propensity=self._propensity(x, mask, chosen, greedy),
+        )
+
+    def update(self, outcome: Outcome) -> None:
+        if not self.learning:
+            return
+        arm = self.arm_space.index.get(outcome.decision.arm)
+        if arm is None:  # e.g. DEFER chosen by a fallback rule: nothing to learn for an arm
+            return
+        self.learn(self.featurize(outcome.context), arm, outcome)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(epsilon=self.epsilon, profile=self.profile.to_dict())
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.epsilon = float(state.get("epsilon", self.epsilon))
+
+
+__all__ = ["LearnedPolicy", "expected_latency_ms"]
