@@ -1,0 +1,1 @@
+"""Reproducible measurements; one command per benchmark, results under benchmarks/results/."""
