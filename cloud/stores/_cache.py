@@ -1,0 +1,173 @@
+"""Result caches keyed by (model name, content hash): in-memory LRU (default) and Redis.
+
+Entries hold the outputs and the answer's top class and confidence. Values in Redis are framed by
+:mod:`._serde` (never pickled) and expire after their TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from common.errors import InvalidArgument
+
+from ._serde import decode_tensors, encode_tensors
+
+log = logging.getLogger(__name__)
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached answer."""
+
+    outputs: Mapping[str, np.ndarray]
+    top_class: int = 0
+    confidence: float = 0.0
+    model_version: str = ""
+    #: Seconds since the epoch when the entry was stored.
+    stored_at: float = field(default_factory=time.time)
+
+
+def check_cache_key(model_name: str, content_hash: str) -> None:
+    """Reject keys a cache must not store: empty model name, content hash not 64 hex digits."""
+    if not model_name or len(model_name) > 256:
+        raise InvalidArgument("model_name must be 1..256 characters")
+    if not _HASH.match(content_hash):
+        raise InvalidArgument(
+            "content_hash must be the lowercase hex sha256 of the input (64 characters)"
+        )
+
+
+@runtime_checkable
+class ResultCache(Protocol):
+    """Shared cache of answers by content hash."""
+
+    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
+        """The stored entry, or None when absent or expired."""
+        ...
+
+    async def put(
+        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
+    ) -> None:
+        """Store ``entry``; ``ttl_s`` None or 0 uses the cache's default time to live."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    """Serialise an entry for a shared store."""
+    meta = {
+        "top_class": int(entry.top_class),
+        "confidence": float(entry.confidence),
+        "model_version": entry.model_version,
+        "stored_at": float(entry.stored_at),
+    }
+    return encode_tensors(entry.outputs, meta)
+
+
+def decode_entry(frame: bytes) -> CacheEntry:
+    """Inverse of :func:`encode_entry` (DataLoss on corruption)."""
+    outputs, meta = decode_tensors(frame)
+    return CacheEntry(
+        outputs=outputs,
+        top_class=int(meta.get("top_class", 0)),
+        confidence=float(meta.get("confidence", 0.0)),
+        model_version=str(meta.get("model_version", "")),
+        stored_at=float(meta.get("stored_at", 0.0)),
+    )
+
+
+class MemoryResultCache:
+    """Bounded in-process LRU cache with per-entry expiry."""
+
+    def __init__(self, default_ttl_s: float = 3600.0, max_entries: int = 10_000) -> None:
+        self._ttl_s = default_ttl_s
+        self._max = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[float, CacheEntry]] = OrderedDict()
+
+    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
+        check_cache_key(model_name, content_hash)
+        key = (model_name, content_hash)
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        if item[0] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return item[1]
+
+    async def put(
+        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
+    ) -> None:
+        check_cache_key(model_name, content_hash)
+        ttl = ttl_s if ttl_s else self._ttl_s
+        key = (model_name, content_hash)
+        self._entries[key] = (time.monotonic() + ttl, entry)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+class RedisResultCache:
+    """Redis-backed cache shared by replicas; misses (not errors) when Redis is unreachable."""
+
+    def __init__(
+        self, client: Any, *, default_ttl_s: float = 3600.0, prefix: str = "aiml021:cache:"
+    ) -> None:
+        self._redis = client
+        self._ttl_s = default_ttl_s
+        self._prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisResultCache:
+        """Connect lazily to the Redis at ``url``."""
+        import redis.asyncio as aioredis
+
+        return cls(aioredis.Redis.from_url(url), **kwargs)
+
+    def _key(self, model_name: str, content_hash: str) -> str:
+        return f"{self._prefix}{model_name}:{content_hash}"
+
+    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
+        import redis.exceptions
+
+        check_cache_key(model_name, content_hash)
+        try:
+            value = await self._redis.get(self._key(model_name, content_hash))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("result cache unreachable, treating as a miss: %s", exc)
+            return None
+        return None if value is None else decode_entry(value)
+
+    async def put(
+        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
+    ) -> None:
+        import redis.exceptions
+
+        check_cache_key(model_name, content_hash)
+        ttl_ms = int((ttl_s if ttl_s else self._ttl_s) * 1000)
+        try:
+            await self._redis.set(
+                self._key(model_name, content_hash), encode_entry(entry), px=max(1, ttl_ms)
+            )
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("result cache unreachable, entry not stored: %s", exc)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,187 @@
+"""What the gateway records about devices, sessions and requests, and the schema that holds it.
+
+The same versioned migrations run on SQLite and PostgreSQL (portable SQL: TEXT, BIGINT,
+DOUBLE PRECISION, ``ON CONFLICT``); times are seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+
+class PriceTable(BaseModel):
+    """Prices used to cost each cloud request (any currency; USD by convention)."""
+
+    per_gb_in: float = Field(default=0.0, ge=0)
+    """Price per 10^9 bytes received from the device."""
+    per_gb_out: float = Field(default=0.0, ge=0)
+    """Price per 10^9 bytes sent back."""
+    per_compute_hour: float = Field(default=0.0, ge=0)
+    """Price per hour of backend compute time."""
+
+    def cost(self, bytes_in: int, bytes_out: int, compute_ms: float) -> float:
+        """Cost of one request."""
+        return (
+            bytes_in / 1e9 * self.per_gb_in
+            + bytes_out / 1e9 * self.per_gb_out
+            + compute_ms / 3.6e6 * self.per_compute_hour
+        )
+
+
+@dataclass(frozen=True)
+class DeviceSeen:
+    """A device connected (upserts ``devices``)."""
+
+    device_id: str
+    device_class: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """A session stream opened (``ended_at`` None) or closed."""
+
+    session_id: str
+    device_id: str
+    started_at: float
+    ended_at: float | None = None
+    end_reason: str = ""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request and its outcome; written to ``requests``, ``results`` and ``costs``."""
+
+    request_id: str
+    device_id: str
+    model_name: str
+    model_version: str
+    route: str
+    status: str
+    session_id: str = ""
+    deadline_ms: float | None = None
+    idempotency_key: str = ""
+    offload_reason: str = ""
+    codec: str = ""
+    received_at: float = field(default_factory=time.time)
+    top_class: int | None = None
+    confidence: float | None = None
+    latency_ms: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    compute_ms: float = 0.0
+
+
+Record = DeviceSeen | SessionEvent | RequestRecord
+
+#: (version, statements). Append new versions; never edit an applied one.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE devices (
+                device_id TEXT PRIMARY KEY,
+                device_class TEXT NOT NULL DEFAULT '',
+                first_seen DOUBLE PRECISION NOT NULL,
+                last_seen DOUBLE PRECISION NOT NULL)""",
+            """CREATE TABLE sessions (
+                session_id TEXT PRIMARY KEY,
+                device_id TEXT NOT NULL,
+                started_at DOUBLE PRECISION NOT NULL,
+                ended_at DOUBLE PRECISION,
+                end_reason TEXT NOT NULL DEFAULT '')""",
+            """CREATE TABLE requests (
+                device_id TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                session_id TEXT NOT NULL DEFAULT '',
+                model_name TEXT NOT NULL,
+                model_version TEXT NOT NULL,
+                route TEXT NOT NULL,
+                status TEXT NOT NULL,
+                deadline_ms DOUBLE PRECISION,
+                idempotency_key TEXT NOT NULL DEFAULT '',
+                offload_reason TEXT NOT NULL DEFAULT '',
+                codec TEXT NOT NULL DEFAULT '',
+                received_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (device_id, request_id))""",
+            "CREATE INDEX requests_received ON requests (received_at)",
+            """CREATE TABLE results (
+                device_id TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                top_class INTEGER,
+                confidence DOUBLE PRECISION,
+                latency_ms DOUBLE PRECISION,
+                PRIMARY KEY (device_id, request_id))""",
+            """CREATE TABLE costs (
+                device_id TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                bytes_in BIGINT NOT NULL,
+                bytes_out BIGINT NOT NULL,
+                compute_ms DOUBLE PRECISION NOT NULL,
+                cost DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (device_id, request_id))""",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_UPSERT_DEVICE = (
+    "INSERT INTO devices (device_id, device_class, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, "
+    "device_class = excluded.device_class"
+)
+_UPSERT_SESSION = (
+    "INSERT INTO sessions (session_id, device_id, started_at, ended_at, end_reason) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+    "ended_at = excluded.ended_at, end_reason = excluded.end_reason"
+)
+_INSERT_REQUEST = (
+    "INSERT INTO requests (device_id, request_id, session_id, model_name, model_version, route, "
+    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+)
+_INSERT_RESULT = (
+    "INSERT INTO results (device_id, request_id, top_class, confidence, latency_ms) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+)
+_INSERT_COST = (
+    "INSERT INTO costs (device_id, request_id, bytes_in, bytes_out, compute_ms, cost) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+)
+
+
+def statements(
+    records: list[Record], prices: PriceTable
+) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """Group ``records`` into (SQL with ``?`` placeholders, rows) pairs for ``executemany``."""
+    devices: list[tuple[object, ...]] = []
+    sessions: list[tuple[object, ...]] = []
+    requests: list[tuple[object, ...]] = []
+    results: list[tuple[object, ...]] = []
+    costs: list[tuple[object, ...]] = []
+    for r in records:
+        if isinstance(r, DeviceSeen):
+            devices.append((r.device_id, r.device_class, r.at, r.at))
+        elif isinstance(r, SessionEvent):
+            sessions.append((r.session_id, r.device_id, r.started_at, r.ended_at, r.end_reason))
+        else:
+            requests.append(
+                (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, r.route,
+                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.received_at)
+            )  # fmt: skip
+            if r.top_class is not None or r.latency_ms is not None:
+                results.append((r.device_id, r.request_id, r.top_class, r.confidence, r.latency_ms))
+            cost = prices.cost(r.bytes_in, r.bytes_out, r.compute_ms)
+            costs.append((r.device_id, r.request_id, r.bytes_in, r.bytes_out, r.compute_ms, cost))
+    out = [
+        (_UPSERT_DEVICE, devices),
+        (_UPSERT_SESSION, sessions),
+        (_INSERT_REQUEST, requests),
+        (_INSERT_RESULT, results),
+        (_INSERT_COST, costs),
+    ]
+    return [(sql, rows) for sql, rows in out if rows]

@@ -1,0 +1,143 @@
+"""Idempotency store and result cache against a real Redis shared by two "replicas"."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from cloud.stores import (
+    CacheEntry,
+    RedisIdempotencyStore,
+    RedisResultCache,
+    StoreSettings,
+    build_stores,
+    payload_digest,
+)
+from common.errors import FailedPrecondition, Unavailable
+from tests.integration._services import RedisServer, redis_server, redis_url
+
+__all__ = ["redis_server", "redis_url"]  # fixtures
+
+
+def _prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+async def test_two_replicas_compute_once(redis_url: str) -> None:
+    prefix = _prefix()
+    # Two replicas: separate clients and stores, one Redis.
+    replicas = [
+        RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix) for _ in range(2)
+    ]
+    computed = 0
+
+    async def serve(store: RedisIdempotencyStore, key: str, payload: bytes) -> bytes:
+        nonlocal computed
+        digest = payload_digest(payload)
+        r = await store.reserve(key, digest)
+        if r.result is not None:
+            return r.result
+        computed += 1
+        await asyncio.sleep(0.02)  # the backend call
+        result = b"answer:" + payload
+        await store.complete(key, digest, result)
+        return result
+
+    # Sequential repeat on the other replica, then concurrent duplicates across both.
+    assert await serve(replicas[0], "k1", b"p") == b"answer:p"
+    assert await serve(replicas[1], "k1", b"p") == b"answer:p"
+    results = await asyncio.gather(*(serve(replicas[i % 2], "k2", b"q") for i in range(8)))
+    assert results == [b"answer:q"] * 8
+    assert computed == 2
+    with pytest.raises(FailedPrecondition, match="different payload"):
+        await serve(replicas[1], "k1", b"changed")
+    for s in replicas:
+        await s.close()
+
+
+async def test_release_and_ttl(redis_url: str) -> None:
+    store = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=_prefix(), ttl_s=0.2)
+    d = payload_digest(b"x")
+    assert (await store.reserve("k", d)).result is None
+    await store.release("k")
+    assert (await store.reserve("k", d)).result is None
+    await store.complete("k", d, b"r")
+    assert (await store.reserve("k", d)).result == b"r"
+    await asyncio.sleep(0.3)
+    assert (await store.reserve("k", d)).result is None
+    await store.close()
+
+
+async def test_in_progress_duplicate_times_out_unavailable(redis_url: str) -> None:
+    prefix = _prefix()
+    a = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
+    b = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix, wait_timeout_s=0.1)
+    assert (await a.reserve("k", "d")).result is None
+    with pytest.raises(Unavailable, match="still being computed"):
+        await b.reserve("k", "d")
+    await a.close()
+    await b.close()
+
+
+async def test_result_cache_shared(redis_url: str) -> None:
+    prefix = _prefix()
+    c1 = RedisResultCache(aioredis.Redis.from_url(redis_url), prefix=prefix)
+    c2 = RedisResultCache(aioredis.Redis.from_url(redis_url), prefix=prefix, default_ttl_s=0.2)
+    h = hashlib.sha256(b"img").hexdigest()
+    entry = CacheEntry(
+        outputs={"logits": np.arange(10, dtype=np.float32)[None]},
+        top_class=9,
+        confidence=0.7,
+        model_version="2",
+    )
+    assert await c2.get("m", h) is None
+    await c1.put("m", h, entry)
+    got = await c2.get("m", h)
+    assert got is not None and got.top_class == 9 and got.model_version == "2"
+    np.testing.assert_array_equal(got.outputs["logits"], entry.outputs["logits"])
+    await c2.put("m", h, entry)  # default TTL of c2: 0.2 s
+    await asyncio.sleep(0.3)
+    assert await c1.get("m", h) is None
+    await c1.close()
+    await c2.close()
+
+
+async def test_redis_down_is_unavailable_and_cache_misses(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    if not redis_server.owned:
+        redis_url = "redis://127.0.0.1:1/0"  # nothing listens there: the same as a stopped server
+    else:
+        redis_server.stop()
+    try:
+        store = RedisIdempotencyStore(
+            aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5), prefix=_prefix()
+        )
+        with pytest.raises(Unavailable, match="unreachable"):
+            await store.reserve("k", "d")
+        await store.complete("k", "d", b"r")  # logged, not raised
+        await store.release("k")
+        cache = RedisResultCache(aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5))
+        h = hashlib.sha256(b"").hexdigest()
+        assert await cache.get("m", h) is None
+        await cache.put("m", h, CacheEntry(outputs={}))
+        await store.close()
+        await cache.close()
+    finally:
+        if redis_server.owned:
+            redis_server.start()
+
+
+async def test_build_redis_stores(redis_url: str) -> None:
+    stores = build_stores(StoreSettings(backend="redis", redis_url=redis_url, metadata_url="none"))
+    assert isinstance(stores.idempotency, RedisIdempotencyStore)
+    key = uuid.uuid4().hex
+    assert (await stores.idempotency.reserve(key, "d")).result is None
+    await stores.idempotency.complete(key, "d", b"ok")
+    assert (await stores.idempotency.reserve(key, "d")).result == b"ok"
+    await stores.close()
