@@ -60,6 +60,8 @@ class ModelSpec:
     """Segment name inside the bundle (``full``, ``tail_cut1``...)."""
     labels: tuple[str, ...] = field(default=())
     """Class names, for classifiers (index = class id)."""
+    temperature: float = 1.0
+    """Temperature of the final exit: confidence = max softmax(logits / temperature)."""
 
     @property
     def key(self) -> ModelKey:

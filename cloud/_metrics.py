@@ -1,0 +1,71 @@
+"""Prometheus metrics of the gateway, on their own registry (served on the metrics port)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class GatewayMetrics:
+    """All gateway metrics; one instance per gateway (tests create their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aiml021_gateway_requests",
+            "Finished requests by model, route (infer, stream, session) and status code.",
+            ["model", "route", "status"],
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "aiml021_gateway_queue_seconds",
+            "Time requests waited in the batcher queue.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "aiml021_gateway_compute_seconds",
+            "Backend compute time per batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "aiml021_gateway_batch_size",
+            "Samples per executed batch.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "aiml021_gateway_bytes_received",
+            "Payload bytes received, by codec.",
+            ["codec"],
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "aiml021_gateway_open_streams",
+            "Open streams by kind (session, infer_stream).",
+            ["kind"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "aiml021_gateway_rejections",
+            "Requests refused before compute, by reason (status code).",
+            ["reason"],
+            registry=r,
+        )
+        self.buffered_bytes = Gauge(
+            "aiml021_gateway_buffered_bytes",
+            "Bytes of unfinished session payloads buffered (global budget in use).",
+            registry=r,
+        )
+
+
+__all__ = ["GatewayMetrics"]

@@ -1,0 +1,266 @@
+"""Dynamic batcher for one model version: earliest deadline first, bounded, deadline-aware.
+
+Requests wait in a heap ordered by (deadline, -priority, arrival). A worker takes the most urgent
+requests up to ``max_batch_size`` samples, answers those that can no longer meet their deadline
+with DEADLINE_EXCEEDED before computing, concatenates the rest along the batch dimension, runs the
+backend once and hands each request exactly its rows back. Batching never changes results: each
+sample's rows are computed by the same model independently of its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloud.backends._base import ModelKey
+from cloud.core._types import InferenceResult
+from common.errors import AimlError, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+BatchObserver = Callable[[ModelKey, int, float], None]
+"""Called after each batch with (key, samples, compute seconds)."""
+
+
+@dataclass(slots=True)
+class BatcherConfig:
+    """Limits of one batcher."""
+
+    max_batch_size: int = 64
+    max_queue_delay_s: float = 0.0
+    max_queue_size: int = 1024
+    workers: int = 1
+
+
+@dataclass(slots=True)
+class _Item:
+    inputs: Mapping[str, np.ndarray] | None
+    rows: int
+    outputs: tuple[str, ...]
+    deadline: float
+    future: asyncio.Future[InferenceResult]
+    enqueued: float
+    queued: bool = True
+
+
+class DynamicBatcher:
+    """Batches requests for one model version and runs them through ``run``."""
+
+    def __init__(
+        self,
+        key: ModelKey,
+        run: RunFn,
+        config: BatcherConfig,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.key = key
+        self._run = run
+        self._cfg = config
+        self._observer = observer
+        self._heap: list[tuple[float, int, int, _Item]] = []
+        self._seq = itertools.count()
+        self._queued = 0
+        self._rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._compute_estimate_s = 0.0  # EWMA of batch compute time; 0 until measured
+        self.batches = 0
+        self.samples = 0
+
+    def start(self) -> None:
+        """Start the worker tasks (inside the running loop)."""
+        self._wakeup = asyncio.Event()
+        for i in range(self._cfg.workers):
+            self._workers.append(
+                asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.key}-{i}")
+            )
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting (not yet taken into a batch)."""
+        return self._queued
+
+    def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        outputs: tuple[str, ...] = (),
+        deadline: float | None = None,
+        priority: int = 2,
+    ) -> asyncio.Future[InferenceResult]:
+        """Queue one request of ``rows`` samples; the future resolves to its result.
+
+        Raises ResourceExhausted when the queue is full, DeadlineExceeded when the deadline has
+        already passed, Unavailable after close. Cancelling the future frees the queued inputs.
+        """
+        if self._closed or self._wakeup is None:
+            raise Unavailable(f"model {self.key} is not serving")
+        if self._queued >= self._cfg.max_queue_size:
+            raise ResourceExhausted(
+                f"queue of model {self.key} is full ({self._cfg.max_queue_size} requests); retry later"
+            )
+        now = time.monotonic()
+        dl = math.inf if deadline is None else deadline
+        if dl <= now:
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        item = _Item(inputs, rows, outputs, dl, fut, now)
+        fut.add_done_callback(lambda f, it=item: self._on_done(f, it))  # type: ignore[misc]
+        heapq.heappush(self._heap, (dl, -priority, next(self._seq), item))
+        self._queued += 1
+        self._rows += rows
+        self._wakeup.set()
+        return fut
+
+    def _on_done(self, fut: asyncio.Future[InferenceResult], item: _Item) -> None:
+        if fut.cancelled() and item.queued:
+            # Still queued: free the payload now; the heap entry is skipped when reached.
+            item.queued = False
+            item.inputs = None
+            self._queued -= 1
+            self._rows -= item.rows
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        now = time.monotonic()
+        estimate = self._compute_estimate_s
+        while self._heap:
+            item = self._heap[0][3]
+            if not item.queued:  # cancelled while queued
+                heapq.heappop(self._heap)
+                continue
+            if rows and rows + item.rows > self._cfg.max_batch_size:
+                break
+            heapq.heappop(self._heap)
+            item.queued = False
+            self._queued -= 1
+            self._rows -= item.rows
+            if item.deadline < now + estimate:
+                item.inputs = None
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"deadline cannot be met: {max(0.0, item.deadline - now) * 1e3:.1f} ms left, "
+                        f"model {self.key} needs about {estimate * 1e3:.1f} ms"
+                    )
+                )
+                continue
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        while not self._closed:
+            await wakeup.wait()
+            if self._cfg.max_queue_delay_s > 0 and self._rows < self._cfg.max_batch_size:
+                await self._wait_for_fill()
+            batch = self._take()
+            if not self._heap:
+                wakeup.clear()
+            if batch:
+                await self._execute(batch)
+
+    async def _wait_for_fill(self) -> None:
+        # Wait until the oldest request has waited max_queue_delay or the batch is full.
+        oldest = min((e[3].enqueued for e in self._heap if e[3].queued), default=None)
+        if oldest is None:
+            return
+        until = oldest + self._cfg.max_queue_delay_s
+        while self._rows < self._cfg.max_batch_size:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            assert self._wakeup is not None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+            finally:
+                self._wakeup.set()
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        rows = sum(i.rows for i in batch)
+        if len(batch) == 1:
+            feeds = batch[0].inputs
+            assert feeds is not None
+        else:
+            names = list(batch[0].inputs or {})
+            feeds = {n: np.concatenate([i.inputs[n] for i in batch if i.inputs]) for n in names}
+        start = time.monotonic()
+        try:
+            outputs = await self._run(feeds)
+        except AimlError as exc:
+            for item in batch:
+                item.inputs = None
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        except Exception as exc:
+            log.exception("batch of %s failed", self.key)
+            for item in batch:
+                item.inputs = None
+                if not item.future.done():
+                    item.future.set_exception(Internal(f"model {self.key} failed: {exc}"))
+            return
+        end = time.monotonic()
+        compute = end - start
+        est = self._compute_estimate_s
+        self._compute_estimate_s = compute if est == 0 else 0.8 * est + 0.2 * compute
+        self.batches += 1
+        self.samples += rows
+        if self._observer is not None:
+            self._observer(self.key, rows, compute)
+        offset = 0
+        for item in batch:
+            item.inputs = None
+            if not item.future.done():
+                names = item.outputs or tuple(outputs)
+                if len(batch) == 1:
+                    mine = {n: outputs[n] for n in names}
+                else:
+                    mine = {n: outputs[n][offset : offset + item.rows] for n in names}
+                item.future.set_result(
+                    InferenceResult(
+                        self.key.name,
+                        self.key.version,
+                        mine,
+                        queue_s=start - item.enqueued,
+                        compute_s=compute,
+                        batch_size=rows,
+                    )
+                )
+            offset += item.rows
+
+    async def close(self) -> None:
+        """Stop the workers; queued requests fail with UNAVAILABLE."""
+        self._closed = True
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        while self._heap:
+            item = heapq.heappop(self._heap)[3]
+            if item.queued and not item.future.done():
+                item.queued = False
+                item.inputs = None
+                item.future.set_exception(Unavailable(f"model {self.key} is shutting down"))
+        self._queued = self._rows = 0
+
+
+__all__ = ["BatchObserver", "BatcherConfig", "DynamicBatcher"]

@@ -1,0 +1,60 @@
+"""The gateway core: data plane, model repository, session reassembly and hooks (no grpc here)."""
+
+from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
+from cloud.core._dataplane import DataPlane, monotonic_deadline, validate_inputs
+from cloud.core._hooks import (
+    IdempotencyRecord,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    MemoryResultCache,
+    MetadataSink,
+    ResultCache,
+    discard_record,
+)
+from cloud.core._repository import (
+    ModelRepository,
+    scan_models_dir,
+    spec_from_onnx,
+    specs_from_bundle,
+    tail_model_name,
+)
+from cloud.core._session import (
+    ByteBudget,
+    Chunk,
+    RequestHeader,
+    SessionCore,
+    SessionLimits,
+    SessionSink,
+)
+from cloud.core._types import InferenceRequest, InferenceResult, Priority, RequestRecord
+
+__all__ = [
+    "CODEC_RAW",
+    "ByteBudget",
+    "Chunk",
+    "DataPlane",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "InferenceRequest",
+    "InferenceResult",
+    "MemoryIdempotencyStore",
+    "MemoryResultCache",
+    "MetadataSink",
+    "ModelRepository",
+    "PayloadFormat",
+    "Priority",
+    "RequestHeader",
+    "RequestRecord",
+    "ResultCache",
+    "SessionCore",
+    "SessionLimits",
+    "SessionSink",
+    "decode_payload",
+    "discard_record",
+    "monotonic_deadline",
+    "scan_models_dir",
+    "spec_from_onnx",
+    "specs_from_bundle",
+    "tail_model_name",
+    "validate_inputs",
+]

@@ -1,0 +1,191 @@
+"""The model repository: which model versions the gateway serves, built from a models directory.
+
+Each bundle (a subdirectory with ``manifest.json``) is served as its full model under the bundle
+name, and as one tail model per cut point under ``<bundle>.<cut point>``; a bare ``*.onnx`` file
+is served under its stem with version ``1``. Versions are the manifest's version string; an empty
+requested version selects the newest loaded one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from cloud.backends._base import ModelKey, ModelSpec, TensorSpec
+from common.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+TAIL_SEPARATOR = "."
+
+
+def tail_model_name(bundle: str, cut_point: str) -> str:
+    """Served name of the tail that runs from ``cut_point`` of ``bundle``."""
+    return f"{bundle}{TAIL_SEPARATOR}{cut_point}"
+
+
+def _spec(t: object) -> TensorSpec:
+    shape = tuple(-1 if d is None else int(d) for d in t.shape)  # type: ignore[attr-defined]
+    return TensorSpec(t.name, t.dtype, shape)  # type: ignore[attr-defined]
+
+
+def specs_from_bundle(root: Path, max_batch_size: int) -> list[ModelSpec]:
+    """Model specs of one bundle directory: its full model and one tail per cut point."""
+    from common.bundle import load_bundle
+
+    bundle = load_bundle(root)
+    m = bundle.manifest
+    labels = tuple(m.classes)
+    temperature = m.exits[-1].temperature
+    specs = []
+    full = m.segment(m.full)
+    specs.append(
+        ModelSpec(
+            name=m.name,
+            version=m.version,
+            onnx_path=bundle.segment_path(full.name),
+            inputs=tuple(_spec(t) for t in full.inputs),
+            outputs=tuple(_spec(t) for t in full.outputs),
+            max_batch_size=max_batch_size,
+            bundle=m.name,
+            segment=full.name,
+            labels=labels,
+            temperature=temperature,
+        )
+    )
+    for cut in m.cut_points:
+        tail = m.segment(cut.tail)
+        specs.append(
+            ModelSpec(
+                name=tail_model_name(m.name, cut.name),
+                version=m.version,
+                onnx_path=bundle.segment_path(tail.name),
+                inputs=tuple(_spec(t) for t in tail.inputs),
+                outputs=tuple(_spec(t) for t in tail.outputs),
+                max_batch_size=max_batch_size,
+                bundle=m.name,
+                cut_point=cut.name,
+                segment=tail.name,
+                labels=labels,
+                temperature=temperature,
+            )
+        )
+    return specs
+
+
+def spec_from_onnx(path: Path, max_batch_size: int, version: str = "1") -> ModelSpec:
+    """Model spec of a bare ONNX file (inputs and outputs read from its graph)."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def conv(vi: onnx.ValueInfoProto) -> TensorSpec:
+        tt = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+        return TensorSpec(vi.name, dtype, dims)
+
+    return ModelSpec(
+        name=path.stem,
+        version=version,
+        onnx_path=path,
+        inputs=tuple(conv(v) for v in graph.input if v.name not in inits),
+        outputs=tuple(conv(v) for v in graph.output),
+        max_batch_size=max_batch_size,
+        segment="full",
+    )
+
+
+def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
+    """Every servable model in ``models_dir``; a broken bundle is logged and skipped."""
+    specs: list[ModelSpec] = []
+    if not models_dir.is_dir():
+        log.warning("models directory %s does not exist; serving no models", models_dir)
+        return specs
+    for entry in sorted(models_dir.iterdir()):
+        try:
+            if entry.is_dir() and (entry / "manifest.json").is_file():
+                specs.extend(specs_from_bundle(entry, max_batch_size))
+            elif entry.suffix == ".onnx" and entry.is_file():
+                specs.append(spec_from_onnx(entry, max_batch_size))
+        except Exception as exc:  # one broken bundle must not stop the others
+            log.error("skipping %s: %s", entry, exc)
+    return specs
+
+
+class ModelRepository:
+    """Served model versions by name; resolves requested (name, version) pairs."""
+
+    def __init__(self, specs: Iterable[ModelSpec] = ()) -> None:
+        self._by_name: dict[str, dict[str, ModelSpec]] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: ModelSpec) -> None:
+        """Serve ``spec`` (replacing a spec with the same key)."""
+        self._by_name.setdefault(spec.name, {})[spec.version] = spec
+
+    def remove(self, key: ModelKey) -> None:
+        """Stop serving ``key``."""
+        versions = self._by_name.get(key.name, {})
+        versions.pop(key.version, None)
+        if not versions:
+            self._by_name.pop(key.name, None)
+
+    def resolve(self, name: str, version: str = "") -> ModelSpec:
+        """The spec for ``name`` at ``version`` (newest when empty); NotFound otherwise."""
+        versions = self._by_name.get(name)
+        if not versions:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise NotFound(f"unknown model {name!r} (served models: {known})")
+        if not version:
+            return versions[max(versions, key=_version_key)]
+        spec = versions.get(version)
+        if spec is None:
+            raise NotFound(
+                f"model {name!r} has no version {version!r} (versions: {', '.join(sorted(versions))})"
+            )
+        return spec
+
+    def resolve_cut(self, bundle: str, version: str, cut_point: str) -> ModelSpec:
+        """The tail model of ``bundle`` for ``cut_point`` (the full model when it is empty)."""
+        if not cut_point:
+            return self.resolve(bundle, version)
+        if bundle not in self._by_name:
+            return self.resolve(bundle, version)  # NotFound naming the model
+        name = tail_model_name(bundle, cut_point)
+        if name not in self._by_name:
+            cuts = sorted(
+                n.split(TAIL_SEPARATOR, 1)[1]
+                for n in self._by_name
+                if n.startswith(bundle + TAIL_SEPARATOR)
+            )
+            raise NotFound(
+                f"model {bundle!r} has no cut point {cut_point!r} (cut points: {', '.join(cuts) or 'none'})"
+            )
+        return self.resolve(name, version)
+
+    def specs(self) -> list[ModelSpec]:
+        """Every served spec, by name then version."""
+        return [s for n in sorted(self._by_name) for _, s in sorted(self._by_name[n].items())]
+
+    def versions(self, name: str) -> list[str]:
+        """Served versions of ``name`` (NotFound when none)."""
+        self.resolve(name)
+        return sorted(self._by_name[name], key=_version_key)
+
+
+def _version_key(v: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in v.replace("-", ".").split("."))
+
+
+__all__ = [
+    "ModelRepository",
+    "scan_models_dir",
+    "spec_from_onnx",
+    "specs_from_bundle",
+    "tail_model_name",
+]

@@ -1,0 +1,417 @@
+"""One device session: reassembly of chunked requests under byte budgets, credits, cancellation.
+
+The transport feeds decoded frames (:class:`RequestHeader`, :class:`Chunk`, cancels) into
+:class:`SessionCore`; answers leave through a :class:`SessionSink`. Memory is bounded three ways:
+a request's declared size is checked against ``max_request_bytes`` and reserved against the
+session and global budgets before a byte is buffered; chunk payloads beyond the credit granted to
+the device are refused; a request whose chunks stop arriving is dropped after
+``reassembly_timeout_s``. Nothing is ever allocated from a client-declared size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cloud.backends._base import ModelSpec
+from cloud.core._codec import PayloadFormat, decode_payload
+from cloud.core._dataplane import DataPlane
+from cloud.core._types import InferenceRequest, InferenceResult, Priority
+from common.errors import (
+    AimlError,
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Limits negotiated for a session (sent to the device in Welcome)."""
+
+    max_request_bytes: int
+    max_chunk_bytes: int
+    max_inflight_requests: int
+    max_session_buffer_bytes: int
+    reassembly_timeout_s: float
+    ping_interval_s: float
+
+
+class ByteBudget:
+    """A shared byte budget (the gateway-wide buffer limit)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit; False otherwise."""
+        if self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        """Give ``n`` bytes back."""
+        self.used -= n
+
+
+@dataclass(slots=True)
+class RequestHeader:
+    """Transport-neutral InferHeader."""
+
+    request_id: str
+    model_name: str
+    model_version: str
+    cut_point: str
+    payload: PayloadFormat
+    total_bytes: int
+    deadline: float | None = None
+    """Monotonic instant, or None."""
+    priority: Priority = Priority.NORMAL
+    idempotency_key: str = ""
+    payload_digest: bytes = b""
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Transport-neutral TensorChunk."""
+
+    request_id: str
+    offset: int
+    data: bytes
+    last: bool
+
+
+class SessionSink(Protocol):
+    """Where a session's answers go (the transport converts and writes them)."""
+
+    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None: ...
+
+    def error(self, request_id: str, error: AimlError) -> None: ...
+
+    def credit(self, nbytes: int, requests: int) -> None: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    header: RequestHeader
+    spec: ModelSpec
+    started: float
+    parts: list[bytes] = field(default_factory=list)
+    received: int = 0
+    timer: asyncio.TimerHandle | None = None
+    future: asyncio.Future[InferenceResult] | None = None
+    request: InferenceRequest | None = None
+
+
+class SessionCore:
+    """State of one session: open requests, budgets and credits."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        limits: SessionLimits,
+        global_budget: ByteBudget,
+        sink: SessionSink,
+        device_id: str,
+    ) -> None:
+        self._dp = dataplane
+        self.limits = limits
+        self._global = global_budget
+        self._sink = sink
+        self.device_id = device_id
+        self._open: dict[str, _Pending] = {}
+        self._reserved = 0  # bytes reserved by requests still reassembling
+        self._credit_left = limits.max_session_buffer_bytes
+        self._grant_bytes = 0
+        self._grant_requests = 0
+        self._grant_threshold = max(1, limits.max_session_buffer_bytes // 4)
+        self._request_threshold = max(1, limits.max_inflight_requests // 4)
+        self.draining = False
+
+    @property
+    def initial_credit_bytes(self) -> int:
+        """Byte credit granted with Welcome."""
+        return self.limits.max_session_buffer_bytes
+
+    @property
+    def inflight(self) -> int:
+        """Requests open on this session (reassembling, queued or computing)."""
+        return len(self._open)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes reserved for requests still reassembling."""
+        return self._reserved
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def on_header(self, h: RequestHeader) -> None:
+        """Open a request; answers InferError at once when it cannot be accepted."""
+        try:
+            self._open_request(h)
+        except AimlError as exc:
+            self._reject(h.request_id, h.model_name, exc)
+
+    def _open_request(self, h: RequestHeader) -> None:
+        lim = self.limits
+        if not h.request_id:
+            raise InvalidArgument("InferHeader.request_id must not be empty")
+        if self.draining:
+            raise Unavailable("gateway is draining; reconnect to another gateway")
+        if h.request_id in self._open:
+            raise AlreadyExists(f"request id {h.request_id!r} is already in flight")
+        if len(self._open) >= lim.max_inflight_requests:
+            raise ResourceExhausted(
+                f"too many requests in flight ({lim.max_inflight_requests}); wait for Credit"
+            )
+        if h.total_bytes <= 0:
+            raise InvalidArgument("InferHeader.total_bytes must be > 0")
+        if h.total_bytes > lim.max_request_bytes:
+            raise ResourceExhausted(
+                f"declared payload of {h.total_bytes} bytes exceeds max_request_bytes "
+                f"{lim.max_request_bytes}"
+            )
+        spec = self._dp.repository.resolve_cut(h.model_name, h.model_version, h.cut_point)
+        _check_format(spec, h.payload)
+        fmt = h.payload
+        if fmt.is_raw and h.total_bytes != fmt.raw_bytes():
+            raise InvalidArgument(
+                f"total_bytes {h.total_bytes} does not match shape {list(fmt.shape)} of "
+                f"{fmt.dtype} ({fmt.raw_bytes()} bytes)"
+            )
+        if h.deadline is not None and h.deadline <= time.monotonic():
+            raise DeadlineExceeded("the request's deadline passed before it was opened")
+        if self._reserved + h.total_bytes > lim.max_session_buffer_bytes:
+            raise ResourceExhausted(
+                f"session buffer full ({self._reserved} of {lim.max_session_buffer_bytes} bytes "
+                "reserved by unfinished requests)"
+            )
+        if not self._global.reserve(h.total_bytes):
+            raise ResourceExhausted("gateway buffer budget exhausted; retry later")
+        self._reserved += h.total_bytes
+        self._dp.metrics.buffered_bytes.set(self._global.used)
+        p = _Pending(h, spec, time.monotonic())
+        p.timer = asyncio.get_running_loop().call_later(
+            lim.reassembly_timeout_s, self._expire, h.request_id
+        )
+        self._open[h.request_id] = p
+
+    def on_chunk(self, c: Chunk) -> None:
+        """Append a chunk; completes the request on ``last``."""
+        n = len(c.data)
+        if n > self._credit_left:
+            # The device sent beyond its credit: refuse to buffer, fail the request.
+            self._fail(c.request_id, ResourceExhausted("chunk exceeds the byte credit granted"))
+            return
+        self._credit_left -= n
+        self._grant_bytes += n  # these bytes are returned once the request leaves the buffer
+        p = self._open.get(c.request_id)
+        if p is None or p.future is not None:
+            self._maybe_grant()
+            self._sink.error(
+                c.request_id, NotFound(f"chunk for unknown request id {c.request_id!r}")
+            )
+            self._dp.metrics.rejections.labels("NOT_FOUND").inc()
+            return
+        if n > self.limits.max_chunk_bytes:
+            self._fail(c.request_id, InvalidArgument(f"chunk of {n} bytes exceeds max_chunk_bytes"))
+            return
+        if c.offset != p.received:
+            kind = "overlaps" if c.offset < p.received else "leaves a gap after"
+            self._fail(
+                c.request_id,
+                InvalidArgument(
+                    f"chunk at offset {c.offset} {kind} the {p.received} bytes received; chunks "
+                    "must arrive in order without gaps"
+                ),
+            )
+            return
+        if p.received + n > p.header.total_bytes:
+            self._fail(
+                c.request_id,
+                InvalidArgument(
+                    f"chunks carry more than the declared total_bytes {p.header.total_bytes}"
+                ),
+            )
+            return
+        p.parts.append(c.data)
+        p.received += n
+        if c.last:
+            if p.received != p.header.total_bytes:
+                self._fail(
+                    c.request_id,
+                    InvalidArgument(
+                        f"last chunk ends at {p.received} bytes but total_bytes is "
+                        f"{p.header.total_bytes}"
+                    ),
+                )
+                return
+            self._complete(p)
+
+    def on_cancel(self, request_id: str) -> None:
+        """Withdraw a request: buffered bytes and queued work are freed, nothing is answered."""
+        p = self._open.get(request_id)
+        if p is None:
+            return
+        self._drop(p)
+        if p.future is not None:
+            p.future.cancel()
+        self._grant_requests += 1
+        self._maybe_grant()
+
+    def close(self) -> None:
+        """The stream ended: free everything and withdraw queued work."""
+        for p in list(self._open.values()):
+            self._drop(p)
+            if p.future is not None:
+                p.future.cancel()
+        self._open.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _complete(self, p: _Pending) -> None:
+        h = p.header
+        payload = p.parts[0] if len(p.parts) == 1 else b"".join(p.parts)
+        self._release(p)
+        self._maybe_grant()
+        self._dp.metrics.bytes_received.labels(h.payload.codec_name).inc(len(payload))
+        req = InferenceRequest(
+            model_name=p.spec.name,
+            model_version=p.spec.version,
+            inputs={},
+            request_id=h.request_id,
+            deadline=h.deadline,
+            priority=h.priority,
+            idempotency_key=h.idempotency_key,
+            payload_digest=h.payload_digest,
+            device_id=self.device_id,
+            route="session",
+            codec=h.payload.codec_name,
+            cut_point=h.cut_point,
+        )
+        p.request = req
+        try:
+            arr = decode_payload(payload, h.payload, self.limits.max_request_bytes * 64)
+            if arr.ndim == len(p.spec.inputs[0].shape) - 1:
+                arr = arr[None]
+            req.inputs = {p.spec.inputs[0].name: arr}
+            fut = self._dp.submit(req, p.spec)
+        except AimlError as exc:
+            self._open.pop(h.request_id, None)
+            self._grant_requests += 1
+            self._maybe_grant()
+            self._sink.error(h.request_id, exc)
+            self._dp.record(req, exc.code.value, bytes_in=len(payload))
+            return
+        p.future = fut
+        fut.add_done_callback(lambda f, p=p: self._answer(p, f))  # type: ignore[misc]
+
+    def _answer(self, p: _Pending, fut: asyncio.Future[InferenceResult]) -> None:
+        rid = p.header.request_id
+        if self._open.get(rid) is not p:
+            return  # cancelled or the session closed
+        del self._open[rid]
+        self._grant_requests += 1
+        self._maybe_grant()
+        assert p.request is not None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            result = fut.result()
+            self._sink.result(rid, result, p.spec)
+            self._dp.record(p.request, "OK", result, p.header.total_bytes)
+            return
+        err = exc if isinstance(exc, AimlError) else Unavailable(f"inference failed: {exc}")
+        self._sink.error(rid, err)
+        self._dp.record(p.request, err.code.value, bytes_in=p.header.total_bytes)
+
+    def _expire(self, request_id: str) -> None:
+        p = self._open.get(request_id)
+        if p is None or p.future is not None:
+            return
+        waited = time.monotonic() - p.started
+        self._fail(
+            request_id,
+            DeadlineExceeded(
+                f"request not completed within the reassembly timeout "
+                f"({waited:.1f} s, {p.received} of {p.header.total_bytes} bytes received)"
+            ),
+        )
+
+    def _fail(self, request_id: str, error: AimlError) -> None:
+        p = self._open.pop(request_id, None)
+        model = ""
+        if p is not None:
+            model = p.spec.name
+            self._drop(p)
+            self._grant_requests += 1
+        self._maybe_grant()
+        self._reject(request_id, model, error)
+
+    def _reject(self, request_id: str, model: str, error: AimlError) -> None:
+        self._sink.error(request_id, error)
+        self._dp.metrics.rejections.labels(error.code.value).inc()
+        self._dp.metrics.requests.labels(model or "unknown", "session", error.code.value).inc()
+
+    def _drop(self, p: _Pending) -> None:
+        self._open.pop(p.header.request_id, None)
+        if p.future is None:
+            self._release(p)
+
+    def _release(self, p: _Pending) -> None:
+        if p.timer is not None:
+            p.timer.cancel()
+            p.timer = None
+        p.parts = []
+        self._reserved -= p.header.total_bytes
+        self._global.release(p.header.total_bytes)
+        self._dp.metrics.buffered_bytes.set(self._global.used)
+
+    def _maybe_grant(self) -> None:
+        if self._grant_bytes >= self._grant_threshold or self._grant_requests >= (
+            self._request_threshold
+        ):
+            nbytes, nreq = self._grant_bytes, self._grant_requests
+            self._grant_bytes = self._grant_requests = 0
+            self._credit_left += nbytes
+            self._sink.credit(nbytes, nreq)
+
+
+def _check_format(spec: ModelSpec, fmt: PayloadFormat) -> None:
+    t = spec.inputs[0]
+    if len(spec.inputs) != 1:
+        raise InvalidArgument(
+            f"model {spec.key} takes {len(spec.inputs)} inputs; sessions send one"
+        )
+    if fmt.dtype != t.dtype:
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r} needs dtype {t.dtype}, header declares {fmt.dtype}"
+        )
+    shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
+    if (
+        len(shape) != len(t.shape)
+        or shape[0] < 1
+        or any(w not in (-1, g) for w, g in zip(t.shape[1:], shape[1:], strict=True))
+    ):
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r} needs shape {list(t.shape)} (-1 = any), header "
+            f"declares {list(fmt.shape)}"
+        )
+    if shape[0] > spec.max_batch_size:
+        raise InvalidArgument(
+            f"model {spec.key}: batch of {shape[0]} exceeds max batch size {spec.max_batch_size}"
+        )
+
+
+__all__ = ["ByteBudget", "Chunk", "RequestHeader", "SessionCore", "SessionLimits", "SessionSink"]
