@@ -22,6 +22,7 @@ PER_TENSOR = 255  # axis byte meaning "one scale for the whole tensor"
 _HEAD = struct.Struct("<BBI")
 _MSE_CANDIDATES = np.linspace(0.02, 1.0, 50)
 _MSE_SAMPLE = 65536
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,8 +70,11 @@ class QuantParams:
             )
         scale = np.frombuffer(data, "<f4", count, _HEAD.size).astype(np.float32)
         zero = np.frombuffer(data, np.uint8, count, _HEAD.size + 4 * count)
-        if count and (not np.all(np.isfinite(scale)) or np.any(scale <= 0)):
-            raise CodecError("quantiser scale is not a positive finite number")
+        span = scale.astype(np.float64) * (1 << bits)
+        if count and (
+            not np.all(np.isfinite(scale)) or np.any(scale <= 0) or span.max() > _F32_MAX
+        ):
+            raise CodecError("quantiser scale is not a positive finite number within float32 range")
         if count and int(zero.max()) >= 1 << bits:
             raise CodecError(f"quantiser zero point {int(zero.max())} outside {bits}-bit range")
         return cls(bits, axis, scale, zero)
@@ -111,7 +115,8 @@ def _mse_range(flat: np.ndarray, bits: int) -> tuple[float, float]:
 
 
 def _channel_view(x: np.ndarray, axis: int) -> np.ndarray:
-    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    rest = x.size // x.shape[axis] if x.shape[axis] else 0
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], rest)
 
 
 def choose_params(
@@ -155,6 +160,8 @@ def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
 
 def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
     """Symbols (uint8, same shape as ``x``) for float ``x``."""
+    if x.ndim == 0:
+        return quantize(x.reshape(1), params).reshape(())
     scale = _broadcast(params.scale, x.ndim, params.axis)
     zero = _broadcast(params.zero_point.astype(np.float32), x.ndim, params.axis)
     q = np.divide(x, scale, dtype=np.float32)
