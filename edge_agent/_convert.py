@@ -1,0 +1,352 @@
+"""Converters between the session protocol's protobuf frames and the agent's plain types.
+
+This is the only module of the agent that touches generated ``*_pb2`` code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from aiml021.common.v1 import request_pb2, tensor_pb2
+from aiml021.session.v1 import session_pb2
+from aiml021.telemetry.v1 import telemetry_pb2
+from edge_agent._features import RAW, EncodedFeatures
+from edge_agent._types import Route
+
+PROTOCOL_VERSION = 1
+_DTYPES = {"float32": tensor_pb2.DATA_TYPE_FLOAT32, "float16": tensor_pb2.DATA_TYPE_FLOAT16}
+_ROUTES = {
+    request_pb2.ROUTE_EDGE: Route.EDGE,
+    request_pb2.ROUTE_CLOUD: Route.CLOUD,
+    request_pb2.ROUTE_EDGE_FALLBACK: Route.EDGE_FALLBACK,
+    request_pb2.ROUTE_CACHE: Route.CACHE,
+    request_pb2.ROUTE_DEFERRED: Route.DEFERRED,
+}
+_ROUTE_IDS = {v: k for k, v in _ROUTES.items()}
+# google.rpc.Code numbers -> transport-neutral names (common.errors.ErrorCode values).
+_RPC_CODES = {
+    1: "CANCELLED",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboundRequest:
+    """One offload as the stream client sends it (and re-sends after a reconnect)."""
+
+    request_id: str
+    idempotency_key: str
+    model_name: str
+    model_version: str
+    cut_point: str
+    features: EncodedFeatures
+    deadline: float
+    """Wall-clock instant (``time.time()`` seconds) after which the answer is useless."""
+    digest: bytes
+    deferred: bool = False
+    high_priority: bool = False
+    rtt_s: float = 0.0
+    bandwidth_bps: float = 0.0
+    exit_confidences: tuple[float, ...] = ()
+    entropy: float = 0.0
+    device_class: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Welcome:
+    session_id: str
+    device_id: str
+    max_request_bytes: int
+    max_chunk_bytes: int
+    max_inflight: int
+    ping_interval_s: float
+    initial_credit_bytes: int
+    policy: PolicyThresholds | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudAnswer:
+    request_id: str
+    top_class: int
+    confidence: float
+    route: Route
+    served_model_version: str
+    cached: bool
+    queue_ms: float
+    cloud_compute_ms: float
+    decode_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudFailure:
+    request_id: str
+    code: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Credit:
+    bytes: int
+    requests: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Drain:
+    reason: str
+    reconnect_after_s: float
+    alternate_endpoint: str
+    close_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pong:
+    nonce: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyThresholds:
+    policy_id: str
+    policy_version: str
+    kind: str
+    exit_thresholds: dict[str, float]
+    cut_point: str
+    codec: str
+
+
+Incoming = Welcome | CloudAnswer | CloudFailure | Credit | Drain | Pong | PolicyThresholds
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def _timestamp(epoch_s: float) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromNanoseconds(int(epoch_s * 1e9))
+    return t
+
+
+def _ms(d: duration_pb2.Duration) -> float:
+    return d.seconds * 1e3 + d.nanos / 1e6
+
+
+def hello(
+    device_id: str,
+    device_class: str,
+    agent_version: str,
+    max_inflight: int,
+    max_chunk_bytes: int,
+    resume_session_id: str = "",
+) -> session_pb2.ConnectRequest:
+    """The Hello frame that opens a session."""
+    caps = session_pb2.Capabilities(
+        codecs=[tensor_pb2.CODEC_KIND_RAW],
+        max_inflight_requests=max_inflight,
+        max_chunk_bytes=max_chunk_bytes,
+        accepts_policy_updates=True,
+    )
+    return session_pb2.ConnectRequest(
+        hello=session_pb2.Hello(
+            device_id=device_id,
+            protocol_version=PROTOCOL_VERSION,
+            capabilities=caps,
+            agent_version=agent_version,
+            device_class=device_class,
+            resume_session_id=resume_session_id,
+        )
+    )
+
+
+def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
+    stages = [tensor_pb2.CodecStage(kind=tensor_pb2.CODEC_KIND_RAW)] if f.codec == RAW else []
+    return tensor_pb2.EncodedTensorHeader(
+        codec=tensor_pb2.CodecSpec(stages=stages, text=f.codec),
+        dtype=_DTYPES.get(f.dtype, tensor_pb2.DATA_TYPE_FLOAT32),
+        shape=list(f.shape),
+        original_bytes=f.original_bytes,
+        coded_bytes=len(f.payload),
+        crc32c=f.crc32c,
+    )
+
+
+def infer_frames(req: OutboundRequest, chunk_bytes: int) -> list[session_pb2.ConnectRequest]:
+    """InferHeader followed by the TensorChunk frames of ``req``."""
+    payload = req.features.payload
+    header = session_pb2.InferHeader(
+        request_id=req.request_id,
+        idempotency_key=req.idempotency_key,
+        model_name=req.model_name,
+        model_version=req.model_version,
+        cut_point=req.cut_point,
+        encoding=_encoding(req.features),
+        total_bytes=len(payload),
+        deadline=_timestamp(req.deadline),
+        priority=request_pb2.PRIORITY_HIGH if req.high_priority else request_pb2.PRIORITY_NORMAL,
+        context=request_pb2.RequestContext(
+            rtt=_duration(req.rtt_s),
+            bandwidth_bps=req.bandwidth_bps,
+            exit_confidences=list(req.exit_confidences),
+            entropy=req.entropy,
+            modality=request_pb2.MODALITY_IMAGE,
+            device_class=req.device_class,
+        ),
+        deferred=req.deferred,
+        payload_digest=req.digest,
+    )
+    frames = [session_pb2.ConnectRequest(infer_header=header)]
+    offsets = range(0, max(len(payload), 1), chunk_bytes)
+    for off in offsets:
+        data = payload[off : off + chunk_bytes]
+        frames.append(
+            session_pb2.ConnectRequest(
+                tensor_chunk=session_pb2.TensorChunk(
+                    request_id=req.request_id,
+                    offset=off,
+                    data=data,
+                    last=off + chunk_bytes >= len(payload),
+                )
+            )
+        )
+    return frames
+
+
+def cancel(request_id: str) -> session_pb2.ConnectRequest:
+    """A Cancel frame."""
+    return session_pb2.ConnectRequest(cancel=session_pb2.Cancel(request_id=request_id))
+
+
+def ping(nonce: int) -> session_pb2.ConnectRequest:
+    """A Ping frame stamped now."""
+    return session_pb2.ConnectRequest(
+        ping=session_pb2.Ping(nonce=nonce, sent_at=_timestamp(time.time()))
+    )
+
+
+def telemetry(
+    device_id: str, events: list[dict[str, object]], dropped: int
+) -> session_pb2.ConnectRequest:
+    """A TelemetryBatch frame from event dicts (see ``edge_agent._telemetry``)."""
+    batch = telemetry_pb2.TelemetryBatch(device_id=device_id, dropped=dropped)
+    for e in events:
+        t = request_pb2.TimingBreakdown(
+            edge_compute=_duration(float(e["edge_compute_ms"]) / 1e3),  # type: ignore[arg-type]
+            encode=_duration(float(e["encode_ms"]) / 1e3),  # type: ignore[arg-type]
+            network=_duration(float(e["network_ms"]) / 1e3),  # type: ignore[arg-type]
+            cloud_compute=_duration(float(e["cloud_compute_ms"]) / 1e3),  # type: ignore[arg-type]
+            total=_duration(float(e["total_ms"]) / 1e3),  # type: ignore[arg-type]
+        )
+        batch.events.append(
+            telemetry_pb2.TelemetryEvent(
+                request_id=str(e["request_id"]),
+                finished_at=_timestamp(float(e["finished_at"])),  # type: ignore[arg-type]
+                model_name=str(e["model_name"]),
+                route=_ROUTE_IDS[Route(e["route"])],
+                exit_index=int(e["exit_index"]),  # type: ignore[call-overload]
+                timing=t,
+                bytes_sent=int(e["bytes_sent"]),  # type: ignore[call-overload]
+                cache_hit=bool(e["cache_hit"]),
+                cut_point=str(e["cut_point"]),
+                codec=str(e["codec"]),
+                confidence=float(e["confidence"]),  # type: ignore[arg-type]
+            )
+        )
+    return session_pb2.ConnectRequest(telemetry_batch=batch)
+
+
+def _policy(p: object) -> PolicyThresholds:
+    return PolicyThresholds(
+        policy_id=p.policy_id,  # type: ignore[attr-defined]
+        policy_version=p.policy_version,  # type: ignore[attr-defined]
+        kind=p.kind,  # type: ignore[attr-defined]
+        exit_thresholds=dict(p.exit_thresholds),  # type: ignore[attr-defined]
+        cut_point=p.cut_point,  # type: ignore[attr-defined]
+        codec=p.codec.text,  # type: ignore[attr-defined]
+    )
+
+
+def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
+    """The plain form of a gateway frame; None for frames of an unknown kind."""
+    kind = msg.WhichOneof("frame")
+    if kind == "welcome":
+        w = msg.welcome
+        lim = w.limits
+        return Welcome(
+            session_id=w.session_id,
+            device_id=w.device_id,
+            max_request_bytes=lim.max_request_bytes,
+            max_chunk_bytes=lim.max_chunk_bytes,
+            max_inflight=lim.max_inflight_requests,
+            ping_interval_s=_ms(lim.ping_interval) / 1e3,
+            initial_credit_bytes=w.initial_credit_bytes,
+            policy=_policy(w.policy) if w.HasField("policy") else None,
+        )
+    if kind == "infer_result":
+        r = msg.infer_result
+        return CloudAnswer(
+            request_id=r.request_id,
+            top_class=r.top_class,
+            confidence=r.confidence,
+            route=_ROUTES.get(r.route, Route.CLOUD),
+            served_model_version=r.served_model_version,
+            cached=r.cached,
+            queue_ms=_ms(r.timing.queue),
+            cloud_compute_ms=_ms(r.timing.cloud_compute),
+            decode_ms=_ms(r.timing.decode),
+        )
+    if kind == "infer_error":
+        e = msg.infer_error
+        return CloudFailure(
+            request_id=e.request_id,
+            code=_RPC_CODES.get(e.status.code, "INTERNAL"),
+            message=e.status.message,
+        )
+    if kind == "credit":
+        return Credit(bytes=msg.credit.bytes, requests=msg.credit.requests)
+    if kind == "drain":
+        d = msg.drain
+        return Drain(
+            reason=d.reason,
+            reconnect_after_s=_ms(d.reconnect_after) / 1e3,
+            alternate_endpoint=d.alternate_endpoint,
+            close_at=d.close_at.ToNanoseconds() / 1e9 if d.HasField("close_at") else None,
+        )
+    if kind == "pong":
+        return Pong(nonce=msg.pong.nonce)
+    if kind == "policy_update":
+        return _policy(msg.policy_update)
+    return None
+
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CloudAnswer",
+    "CloudFailure",
+    "Credit",
+    "Drain",
+    "Incoming",
+    "OutboundRequest",
+    "PolicyThresholds",
+    "Pong",
+    "Welcome",
+    "cancel",
+    "hello",
+    "incoming",
+    "infer_frames",
+    "ping",
+    "telemetry",
+]

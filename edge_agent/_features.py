@@ -1,0 +1,87 @@
+"""Feature encoding for offload with ``common.codecs``: the payload of an offload is one
+self-describing codec frame (``raw`` included), so the gateway decodes every request the same
+way. Raw little-endian float32 without a frame is used only when ``common.codecs`` cannot be
+imported (``EncodedFeatures.framed`` is then False)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli) of ``data``."""
+    import google_crc32c
+
+    return int(google_crc32c.value(data))
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedFeatures:
+    """Coded features plus what the InferHeader's ``encoding`` needs to describe them."""
+
+    payload: bytes
+    codec: str
+    """Canonical codec spec text (``raw`` for uncoded float32)."""
+    dtype: str
+    shape: tuple[int, ...]
+    original_bytes: int
+    crc32c: int
+    framed: bool = True
+    """True when ``payload`` is a common.codecs frame; False for bare float32 bytes."""
+
+
+def _codecs() -> Any | None:
+    try:
+        import common.codecs as codecs
+    except ImportError:  # pragma: no cover - the codecs package ships with common
+        return None
+    return codecs
+
+
+def encode_features(array: np.ndarray, codec: str | None) -> EncodedFeatures:
+    """Encode ``array`` with codec spec ``codec`` (``raw`` when None) into a codec frame."""
+    arr = np.ascontiguousarray(array, dtype=np.float32)
+    spec = (codec or RAW).strip() or RAW
+    codecs = _codecs()
+    if codecs is None:
+        payload = arr.astype("<f4", copy=False).tobytes()
+        return EncodedFeatures(
+            payload=payload,
+            codec=RAW,
+            dtype="float32",
+            shape=tuple(int(d) for d in arr.shape),
+            original_bytes=arr.nbytes,
+            crc32c=crc32c(payload),
+            framed=False,
+        )
+    frame = codecs.encode(arr, spec)
+    header = codecs.peek_header(frame)
+    return EncodedFeatures(
+        payload=bytes(frame),
+        codec=str(header.spec),
+        dtype=str(header.dtype),
+        shape=tuple(int(d) for d in header.shape),
+        original_bytes=int(header.original_bytes),
+        crc32c=int(header.crc32c),
+    )
+
+
+def decode_features(payload: bytes, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_features` (frames; bare float32 needs ``shape``)."""
+    codecs = _codecs()
+    if codecs is not None and shape is None:
+        return np.asarray(codecs.decode(payload))
+    if shape is None:
+        raise ValueError("bare float32 payload needs its shape")
+    return np.frombuffer(payload, dtype="<f4").reshape(shape).astype(np.float32)
+
+
+__all__ = ["RAW", "EncodedFeatures", "crc32c", "decode_features", "encode_features"]

@@ -1,0 +1,159 @@
+"""Stream client against the in-test SessionService over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from common.errors import DeadlineExceeded
+from edge_agent._convert import OutboundRequest
+from edge_agent._features import encode_features
+from edge_agent._settings import EdgeSettings
+from edge_agent._stream import SessionClient, backoff_delay
+from tests.unit.edge_agent._certs import make_certs
+from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
+
+
+def _req(n: int = 256, key: str | None = None, deadline_s: float = 5.0) -> OutboundRequest:
+    feats = encode_features(np.arange(n, dtype=np.float32).reshape(1, n), "raw")
+    return OutboundRequest(
+        request_id=uuid.uuid4().hex,
+        idempotency_key=key or uuid.uuid4().hex,
+        model_name="m",
+        model_version="",
+        cut_point="",
+        features=feats,
+        deadline=time.time() + deadline_s,
+        digest=hashlib.sha256(feats.payload).digest(),
+    )
+
+
+def _settings(**kw: object) -> EdgeSettings:
+    base: dict[str, object] = {"insecure": True, "backoff_initial_s": 0.02, "backoff_max_s": 0.2}
+    base.update(kw)
+    return EdgeSettings(**base)  # type: ignore[arg-type]
+
+
+def test_backoff_grows_caps_and_jitters() -> None:
+    delays = [backoff_delay(a, 0.1, 1.0, 0.5) for a in range(8)]
+    assert all(0.05 <= d <= 1.0 for d in delays)
+    assert backoff_delay(10, 0.1, 1.0, 0.0) == 1.0
+    assert backoff_delay(0, 0.1, 1.0, 0.0) == pytest.approx(0.1)
+
+
+async def test_requests_share_one_stream_and_pings_measure_rtt() -> None:
+    gw = FakeGateway(ping_interval_s=0.05)
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            assert await client.wait_connected(5)
+            reqs = [_req(3000 + i) for i in range(20)]  # several chunks each (4 KiB limit)
+            answers = await asyncio.gather(*(client.submit(r) for r in reqs))
+            assert [a.request_id for a in answers] == [r.request_id for r in reqs]
+            assert all(not a.cached for a in answers)
+            assert len(gw.hellos) == 1
+            await asyncio.sleep(0.2)
+            assert client.net.rtt_samples > 0 and gw.pings > 0
+            assert client.metrics.sent == 20
+    finally:
+        await server.stop(None)
+
+
+async def test_byte_credit_is_respected() -> None:
+    gw = FakeGateway(initial_credit=5000)
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            answers = await asyncio.gather(*(client.submit(_req(1000)) for _ in range(10)))
+            assert len(answers) == 10  # 40 kB sent with a 5 kB window: credits were granted
+    finally:
+        await server.stop(None)
+
+
+async def test_reconnect_resends_inflight_under_same_key(tmp_path: Path) -> None:
+    store = str(tmp_path / "idem.db")
+    gw = FakeGateway(store=store)
+    gw.hold.clear()  # accept but do not answer
+    server, port = await start_server(gw)
+    async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+        assert await client.wait_connected(5)
+        reqs = [_req(64) for _ in range(10)]
+        futs = [client.submit(r) for r in reqs]
+        while len(gw.headers) < 10:
+            await asyncio.sleep(0.01)
+        await server.stop(None)
+        gw2 = FakeGateway(store=store)
+        server2, _ = await start_server(gw2, port)
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*futs), 10)
+            assert {h.idempotency_key for h in gw2.headers} == {r.idempotency_key for r in reqs}
+            assert len(answers) == 10
+            assert client.metrics.resent == 10 and client.metrics.sessions == 2
+            assert set(gw2.store.computations().values()) == {1}
+        finally:
+            await server2.stop(None)
+
+
+async def test_drain_reconnects_and_unsent_requests_go_to_the_new_stream() -> None:
+    gw = FakeGateway()
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            assert await client.wait_connected(5)
+            await gw.drain_all(reconnect_after_s=0.05)
+            await asyncio.sleep(0.01)
+            fut = client.submit(_req(16))
+            answer = await asyncio.wait_for(fut, 5)
+            assert answer.request_id
+            assert client.metrics.drains == 1
+            assert len(gw.hellos) == 2
+    finally:
+        await server.stop(None)
+
+
+async def test_deadline_passed_before_sending_fails_fast() -> None:
+    async with SessionClient("127.0.0.1:1", _settings()) as client:
+        fut = client.submit(_req(16, deadline_s=-1))
+        client.cancel("unknown")
+        assert not client.connected and client.inflight == 1
+    with pytest.raises(Exception):  # noqa: B017 - closed client fails what is left
+        fut.result()
+
+
+async def test_gateway_error_maps_to_error_hierarchy() -> None:
+    gw = FakeGateway()
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            req = _req(16, deadline_s=0.001)
+            await asyncio.sleep(0.01)
+            with pytest.raises(DeadlineExceeded):
+                await asyncio.wait_for(client.submit(req), 5)
+    finally:
+        await server.stop(None)
+
+
+async def test_mtls_device_identity_from_certificate(tmp_path: Path) -> None:
+    pem = make_certs(tmp_path, device_id="device-42")
+    creds = grpc.ssl_server_credentials(
+        [(pem["gateway.key"], pem["gateway.pem"])], root_certificates=pem["ca.pem"],
+        require_client_auth=True,
+    )
+    gw = FakeGateway()
+    server, port = await start_server(gw, server_credentials=creds)
+    client_creds = grpc.ssl_channel_credentials(pem["ca.pem"], pem["device.key"], pem["device.pem"])
+    try:
+        settings = _settings(insecure=False, tls_dir=tmp_path, tls_server_name="localhost")
+        async with SessionClient(f"127.0.0.1:{port}", settings, credentials=client_creds) as c:
+            answer = await asyncio.wait_for(c.submit(_req(16)), 5)
+            assert answer.request_id
+        assert gw.device_ids == ["device-42"]
+    finally:
+        await server.stop(None)
