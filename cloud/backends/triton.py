@@ -1,0 +1,214 @@
+"""Triton backend: forwards batches to a Triton Inference Server over gRPC.
+
+It speaks KServe-v2 gRPC through this repository's wire-compatible ``inference`` stubs (grpc.aio)
+rather than ``tritonclient``: tritonclient ships its own generated copy of the same
+``grpc_service.proto`` and both cannot be imported in one process (duplicate protobuf symbols in
+the default descriptor pool), and the gateway already imports ours to serve the protocol.
+
+Errors map to :mod:`common.errors`: an unreachable or dying server is ``Unavailable`` (every
+call carries a deadline, so nothing hangs), a model Triton does not serve is ``NotFound``,
+rejected inputs are ``InvalidArgument``. The channel reconnects with a short backoff so that a
+restarted Triton serves again within about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.backends._base import Backend, ModelKey, ModelSpec, TensorSpec
+from cloud.backends.triton_launch import triton_model_ref
+from common.errors import (
+    AimlError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+_TO_TRITON = {
+    "float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
+    "int32": "INT32", "int64": "INT64", "bool": "BOOL",
+}  # fmt: skip
+_FROM_TRITON = {v: k for k, v in _TO_TRITON.items()}
+
+_STATUS_TO_ERROR: dict[grpc.StatusCode, type[AimlError]] = {
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.CANCELLED: Unavailable,
+    grpc.StatusCode.UNKNOWN: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+}
+
+
+class TritonSettings(BaseSettings):
+    """How the gateway reaches Triton (env prefix ``AIML021_TRITON_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIML021_TRITON_")
+
+    url: str = "127.0.0.1:8001"
+    """host:port of Triton's gRPC endpoint."""
+    infer_timeout_s: float = Field(default=10.0, gt=0)
+    """Deadline of one inference call; a dead server is UNAVAILABLE well before it."""
+    control_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of readiness and metadata calls."""
+    version_suffix: bool = True
+    """Address version ``v`` of ``name`` as Triton model ``<name>__<v>`` (how ``triton_launch``
+    serves them); false: as Triton version ``v`` of ``name`` (numeric versions only)."""
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message sent or received."""
+
+
+def _error(exc: grpc.aio.AioRpcError, what: str) -> AimlError:
+    cls = _STATUS_TO_ERROR.get(exc.code(), Internal)
+    return cls(f"Triton {what}: {exc.code().name}: {exc.details()}")
+
+
+class TritonBackend(Backend):
+    """Runs model versions served by a Triton Inference Server (see module docstring)."""
+
+    def __init__(self, settings: TritonSettings | None = None) -> None:
+        self._settings = settings or TritonSettings()
+        limit = self._settings.max_message_bytes
+        self._channel = grpc.aio.insecure_channel(
+            self._settings.url,
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+            ],
+        )
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._models: dict[ModelKey, ModelSpec] = {}
+
+    async def load(self, model: ModelSpec) -> None:
+        """Check that Triton serves ``model`` (Triton loads it; we only map and verify)."""
+        name, version = triton_model_ref(model.key, self._settings.version_suffix)
+        try:
+            ready = await self._stub.ModelReady(
+                pb.ModelReadyRequest(name=name, version=version),
+                timeout=self._settings.control_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc, f"ModelReady({name}/{version})") from exc
+        if not ready.ready:
+            raise NotFound(
+                f"Triton at {self._settings.url} does not serve {name} version {version} (for {model.key})"
+            )
+        self._models[model.key] = model
+
+    async def unload(self, key: ModelKey) -> None:
+        self._models.pop(key, None)
+
+    async def infer(
+        self, key: ModelKey, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        spec = self._models.get(key)
+        if spec is None:
+            raise NotFound(f"model {key} is not loaded on the Triton backend")
+        name, version = triton_model_ref(key, self._settings.version_suffix)
+        request = pb.ModelInferRequest(model_name=name, model_version=version)
+        for tname, array in inputs.items():
+            arr = np.ascontiguousarray(array)
+            datatype = _TO_TRITON.get(arr.dtype.name)
+            if datatype is None:
+                raise InvalidArgument(
+                    f"input {tname!r}: dtype {arr.dtype} is not supported by Triton"
+                )
+            request.inputs.add(name=tname, datatype=datatype, shape=arr.shape)
+            request.raw_input_contents.append(
+                arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
+        wanted = list(outputs) or [t.name for t in spec.outputs]
+        for oname in wanted:
+            request.outputs.add(name=oname)
+        try:
+            response = await self._stub.ModelInfer(request, timeout=self._settings.infer_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc, f"ModelInfer({name}/{version})") from exc
+        return _decode_outputs(response)
+
+    async def ready(self) -> bool:
+        try:
+            res = await self._stub.ServerReady(
+                pb.ServerReadyRequest(), timeout=self._settings.control_timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(res.ready)
+
+    async def close(self) -> None:
+        self._models.clear()
+        await self._channel.close()
+
+
+def _decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    if len(response.raw_output_contents) != len(response.outputs):
+        raise Internal("Triton answered without raw output contents")
+    out: dict[str, np.ndarray] = {}
+    for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        dtype_name = _FROM_TRITON.get(tensor.datatype)
+        if dtype_name is None:
+            raise Internal(
+                f"Triton output {tensor.name!r} has unsupported datatype {tensor.datatype}"
+            )
+        dtype = np.dtype(dtype_name).newbyteorder("<")
+        shape = tuple(int(d) for d in tensor.shape)
+        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise Internal(
+                f"Triton output {tensor.name!r}: {len(raw)} bytes do not match shape {shape}"
+            )
+        out[tensor.name] = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype_name)
+    return out
+
+
+def spec_from_onnx(
+    path: str | Path, name: str | None = None, version: str = "1", max_batch_size: int = 64
+) -> ModelSpec:
+    """A :class:`ModelSpec` read from an ONNX file's graph inputs and outputs (batch dim first)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+
+    def specs(values: Sequence[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
+        out = []
+        for v in values:
+            if v.name in initializers:
+                continue
+            t = v.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+            out.append(TensorSpec(v.name, dtype, shape))
+        return tuple(out)
+
+    p = Path(path)
+    return ModelSpec(
+        name=name or p.stem,
+        version=version,
+        onnx_path=p,
+        inputs=specs(model.graph.input),
+        outputs=specs(model.graph.output),
+        max_batch_size=max_batch_size,
+    )
+
+
+__all__ = ["TritonBackend", "TritonSettings", "spec_from_onnx"]

@@ -1,0 +1,227 @@
+"""Start and stop a real Triton Inference Server (nvidia-pytriton, in ``.venv-triton``) serving
+model specs, and the naming shared by that server and :class:`cloud.backends.triton.TritonBackend`.
+
+Triton names allow ``[A-Za-z0-9._-]`` and integer versions; our versions are strings. By default
+every version ``v`` of model ``name`` is served as its own Triton model ``<name>__<v>``, version 1:
+PyTriton cannot serve two versions of one model name (the second version's python-backend tensor
+store fails to start with an ``EOFError``). With ``version_suffix=False`` (a Triton with its own
+model repository), a numeric version maps to that Triton version of ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud.backends._base import ModelKey, ModelSpec
+from common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = Path(__file__).with_name("triton_server.py")
+_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def triton_model_ref(key: ModelKey, version_suffix: bool = True) -> tuple[str, str]:
+    """Triton (model name, version string) serving our ``key`` (see the module docstring)."""
+    name = _BAD.sub("_", key.name)
+    if not version_suffix and key.version.isdigit() and int(key.version) > 0:
+        return name, str(int(key.version))
+    return f"{name}__{_BAD.sub('_', key.version)}", "1"
+
+
+def triton_python(venv: str | Path | None = None) -> Path:
+    """Interpreter of the Triton venv (``AIML021_TRITON_VENV`` or ``<repo>/.venv-triton``)."""
+    root = Path(venv or os.environ.get("AIML021_TRITON_VENV") or REPO_ROOT / ".venv-triton")
+    python = root / "bin" / "python"
+    if not python.exists():
+        raise Unavailable(
+            f"{python} not found: run scripts/setup_triton.sh to create the Triton venv"
+        )
+    return python
+
+
+def _libdir(python: Path) -> str:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class TritonServer:
+    """A Triton process serving ``models``; ``grpc_target`` is what the backend connects to.
+
+    ``start`` waits until every model is ready; ``stop`` ends the whole process group (Triton
+    and its python-backend stubs). Ports are fixed at construction so a restart comes back on
+    the same address.
+    """
+
+    models: Sequence[ModelSpec]
+    max_queue_delay_us: int = 500
+    threads_per_model: int = 1
+    venv: str | Path | None = None
+    grpc_port: int = field(default_factory=_free_port)
+    http_port: int = field(default_factory=_free_port)
+    metrics_port: int = field(default_factory=_free_port)
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+    _dir: Path | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def config(self) -> dict[str, object]:
+        """The launcher's JSON config."""
+        models = []
+        for spec in self.models:
+            name, version = triton_model_ref(spec.key)
+            models.append({
+                "triton_name": name,
+                "triton_version": int(version),
+                "onnx_path": str(Path(spec.onnx_path).resolve()),
+                "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
+                "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
+                "max_batch_size": spec.max_batch_size,
+                "max_queue_delay_us": self.max_queue_delay_us,
+                "threads": self.threads_per_model,
+            })  # fmt: skip
+        return {
+            "grpc_port": self.grpc_port,
+            "http_port": self.http_port,
+            "metrics_port": self.metrics_port,
+            "models": models,
+        }
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Launch Triton and block until it and every model report ready."""
+        python = triton_python(self.venv)
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="aiml021-triton-"))
+        cfg = self._dir / "triton.json"
+        cfg.write_text(json.dumps(self.config()))
+        env = dict(os.environ)
+        libdir = _libdir(python)
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+        self.log_path = self.log_path or self._dir / "triton.log"
+        with open(self.log_path, "ab") as logf:
+            self._proc = subprocess.Popen(
+                [str(python), str(LAUNCHER), "--config", str(cfg)],
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import http.client
+
+        paths = ["/v2/health/ready"] + [
+            "/v2/models/{}/versions/{}/ready".format(*triton_model_ref(m.key)) for m in self.models
+        ]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise Unavailable(
+                    f"Triton exited with {self._proc.returncode}; see {self.log_path}: {self.log_tail()}"
+                )
+            try:
+                while paths:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=1)
+                    conn.request("GET", paths[0])
+                    ok = conn.getresponse().status == 200
+                    conn.close()
+                    if not ok:
+                        break
+                    paths.pop(0)
+                if not paths:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise Unavailable(
+            f"Triton not ready after {timeout_s}s; see {self.log_path}: {self.log_tail()}"
+        )
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The end of the server's log (for error messages)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[-n:].decode(errors="replace")
+
+    def kill(self) -> None:
+        """Kill Triton abruptly (SIGKILL to its process group), as a crash would."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop Triton (SIGTERM, then SIGKILL after 15 s)."""
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self._proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(5)
+        self._proc = None
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cloud.backends.triton_launch BUNDLE_OR_ONNX...``: serve ONNX files (for manual runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve ONNX files on a real Triton (pytriton)")
+    parser.add_argument("onnx", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    from cloud.backends.triton import spec_from_onnx
+
+    server = TritonServer([spec_from_onnx(p) for p in args.onnx])
+    server.start()
+    print(f"Triton gRPC on {server.grpc_target}; Ctrl-C to stop", file=sys.stderr)  # CLI output
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
