@@ -10,6 +10,7 @@ from ._cache import (
     decode_entry,
     encode_entry,
 )
+from ._hooks import DataPlaneIdempotency, MetadataSinkAdapter, decode_result, encode_result
 from ._idempotency import (
     IdempotencyStore,
     MemoryIdempotencyStore,
@@ -41,11 +42,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLES",
     "CacheEntry",
+    "DataPlaneIdempotency",
     "DeviceSeen",
     "IdempotencyStore",
     "MemoryIdempotencyStore",
     "MemoryResultCache",
     "MetadataBackend",
+    "MetadataSinkAdapter",
     "MetadataWriter",
     "PostgresMetadataBackend",
     "PriceTable",
@@ -62,8 +65,10 @@ __all__ = [
     "build_stores",
     "check_cache_key",
     "decode_entry",
+    "decode_result",
     "decode_tensors",
     "encode_entry",
+    "encode_result",
     "encode_tensors",
     "metadata_backend",
     "payload_digest",

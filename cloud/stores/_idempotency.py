@@ -52,6 +52,10 @@ class IdempotencyStore(Protocol):
         """Claim ``key`` for computing, or return its stored result (waiting if in progress)."""
         ...
 
+    async def lookup(self, key: str) -> tuple[str, bytes] | None:
+        """(digest, result) of a completed key without claiming it, or None."""
+        ...
+
     async def complete(self, key: str, digest: str, result: bytes) -> None:
         """Store the result for ``key``; later ``reserve`` calls return it until the TTL passes."""
         ...
@@ -130,6 +134,13 @@ class MemoryIdempotencyStore:
                 await asyncio.wait_for(event.wait(), timeout=max(0.0, expires_at - now))
             except TimeoutError:
                 continue  # the claim expired; loop claims it
+
+    async def lookup(self, key: str) -> tuple[str, bytes] | None:
+        """(digest, result) of a completed key, or None."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != _DONE or entry[3] <= time.monotonic() or entry[2] is None:
+            return None
+        return entry[1], entry[2]
 
     async def complete(self, key: str, digest: str, result: bytes) -> None:
         old = self._entries.get(key)
@@ -223,6 +234,19 @@ class RedisIdempotencyStore:
             if _is_redis_error(exc):
                 raise Unavailable(f"idempotency store unreachable: {exc}") from exc
             raise
+
+    async def lookup(self, key: str) -> tuple[str, bytes] | None:
+        """(digest, result) of a completed key, or None (Unavailable when Redis is down)."""
+        try:
+            value = await self._redis.get(self._prefix + key)
+        except Exception as exc:
+            if isinstance(exc, OSError) or _is_redis_error(exc):
+                raise Unavailable(f"idempotency store unreachable: {exc}") from exc
+            raise
+        if value is None:
+            return None
+        state, digest, result = self._unpack(value)
+        return (digest, result) if state == _DONE else None
 
     async def complete(self, key: str, digest: str, result: bytes) -> None:
         try:

@@ -1,0 +1,110 @@
+"""Two gateway data planes sharing one real Redis: a repeated idempotency key computes once;
+metadata from the data plane lands in the SQL store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from cloud.backends import Backend, ModelKey, ModelSpec, OnnxRuntimeBackend
+from cloud.backends.triton import spec_from_onnx
+from cloud.core import DataPlane, InferenceRequest, ModelRepository
+from cloud.core._dataplane import BatcherConfig  # cloud.batching first is an import cycle
+from cloud.stores import (
+    DataPlaneIdempotency,
+    MetadataSinkAdapter,
+    MetadataWriter,
+    RedisIdempotencyStore,
+    SqliteMetadataBackend,
+    payload_digest,
+)
+from common.errors import FailedPrecondition
+from tests.integration._services import redis_server, redis_url
+from tests.integration._tiny_models import tail_model
+
+__all__ = ["redis_server", "redis_url"]  # fixtures
+
+
+class CountingBackend(Backend):
+    """onnxruntime, counting the batches it computes."""
+
+    def __init__(self) -> None:
+        self.inner = OnnxRuntimeBackend()
+        self.calls = 0
+
+    async def load(self, model: ModelSpec) -> None:
+        await self.inner.load(model)
+
+    async def unload(self, key: ModelKey) -> None:
+        await self.inner.unload(key)
+
+    async def infer(
+        self, key: ModelKey, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        self.calls += 1
+        return await self.inner.infer(key, inputs, outputs)
+
+    async def ready(self) -> bool:
+        return await self.inner.ready()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _request(x: np.ndarray, key: str) -> InferenceRequest:
+    return InferenceRequest(
+        model_name="tiny", model_version="1", inputs={"features": x}, idempotency_key=key,
+        payload_digest=bytes.fromhex(payload_digest(x.tobytes())), request_id=key, device_id="dev",
+    )  # fmt: skip
+
+
+async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Path) -> None:
+    spec = spec_from_onnx(tail_model(tmp_path / "tiny.onnx"), name="tiny", version="1")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    backends = [CountingBackend(), CountingBackend()]
+    db = SqliteMetadataBackend(tmp_path / "meta.sqlite3")
+    writer = MetadataWriter(db, flush_interval_s=0.01)
+    await writer.start()
+    planes = [
+        DataPlane(
+            ModelRepository([spec]),
+            b,
+            BatcherConfig(),
+            idempotency=DataPlaneIdempotency(
+                RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
+            ),
+            metadata_sink=MetadataSinkAdapter(writer),
+        )
+        for b in backends
+    ]
+    for p in planes:
+        await p.start()
+    try:
+        x = np.random.default_rng(0).standard_normal((1, 4, 3, 3)).astype(np.float32)
+        first = await planes[0].infer(_request(x, "key-1"))
+        planes[0].record(_request(x, "key-1"), "OK", first)
+        second = await planes[1].infer(_request(x, "key-1"))  # the other replica
+        assert second.cached and not first.cached
+        np.testing.assert_array_equal(first.outputs["logits"], second.outputs["logits"])
+        assert [b.calls for b in backends] == [1, 0]
+        with pytest.raises(FailedPrecondition):
+            await planes[1].infer(_request(x + 1, "key-1"))
+        third = await planes[1].infer(_request(x, "key-2"))  # new key computes
+        assert not third.cached
+        assert [b.calls for b in backends] == [1, 1]
+    finally:
+        for p in planes:
+            await p.close()
+            assert isinstance(p.idempotency, DataPlaneIdempotency)
+            await p.idempotency.close()
+    await writer.stop()
+    assert await db.count("requests") == 1
+    assert await db.query("SELECT route, status, idempotency_key FROM requests") == [
+        ("infer", "OK", "key-1")
+    ]
+    await db.close()
