@@ -37,8 +37,9 @@ class PayloadFormat:
 def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -> np.ndarray:
     """Decode ``payload`` into an array of ``fmt.dtype`` and ``fmt.shape``.
 
-    Raw payloads must have exactly ``prod(shape) * itemsize`` bytes. Other codecs go through
-    ``common.codecs.decode`` with the decoded size bounded by ``max_decoded_bytes``.
+    A raw payload of exactly ``prod(shape) * itemsize`` bytes is taken as the elements
+    themselves; anything else must be a ``common.codecs`` frame (``raw`` frames included), decoded
+    with its declared size bounded by ``max_decoded_bytes`` before anything is allocated.
     """
     raw_size = fmt.raw_bytes()
     if raw_size > max_decoded_bytes:
@@ -46,54 +47,25 @@ def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -
             f"declared tensor of shape {list(fmt.shape)} needs {raw_size} bytes, over the "
             f"limit of {max_decoded_bytes}"
         )
-    if fmt.is_raw:
-        if len(payload) == raw_size:
-            return np.frombuffer(payload, dtype=fmt.dtype).reshape(fmt.shape)
-        raise InvalidArgument(
-            f"raw payload has {len(payload)} bytes but shape {list(fmt.shape)} of "
-            f"{fmt.dtype} needs {raw_size}"
-        )
-    return _decode_frame(payload, fmt, max_decoded_bytes)
+    if fmt.is_raw and len(payload) == raw_size:
+        return np.frombuffer(payload, dtype=fmt.dtype).reshape(fmt.shape)
+    from common import codecs
 
-
-def _decode_frame(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -> np.ndarray:
+    limits = codecs.DecodeLimits(
+        max_elements=max(1, max_decoded_bytes // 4), max_bytes=max_decoded_bytes
+    )
     try:
-        from common import codecs
-    except ImportError as exc:  # pragma: no cover - codecs are part of the product
-        raise InvalidArgument(f"codec {fmt.codec_name!r} is not available: {exc}") from exc
-    decode = getattr(codecs, "decode", None)
-    limits_type = getattr(codecs, "DecodeLimits", None)
-    if decode is None:
-        raise InvalidArgument(f"codec {fmt.codec_name!r} is not supported by this gateway build")
-    try:
-        if limits_type is not None:
-            arr = decode(payload, limits=_limits(limits_type, max_decoded_bytes))
-        else:
-            arr = decode(payload)
+        arr = np.asarray(codecs.decode(payload, limits=limits))
     except CodecError:
         raise
     except Exception as exc:
         raise CodecError(f"cannot decode {fmt.codec_name!r} payload: {exc}") from exc
-    arr = np.asarray(arr)
     if arr.dtype.name != fmt.dtype or tuple(arr.shape) != fmt.shape:
         raise InvalidArgument(
             f"decoded tensor is {arr.dtype.name}{list(arr.shape)} but the header declared "
             f"{fmt.dtype}{list(fmt.shape)}"
         )
     return arr
-
-
-def _limits(limits_type: type, max_decoded_bytes: int) -> object:
-    import dataclasses
-    import inspect
-
-    names: set[str] = set()
-    if dataclasses.is_dataclass(limits_type):
-        names = {f.name for f in dataclasses.fields(limits_type)}
-    else:
-        names = set(inspect.signature(limits_type).parameters)
-    kwargs = {n: max_decoded_bytes for n in ("max_bytes", "max_decoded_bytes", "max_output_bytes")}
-    return limits_type(**{k: v for k, v in kwargs.items() if k in names})
 
 
 __all__ = ["CODEC_RAW", "PayloadFormat", "decode_payload"]

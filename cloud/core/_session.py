@@ -160,7 +160,7 @@ class SessionCore:
         try:
             self._open_request(h)
         except AimlError as exc:
-            self._reject(h.request_id, h.model_name, exc)
+            self.reject(h.request_id, h.model_name, exc)
 
     def _open_request(self, h: RequestHeader) -> None:
         lim = self.limits
@@ -183,11 +183,10 @@ class SessionCore:
             )
         spec = self._dp.repository.resolve_cut(h.model_name, h.model_version, h.cut_point)
         _check_format(spec, h.payload)
-        fmt = h.payload
-        if fmt.is_raw and h.total_bytes != fmt.raw_bytes():
-            raise InvalidArgument(
-                f"total_bytes {h.total_bytes} does not match shape {list(fmt.shape)} of "
-                f"{fmt.dtype} ({fmt.raw_bytes()} bytes)"
+        if h.payload.raw_bytes() > lim.max_request_bytes * 64:
+            raise ResourceExhausted(
+                f"declared tensor shape {list(h.payload.shape)} decodes to "
+                f"{h.payload.raw_bytes()} bytes, over the gateway's limit"
             )
         if h.deadline is not None and h.deadline <= time.monotonic():
             raise DeadlineExceeded("the request's deadline passed before it was opened")
@@ -357,9 +356,10 @@ class SessionCore:
             self._drop(p)
             self._grant_requests += 1
         self._maybe_grant()
-        self._reject(request_id, model, error)
+        self.reject(request_id, model, error)
 
-    def _reject(self, request_id: str, model: str, error: AimlError) -> None:
+    def reject(self, request_id: str, model: str, error: AimlError) -> None:
+        """Answer ``request_id`` with ``error`` (counted as a rejection)."""
         self._sink.error(request_id, error)
         self._dp.metrics.rejections.labels(error.code.value).inc()
         self._dp.metrics.requests.labels(model or "unknown", "session", error.code.value).inc()

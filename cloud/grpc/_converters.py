@@ -1,0 +1,234 @@
+"""Protobuf <-> core types. Generated ``*_pb2`` types stop here.
+
+One small function group per message: KServe-v2 ModelInferRequest/Response and the session
+frames (InferHeader, TensorChunk -> core; results, errors, credits -> ConnectResponse).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from aiml021.common.v1 import request_pb2, tensor_pb2
+from aiml021.session.v1 import session_pb2
+from google.protobuf import duration_pb2
+from inference import grpc_service_pb2 as pb
+
+from cloud.backends._base import ModelSpec
+from cloud.core import (
+    Chunk,
+    InferenceRequest,
+    InferenceResult,
+    PayloadFormat,
+    Priority,
+    RequestHeader,
+    SessionLimits,
+)
+from common.errors import InvalidArgument
+from common.tensors import (
+    dtype_from_proto,
+    dtype_from_v2,
+    dtype_to_proto,
+    dtype_to_v2,
+    from_raw,
+    to_raw,
+)
+
+# -- KServe v2 ---------------------------------------------------------------------------------
+
+_CONTENT_FIELDS = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "BOOL": "bool_contents",
+}
+
+
+def _param(params: object, name: str) -> object | None:
+    p = params.get(name) if hasattr(params, "get") else None  # type: ignore[attr-defined]
+    if p is None:
+        return None
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def infer_request_from_pb(
+    msg: pb.ModelInferRequest, route: str, time_remaining: float | None
+) -> InferenceRequest:
+    """Core request of a ModelInferRequest (raw_input_contents or typed contents)."""
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidArgument(
+            f"{len(raw)} raw_input_contents for {len(msg.inputs)} inputs; send one per input"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    for i, t in enumerate(msg.inputs):
+        dtype = dtype_from_v2(t.datatype)
+        if raw:
+            arr = from_raw(dtype, t.shape, raw[i])
+        else:
+            field = _CONTENT_FIELDS.get(t.datatype)
+            if field is None:
+                raise InvalidArgument(f"input {t.name!r}: send {t.datatype} as raw_input_contents")
+            values = getattr(t.contents, field)
+            count = math.prod(int(d) for d in t.shape) if all(d >= 0 for d in t.shape) else -1
+            if count != len(values):
+                raise InvalidArgument(
+                    f"input {t.name!r}: {len(values)} values but shape {list(t.shape)} needs {count}"
+                )
+            arr = np.asarray(values, dtype=dtype).reshape([int(d) for d in t.shape])
+        if t.name in inputs:
+            raise InvalidArgument(f"input {t.name!r} given twice")
+        inputs[t.name] = arr
+    deadline = None if time_remaining is None else time.monotonic() + time_remaining
+    timeout_us = _param(msg.parameters, "timeout")
+    if isinstance(timeout_us, int) and timeout_us > 0:
+        mine = time.monotonic() + timeout_us / 1e6
+        deadline = mine if deadline is None else min(deadline, mine)
+    prio = _param(msg.parameters, "priority")
+    priority = Priority.NORMAL
+    if isinstance(prio, int) and prio > 0:
+        # Triton: 1 is the highest priority level.
+        priority = Priority.HIGH if prio == 1 else Priority.LOW
+    idem = _param(msg.parameters, "idempotency_key")
+    return InferenceRequest(
+        model_name=msg.model_name,
+        model_version=msg.model_version,
+        inputs=inputs,
+        outputs=tuple(o.name for o in msg.outputs),
+        request_id=msg.id,
+        deadline=deadline,
+        priority=priority,
+        idempotency_key=idem if isinstance(idem, str) else "",
+        route=route,
+    )
+
+
+def infer_response_to_pb(result: InferenceResult, request_id: str) -> pb.ModelInferResponse:
+    """ModelInferResponse with raw_output_contents (what tritonclient reads)."""
+    resp = pb.ModelInferResponse(
+        model_name=result.model_name, model_version=result.model_version, id=request_id
+    )
+    for name, arr in result.outputs.items():
+        resp.outputs.add(name=name, datatype=dtype_to_v2(arr.dtype), shape=arr.shape)
+        resp.raw_output_contents.append(to_raw(arr))
+    return resp
+
+
+def tensor_metadata(spec_tensors: object) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    """TensorMetadata list of a model's input or output specs."""
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(
+            name=t.name, datatype=dtype_to_v2(t.dtype), shape=list(t.shape)
+        )
+        for t in spec_tensors  # type: ignore[attr-defined]
+    ]
+
+
+# -- session frames ----------------------------------------------------------------------------
+
+_PRIORITY = {
+    request_pb2.PRIORITY_UNSPECIFIED: Priority.NORMAL,
+    request_pb2.PRIORITY_LOW: Priority.LOW,
+    request_pb2.PRIORITY_NORMAL: Priority.NORMAL,
+    request_pb2.PRIORITY_HIGH: Priority.HIGH,
+}
+
+
+def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
+    """Core header of an InferHeader (deadline turned into a monotonic instant)."""
+    enc = h.encoding
+    stages = tuple(s.kind for s in enc.codec.stages)
+    if any(k == tensor_pb2.CODEC_KIND_UNSPECIFIED for k in stages):
+        raise InvalidArgument("codec stage kind CODEC_KIND_UNSPECIFIED is not allowed")
+    fmt = PayloadFormat(
+        dtype=dtype_from_proto(enc.dtype),
+        shape=tuple(int(d) for d in enc.shape),
+        codec_stages=stages,
+        codec_name=enc.codec.text or ("raw" if stages in ((), (1,)) else "coded"),
+    )
+    if any(d < 0 for d in fmt.shape):
+        raise InvalidArgument(f"encoding.shape {list(fmt.shape)} has a negative dimension")
+    deadline = None
+    if h.HasField("deadline"):
+        wall = h.deadline.seconds + h.deadline.nanos / 1e9
+        deadline = time.monotonic() + (wall - time.time())
+    return RequestHeader(
+        request_id=h.request_id,
+        model_name=h.model_name,
+        model_version=h.model_version,
+        cut_point=h.cut_point,
+        payload=fmt,
+        total_bytes=h.total_bytes,
+        deadline=deadline,
+        priority=_PRIORITY.get(h.priority, Priority.NORMAL),
+        idempotency_key=h.idempotency_key,
+        payload_digest=h.payload_digest,
+    )
+
+
+def chunk_from_pb(c: session_pb2.TensorChunk) -> Chunk:
+    """Core chunk of a TensorChunk."""
+    return Chunk(c.request_id, c.offset, c.data, c.last)
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d
+
+
+def limits_to_pb(limits: SessionLimits) -> session_pb2.NegotiatedLimits:
+    """NegotiatedLimits for Welcome."""
+    return session_pb2.NegotiatedLimits(
+        max_request_bytes=limits.max_request_bytes,
+        max_chunk_bytes=limits.max_chunk_bytes,
+        max_inflight_requests=limits.max_inflight_requests,
+        max_session_buffer_bytes=limits.max_session_buffer_bytes,
+        reassembly_timeout=_duration(limits.reassembly_timeout_s),
+        ping_interval=_duration(limits.ping_interval_s),
+    )
+
+
+def result_to_pb(
+    request_id: str, result: InferenceResult, spec: ModelSpec
+) -> session_pb2.ConnectResponse:
+    """ConnectResponse carrying an InferResult (top class and calibrated confidence for
+    single-sample classifier outputs)."""
+    msg = session_pb2.ConnectResponse()
+    r = msg.infer_result
+    r.request_id = request_id
+    r.route = request_pb2.ROUTE_CACHE if result.cached else request_pb2.ROUTE_CLOUD
+    r.served_model_version = result.model_version
+    r.cached = result.cached
+    first = None
+    for name, arr in result.outputs.items():
+        r.outputs.add(
+            name=name, dtype=dtype_to_proto(arr.dtype), shape=arr.shape, contents=to_raw(arr)
+        )
+        first = arr if first is None else first
+    if first is not None and first.ndim == 2 and first.shape[0] == 1 and first.dtype.kind == "f":
+        z = first[0].astype(np.float64) / spec.temperature
+        p = np.exp(z - z.max())
+        top = int(p.argmax())
+        r.top_class = top
+        r.confidence = float(p[top] / p.sum())
+    if result.queue_s or result.compute_s:
+        r.timing.queue.CopyFrom(_duration(result.queue_s))
+        r.timing.cloud_compute.CopyFrom(_duration(result.compute_s))
+    return msg
+
+
+__all__ = [
+    "chunk_from_pb",
+    "header_from_pb",
+    "infer_request_from_pb",
+    "infer_response_to_pb",
+    "limits_to_pb",
+    "result_to_pb",
+    "tensor_metadata",
+]
