@@ -173,6 +173,15 @@ def hello(
 
 
 def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
+    if f.framed:
+        try:
+            import common.codecs as codecs
+
+            to_proto = codecs.header_to_proto  # type: ignore[attr-defined]
+        except (ImportError, AttributeError):
+            pass
+        else:
+            return to_proto(codecs.peek_header(f.payload))  # type: ignore[no-any-return]
     stages = [tensor_pb2.CodecStage(kind=tensor_pb2.CODEC_KIND_RAW)] if f.codec == RAW else []
     return tensor_pb2.EncodedTensorHeader(
         codec=tensor_pb2.CodecSpec(stages=stages, text=f.codec),

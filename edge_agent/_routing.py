@@ -83,7 +83,7 @@ class RoutingPolicy(Protocol):
 class ThresholdRouting:
     """Exit when calibrated confidence clears the exit's threshold; otherwise offload at the
     latest computed cut when the predicted offload time fits the deadline, else continue
-    locally; offline, continue locally and defer at the end of the chain."""
+    locally; offline, defer (local answer now, features queued) when a replay queue exists."""
 
     cloud_compute_s: float = 0.002
     """Assumed gateway time (queue + tail) for the latency prediction."""
@@ -95,9 +95,13 @@ class ThresholdRouting:
         if ctx.threshold is not None and conf >= ctx.threshold:
             return RoutingDecision(Action.EXIT_LOCAL, threshold=thr)
         if not ctx.connected:
+            # Offline: answer locally now and, when a replay queue exists, queue the features
+            # this request would have offloaded for refinement later.
+            if ctx.replay_available and ctx.cuts:
+                return RoutingDecision(Action.DEFER, cut_point=ctx.cuts[-1].name, threshold=thr)
             if ctx.can_continue:
                 return RoutingDecision(Action.CONTINUE_LOCAL, threshold=thr)
-            return RoutingDecision(Action.DEFER, threshold=thr)
+            return RoutingDecision(Action.EXIT_LOCAL, threshold=thr)
         if ctx.cuts:
             cut = ctx.cuts[-1]
             expected = (

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.edge_agent._bundle_factory import make_bundle
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic bundle whose early exits are never confident (thresholds 0.99)."""
+    return make_bundle(tmp_path_factory.mktemp("bundle_offload"), thresholds=(0.99, 0.99, 0.0))
+
+
+@pytest.fixture(scope="session")
+def local_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic bundle whose first exit always answers (threshold 0)."""
+    return make_bundle(tmp_path_factory.mktemp("bundle_local"), thresholds=(0.0, 0.0, 0.0))
+
+
+@pytest.fixture
+def replay_key() -> str:
+    return os.urandom(32).hex()
