@@ -189,12 +189,22 @@ def zero_symbols(params: QuantParams, shape: tuple[int, ...]) -> np.ndarray | np
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
-    """Pack uint8 symbols into ``bits`` bits each (MSB first)."""
+    """Pack uint8 symbols into ``bits`` bits each, an MSB-first bit stream.
+
+    Eight symbols make ``bits`` whole bytes, so groups of eight are packed with 64-bit shifts.
+    """
     flat = symbols.reshape(-1)
     if bits == 8:
         return flat.tobytes()
-    unpacked = np.unpackbits(flat[:, None], axis=1)[:, 8 - bits :]
-    return np.packbits(unpacked.reshape(-1)).tobytes()
+    count = flat.size
+    groups = np.zeros((count + 7) // 8 * 8, np.uint64)
+    groups[:count] = flat
+    groups = groups.reshape(-1, 8)
+    word = np.zeros(groups.shape[0], np.uint64)
+    for j in range(8):
+        word |= groups[:, j] << np.uint64(bits * (7 - j))
+    raw = word.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - bits :]
+    return raw.tobytes()[: packed_size(count, bits)]
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -206,9 +216,17 @@ def unpack_bits(data: bytes | memoryview, bits: int, count: int) -> np.ndarray:
     raw = np.frombuffer(data, np.uint8)
     if bits == 8:
         return raw.copy()
-    flat = np.unpackbits(raw, count=count * bits).reshape(count, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
-    return (flat * weights).sum(axis=1, dtype=np.uint8)
+    ngroups = (count + 7) // 8
+    stream = np.zeros(ngroups * bits, np.uint8)
+    stream[: raw.size] = raw
+    padded = np.zeros((ngroups, 8), np.uint8)
+    padded[:, 8 - bits :] = stream.reshape(ngroups, bits)
+    word = padded.view(">u8").reshape(-1).astype(np.uint64)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((ngroups, 8), np.uint8)
+    for j in range(8):
+        out[:, j] = (word >> np.uint64(bits * (7 - j))) & mask
+    return out.reshape(-1)[:count]
 
 
 __all__ = [
