@@ -197,9 +197,9 @@ def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
     if bits == 8:
         return flat.tobytes()
     count = flat.size
-    groups = np.zeros((count + 7) // 8 * 8, np.uint64)
-    groups[:count] = flat
-    groups = groups.reshape(-1, 8)
+    padded = np.zeros((count + 7) // 8 * 8, np.uint64)
+    padded[:count] = flat
+    groups = padded.reshape(-1, 8)
     word = np.zeros(groups.shape[0], np.uint64)
     for j in range(8):
         word |= groups[:, j] << np.uint64(bits * (7 - j))
