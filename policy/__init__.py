@@ -1,2 +1,85 @@
 """Decisions: heuristic, LinUCB, Thompson sampling, DQN, cut-point selection, trace simulator and
-off-policy evaluation. The core never imports grpc."""
+off-policy evaluation. The core never imports grpc (the transport lives in ``policy.service``).
+
+One interface, :class:`Policy`: ``decide(DecisionContext) -> Decision``, ``update(Outcome)``,
+``state_dict()`` / ``load_state()``. See docs/policy.md.
+"""
+
+from policy._bandits import LinUCBPolicy, ThompsonPolicy
+from policy._base import ArmSpace, Featurizer, Policy
+from policy._cut import AdaptiveCutSelector, CutChoice
+from policy._dqn import MLP, DQNPolicy
+from policy._experiments import ArmMetrics, Experiment, Guardrail
+from policy._heuristic import (
+    EpsilonGreedy,
+    HeuristicPolicy,
+    StaticThresholdPolicy,
+    arm_probabilities,
+)
+from policy._learned import LearnedPolicy, expected_latency_ms
+from policy._network import PROFILES, NetworkProfile, NetworkSample
+from policy._objective import ObjectiveWeights
+from policy._ope import Estimate, RewardModel, off_policy_evaluate, on_policy_value
+from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec, ExitSpec, LatencyModel
+from policy._registry import KINDS, dumps_state, make_policy, policy_from_state
+from policy._simulator import Environment, SimConfig, SimResult, Simulator, Step
+from policy._static_eval import StaticConfig, evaluate_static, static_grid, tune_static
+from policy._trace import Trace, entropy_from_confidence, synthetic_profile, synthetic_trace
+from policy._types import Action, Arm, Decision, DecisionContext, Outcome
+
+__all__ = [
+    "INPUT_CUT",
+    "KINDS",
+    "MLP",
+    "PROFILES",
+    "Action",
+    "AdaptiveCutSelector",
+    "Arm",
+    "ArmMetrics",
+    "ArmSpace",
+    "BundleProfile",
+    "CodecCost",
+    "CutChoice",
+    "CutSpec",
+    "DQNPolicy",
+    "Decision",
+    "DecisionContext",
+    "Environment",
+    "EpsilonGreedy",
+    "Estimate",
+    "ExitSpec",
+    "Experiment",
+    "Featurizer",
+    "Guardrail",
+    "HeuristicPolicy",
+    "LatencyModel",
+    "LearnedPolicy",
+    "LinUCBPolicy",
+    "NetworkProfile",
+    "NetworkSample",
+    "ObjectiveWeights",
+    "Outcome",
+    "Policy",
+    "RewardModel",
+    "SimConfig",
+    "SimResult",
+    "Simulator",
+    "StaticConfig",
+    "StaticThresholdPolicy",
+    "Step",
+    "ThompsonPolicy",
+    "Trace",
+    "arm_probabilities",
+    "dumps_state",
+    "entropy_from_confidence",
+    "evaluate_static",
+    "expected_latency_ms",
+    "make_policy",
+    "off_policy_evaluate",
+    "on_policy_value",
+    "policy_from_state",
+    "static_grid",
+    "synthetic_profile",
+    "synthetic_trace",
+    "tune_static",
+]

@@ -20,7 +20,7 @@ from policy._types import Outcome
 class _LinearArms(LearnedPolicy):
     def __init__(self, profile: BundleProfile, *, ridge: float = 1.0, **kwargs: Any) -> None:
         super().__init__(profile, **kwargs)
-        d, n = self.featurize.dim, self.n_arms
+        d, n = self.feature_dim, self.n_arms
         self.ridge = ridge
         self.a_inv = np.repeat(np.eye(d)[None] / ridge, n, axis=0)
         self.b = np.zeros((n, d))
@@ -28,9 +28,13 @@ class _LinearArms(LearnedPolicy):
         self.counts = np.zeros(n, dtype=np.int64)
 
     def _variances(self, x: FloatArray) -> FloatArray:
-        return np.maximum((self.a_inv @ x) @ x, 0.0)  # type: ignore[no-any-return]
+        return np.maximum(np.einsum("ad,ade,ae->a", x, self.a_inv, x), 0.0)
+
+    def _mean(self, x: FloatArray) -> FloatArray:
+        return np.einsum("ad,ad->a", self.theta, x)
 
     def learn(self, x: FloatArray, arm: int, outcome: Outcome) -> None:
+        x = x[arm]
         a_inv = self.a_inv[arm]
         u = a_inv @ x
         a_inv -= np.outer(u, u) / (1.0 + x @ u)
@@ -67,10 +71,10 @@ class LinUCBPolicy(_LinearArms):
         self.alpha = alpha
 
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
-        mean = self.theta @ x
+        mean = self._mean(x)
         if not explore or self.alpha == 0.0:
-            return mean  # type: ignore[no-any-return]
-        return mean + self.alpha * np.sqrt(self._variances(x))  # type: ignore[no-any-return]
+            return mean
+        return mean + self.alpha * np.sqrt(self._variances(x))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "alpha": self.alpha}
@@ -103,22 +107,22 @@ class ThompsonPolicy(_LinearArms):
         self.propensity_samples = propensity_samples
 
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
-        mean = self.theta @ x
+        mean = self._mean(x)
         if not explore or self.v == 0.0:
-            return mean  # type: ignore[no-any-return]
+            return mean
         sd = self.v * np.sqrt(self._variances(x))
-        return mean + sd * self.rng.standard_normal(mean.shape[0])  # type: ignore[no-any-return]
+        return mean + sd * self.rng.standard_normal(mean.shape[0])
 
     def greedy_probabilities(self, x: FloatArray, mask: np.ndarray) -> FloatArray:
         m = max(self.propensity_samples, 1)
-        mean = self.theta @ x
+        mean = self._mean(x)
         sd = self.v * np.sqrt(self._variances(x))
         draws = mean + sd * self.rng.standard_normal((m, mean.shape[0]))
         best = np.argmax(np.where(mask, draws, -np.inf), axis=1)
         probs = np.bincount(best, minlength=mean.shape[0]).astype(np.float64)
         # Laplace-smoothed so that a rarely drawn arm never gets propensity 0.
         probs = (probs + mask) / (m + mask.sum())
-        return probs  # type: ignore[no-any-return]
+        return probs
 
     def _propensity(self, x: FloatArray, mask: np.ndarray, chosen: int, greedy: int) -> float:
         if self.propensity_samples <= 0:

@@ -49,7 +49,10 @@ class ArmSpace:
 
     An offload arm is valid at the exit that produces its cut's features (the raw input cut at the
     first exit only) while the link is up; continue is valid before the last exit; defer (answer
-    locally now, refine when the link is back) only while the link is down.
+    locally now, refine when the link is back) only while the link is down, where an offload
+    would otherwise be possible. The cloud answers from the full model, so at the device's last
+    exit offloading is still a choice when a cut point sits there (a device that holds only the
+    head segments).
     """
 
     def __init__(self, profile: BundleProfile) -> None:
@@ -82,11 +85,13 @@ class ArmSpace:
                 valid[i] = True
             elif arm.action is Action.CONTINUE_LOCAL:
                 valid[i] = exit_index < last
-            elif arm.action is Action.DEFER:
-                valid[i] = not link_up and exit_index < last
-            elif arm.action is Action.OFFLOAD and link_up and exit_index < last:
+            elif arm.action is Action.OFFLOAD and link_up:
                 at = self._cut_exit[i]
                 valid[i] = at == exit_index or (at == -1 and exit_index == 0)
+        can_offload = any(
+            at == exit_index or (at == -1 and exit_index == 0) for at in self._cut_exit[3:]
+        )
+        valid[2] = not link_up and can_offload  # DEFER
         valid.flags.writeable = False
         self._masks[key] = valid
         return valid

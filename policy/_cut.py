@@ -52,14 +52,22 @@ class AdaptiveCutSelector:
             log.warning("no codec within an accuracy budget of %.2f points", accuracy_budget)
 
     def predict(
-        self, cut: str, codec: str, after_exit: int, rtt_ms: float, bandwidth_mbps: float, load: float
+        self,
+        cut: str,
+        codec: str,
+        after_exit: int,
+        rtt_ms: float,
+        bandwidth_mbps: float,
+        load: float,
     ) -> float:
         """Predicted latency of a request that runs the head up to ``cut`` and offloads there."""
         return self.model.local_ms(-1, after_exit, load) + self.model.offload_ms(
             cut, codec, rtt_ms, bandwidth_mbps, load
         )
 
-    def best(self, rtt_ms: float, bandwidth_mbps: float, edge_load: float = 0.0) -> CutChoice | None:
+    def best(
+        self, rtt_ms: float, bandwidth_mbps: float, edge_load: float = 0.0
+    ) -> CutChoice | None:
         """The latency-minimising candidate, ignoring hysteresis (None without candidates)."""
         best: CutChoice | None = None
         for cut, codec, after in self._candidates:
@@ -82,9 +90,10 @@ class AdaptiveCutSelector:
         cur_ms = self.predict(
             cur.cut_point, cur.codec, cur.after_exit, rtt_ms, bandwidth_mbps, edge_load
         )
-        if (best.cut_point, best.codec) != (cur.cut_point, cur.codec) and best.predicted_ms < cur_ms * (
-            1.0 - self.hysteresis
-        ):
+        if (best.cut_point, best.codec) != (
+            cur.cut_point,
+            cur.codec,
+        ) and best.predicted_ms < cur_ms * (1.0 - self.hysteresis):
             self.current = best
             self.switches += 1
             log.debug("cut point -> %s/%s (%.2f ms)", best.cut_point, best.codec, best.predicted_ms)

@@ -5,6 +5,7 @@ compute and bootstraps from the best valid arm at the next exit."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from policy._base import FloatArray
 from policy._learned import LearnedPolicy
 from policy._profile import BundleProfile
-from policy._types import Outcome
+from policy._types import DecisionContext, Outcome
 
 
 class MLP:
@@ -20,7 +21,7 @@ class MLP:
 
     def __init__(self, sizes: list[int], rng: np.random.Generator, lr: float = 1e-3) -> None:
         self.params: list[FloatArray] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             self.params.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, fan_out)))
             self.params.append(np.zeros(fan_out))
         self.lr = lr
@@ -91,7 +92,7 @@ class DQNPolicy(LearnedPolicy):
         **kwargs: Any,
     ) -> None:
         super().__init__(profile, epsilon=epsilon, **kwargs)
-        d, n = self.featurize.dim, self.n_arms
+        d, n = self.feature_dim, self.n_arms
         self.hidden = hidden
         self.net = MLP([d, hidden, hidden, n], self.rng, lr)
         self.target = MLP([d, hidden, hidden, n], self.rng, lr)
@@ -114,6 +115,15 @@ class DQNPolicy(LearnedPolicy):
         self._updates = 0
         self.last_loss = float("nan")
 
+    @property
+    def feature_dim(self) -> int:
+        return self.featurize.dim + 2 * len(self.arm_space)
+
+    def features(self, ctx: DecisionContext) -> FloatArray:
+        """Shared features, then every arm's predicted latency and breach flag."""
+        rows = super().features(ctx)
+        return np.concatenate([rows[0, : self.featurize.dim], rows[:, -2], rows[:, -1]])
+
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
         return self.net.forward(x[None])[0]
 
@@ -125,7 +135,7 @@ class DQNPolicy(LearnedPolicy):
         nxt = outcome.next_context
         self._done[i] = outcome.terminal or nxt is None
         if nxt is not None and not self._done[i]:
-            self._x2[i] = self.featurize(nxt)
+            self._x2[i] = self.features(nxt)
             self._mask2[i] = self.arm_space.mask(nxt.exit_index, nxt.link_up)
         self._pos = (i + 1) % self._cap
         self._size = min(self._size + 1, self._cap)

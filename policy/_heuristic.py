@@ -4,6 +4,7 @@ policy into a logging policy with known propensities."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,10 @@ class HeuristicPolicy(Policy):
         )
         self.policy_id = policy_id
         self._last = profile.n_exits - 1
+        self._can_offload = [
+            any(c.after_exit == k or (c.name == INPUT_CUT and k == 0) for c in profile.cuts)
+            for k in range(profile.n_exits)
+        ]
 
     def _decision(self, ctx: DecisionContext, arm: Arm, threshold: float) -> Decision:
         return Decision(
@@ -78,10 +83,10 @@ class HeuristicPolicy(Policy):
     def decide(self, ctx: DecisionContext) -> Decision:
         k = min(ctx.exit_index, self._last)
         thr = self.thresholds[k]
-        if ctx.confidence >= thr or k == self._last:
+        if ctx.confidence >= thr or (k == self._last and not self._can_offload[k]):
             return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
         remaining = ctx.deadline_ms - ctx.elapsed_ms
-        next_ms = self.model.local_ms(k, k + 1, ctx.edge_load)
+        next_ms = self.model.local_ms(k, k + 1, ctx.edge_load) if k < self._last else math.inf
         if not ctx.link_up or ctx.cost_budget <= 0.0:
             if next_ms <= remaining:
                 return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
@@ -98,7 +103,11 @@ class HeuristicPolicy(Policy):
         return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "thresholds": list(self.thresholds)}
+        return {
+            **super().state_dict(),
+            "thresholds": list(self.thresholds),
+            "profile": self.profile.to_dict(),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
@@ -122,7 +131,9 @@ class StaticThresholdPolicy(Policy):
         policy_id: str = "static",
     ) -> None:
         if len(thresholds) != profile.n_exits:
-            raise InvalidArgument(f"static: {len(thresholds)} thresholds for {profile.n_exits} exits")
+            raise InvalidArgument(
+                f"static: {len(thresholds)} thresholds for {profile.n_exits} exits"
+            )
         self.profile = profile
         self.thresholds = list(thresholds)
         self.cut_point = cut_point
@@ -138,18 +149,20 @@ class StaticThresholdPolicy(Policy):
     def decide(self, ctx: DecisionContext) -> Decision:
         k = min(ctx.exit_index, self._last)
         thr = self.thresholds[k]
-        if ctx.confidence >= thr or k == self._last:
+        if ctx.confidence >= thr:
             action = Action.EXIT_LOCAL
         elif self.cut_point is not None and k == self.offload_at and ctx.link_up:
             return Decision(
                 Action.OFFLOAD, self.cut_point, self.codec or "", threshold=thr,
                 policy_id=self.policy_id, policy_version=self.version,
             )  # fmt: skip
-        elif k < self.offload_at or self.cut_point is None or k < self._last:
+        elif k < self._last:
             action = Action.CONTINUE_LOCAL
         else:
             action = Action.EXIT_LOCAL
-        return Decision(action, threshold=thr, policy_id=self.policy_id, policy_version=self.version)
+        return Decision(
+            action, threshold=thr, policy_id=self.policy_id, policy_version=self.version
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +170,7 @@ class StaticThresholdPolicy(Policy):
             "thresholds": self.thresholds,
             "cut_point": self.cut_point,
             "codec": self.codec,
+            "profile": self.profile.to_dict(),
         }
 
 
@@ -177,7 +191,7 @@ class EpsilonGreedy(Policy):
         mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
         probs = self.epsilon * mask / mask.sum()
         probs[self.arm_space.index[self.base.decide(ctx).arm]] += 1.0 - self.epsilon
-        return probs  # type: ignore[no-any-return]
+        return probs
 
     def decide(self, ctx: DecisionContext) -> Decision:
         base = self.base.decide(ctx)
@@ -198,7 +212,7 @@ def arm_probabilities(policy: Policy, arm_space: ArmSpace, ctx: DecisionContext)
     """Distribution of ``policy`` over the arms in ``ctx`` (one-hot for deterministic policies)."""
     fn = getattr(policy, "arm_probabilities", None)
     if fn is not None:
-        return fn(ctx)  # type: ignore[no-any-return]
+        return fn(ctx)
     probs = np.zeros(len(arm_space))
     probs[arm_space.index[policy.decide(ctx).arm]] = 1.0
     return probs

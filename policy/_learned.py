@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from policy._base import ArmSpace, FloatArray, Featurizer, Policy
+from policy._base import ArmSpace, Featurizer, FloatArray, Policy
 from policy._profile import BundleProfile, LatencyModel
 from policy._types import Action, Arm, Decision, DecisionContext, Outcome
 
@@ -22,6 +22,44 @@ def expected_latency_ms(model: LatencyModel, ctx: DecisionContext, arm: Arm) -> 
             arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
         )
     return ctx.elapsed_ms
+
+
+class ArmLatency:
+    """Predicted latency of every arm in one vectorised step (a model-based feature: the learned
+    policies correct the latency model rather than rediscovering it)."""
+
+    def __init__(self, space: ArmSpace, model: LatencyModel) -> None:
+        self.model = model
+        n = len(space)
+        self.is_offload = np.array([a.action is Action.OFFLOAD for a in space.arms])
+        self.is_continue = np.array([a.action is Action.CONTINUE_LOCAL for a in space.arms])
+        self.n_bytes = np.zeros(n)
+        self.encode = np.zeros(n)
+        self.fixed = np.zeros(n)
+        for i, arm in enumerate(space.arms):
+            if arm.action is Action.OFFLOAD:
+                cut = model.profile.cut(arm.cut_point)
+                cost = cut.codecs[arm.codec]
+                self.n_bytes[i] = cost.bytes
+                self.encode[i] = cost.encode_ms
+                self.fixed[i] = model.cloud_queue_ms + cost.decode_ms + cut.tail_ms
+        seg = [e.segment_ms for e in model.profile.exits]
+        self.rest = [sum(seg[k + 1 :]) for k in range(len(seg))]
+
+    def __call__(self, ctx: DecisionContext) -> FloatArray:
+        factor = self.model.edge_factor(ctx.edge_load)
+        bw = ctx.bandwidth_mbps
+        if bw > 0.0:
+            off = (
+                self.encode * factor + self.n_bytes * 8.0 / (bw * 1000.0) + ctx.rtt_ms + self.fixed
+            )
+        else:
+            off = np.full(self.n_bytes.shape, 2.0 * ctx.deadline_ms)
+        k = min(ctx.exit_index, len(self.rest) - 1)
+        pred = np.where(
+            self.is_offload, off, np.where(self.is_continue, self.rest[k] * factor, 0.0)
+        )
+        return pred + ctx.elapsed_ms
 
 
 class LearnedPolicy(Policy):
@@ -42,6 +80,7 @@ class LearnedPolicy(Policy):
         self.arm_space = ArmSpace(profile)
         self.featurize = Featurizer(profile.n_exits)
         self.latency_model = latency_model or LatencyModel(profile)
+        self.arm_latency = ArmLatency(self.arm_space, self.latency_model)
         self.epsilon = epsilon
         self.rng = np.random.default_rng(seed)
         self.policy_id = policy_id or self.kind
@@ -51,6 +90,22 @@ class LearnedPolicy(Policy):
     @property
     def n_arms(self) -> int:
         return len(self.arm_space)
+
+    def features(self, ctx: DecisionContext) -> FloatArray:
+        """What :meth:`scores` and :meth:`learn` consume; by default one row per arm: the shared
+        features plus the arm's predicted latency and breach flag relative to the deadline."""
+        x = self.featurize(ctx)
+        deadline = max(ctx.deadline_ms, 1e-3)
+        lat = np.minimum(self.arm_latency(ctx) / deadline, 3.0)
+        rows = np.empty((self.n_arms, x.shape[0] + 2))
+        rows[:, : x.shape[0]] = x
+        rows[:, -2] = lat
+        rows[:, -1] = lat > 1.0
+        return rows
+
+    @property
+    def feature_dim(self) -> int:
+        return self.featurize.dim + 2
 
     @abc.abstractmethod
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
@@ -69,7 +124,7 @@ class LearnedPolicy(Policy):
     def arm_probabilities(self, ctx: DecisionContext) -> FloatArray:
         """The policy's distribution over :attr:`arm_space` arms in ``ctx``."""
         mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
-        probs = self.greedy_probabilities(self.featurize(ctx), mask)
+        probs = self.greedy_probabilities(self.features(ctx), mask)
         if self.epsilon > 0.0:
             probs = (1.0 - self.epsilon) * probs + self.epsilon * mask / mask.sum()
         return probs
@@ -79,7 +134,7 @@ class LearnedPolicy(Policy):
         return (1.0 - self.epsilon) * (chosen == greedy) + self.epsilon / n_valid
 
     def decide(self, ctx: DecisionContext) -> Decision:
-        x = self.featurize(ctx)
+        x = self.features(ctx)
         mask = self.arm_space.mask(ctx.exit_index, ctx.link_up)
         greedy = int(np.argmax(np.where(mask, self.scores(x, explore=True), -np.inf)))
         chosen = greedy
@@ -103,7 +158,7 @@ class LearnedPolicy(Policy):
         arm = self.arm_space.index.get(outcome.decision.arm)
         if arm is None:  # e.g. DEFER chosen by a fallback rule: nothing to learn for an arm
             return
-        self.learn(self.featurize(outcome.context), arm, outcome)
+        self.learn(self.features(outcome.context), arm, outcome)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

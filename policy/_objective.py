@@ -36,7 +36,7 @@ class ObjectiveWeights:
 
     def cloud_cost(self, cloud_ms: FloatLike, offloaded: FloatLike) -> FloatLike:
         """Cloud cost units of a request that used ``cloud_ms`` of cloud compute."""
-        return self.cloud_per_request * offloaded + self.cloud_per_ms * cloud_ms  # type: ignore[return-value]
+        return self.cloud_per_request * offloaded + self.cloud_per_ms * cloud_ms
 
     def request_cost(
         self,
@@ -48,7 +48,7 @@ class ObjectiveWeights:
     ) -> FloatLike:
         """Combined cost of one request (or element-wise over arrays)."""
         lat = latency_ms / deadline_ms
-        return (  # type: ignore[no-any-return]
+        return (
             self.error * (1.0 - correct)
             + self.latency * lat
             + self.breach * (lat > 1.0)

@@ -63,11 +63,19 @@ class SimResult:
     offloaded: npt.NDArray[np.bool_]
     exit_at: npt.NDArray[np.int64]
     """Exit index that answered locally (-1 when the cloud answered)."""
+    error_weight: float = 0.0
     episodes: list[list[Step]] | None = None
+
+    @property
+    def resource_cost(self) -> npt.NDArray[np.float64]:
+        """Per-request combined objective without the error term: latency against the SLA,
+        breaches, cloud cost and bytes (accuracy is judged separately, as a constraint)."""
+        return self.cost - self.error_weight * (1.0 - self.correct)
 
     def summary(self, deadline_ms: float) -> dict[str, float]:
         return {
-            "objective": float(self.cost.mean()),
+            "objective": float(self.resource_cost.mean()),
+            "lagrangian": float(self.cost.mean()),
             "accuracy": float(self.correct.mean()),
             "latency_mean_ms": float(self.latency_ms.mean()),
             "latency_p95_ms": float(np.percentile(self.latency_ms, 95)),
@@ -94,14 +102,24 @@ class Simulator:
         """The realisation for ``seed``: ``n`` requests (default: every image once)."""
         rng = np.random.default_rng(seed)
         n = n or len(self.trace)
-        order = rng.permutation(len(self.trace))[:n] if n <= len(self.trace) else rng.integers(
-            0, len(self.trace), n
+        order = (
+            rng.permutation(len(self.trace))[:n]
+            if n <= len(self.trace)
+            else rng.integers(0, len(self.trace), n)
         )
         times = np.cumsum(rng.exponential(1.0 / self.config.rate_hz, n))
         return Environment(order, times, self.network.sample(times, rng))
 
     def offload_outcome(
-        self, i: int, k: int, cut: str, codec: str, elapsed: float, bw: float, rtt: float, load: float
+        self,
+        i: int,
+        k: int,
+        cut: str,
+        codec: str,
+        elapsed: float,
+        bw: float,
+        rtt: float,
+        load: float,
     ) -> tuple[bool, float, float, float]:
         """(correct, latency, cloud cost, bytes) of offloading image ``i`` at exit ``k``."""
         c, tr = self.config, self.trace
@@ -170,7 +188,9 @@ class Simulator:
                 correct, latency = bool(tr.correct[i, k]), elapsed
                 out_exit[j] = k
                 if d.action is Action.DEFER:  # refined later: pays the upload and the cloud
-                    cut = min(tr.profile.cuts, key=lambda s: min(q.bytes for q in s.codecs.values()))
+                    cut = min(
+                        tr.profile.cuts, key=lambda s: min(q.bytes for q in s.codecs.values())
+                    )
                     cloud = float(w.cloud_cost(cut.tail_ms, 1.0))
                     n_bytes = float(min(q.bytes for q in cut.codecs.values()))
             total = float(w.request_cost(float(correct), latency, c.deadline_ms, cloud, n_bytes))
@@ -184,7 +204,7 @@ class Simulator:
                 episodes.append([Step(s[0], s[1], s[2]) for s in steps])
         return SimResult(
             policy.policy_id, out_cost, out_correct, out_lat, out_cloud, out_bytes, out_off,
-            out_exit, episodes,
+            out_exit, w.error, episodes,
         )  # fmt: skip
 
     @staticmethod

@@ -22,7 +22,7 @@ class StaticConfig:
 
     @property
     def label(self) -> str:
-        thr = "/".join(f"{t:.2f}" for t in self.thresholds[:-1])
+        thr = "/".join(f"{t:.2f}" for t in self.thresholds)
         where = f"{self.cut_point}/{self.codec}" if self.cut_point else "edge-only"
         return f"static[{thr} {where}]"
 
@@ -34,7 +34,7 @@ def evaluate_static(sim: Simulator, env: Environment, cfg: StaticConfig) -> SimR
     idx = env.order
     n = idx.shape[0]
     net = env.net
-    factor = model.edge_factor(net.edge_load)
+    factor = model.edge_slowdown * (1.0 + model.load_gain * net.edge_load)
     seg = np.array([e.segment_ms for e in tr.profile.exits])
     conf = tr.confidences[idx]
     elapsed = seg[0] * factor
@@ -45,8 +45,9 @@ def evaluate_static(sim: Simulator, env: Environment, cfg: StaticConfig) -> SimR
     if cfg.cut_point is not None:
         off_at = max(tr.profile.cut(cfg.cut_point).after_exit, 0)
     for k in range(last + 1):
-        leave = ~done & ((conf[:, k] >= cfg.thresholds[k]) | (k == last))
-        offload = ~done & ~leave & (k == off_at) & (net.est_bandwidth_mbps > 0.0)
+        confident = conf[:, k] >= cfg.thresholds[k]
+        offload = ~done & ~confident & (k == off_at) & (net.est_bandwidth_mbps > 0.0)
+        leave = ~done & ~offload & (confident | (k == last))
         at[leave | offload] = k
         off |= offload
         done |= leave | offload
@@ -78,22 +79,27 @@ def evaluate_static(sim: Simulator, env: Environment, cfg: StaticConfig) -> SimR
     total = w.request_cost(correct.astype(np.float64), latency, c.deadline_ms, cloud, n_bytes)
     exit_at = np.where(off, -1, at)
     del rows
-    return SimResult(cfg.label, total, correct, latency, cloud, n_bytes, off, exit_at)
+    return SimResult(cfg.label, total, correct, latency, cloud, n_bytes, off, exit_at, w.error)
 
 
-def static_grid(
-    sim: Simulator, thresholds: Sequence[float] | None = None
-) -> list[StaticConfig]:
+def static_grid(sim: Simulator, thresholds: Sequence[float] | None = None) -> list[StaticConfig]:
     """Every combination of per-exit thresholds (the final exit always answers) and fixed
     offload option, including edge-only."""
-    grid = list(thresholds) if thresholds is not None else [*np.round(np.arange(0.5, 1.0, 0.025), 3), 1.01]
-    k = sim.trace.profile.n_exits
+    grid = (
+        list(thresholds)
+        if thresholds is not None
+        else [*np.round(np.arange(0.5, 1.0, 0.025), 3), 1.01]
+    )
+    profile = sim.trace.profile
+    last = profile.n_exits - 1
     options: list[tuple[str | None, str | None]] = [(None, None), *sim.trace.options]
-    return [
-        StaticConfig((*thr, 0.0), cut, codec)
-        for thr in itertools.product(grid, repeat=k - 1)
-        for cut, codec in options
-    ]
+    out = []
+    for cut, codec in options:
+        # The last exit's threshold matters only when this option offloads there.
+        at_last = cut is not None and profile.cut(cut).after_exit == last
+        for thr in itertools.product(grid, repeat=last + int(at_last)):
+            out.append(StaticConfig(tuple(thr) if at_last else (*thr, 0.0), cut, codec))
+    return out
 
 
 def tune_static(

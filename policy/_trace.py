@@ -60,6 +60,24 @@ class Trace:
             self.source,
         )
 
+    def truncate(self, n_exits: int) -> Trace:
+        """The trace as seen by a device that holds only the first ``n_exits`` exits (and the cut
+        points whose features it can compute); the cloud still answers from the full model."""
+        if not 1 <= n_exits <= self.profile.n_exits:
+            raise InvalidArgument(f"trace: cannot keep {n_exits} of {self.profile.n_exits} exits")
+        cuts = tuple(c for c in self.profile.cuts if c.after_exit < n_exits)
+        keep = [j for j, (cut, _) in enumerate(self.options) if any(c.name == cut for c in cuts)]
+        profile = BundleProfile(self.profile.model, self.profile.exits[:n_exits], cuts)
+        return Trace(
+            profile,
+            self.confidences[:, :n_exits],
+            self.entropies[:, :n_exits],
+            self.correct[:, :n_exits],
+            self.cloud_correct[:, keep],
+            tuple(self.options[j] for j in keep),
+            self.source,
+        )
+
     def save(self, path: str | Path) -> None:
         """Write a compressed ``.npz`` (arrays plus JSON metadata)."""
         meta = {"profile": self.profile.to_dict(), "options": self.options, "source": self.source}
@@ -94,11 +112,13 @@ class Trace:
             raise InvalidArgument(f"trace: cannot read {path}: {exc}") from exc
 
 
-def entropy_from_confidence(conf: npt.NDArray[np.float64], n_classes: int = 10) -> npt.NDArray[np.float64]:
+def entropy_from_confidence(
+    conf: npt.NDArray[np.float64], n_classes: int = 10
+) -> npt.NDArray[np.float64]:
     """Entropy of a distribution with top-1 ``conf`` and the rest spread evenly."""
     c = np.clip(conf, 1e-6, 1 - 1e-6)
     rest = (1 - c) / (n_classes - 1)
-    return -(c * np.log(c)) - (1 - c) * np.log(rest)  # type: ignore[no-any-return]
+    return -(c * np.log(c)) - (1 - c) * np.log(rest)
 
 
 def synthetic_profile() -> BundleProfile:
