@@ -13,15 +13,14 @@ See docs/edge_agent.md.
 from edge_agent._agent import AGENT_VERSION, EdgeAgent, channel_credentials
 from edge_agent._cache import CachedAnswer, CacheMetrics, ResultCache, content_key
 from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
+from edge_agent._policy_engine import PolicyEngineAdapter, bundle_profile, engine_heuristic
 from edge_agent._routing import (
     Action,
     CutOption,
-    PolicyEngineAdapter,
     RoutingContext,
     RoutingDecision,
     RoutingPolicy,
     ThresholdRouting,
-    default_policy,
 )
 from edge_agent._runtime import EdgeRuntime, HeadState, calibrated, entropy
 from edge_agent._settings import EdgeSettings
@@ -60,7 +59,8 @@ __all__ = [
     "calibrated",
     "channel_credentials",
     "content_key",
-    "default_policy",
+    "bundle_profile",
+    "engine_heuristic",
     "entropy",
     "load_key",
     "parse_key",

@@ -25,7 +25,8 @@ from edge_agent._cache import CachedAnswer, ResultCache, content_key
 from edge_agent._features import EncodedFeatures, encode_features
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
-from edge_agent._routing import Action, CutOption, RoutingContext, RoutingPolicy, default_policy
+from edge_agent._policy_engine import engine_heuristic
+from edge_agent._routing import Action, CutOption, RoutingContext, RoutingPolicy
 from edge_agent._runtime import EdgeRuntime, HeadState
 from edge_agent._settings import EdgeSettings
 from edge_agent._stream import SessionClient
@@ -85,7 +86,11 @@ class EdgeAgent:
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
         self.runtime = EdgeRuntime(self.bundle, threads=self.settings.threads)
         self.model_name = self.settings.model_name or self.bundle.name
-        self.policy = policy or default_policy()
+        self._policy_cut: str | None = None
+        self._policy_codec: str | None = None
+        self.policy = policy or engine_heuristic(
+            self.runtime, {c.name: self._cut_codec(c.name) for c in self.bundle.cut_points}
+        )
         self._credentials = credentials
         self._on_reconcile = on_reconcile
         st = self.settings
@@ -100,8 +105,6 @@ class EdgeAgent:
         self._worker: ReplayWorker | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
-        self._policy_cut: str | None = None
-        self._policy_codec: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> EdgeAgent:
@@ -191,6 +194,9 @@ class EdgeAgent:
 
     def _apply_policy(self, p: conv.PolicyThresholds) -> None:
         self.runtime.set_thresholds(p.exit_thresholds)
+        setter = getattr(self.policy, "set_thresholds", None)
+        if callable(setter):
+            setter(p.exit_thresholds)
         self._policy_cut = p.cut_point or None
         self._policy_codec = p.codec or None
         log.info("policy %s v%s applied", p.policy_id, p.policy_version)
@@ -255,12 +261,24 @@ class EdgeAgent:
             ex = exits[-1]
             if rt.done(state):
                 return self._local(req, ex, Route.EDGE)
-            decision = self.policy.decide(self._context(req, ex))
-            if decision.action is Action.EXIT_LOCAL:
+            ctx = self._context(req, ex)
+            decision = self.policy.decide(ctx)
+            action = decision.action
+            if (
+                action is Action.CONTINUE_LOCAL
+                and not ctx.connected
+                and ctx.replay_available
+                and ctx.cuts
+                and not ex.confident
+            ):
+                # Offline with a replay queue: the rest of the chain still gives the local
+                # answer, and the features are queued so the cloud refines it later.
+                action = Action.DEFER
+            if action is Action.EXIT_LOCAL:
                 return self._local(req, ex, Route.EDGE)
-            if decision.action is Action.CONTINUE_LOCAL:
+            if action is Action.CONTINUE_LOCAL:
                 continue
-            if decision.action is Action.DEFER:
+            if action is Action.DEFER:
                 return await self._defer(req, decision.cut_point)
             return await self._offload(req, decision.cut_point, decision.codec)
 

@@ -1,8 +1,8 @@
 """Routing: what the agent asks the policy after an exit that was not confident enough.
 
-The agent speaks to any object with ``decide(RoutingContext) -> RoutingDecision``. The default is
-:class:`ThresholdRouting`, a small latency-aware rule; :func:`default_policy` prefers the policy
-engine's heuristic (package ``policy``) when it is installed, through :class:`PolicyEngineAdapter`.
+The agent speaks to any object with ``decide(RoutingContext) -> RoutingDecision``. By default it
+uses the policy engine's heuristic (``edge_agent._policy_engine``); :class:`ThresholdRouting`, a
+small latency-aware rule, is the fallback when the engine is missing or fails.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -120,83 +120,11 @@ class ThresholdRouting:
         return RoutingDecision(Action.EXIT_LOCAL, threshold=thr)
 
 
-class PolicyEngineAdapter:
-    """Wraps a ``policy`` package policy (``decide(DecisionContext) -> Decision``) so the agent
-    can use it; falls back to :class:`ThresholdRouting` when the engine raises or answers with
-    something the agent cannot do (e.g. offload while offline)."""
-
-    def __init__(self, engine: Any, context_type: Any) -> None:
-        self._engine = engine
-        self._context_type = context_type
-        self._fallback = ThresholdRouting()
-
-    def decide(self, ctx: RoutingContext) -> RoutingDecision:
-        try:
-            fields = {f.name for f in dataclasses.fields(self._context_type)}
-            values: dict[str, Any] = {
-                "device_id": ctx.device_id,
-                "model_name": ctx.model_name,
-                "exit_index": ctx.exit_index,
-                "exit_confidences": list(ctx.exit_confidences),
-                "entropy": ctx.entropy,
-                "rtt_s": ctx.rtt_s,
-                "rtt_ms": ctx.rtt_s * 1e3,
-                "bandwidth_bps": ctx.bandwidth_bps,
-                "edge_load": ctx.edge_load,
-                "deadline_s": ctx.deadline_s,
-                "deadline_ms": ctx.deadline_s * 1e3,
-                "device_class": ctx.device_class,
-            }
-            decision = self._engine.decide(
-                self._context_type(**{k: v for k, v in values.items() if k in fields})
-            )
-            action = Action(str(getattr(decision.action, "value", decision.action)).lower())
-        except Exception as exc:  # an engine fault must never fail inference
-            log.warning("policy engine failed (%s); using the threshold rule", exc)
-            return self._fallback.decide(ctx)
-        cut = str(getattr(decision, "cut_point", "") or "")
-        names = {c.name: c for c in ctx.cuts}
-        if action is Action.OFFLOAD and (not ctx.connected or (cut and cut not in names)):
-            return self._fallback.decide(ctx)
-        if action is Action.OFFLOAD and not cut and ctx.cuts:
-            cut = ctx.cuts[-1].name
-        if action is Action.CONTINUE_LOCAL and not ctx.can_continue:
-            return self._fallback.decide(ctx)
-        codec = getattr(decision, "codec", "") or (names[cut].codec if cut in names else "")
-        return RoutingDecision(
-            action,
-            cut_point=cut,
-            codec=str(getattr(codec, "text", codec)),
-            threshold=float(getattr(decision, "threshold", 0.0) or 0.0),
-            policy_id=str(getattr(decision, "policy_id", "policy")),
-            policy_version=str(getattr(decision, "policy_version", "")),
-            propensity=float(getattr(decision, "propensity", 1.0) or 1.0),
-        )
-
-
-def default_policy() -> RoutingPolicy:
-    """The policy engine's heuristic when ``policy`` offers one, else :class:`ThresholdRouting`."""
-    try:
-        import policy as engine  # noqa: PLC0415 - optional, lands separately
-
-        heuristic = engine.HeuristicPolicy
-        context_type = engine.DecisionContext
-    except (ImportError, AttributeError):
-        return ThresholdRouting()
-    try:
-        return PolicyEngineAdapter(heuristic(), context_type)
-    except Exception as exc:
-        log.warning("policy engine heuristic unavailable (%s); using the threshold rule", exc)
-        return ThresholdRouting()
-
-
 __all__ = [
     "Action",
     "CutOption",
-    "PolicyEngineAdapter",
     "RoutingContext",
     "RoutingDecision",
     "RoutingPolicy",
     "ThresholdRouting",
-    "default_policy",
 ]

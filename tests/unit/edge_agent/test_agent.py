@@ -47,7 +47,7 @@ async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(bun
             imgs = images(8)
             results = await asyncio.gather(*(agent.infer(im) for im in imgs))
             assert all(r.route is Route.CLOUD and r.exit_index == -1 for r in results)
-            assert all(r.cut_point == "cut1" and r.bytes_sent > 0 for r in results)
+            assert all(r.cut_point in ("cut1", "cut2") and r.bytes_sent > 0 for r in results)
             # The gateway ran tail_cut1 on our features: same class as the local final exit.
             for im, r in zip(imgs, results, strict=True):
                 st = agent.runtime.start(agent.runtime.prepare(im))
