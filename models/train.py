@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.data import load_fashion_mnist  # noqa: E402
+from common.data import load_fashion_mnist
 
 MEAN, STD = 0.2860, 0.3530
 EXIT_WEIGHTS = (0.5, 0.5, 1.0)
