@@ -151,7 +151,8 @@ def sizes(spec: CodecSpec, acts: np.ndarray, model: EntropyModel | None) -> dict
             symbols, _, _ = prepare(sample, spec)
             emp += empirical_entropy_bits(symbols, 1 << spec.bits)
             if model is not None:
-                cross += model.cross_entropy_bits(symbols)
+                shaped = symbols if model.contexts == 1 else symbols.reshape(sample.shape)
+                cross += model.cross_entropy_bits(shaped)
     n = acts.shape[0]
     out: dict[str, Any] = {
         "frame_bytes_mean": frame_total / n,
@@ -173,7 +174,9 @@ def bulk_entropy_check(spec: CodecSpec, acts: np.ndarray, model: EntropyModel) -
     """One large tensor (all samples): ANS/range size vs ideal size under the model used."""
     frame = encode(acts, spec, entropy_model=model)
     symbols, _, _ = prepare(acts, spec)
-    cross = model.cross_entropy_bits(symbols)
+    cross = model.cross_entropy_bits(
+        symbols if model.contexts == 1 else symbols.reshape(acts.shape)
+    )
     payload = peek_header(frame).coded_bytes
     return {
         "elements": int(acts.size),
@@ -182,6 +185,21 @@ def bulk_entropy_check(spec: CodecSpec, acts: np.ndarray, model: EntropyModel) -
         "empirical_entropy_bytes": empirical_entropy_bits(symbols, 1 << spec.bits) / 8,
         "payload_over_model_entropy_pct": 100 * (8 * payload / cross - 1),
     }
+
+
+def _runs(specs: list[str]) -> list[tuple[str, str]]:
+    """(spec, entropy model kind): per-channel models where possible, flat ones for comparison."""
+    runs = []
+    for text in specs:
+        spec = parse_spec(text)
+        if not spec.needs_entropy_model:
+            runs.append((text, ""))
+        elif spec.sparse is not None:
+            runs.append((text, "flat"))
+        else:
+            runs += [(text, "per_channel"), (text, "flat")]
+    runs.append((specs[-1], "embedded"))
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,14 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {source}; {acts.shape[0]} samples of {acts.shape[1:]}; one core")
     rows: list[dict[str, Any]] = []
     batch64 = acts[:64]
-    for text in codec_list(fit, args.spec):
+    for text, kind in _runs(codec_list(fit, args.spec)):
         spec = parse_spec(text)
-        model = (
-            fit_entropy_model(spec, [fit[i : i + 1] for i in range(len(fit))])
-            if spec.needs_entropy_model
-            else None
-        )
-        row: dict[str, Any] = {"spec": text, "entropy_model": model is not None}
+        model = None
+        if kind not in ("", "embedded"):
+            samples = [fit[i : i + 1] for i in range(len(fit))]
+            model = fit_entropy_model(spec, samples, per_channel=kind == "per_channel")
+        row: dict[str, Any] = {"spec": text, "entropy_model": kind}
         row.update(sizes(spec, acts, model))
         row["batch1"] = throughput(spec, acts[:1], model, args.repeats, 200)
         row["batch64"] = throughput(spec, batch64, model, args.repeats, 5)
@@ -218,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             row["bulk_entropy"] = bulk_entropy_check(spec, acts, model)
         rows.append(row)
         print(
-            f"{text:36s} {row['bits_per_element']:7.3f} b/el {row['ratio_vs_float32']:6.1f}x "
+            f"{text:36s} {kind:11s} {row['bits_per_element']:7.3f} b/el {row['ratio_vs_float32']:6.1f}x "
             f"enc {row['batch64']['encode_mb_s']:7.1f} dec {row['batch64']['decode_mb_s']:7.1f} MB/s "
             f"rt {row['latency_batch1']['median_ms']:.3f} ms"
         )
@@ -234,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(rows: list[dict[str, Any]]) -> None:
     print(
-        f"\n{'spec':36s} {'bits/el':>7s} {'ratio':>6s} {'H_emp':>6s} {'vs H_model':>10s} "
+        f"\n{'spec':36s} {'model':11s} {'bits/el':>7s} {'ratio':>6s} {'H_emp':>6s} {'vs H_model':>10s} "
         f"{'enc MB/s b1':>11s} {'dec MB/s b1':>11s} {'enc b64':>8s} {'dec b64':>8s} {'rt ms (p10-p90)':>18s}"
     )
     for r in rows:
@@ -242,7 +259,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
         bulk = r.get("bulk_entropy", {}).get("payload_over_model_entropy_pct")
         lat = r["latency_batch1"]
         print(
-            f"{r['spec']:36s} {r['bits_per_element']:7.3f} {r['ratio_vs_float32']:6.1f} "
+            f"{r['spec']:36s} {r['entropy_model']:11s} {r['bits_per_element']:7.3f} {r['ratio_vs_float32']:6.1f} "
             f"{'' if h is None else f'{h:.3f}':>6s} {'' if bulk is None else f'{bulk:+.2f}%':>10s} "
             f"{r['batch1']['encode_mb_s']:11.1f} {r['batch1']['decode_mb_s']:11.1f} "
             f"{r['batch64']['encode_mb_s']:8.1f} {r['batch64']['decode_mb_s']:8.1f} "

@@ -32,47 +32,62 @@ _FREQ_TOTAL = 65000
 class EntropyModel:
     """A categorical probability model over ``alphabet`` symbols, fitted for one codec spec."""
 
-    probabilities: np.ndarray  # float64, shape (alphabet,), sums to 1
+    # float64, shape (alphabet,), or (channels, alphabet) for one distribution per channel
+    # (context = channel along axis 1, or 0 for 1-D tensors); each row sums to 1.
+    probabilities: np.ndarray
     spec: str = ""  # the codec spec whose symbols it models
     cut: str = ""  # the cut point it was fitted on
     samples: int = 0  # number of symbols counted
 
     def __post_init__(self) -> None:
         p = self.probabilities
-        if p.ndim != 1 or p.size not in (4, 8, 16, 32, 64, 128, 256):
+        if p.ndim not in (1, 2) or p.shape[-1] not in (4, 8, 16, 32, 64, 128, 256) or not p.size:
             raise CodecError(f"entropy model alphabet must be 2**bits (2..8 bits), got {p.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or not np.all(p.sum(axis=-1) > 0):
             raise CodecError("entropy model probabilities must be finite, >= 0, not all zero")
 
     @property
     def alphabet(self) -> int:
-        return int(self.probabilities.size)
+        return int(self.probabilities.shape[-1])
+
+    @property
+    def contexts(self) -> int:
+        """1 for one distribution, else the number of channels with their own distribution."""
+        return 1 if self.probabilities.ndim == 1 else int(self.probabilities.shape[0])
 
     @functools.cached_property
     def model_id(self) -> int:
         """32-bit id (CRC32C of the probability table), written into frames."""
-        return int(google_crc32c.value(self.probabilities.astype("<f8").tobytes()))
+        shape = np.asarray(self.probabilities.shape, "<u4").tobytes()
+        return int(google_crc32c.value(shape + self.probabilities.astype("<f8").tobytes()))
 
     @property
     def model_id_hex(self) -> str:
         return f"{self.model_id:08x}"
 
     @functools.cached_property
-    def categorical(self) -> Any:
-        """The constriction model (built once, reused by every encode/decode)."""
-        return _categorical(self.probabilities)
+    def categorical(self) -> list[Any]:
+        """The constriction model of each context (built once, reused by every encode/decode)."""
+        rows = self.probabilities.reshape(self.contexts, self.alphabet)
+        return [_categorical(row) for row in rows]
 
     def cross_entropy_bits(self, symbols: np.ndarray) -> float:
-        """Ideal code length of ``symbols`` under this model, in bits."""
-        p = self.probabilities / self.probabilities.sum()
+        """Ideal code length of ``symbols`` under this model, in bits.
+
+        For a per-channel model ``symbols`` must be shaped like the tensor.
+        """
+        p = self.probabilities / self.probabilities.sum(axis=-1, keepdims=True)
         with np.errstate(divide="ignore"):
-            return float(-np.log2(p[symbols.reshape(-1)]).sum())
+            if self.contexts == 1:
+                return float(-np.log2(p[symbols.reshape(-1)]).sum())
+            groups = channel_groups(symbols)
+            return float(-np.log2(p[np.arange(len(groups))[:, None], groups]).sum())
 
     @classmethod
     def from_counts(cls, counts: np.ndarray, *, spec: str = "", cut: str = "") -> EntropyModel:
         """Model from symbol counts, with add-half smoothing so unseen symbols stay codable."""
         counts = np.asarray(counts, np.float64)
-        probs = (counts + 0.5) / (counts.sum() + 0.5 * counts.size)
+        probs = (counts + 0.5) / (counts.sum(axis=-1, keepdims=True) + 0.5 * counts.shape[-1])
         return cls(probs, spec=spec, cut=cut, samples=int(counts.sum()))
 
     def to_json(self) -> dict[str, Any]:
@@ -83,7 +98,7 @@ class EntropyModel:
             "spec": self.spec,
             "cut": self.cut,
             "samples": self.samples,
-            "probabilities": [float(x) for x in self.probabilities],
+            "probabilities": self.probabilities.tolist(),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -106,7 +121,7 @@ class EntropyModel:
                 cut=str(doc.get("cut", "")),
                 samples=int(doc.get("samples", 0)),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, CodecError) as exc:
             raise CodecError(f"entropy model {path}: {exc}") from exc
         if doc.get("model_id") not in (None, model.model_id_hex):
             raise CodecError(f"entropy model {path}: model_id does not match its probabilities")
@@ -173,34 +188,60 @@ def embedded_model(frequencies: np.ndarray) -> Any:
     return _embedded_categorical(frequencies.astype(np.uint16).tobytes())
 
 
-def encode_symbols(kind: StageKind, symbols: np.ndarray, model: Any) -> bytes:
-    """Entropy-code flat uint8 symbols; returns little-endian 32-bit words."""
+def channel_axis(ndim: int) -> int:
+    """Axis whose index is the context of a per-channel model (NCHW channels)."""
+    return 1 if ndim >= 2 else 0
+
+
+def channel_groups(symbols: np.ndarray) -> np.ndarray:
+    """(channels, rest) view of a tensor's symbols, channel-major."""
+    axis = channel_axis(symbols.ndim)
+    channels = symbols.shape[axis]
+    rest = symbols.size // channels if channels else 0
+    return np.moveaxis(symbols, axis, 0).reshape(channels, rest)
+
+
+def encode_symbols(kind: StageKind, groups: list[np.ndarray], models: list[Any]) -> bytes:
+    """Entropy-code groups of uint8 symbols, group i under models[i]; 32-bit LE words.
+
+    Groups are decoded in the order given (the ANS stack is filled in reverse).
+    """
     stream = _registry.constriction().stream
-    data = symbols.reshape(-1).astype(np.int32)
     if kind is StageKind.ANS:
         coder = stream.stack.AnsCoder()
-        coder.encode_reverse(data, model)
+        for data, model in zip(reversed(groups), reversed(models), strict=True):
+            if data.size:
+                coder.encode_reverse(data.reshape(-1).astype(np.int32), model)
     else:
         coder = stream.queue.RangeEncoder()
-        coder.encode(data, model)
+        for data, model in zip(groups, models, strict=True):
+            if data.size:
+                coder.encode(data.reshape(-1).astype(np.int32), model)
     return np.asarray(coder.get_compressed(), "<u4").tobytes()
 
 
-def decode_symbols(kind: StageKind, data: memoryview, model: Any, count: int) -> np.ndarray:
-    """Decode ``count`` symbols; CodecError (never a crash) on malformed words."""
+def decode_symbols(
+    kind: StageKind, data: memoryview, models: list[Any], counts: list[int]
+) -> np.ndarray:
+    """Decode ``counts[i]`` symbols under ``models[i]`` each, concatenated; CodecError if bad."""
     if len(data) % 4:
         raise CodecError(f"{kind.value} payload is {len(data)} bytes, not whole 32-bit words")
     stream = _registry.constriction().stream
     words = np.frombuffer(data, "<u4").astype(np.uint32)
+    out = np.empty(sum(counts), np.uint8)
     try:
         if kind is StageKind.ANS:
             decoder = stream.stack.AnsCoder(words)
         else:
             decoder = stream.queue.RangeDecoder(words)
-        out = decoder.decode(model, count) if count else np.zeros(0, np.int32)
+        at = 0
+        for model, count in zip(models, counts, strict=True):
+            if count:
+                out[at : at + count] = decoder.decode(model, count)
+                at += count
     except Exception as exc:  # constriction raises ValueError/AssertionError on bad words
         raise CodecError(f"{kind.value} payload cannot be decoded: {exc}") from exc
-    return np.asarray(out).astype(np.uint8)
+    return out
 
 
 def empirical_entropy_bits(symbols: np.ndarray, alphabet: int) -> float:
@@ -216,6 +257,8 @@ def empirical_entropy_bits(symbols: np.ndarray, alphabet: int) -> float:
 __all__ = [
     "EntropyModel",
     "EntropyParams",
+    "channel_axis",
+    "channel_groups",
     "decode_symbols",
     "embedded_model",
     "empirical_entropy_bits",

@@ -17,6 +17,8 @@ from common.codecs import _registry
 from common.codecs._entropy import (
     EntropyModel,
     EntropyParams,
+    channel_axis,
+    channel_groups,
     decode_symbols,
     embedded_model,
     encode_symbols,
@@ -69,6 +71,7 @@ def prepare(array: np.ndarray, spec: CodecSpec) -> tuple[np.ndarray, Any, np.nda
     Values are flat and, with a sparse stage, restricted to the non-zero positions. Shared by
     :func:`encode` and the entropy-model fitting, which counts exactly the symbols coded.
     """
+    spec = _as_spec(spec)
     x = np.asarray(array)
     dtype_code(x.dtype)
     value, sparse = spec.value, spec.sparse
@@ -125,11 +128,12 @@ def encode(
                     f"entropy model has {entropy_model.alphabet} symbols; {spec} needs "
                     f"{params.levels}"
                 )
-            model, ep = entropy_model.categorical, EntropyParams(entropy_model.model_id, None)
+            groups = _context_groups(entropy_model, values, x.shape, mask)
+            models, ep = entropy_model.categorical, EntropyParams(entropy_model.model_id, None)
         else:
             freq = histogram_frequencies(values, params.levels)
-            model, ep = embedded_model(freq), EntropyParams(None, freq)
-        sections.append(encode_symbols(entropy.kind, values, model))
+            groups, models, ep = [values], [embedded_model(freq)], EntropyParams(None, freq)
+        sections.append(encode_symbols(entropy.kind, groups, models))
         records.append((entropy.kind, ep.to_bytes()))
     elif params is not None:
         zstd = entropy is not None
@@ -143,21 +147,55 @@ def encode(
     return build_frame(x.dtype, x.shape, records, payload)
 
 
+def _context_groups(
+    model: EntropyModel, values: np.ndarray, shape: tuple[int, ...], mask: np.ndarray | None
+) -> list[np.ndarray]:
+    if model.contexts == 1:
+        return [values]
+    if mask is not None:
+        raise CodecError("a per-channel entropy model cannot follow a sparse stage")
+    if not shape or shape[channel_axis(len(shape))] != model.contexts:
+        raise CodecError(
+            f"entropy model has {model.contexts} channel contexts; tensor shape is {shape}"
+        )
+    return list(channel_groups(values.reshape(shape)))
+
+
 def fit_entropy_model(
-    spec: CodecSpec | str, arrays: Iterable[np.ndarray], *, cut: str = ""
+    spec: CodecSpec | str,
+    arrays: Iterable[np.ndarray],
+    *,
+    cut: str = "",
+    per_channel: bool = False,
 ) -> EntropyModel:
     """Fit the categorical model of the symbols ``spec`` codes, over real activations.
 
     Counts exactly the symbols an ans/range stage would code (after clip, quantisation and, with a
-    sparse stage, only the non-zeros); store the result with :meth:`EntropyModel.save`.
+    sparse stage, only the non-zeros); store the result with :meth:`EntropyModel.save`. With
+    ``per_channel`` each channel (axis 1) gets its own distribution (not with a sparse stage).
     """
     spec = _as_spec(spec)
     if spec.bits == 0:
         raise CodecError(f"codec {spec} has no quantiser, so no symbols to model")
-    counts = np.zeros(1 << spec.bits, np.int64)
+    if per_channel and spec.sparse is not None:
+        raise CodecError("a per-channel entropy model cannot follow a sparse stage")
+    levels = 1 << spec.bits
+    counts: np.ndarray | None = None
     for array in arrays:
         values, _, _ = prepare(array, spec)
-        counts += np.bincount(values, minlength=counts.size)[: counts.size]
+        if per_channel:
+            groups = channel_groups(values.reshape(np.shape(array)))
+            if counts is None:
+                counts = np.zeros((groups.shape[0], levels), np.int64)
+            if groups.shape[0] != counts.shape[0]:
+                raise CodecError("arrays for a per-channel model must share their channel count")
+            keys = np.arange(groups.shape[0])[:, None] * levels + groups
+            counts += np.bincount(keys.reshape(-1), minlength=counts.size).reshape(counts.shape)
+        else:
+            counts = np.zeros(levels, np.int64) if counts is None else counts
+            counts += np.bincount(values, minlength=levels)[:levels]
+    if counts is None:
+        raise CodecError("no arrays to fit an entropy model on")
     return EntropyModel.from_counts(counts, spec=str(spec), cut=cut)
 
 
@@ -241,7 +279,7 @@ def _decode_payload(
     quant = header.quant
     if quant is not None:
         if entropy is not None and entropy.kind is not StageKind.ZSTD:
-            symbols = decode_symbols(entropy.kind, rest, _entropy_model(header, models), count)
+            symbols = _decode_entropy(header, rest, models, count, mask is not None)
         elif entropy is not None:
             symbols = np.frombuffer(_exact(rest, count, "symbols"), np.uint8)
             if symbols.size and int(symbols.max()) >= quant.levels:
@@ -271,11 +309,13 @@ def _exact(data: memoryview, size: int, what: str) -> memoryview:
     return data
 
 
-def _entropy_model(header: FrameHeader, models: dict[str, EntropyModel]) -> Any:
-    params = header.entropy
-    assert params is not None
+def _decode_entropy(
+    header: FrameHeader, data: memoryview, models: dict[str, EntropyModel], count: int, sparse: bool
+) -> np.ndarray:
+    params, entropy = header.entropy, header.spec.entropy
+    assert params is not None and entropy is not None
     if params.frequencies is not None:
-        return embedded_model(params.frequencies)
+        return decode_symbols(entropy.kind, data, [embedded_model(params.frequencies)], [count])
     wanted = params.model_id_hex or ""
     model = models.get(wanted)
     if model is None:
@@ -283,7 +323,19 @@ def _entropy_model(header: FrameHeader, models: dict[str, EntropyModel]) -> Any:
             f"frame was coded with entropy model {wanted}; decoder has "
             f"{sorted(models) or 'none'} (load the cut's model from the bundle)"
         )
-    return model.categorical
+    if model.contexts == 1:
+        return decode_symbols(entropy.kind, data, model.categorical, [count])
+    shape = header.shape
+    if sparse or not shape or shape[channel_axis(len(shape))] != model.contexts:
+        raise CodecError(
+            f"entropy model {wanted} has {model.contexts} channel contexts; frame shape {shape}"
+        )
+    axis = channel_axis(len(shape))
+    flat = decode_symbols(
+        entropy.kind, data, model.categorical, [count // model.contexts] * model.contexts
+    )
+    moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
+    return np.moveaxis(flat.reshape(moved), 0, axis).reshape(-1)
 
 
 __all__ = ["EntropyModels", "decode", "encode", "fit_entropy_model", "peek_header", "prepare"]

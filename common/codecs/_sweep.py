@@ -35,7 +35,7 @@ class SweepPoint:
     drop: float  # points below the uncompressed accuracy
     encode_ms: float  # median per sample
     decode_ms: float  # median per sample
-    entropy_model: bool  # coded with an offline-fitted model
+    entropy_model: str  # "per_channel", "flat" (offline-fitted) or "" (none / embedded)
     entropy_bits_per_element: float | None = None  # ideal size under the model used
     empirical_entropy_bits_per_element: float | None = None  # n*H(symbols) per sample, averaged
 
@@ -119,7 +119,8 @@ def evaluate_spec(
             symbols, _, _ = prepare(sample, spec)
             empirical += empirical_entropy_bits(symbols, 1 << spec.bits)
             if model is not None:
-                ideal += model.cross_entropy_bits(symbols)
+                shaped = symbols if model.contexts == 1 else symbols.reshape(sample.shape)
+                ideal += model.cross_entropy_bits(shaped)
     acc = accuracy(tail(decoded), labels)
     return SweepPoint(
         spec=str(spec),
@@ -130,7 +131,7 @@ def evaluate_spec(
         drop=baseline - acc,
         encode_ms=float(np.median(enc_times) * 1e3),
         decode_ms=float(np.median(dec_times) * 1e3),
-        entropy_model=model is not None,
+        entropy_model="" if model is None else ("per_channel" if model.contexts > 1 else "flat"),
         entropy_bits_per_element=ideal / (n * elements) if model is not None else None,
         empirical_entropy_bits_per_element=empirical / (n * elements) if spec.bits else None,
     )
@@ -145,11 +146,13 @@ def run_sweep(
     fit_activations: np.ndarray | None = None,
     cut: str = "",
     progress: Callable[[str], None] | None = None,
+    per_channel_models: bool = True,
 ) -> SweepResult:
     """Measure every spec; ans/range specs get an entropy model fitted on ``fit_activations``.
 
     Fit on data other than what is measured (e.g. training-split activations) so that the
-    reported sizes are honest; without ``fit_activations`` the measured data is used.
+    reported sizes are honest; without ``fit_activations`` the measured data is used. Models
+    have one distribution per channel (``per_channel_models``) unless a sparse stage precedes.
     """
     baseline = accuracy(tail(activations), labels)
     fit_on = activations if fit_activations is None else fit_activations
@@ -159,7 +162,8 @@ def run_sweep(
         spec = item if isinstance(item, CodecSpec) else parse_spec(item)
         model = None
         if spec.needs_entropy_model:
-            model = fit_entropy_model(spec, _samples(fit_on), cut=cut)
+            per_channel = per_channel_models and spec.sparse is None and fit_on.ndim >= 2
+            model = fit_entropy_model(spec, _samples(fit_on), cut=cut, per_channel=per_channel)
             models[str(spec)] = model
         point = evaluate_spec(spec, activations, labels, tail, baseline, model)
         points.append(point)
