@@ -138,15 +138,15 @@ def synthetic_profile() -> BundleProfile:
                 0.22,
                 {
                     "int8": CodecCost(6272, 0.02, 0.02),
-                    "q4+ans": CodecCost(1400, 0.08, 0.1, accuracy_drop=0.2),
-                    "q2+ans": CodecCost(520, 0.08, 0.1, accuracy_drop=0.9),
+                    "q4|ans": CodecCost(1400, 0.08, 0.1, accuracy_drop=0.2),
+                    "q2|ans": CodecCost(520, 0.08, 0.1, accuracy_drop=0.9),
                 },
             ),
             CutSpec(
                 "cut2",
                 1,
                 0.1,
-                {"int8": CodecCost(3136, 0.01, 0.01), "q4+ans": CodecCost(700, 0.05, 0.05, 0.2)},
+                {"int8": CodecCost(3136, 0.01, 0.01), "q4|ans": CodecCost(700, 0.05, 0.05, 0.2)},
             ),
         ),
     )
