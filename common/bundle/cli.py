@@ -1,0 +1,110 @@
+"""``aiml021 split | profile | calibrate``: cut ONNX models, profile cut points, calibrate exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _split(args: argparse.Namespace) -> int:
+    from common.bundle._split import (
+        candidate_cuts,
+        load_model,
+        split_model,
+        verify_split,
+        write_split,
+    )
+
+    model = load_model(args.model)
+    if not args.cut:
+        cands = candidate_cuts(model)
+        print(f"{len(cands)} candidate cut points in {args.model} (graph order):")
+        print(f"{'tensor':<56} {'shape':<20} {'f32 bytes/sample':>16}")
+        for c in cands:
+            shape = "x".join("N" if d is None else str(d) for d in c.shape)
+            print(f"{c.name:<56} {shape:<20} {c.float32_bytes or '?':>16}")
+        print("split with: aiml021 split MODEL --cut TENSOR -o DIR")
+        return 0
+    result = split_model(model, args.cut)
+    diff = verify_split(model, result, tolerance=args.tolerance)
+    out = Path(args.output or Path(args.model).with_suffix("").name + "_split")
+    head, tail = write_split(result, out)
+    print(f"head: {head} (outputs {', '.join(result.cut.head_outputs)})")
+    print(f"tail: {tail} (outputs {', '.join(result.cut.tail_outputs)})")
+    print(f"verified: max abs diff tail(head(x)) vs full = {diff:.3g} over {result.compared}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from common.bundle._profile import format_table, profile
+
+    doc = profile(
+        args.target,
+        batch=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    print(format_table(doc))
+    out = Path(args.json)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from common.bundle._bundle import load_bundle
+    from common.bundle._fit import calibrate_bundle
+    from common.data import load_fashion_mnist
+
+    bundle = load_bundle(args.bundle)
+    images, labels = load_fashion_mnist("validation", args.data)
+    record = calibrate_bundle(bundle, images, labels, budget=args.budget, write=not args.dry_run)
+    print(f"{bundle.name}: calibrated on validation (n={record['n']}), budget {args.budget:g}")
+    print(f"{'exit':<8} {'top-1':>7} {'T':>7} {'ECE before':>11} {'ECE after':>10} "
+          f"{'NLL before':>11} {'NLL after':>10} {'threshold':>10}")  # fmt: skip
+    for name, m in record["exits"].items():
+        thr = "off" if m["threshold"] is None else f"{m['threshold']:.4f}"
+        print(
+            f"{name:<8} {m['accuracy']:>7.4f} {m['temperature']:>7.4f} {m['ece_before']:>11.4f} "
+            f"{m['ece_after']:>10.4f} {m['nll_before']:>11.4f} {m['nll_after']:>10.4f} {thr:>10}"
+        )
+    c = record["cascade"]
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in c["exit_share"].items())
+    print(f"cascade top-1 {c['accuracy']:.4f} (final {c['final_accuracy']:.4f}); leave at {shares}")
+    print(
+        "manifest not changed (--dry-run)" if args.dry_run else f"wrote {bundle.root}/manifest.json"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``split``, ``profile`` and ``calibrate`` subcommands."""
+    p = subparsers.add_parser("split", help="cut an ONNX model at an internal tensor")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--cut", help="tensor name to cut at (omit to list candidate cut points)")
+    p.add_argument("-o", "--output", help="output directory (default: <model>_split)")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max abs diff allowed")
+    p.set_defaults(func=_split)
+
+    p = subparsers.add_parser("profile", help="latency and activation bytes per cut point")
+    p.add_argument("target", help="bundle directory or ONNX model")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=50, help="timed runs per measurement")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--json", default="profile.json", help="where to write the JSON report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_profile)
+
+    p = subparsers.add_parser("calibrate", help="fit exit temperatures and thresholds")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--data", help="Fashion-MNIST IDX directory (default: common.data)")
+    p.add_argument("--budget", type=float, default=0.01, help="accuracy loss allowed (0.01 = 1 pt)")
+    p.add_argument("--dry-run", action="store_true", help="report only, keep the manifest")
+    p.set_defaults(func=_calibrate)
