@@ -45,8 +45,8 @@ def channel_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | Non
     d = settings.tls_dir
     try:
         ca = (d / settings.tls_ca_file).read_bytes()
-        cert = (d / settings.tls_cert_file).read_bytes()
-        key = (d / settings.tls_key_file).read_bytes()
+        cert = (d / (settings.tls_cert_file or f"{settings.device_id}.pem")).read_bytes()
+        key = (d / (settings.tls_key_file or f"{settings.device_id}.key")).read_bytes()
     except OSError as exc:
         raise InvalidArgument(f"tls_dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)

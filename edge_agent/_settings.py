@@ -28,10 +28,11 @@ class EdgeSettings(BaseSettings):
     """Directory with the device's mTLS material (see ``tls_*_file``)."""
     tls_ca_file: str = "ca.pem"
     """CA bundle that signed the gateway certificate, relative to ``tls_dir``."""
-    tls_cert_file: str = "device.pem"
-    """Device certificate chain, relative to ``tls_dir``."""
-    tls_key_file: str = "device.key"
-    """Device private key, relative to ``tls_dir``."""
+    tls_cert_file: str | None = None
+    """Device certificate chain, relative to ``tls_dir``; default ``<device_id>.pem`` (the
+    layout ``aiml021 certs --device ID`` writes)."""
+    tls_key_file: str | None = None
+    """Device private key, relative to ``tls_dir``; default ``<device_id>.key``."""
     tls_server_name: str | None = None
     """Override of the TLS server name checked against the gateway certificate."""
     connect_timeout_s: float = Field(default=5.0, gt=0)

@@ -1,0 +1,108 @@
+"""The edge agent against the real gateway (cloud.grpc.Gateway, in-process) over mTLS with
+certificates from common.auth, using the reference Fashion-MNIST bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud._settings import GatewaySettings
+from cloud.grpc import Gateway
+from common.auth import write_dev_pki
+from common.data import load_fashion_mnist
+from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, ThresholdRouting
+
+ROOT = Path(__file__).resolve().parents[3]
+BUNDLE = ROOT / "models" / "fmnist_branchy"
+DEVICE = "edge-it-1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    write_dev_pki(d, [DEVICE], hosts=["localhost", "127.0.0.1"])
+    return d
+
+
+def _gateway(pki: Path, port: int = 0) -> Gateway:
+    return Gateway(
+        GatewaySettings(models_dir=ROOT / "models", port=port, metrics_port=None, tls_dir=pki,
+                        drain_grace_s=2.0)
+    )
+
+
+def _agent_settings(pki: Path, port: int, **kw: object) -> EdgeSettings:
+    base: dict[str, object] = dict(
+        bundle=BUNDLE, gateway=f"127.0.0.1:{port}", tls_dir=pki, device_id=DEVICE,
+        tls_server_name="localhost", backoff_initial_s=0.05, backoff_max_s=0.3, sla_ms=3000,
+        cache_size=0,
+    )
+    base.update(kw)
+    return EdgeSettings(**base)  # type: ignore[arg-type]
+
+
+def _test_images(n: int) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = load_fashion_mnist("test")
+    return images[:n], labels[:n]
+
+
+async def test_offload_over_mtls_matches_local_final_exit(pki: Path) -> None:
+    images, labels = _test_images(64)
+    async with _gateway(pki) as gw:
+        async with EdgeAgent(_agent_settings(pki, gw.port), policy=ThresholdRouting()) as agent:
+            assert await agent.wait_connected(10)
+            agent.runtime.set_thresholds({"exit1": 1.0, "exit2": 1.0})  # never exit early
+            results = await asyncio.gather(*(agent.infer(im) for im in images))
+            assert {r.route for r in results} == {Route.CLOUD}
+            for im, r in zip(images, results, strict=True):
+                st = agent.runtime.start(agent.runtime.prepare(im))
+                agent.runtime.run_to_end(st)
+                assert r.top_class == st.exits[-1].top_class  # tail(head(x)) == full(x)
+            acc = float(np.mean([r.top_class for r in results] == labels))
+            assert acc > 0.8
+            assert agent.metrics()["stream"]["sessions"] == 1
+
+
+async def test_default_policy_mixes_local_exits_and_offloads(pki: Path) -> None:
+    images, labels = _test_images(200)
+    async with _gateway(pki) as gw:
+        async with EdgeAgent(_agent_settings(pki, gw.port)) as agent:
+            assert await agent.wait_connected(10)
+            results = await asyncio.gather(*(agent.infer(im) for im in images))
+    routes = {r.route for r in results}
+    assert Route.EDGE in routes
+    acc = float(np.mean(np.array([r.top_class for r in results]) == labels))
+    assert acc > 0.85
+
+
+async def test_replay_against_real_gateway_and_drain_on_stop(pki: Path, tmp_path: Path) -> None:
+    images, _ = _test_images(300)
+    async with _gateway(pki) as gw:
+        port = gw.port
+    # Gateway down: defer the requests the early exit is unsure about.
+    reports: list[Reconciliation] = []
+    settings = _agent_settings(
+        pki, port, replay_path=tmp_path / "q" / "replay.db", replay_key=os.urandom(32).hex()
+    )
+    async with EdgeAgent(settings, policy=ThresholdRouting(), on_reconcile=reports.append) as agent:
+        results = [await agent.infer(im, idempotency_key=f"r{i}") for i, im in enumerate(images)]
+        deferred = [r for r in results if r.route is Route.DEFERRED]
+        assert deferred, "some inputs should not be confident at exit1"
+        async with _gateway(pki, port):
+            for _ in range(500):
+                if len([r for r in reports if r.status == "delivered"]) == len(deferred):
+                    break
+                await asyncio.sleep(0.02)
+            delivered = [r for r in reports if r.status == "delivered"]
+            assert sorted(r.idempotency_key for r in delivered) == sorted(
+                r.idempotency_key for r in deferred
+            )
+            assert agent.metrics()["replay"]["delivered"] == len(deferred)
+            # Gateway stop sends Drain; the agent reconnects to the next gateway on this port.
+        async with _gateway(pki, port):
+            assert await agent.wait_connected(10)
+            assert agent.metrics()["stream"]["drains"] >= 1
