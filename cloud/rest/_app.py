@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cloud.core import InferenceRequest, InferenceResult
+from cloud.grpc import STATUS_BY_CODE
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.rollout import RolloutManager
 from cloud.services import CacheServicer, DeployServicer, RegistryServicer, RegistryView
@@ -60,10 +61,13 @@ Report = Callable[[telemetry_pb2.ReportRequest], Awaitable[telemetry_pb2.ReportR
 
 
 class _Ctx:
-    """Stands in for a grpc context: servicer calls raise AimlError before using it."""
+    """Stands in for a grpc context: the servicers' ``abort`` becomes an AimlError again."""
 
-    async def abort(self, code: object, details: str) -> None:  # pragma: no cover - not reached
-        raise InvalidArgument(details)
+    async def abort(self, code: object, details: str) -> None:
+        error_code = next((c for c, s in STATUS_BY_CODE.items() if s == code), ErrorCode.INTERNAL)
+        error = AimlError(details)
+        error.code = error_code
+        raise error
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -1,0 +1,209 @@
+"""REST bridge served by uvicorn on loopback: happy paths, 4xx for bad input, schemathesis fuzz."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+import uvicorn
+
+from cloud.backends import OnnxRuntimeBackend
+from cloud.backends.triton import spec_from_onnx
+from cloud.core import DataPlane, ModelRepository
+from cloud.core._dataplane import BatcherConfig
+from cloud.rest import RestBridge
+from cloud.rollout import RolloutManager, RolloutRouter
+from cloud.services import RegistryView
+from cloud.stores import MemoryResultCache
+from tests.integration._tiny_models import tail_model
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    d = tmp_path_factory.mktemp("rest")
+    specs = [
+        spec_from_onnx(tail_model(Path(d) / f"v{v}.onnx", seed=v), name="tiny", version=str(v))
+        for v in (1, 2)
+    ]
+    repo = ModelRepository(specs)
+    started = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        plane = DataPlane(repo, OnnxRuntimeBackend(), BatcherConfig())
+        await plane.start()
+        manager = RolloutManager(plane.model_ready)
+        router = RolloutRouter(plane, manager)
+        bridge = RestBridge(
+            router.infer,
+            plane.ready,
+            RegistryView(repo),
+            manager,
+            MemoryResultCache(),
+            max_body_bytes=64 * 1024,
+        )
+        config = uvicorn.Config(
+            bridge.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        holder["server"] = server
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        holder["port"] = server.servers[0].sockets[0].getsockname()[1]
+        started.set()
+        await task
+        await router.close()
+        await plane.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield f"http://127.0.0.1:{holder['port']}"
+    holder["server"].should_exit = True  # type: ignore[attr-defined]
+    thread.join(10)
+
+
+def test_v1_infer_matches_v2_and_models(base_url: str) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    body = {
+        "modelName": "tiny", "modelVersion": "1", "id": "r1",
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": ["2", "4", "3", "3"]}],
+        "rawInputContents": [base64.b64encode(x.tobytes()).decode()],
+    }  # fmt: skip
+    with httpx.Client(base_url=base_url) as c:
+        r = c.post("/v1/infer", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        v1 = np.frombuffer(base64.b64decode(out["rawOutputContents"][0]), np.float32).reshape(2, 10)
+        v2body = {
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": [2, 4, 3, 3],
+                    "data": x.reshape(-1).tolist(),
+                }
+            ]
+        }
+        r2 = c.post("/v2/models/tiny/versions/1/infer", json=v2body)
+        assert r2.status_code == 200, r2.text
+        np.testing.assert_allclose(
+            np.array(r2.json()["outputs"][0]["data"], np.float32).reshape(2, 10), v1, rtol=1e-6
+        )
+        assert c.get("/v2/health/ready").json() == {"ready": True}
+        models = c.get("/v1/models").json()
+        assert [v["version"] for v in models["models"][0]["versions"]] == ["1", "2"]
+        canary = {
+            "rollout": {
+                "modelName": "tiny",
+                "stableVersion": "1",
+                "candidateVersion": "2",
+                "mode": "ROLLOUT_MODE_CANARY",
+                "trafficFraction": 0.5,
+            }
+        }
+        assert (
+            c.post("/v1/deploy/canary", json=canary).json()["rollout"]["state"]
+            == "ROLLOUT_STATE_ACTIVE"
+        )
+        for i in range(40):
+            c.post("/v2/models/tiny/infer", json={"id": f"q{i}", **v2body})
+        stats = c.get("/v1/deploy/rollouts/tiny").json()["stats"]
+        assert 0 < int(stats["candidateRequests"]) < 40
+        h = "ab" * 32
+        assert c.post("/v1/cache/get", json={"modelName": "tiny", "contentHash": h}).json() == {}
+        put = {"modelName": "tiny", "contentHash": h, "entry": {"topClass": 3, "modelVersion": "1"}}
+        assert c.post("/v1/cache/put", json=put).status_code == 200
+        assert (
+            c.post("/v1/cache/get", json={"modelName": "tiny", "contentHash": h}).json()["entry"][
+                "topClass"
+            ]
+            == 3
+        )
+        assert c.post(
+            "/v1/telemetry", json={"batch": {"deviceId": "d", "events": [{}, {}]}}
+        ).json() == {"accepted": 2}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "needle"),
+    [
+        ("POST", "/v1/infer", b"{not json", 400, "not valid inference.ModelInferRequest JSON"),
+        ("POST", "/v1/infer", b'{"modelName": 5}', 400, "modelName"),
+        ("POST", "/v1/infer", b'{"bogus": 1}', 400, "bogus"),
+        ("POST", "/v1/infer", b'{"modelName": "nope"}', 404, "unknown model"),
+        ("POST", "/v1/cache/put", b"x" * 100_000, 413, "exceeds the limit"),
+        (
+            "POST",
+            "/v2/models/tiny/infer",
+            b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4, 3, 3], "data": ["a"]}]}',
+            400,
+            "FP32",
+        ),
+        (
+            "POST",
+            "/v2/models/tiny/infer",
+            b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4, 3, 3], "data": [1.0]}]}',
+            400,
+            "needs 36",
+        ),
+        ("POST", "/v2/models/tiny/infer", b"[]", 400, "inputs"),
+        ("GET", "/v1/nowhere", b"", 404, "no route GET /v1/nowhere"),
+        ("GET", "/v1/infer", b"", 405, ""),
+        ("POST", "/v1/policy/decide", b"{}", 404, "no policy engine"),
+        (
+            "POST",
+            "/v1/deploy/canary",
+            b'{"rollout": {"modelName": "tiny", "stableVersion": "1", "mode": "ROLLOUT_MODE_CANARY", "candidateVersion": "7"}}',
+            404,
+            "no served version",
+        ),
+    ],
+)
+def test_bad_requests_get_4xx_with_a_message(
+    base_url: str, method: str, path: str, content: bytes, status: int, needle: str
+) -> None:
+    r = httpx.request(
+        method, base_url + path, content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert needle in body["message"] and body["code"]
+
+
+def test_schemathesis_finds_no_5xx(base_url: str) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
+    failures: list[str] = []
+    deadline = time.monotonic() + 60
+    for op in schema.get_all_operations():
+        operation = op.ok()
+
+        @settings(
+            max_examples=25,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            response = case.call(base_url=base_url, timeout=10)
+            if response.status_code >= 500 and response.status_code != 503:
+                failures.append(
+                    f"{case.method} {case.path}: {response.status_code} {response.text[:200]}"
+                )
+
+        if time.monotonic() < deadline:
+            check()
+    assert not failures, failures
