@@ -141,11 +141,11 @@ class RestBridge:
         req = registry_pb2.ListModelsRequest(
             page_size=int(page_size), page_token=request.query_params.get("page_token", "")
         )
-        return self._json(await self._registry.ListModels(req, _Ctx()))  # type: ignore[arg-type]
+        return self._json(await self._registry.ListModels(req, _Ctx()))
 
     async def model(self, request: Request) -> Response:
         req = registry_pb2.GetModelRequest(name=request.path_params["name"])
-        return self._json(await self._registry.GetModel(req, _Ctx()))  # type: ignore[arg-type]
+        return self._json(await self._registry.GetModel(req, _Ctx()))
 
     async def cache_get(self, request: Request) -> Response:
         msg = await self._parse(request, cache_pb2.GetRequest())
@@ -161,7 +161,7 @@ class RestBridge:
 
     async def rollout(self, request: Request) -> Response:
         req = deploy_pb2.GetRolloutRequest(model_name=request.path_params["name"])
-        return self._json(await self._deploy.GetRollout(req, _Ctx()))  # type: ignore[arg-type]
+        return self._json(await self._deploy.GetRollout(req, _Ctx()))
 
     async def decide(self, request: Request) -> Response:
         msg = await self._parse(request, policy_pb2.DecideRequest())
@@ -211,15 +211,13 @@ class RestBridge:
             Route("/v2/models/{name}/versions/{version}/infer", self.v2_infer, methods=post),
             Route("/openapi.json", self.openapi, methods=get),
         ]
-        return Starlette(
-            routes=routes,
-            exception_handlers={
-                AimlError: _aiml_error,
-                HTTPException: _http_error,
-                _TooLarge: _too_large,
-                Exception: _internal,
-            },  # type: ignore[dict-item]
-        )
+        handlers: dict[Any, Any] = {
+            AimlError: _aiml_error,
+            HTTPException: _http_error,
+            _TooLarge: _too_large,
+            Exception: _internal,
+        }
+        return Starlette(routes=routes, exception_handlers=handlers)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
