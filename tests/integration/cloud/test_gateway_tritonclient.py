@@ -18,6 +18,11 @@ from tests.tritonclient_subprocess import run_script
 SCRIPT = Path(__file__).with_name("_tc_client.py")
 
 
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url) as resp:
+        return bytes(resp.read())
+
+
 async def test_tritonclient_gets_onnxruntime_results_and_batching(tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     models = models_dir(tmp_path)
@@ -28,9 +33,7 @@ async def test_tritonclient_gets_onnxruntime_results_and_batching(tmp_path: Path
     async with Gateway(settings) as gw:
         args = {"url": f"127.0.0.1:{gw.port}", "model": "tiny_cnn", "seed": 0, "n": 4}
         out = await asyncio.to_thread(run_script, SCRIPT, args, timeout=60)
-        metrics = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics").read()
-        )
+        metrics = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{gw.metrics_port}/metrics")
     assert out["ready"] and out["metadata_inputs"] == ["input"]
     tol = {"rtol": 1e-5, "atol": 1e-5}
     np.testing.assert_allclose(out["infer"], ref[:1], **tol)
