@@ -12,8 +12,8 @@ See docs/edge_agent.md.
 
 from edge_agent._agent import AGENT_VERSION, EdgeAgent, channel_credentials
 from edge_agent._cache import CachedAnswer, CacheMetrics, ResultCache, content_key
-from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
 from edge_agent._policy_engine import PolicyEngineAdapter, bundle_profile, engine_heuristic
+from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
 from edge_agent._routing import (
     Action,
     CutOption,
@@ -56,10 +56,10 @@ __all__ = [
     "ThresholdRouting",
     "Timing",
     "backoff_delay",
+    "bundle_profile",
     "calibrated",
     "channel_credentials",
     "content_key",
-    "bundle_profile",
     "engine_heuristic",
     "entropy",
     "load_key",

@@ -23,9 +23,9 @@ from common.errors import AimlError, FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
 from edge_agent._cache import CachedAnswer, ResultCache, content_key
 from edge_agent._features import EncodedFeatures, encode_features
+from edge_agent._policy_engine import engine_heuristic
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
-from edge_agent._policy_engine import engine_heuristic
 from edge_agent._routing import Action, CutOption, RoutingContext, RoutingPolicy
 from edge_agent._runtime import EdgeRuntime, HeadState
 from edge_agent._settings import EdgeSettings
@@ -49,7 +49,9 @@ def channel_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | Non
         key = (d / (settings.tls_key_file or f"{settings.device_id}.key")).read_bytes()
     except OSError as exc:
         raise InvalidArgument(f"tls_dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 @dataclasses.dataclass
@@ -138,14 +140,19 @@ class EdgeAgent:
         if st.gateway:
             creds = self._credentials or channel_credentials(st)
             self.client = SessionClient(
-                st.gateway, st, credentials=creds, on_policy=self._apply_policy,
+                st.gateway,
+                st,
+                credentials=creds,
+                on_policy=self._apply_policy,
                 agent_version=AGENT_VERSION,
             )
             self.client.start()
             self._tasks.append(
                 asyncio.create_task(
                     telemetry_loop(
-                        self.telemetry, self._send_telemetry, st.telemetry_batch,
+                        self.telemetry,
+                        self._send_telemetry,
+                        st.telemetry_batch,
                         st.telemetry_interval_s,
                     )
                 )
@@ -188,7 +195,7 @@ class EdgeAgent:
         """True while the session stream is open."""
         return self.client is not None and self.client.connected
 
-    async def wait_connected(self, timeout: float | None = None) -> bool:
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - like asyncio.wait_for
         """Wait for the session stream (False without a gateway or on timeout)."""
         return self.client is not None and await self.client.wait_connected(timeout)
 
@@ -222,7 +229,9 @@ class EdgeAgent:
         sla = (deadline_ms if deadline_ms is not None else self.settings.sla_ms) / 1e3
         x = self.runtime.prepare(sample)
         rid = uuid.uuid4().hex
-        req = _Request(rid, idempotency_key or rid, t0, time.time() + sla, self.runtime.start(x), None)
+        req = _Request(
+            rid, idempotency_key or rid, t0, time.time() + sla, self.runtime.start(x), None
+        )
         result = self._lookup_exact(req, x)
         if result is None:
             result = await self._route(req)
@@ -239,10 +248,16 @@ class EdgeAgent:
 
     def _from_cache(self, req: _Request, hit: CachedAnswer) -> EdgeResult:
         return EdgeResult(
-            request_id=req.request_id, idempotency_key=req.key, top_class=hit.top_class,
-            confidence=hit.confidence, route=Route.CACHE, exit_index=hit.exit_index,
-            exit_name=hit.exit_name, label=self._label(hit.top_class),
-            timing=self._timing(req), cache_hit=True,
+            request_id=req.request_id,
+            idempotency_key=req.key,
+            top_class=hit.top_class,
+            confidence=hit.confidence,
+            route=Route.CACHE,
+            exit_index=hit.exit_index,
+            exit_name=hit.exit_name,
+            label=self._label(hit.top_class),
+            timing=self._timing(req),
+            cache_hit=True,
         )
 
     async def _route(self, req: _Request) -> EdgeResult:
@@ -331,10 +346,17 @@ class EdgeAgent:
             self.cache.put(req.cache_key, self._cached(ex), self._embedding(req))
         parts = {k: kw.pop(k) for k in ("encode_ms", "network_ms") if k in kw}
         return EdgeResult(
-            request_id=req.request_id, idempotency_key=req.key, top_class=ex.top_class,
-            confidence=ex.confidence, route=route, exit_index=ex.index, exit_name=ex.name,
-            label=self._label(ex.top_class), timing=self._timing(req, **parts),
-            exit_confidences=tuple(e.confidence for e in req.state.exits), **kw,
+            request_id=req.request_id,
+            idempotency_key=req.key,
+            top_class=ex.top_class,
+            confidence=ex.confidence,
+            route=route,
+            exit_index=ex.index,
+            exit_name=ex.name,
+            label=self._label(ex.top_class),
+            timing=self._timing(req, **parts),
+            exit_confidences=tuple(e.confidence for e in req.state.exits),
+            **kw,
         )
 
     def _cached(self, ex: ExitOutput, origin: str = "edge") -> CachedAnswer:
@@ -345,7 +367,9 @@ class EdgeAgent:
             return None
         return self.runtime.embedding(req.state, self._embedding_tensor)
 
-    def _features(self, req: _Request, cut: str | None, codec: str | None) -> tuple[str, EncodedFeatures, float]:
+    def _features(
+        self, req: _Request, cut: str | None, codec: str | None
+    ) -> tuple[str, EncodedFeatures, float]:
         state = req.state
         names = [c.name for c in self.bundle.cut_points]
         name = cut or (self.runtime.available_cuts(state) or self.bundle.cut_points)[-1].name
@@ -358,17 +382,33 @@ class EdgeAgent:
         return name, feats, (time.perf_counter() - t) * 1e3
 
     def outbound(
-        self, req_id: str, key: str, cut: str, feats: EncodedFeatures, deadline: float,
-        deferred: bool = False, confidences: tuple[float, ...] = (), entropy: float = 0.0,
+        self,
+        req_id: str,
+        key: str,
+        cut: str,
+        feats: EncodedFeatures,
+        deadline: float,
+        deferred: bool = False,
+        confidences: tuple[float, ...] = (),
+        entropy: float = 0.0,
     ) -> conv.OutboundRequest:
         """The stream request for coded features (also used by the replay worker)."""
         net = self.client.net if self.client else None
         return conv.OutboundRequest(
-            request_id=req_id, idempotency_key=key, model_name=self.model_name,
-            model_version=self.settings.model_version, cut_point=cut, features=feats,
-            deadline=deadline, digest=hashlib.sha256(feats.payload).digest(), deferred=deferred,
-            rtt_s=net.rtt_s if net else 0.0, bandwidth_bps=net.bandwidth_bps if net else 0.0,
-            exit_confidences=confidences, entropy=entropy, device_class=self.settings.device_class,
+            request_id=req_id,
+            idempotency_key=key,
+            model_name=self.model_name,
+            model_version=self.settings.model_version,
+            cut_point=cut,
+            features=feats,
+            deadline=deadline,
+            digest=hashlib.sha256(feats.payload).digest(),
+            deferred=deferred,
+            rtt_s=net.rtt_s if net else 0.0,
+            bandwidth_bps=net.bandwidth_bps if net else 0.0,
+            exit_confidences=confidences,
+            entropy=entropy,
+            device_class=self.settings.device_class,
         )
 
     async def _offload(self, req: _Request, cut: str, codec: str) -> EdgeResult:
@@ -376,7 +416,11 @@ class EdgeAgent:
         name, feats, encode_ms = self._features(req, cut or None, codec or None)
         state = req.state
         out = self.outbound(
-            req.request_id, req.key, name, feats, req.deadline,
+            req.request_id,
+            req.key,
+            name,
+            feats,
+            req.deadline,
             confidences=tuple(e.confidence for e in state.exits),
             entropy=state.exits[-1].entropy if state.exits else 0.0,
         )
@@ -399,14 +443,24 @@ class EdgeAgent:
                 hit = CachedAnswer(answer.top_class, answer.confidence, -1, "cloud", "cloud")
                 self.cache.put(req.cache_key, hit, self._embedding(req))
             return EdgeResult(
-                request_id=req.request_id, idempotency_key=req.key, top_class=answer.top_class,
-                confidence=answer.confidence, route=Route.CLOUD, exit_index=-1, exit_name="cloud",
+                request_id=req.request_id,
+                idempotency_key=req.key,
+                top_class=answer.top_class,
+                confidence=answer.confidence,
+                route=Route.CLOUD,
+                exit_index=-1,
+                exit_name="cloud",
                 label=self._label(answer.top_class),
                 timing=self._timing(
-                    req, encode_ms=encode_ms, network_ms=max(rtt_ms - server_ms, 0.0),
-                    cloud_compute_ms=answer.cloud_compute_ms, queue_ms=answer.queue_ms,
+                    req,
+                    encode_ms=encode_ms,
+                    network_ms=max(rtt_ms - server_ms, 0.0),
+                    cloud_compute_ms=answer.cloud_compute_ms,
+                    queue_ms=answer.queue_ms,
                 ),
-                bytes_sent=len(feats.payload), cut_point=name, codec=feats.codec,
+                bytes_sent=len(feats.payload),
+                cut_point=name,
+                codec=feats.codec,
                 exit_confidences=tuple(e.confidence for e in state.exits),
             )
         self.runtime.run_to_end(state)
@@ -416,8 +470,15 @@ class EdgeAgent:
         if self.settings.defer_on_fallback and self.replay is not None:
             queued = await self._enqueue(req, name, feats, best)
         return self._local(
-            req, best, Route.EDGE_FALLBACK, encode_ms=encode_ms, bytes_sent=len(feats.payload),
-            cut_point=name, codec=feats.codec, error=error, queued=queued,
+            req,
+            best,
+            Route.EDGE_FALLBACK,
+            encode_ms=encode_ms,
+            bytes_sent=len(feats.payload),
+            cut_point=name,
+            codec=feats.codec,
+            error=error,
+            queued=queued,
         )
 
     async def _defer(self, req: _Request, cut: str) -> EdgeResult:
@@ -429,18 +490,31 @@ class EdgeAgent:
             return self._local(req, best, Route.EDGE)
         queued = await self._enqueue(req, name, feats, best)
         return self._local(
-            req, best, Route.DEFERRED if queued else Route.EDGE, encode_ms=encode_ms,
-            cut_point=name, codec=feats.codec, queued=queued,
+            req,
+            best,
+            Route.DEFERRED if queued else Route.EDGE,
+            encode_ms=encode_ms,
+            cut_point=name,
+            codec=feats.codec,
+            queued=queued,
         )
 
-    async def _enqueue(self, req: _Request, cut: str, feats: EncodedFeatures, best: ExitOutput) -> bool:
+    async def _enqueue(
+        self, req: _Request, cut: str, feats: EncodedFeatures, best: ExitOutput
+    ) -> bool:
         assert self.replay is not None
         meta: dict[str, object] = {
-            "request_id": req.request_id, "model_name": self.model_name,
-            "model_version": self.settings.model_version, "cut_point": cut,
-            "codec": feats.codec, "dtype": feats.dtype, "shape": list(feats.shape),
-            "original_bytes": feats.original_bytes, "crc32c": feats.crc32c,
-            "framed": feats.framed, "local_top_class": best.top_class,
+            "request_id": req.request_id,
+            "model_name": self.model_name,
+            "model_version": self.settings.model_version,
+            "cut_point": cut,
+            "codec": feats.codec,
+            "dtype": feats.dtype,
+            "shape": list(feats.shape),
+            "original_bytes": feats.original_bytes,
+            "crc32c": feats.crc32c,
+            "framed": feats.framed,
+            "local_top_class": best.top_class,
             "local_confidence": best.confidence,
         }
         replay = self.replay
@@ -460,7 +534,10 @@ class EdgeAgent:
             "exits": dict(self.stats.exits),
             "bytes_sent": self.stats.bytes_sent,
             "latency_ms": self.stats.percentiles(),
-            "cache": {**dataclasses.asdict(self.cache.metrics), "hit_rate": self.cache.metrics.hit_rate},
+            "cache": {
+                **dataclasses.asdict(self.cache.metrics),
+                "hit_rate": self.cache.metrics.hit_rate,
+            },
             "telemetry": {"sent": self.telemetry.sent, "dropped": self.telemetry.dropped},
         }
         if self.client is not None:

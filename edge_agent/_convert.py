@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.session.v1 import session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+
 from edge_agent._features import RAW, EncodedFeatures
 from edge_agent._types import Route
 
@@ -181,7 +181,7 @@ def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
         except (ImportError, AttributeError):
             pass
         else:
-            return to_proto(codecs.peek_header(f.payload))  # type: ignore[no-any-return]
+            return to_proto(codecs.peek_header(f.payload))
     stages = [tensor_pb2.CodecStage(kind=tensor_pb2.CODEC_KIND_RAW)] if f.codec == RAW else []
     return tensor_pb2.EncodedTensorHeader(
         codec=tensor_pb2.CodecSpec(stages=stages, text=f.codec),

@@ -26,9 +26,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _zero_input(runtime: EdgeRuntime) -> np.ndarray:
+    shape = [1, *(int(d or 1) for d in runtime.bundle.manifest.input.shape[1:])]
+    return np.zeros(shape, np.float32)
+
+
 def _segment_ms(runtime: EdgeRuntime, repeats: int = 5) -> dict[str, float]:
     """Median wall time of each chain segment on a zero input, measured here."""
-    x = np.zeros([1, *runtime.bundle.manifest.input.shape[1:]], np.float32)
+    x = _zero_input(runtime)
     times: dict[str, list[float]] = {name: [] for name in runtime.chain}
     for _ in range(repeats):
         state = runtime.start(x)
@@ -59,12 +64,14 @@ def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
             )
         )
         prev = pos
-    state = runtime.start(np.zeros([1, *runtime.bundle.manifest.input.shape[1:]], np.float32))
+    state = runtime.start(_zero_input(runtime))
     runtime.run_to_end(state)
     cuts = []
     for cut in runtime.bundle.cut_points:
         pos = chain.index(cut.head[-1])
-        after = max((i for i, e in enumerate(runtime.exits) if chain.index(e.segment) <= pos), default=-1)
+        after = max(
+            (i for i, e in enumerate(runtime.exits) if chain.index(e.segment) <= pos), default=-1
+        )
         codec = codec_for.get(cut.name, "raw")
         size = len(encode_features(state.tensors[cut.name], codec).payload)
         cuts.append(
@@ -93,7 +100,8 @@ class PolicyEngineAdapter:
         if not isinstance(current, list) or len(current) != len(self.exit_names):
             return
         self.engine.thresholds = [
-            float(thresholds.get(name, old)) for name, old in zip(self.exit_names, current, strict=True)
+            float(thresholds.get(name, old))
+            for name, old in zip(self.exit_names, current, strict=True)
         ]
 
     def decide(self, ctx: RoutingContext) -> RoutingDecision:

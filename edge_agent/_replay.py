@@ -195,19 +195,25 @@ class ReplayQueue:
 
     # -- API ---------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._guard(lambda: self._db.execute("SELECT count(*) FROM entries").fetchone()[0]))  # type: ignore[call-overload]
+        return int(
+            self._guard(lambda: self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+        )  # type: ignore[call-overload]
 
     def size_bytes(self) -> int:
         """Ciphertext bytes held."""
         row = self._guard(
-            lambda: self._db.execute("SELECT coalesce(sum(length(body)), 0) FROM entries").fetchone()
+            lambda: self._db.execute(
+                "SELECT coalesce(sum(length(body)), 0) FROM entries"
+            ).fetchone()
         )
         return int(row[0])  # type: ignore[index]
 
     def _aad(self, entry_id: str, key: str) -> bytes:
         return _AAD + entry_id.encode() + b"|" + key.encode()
 
-    def enqueue(self, idempotency_key: str, meta: dict[str, object], payload: bytes) -> EnqueueOutcome:
+    def enqueue(
+        self, idempotency_key: str, meta: dict[str, object], payload: bytes
+    ) -> EnqueueOutcome:
         """Seal and store one request; duplicates (same idempotency key) are suppressed."""
         entry_id = uuid.uuid4().hex
         now = self._clock()
@@ -265,7 +271,9 @@ class ReplayQueue:
         self._db.execute("COMMIT")
         return result
 
-    def peek(self, limit: int, after_seq: int = 0) -> tuple[list[tuple[int, ReplayEntry]], list[Reconciliation]]:
+    def peek(
+        self, limit: int, after_seq: int = 0
+    ) -> tuple[list[tuple[int, ReplayEntry]], list[Reconciliation]]:
         """Up to ``limit`` entries in queue order after ``after_seq``, decrypted. Expired and
         unauthenticated entries are deleted and returned as reconciliation reports instead."""
         rows = self._guard(
@@ -283,7 +291,9 @@ class ReplayQueue:
                 plain = self._aead.decrypt(bytes(nonce), bytes(body), self._aad(str(eid), str(key)))
                 hlen = int.from_bytes(plain[:4], "big")
                 meta = json.loads(plain[4 : 4 + hlen])
-                entry = ReplayEntry(str(eid), str(key), float(meta["created_at"]), meta, plain[4 + hlen :])
+                entry = ReplayEntry(
+                    str(eid), str(key), float(meta["created_at"]), meta, plain[4 + hlen :]
+                )
             except (InvalidTag, ValueError, KeyError, TypeError) as exc:
                 why = "authentication tag mismatch" if isinstance(exc, InvalidTag) else repr(exc)
                 self.metrics.lost += 1

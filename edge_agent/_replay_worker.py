@@ -5,10 +5,11 @@ answered from the gateway's store and counted as a suppressed duplicate)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from common.errors import AimlError, ErrorCode
 from edge_agent._features import EncodedFeatures
@@ -82,7 +83,7 @@ class ReplayWorker:
         retry = False
         while self.client.connected:
             entries, reports = await self.agent._in_replay(
-                lambda a=after: self.queue.peek(st.replay_concurrency * 4, a)
+                functools.partial(self.queue.peek, st.replay_concurrency * 4, after)
             )
             for report in reports:
                 self.agent.reconcile(report)
@@ -106,8 +107,12 @@ class ReplayWorker:
         st = self.agent.settings
         try:
             out = self.agent.outbound(
-                uuid.uuid4().hex, entry.idempotency_key, str(entry.meta["cut_point"]),
-                features_of(entry), time.time() + st.replay_deadline_s, deferred=True,
+                uuid.uuid4().hex,
+                entry.idempotency_key,
+                str(entry.meta["cut_point"]),
+                features_of(entry),
+                time.time() + st.replay_deadline_s,
+                deferred=True,
             )
             fut = self.client.submit(out)
             try:
@@ -119,8 +124,12 @@ class ReplayWorker:
                 if exc.code in _PERMANENT:
                     await self.agent._in_replay(lambda: self.queue.discard(seq))
                     self.agent.reconcile(
-                        Reconciliation(entry.entry_id, entry.idempotency_key, "failed",
-                                       detail=f"{exc.code.value}: {exc.message}")
+                        Reconciliation(
+                            entry.entry_id,
+                            entry.idempotency_key,
+                            "failed",
+                            detail=f"{exc.code.value}: {exc.message}",
+                        )
                     )
                     return True
                 log.info("replay of %s deferred again: %s", entry.idempotency_key, exc)
@@ -128,16 +137,17 @@ class ReplayWorker:
             await self.agent._in_replay(lambda: self.queue.ack(seq, duplicate=answer.cached))
             self.agent.reconcile(
                 Reconciliation(
-                    entry.entry_id, entry.idempotency_key, "delivered",
-                    top_class=answer.top_class, confidence=answer.confidence,
+                    entry.entry_id,
+                    entry.idempotency_key,
+                    "delivered",
+                    top_class=answer.top_class,
+                    confidence=answer.confidence,
                     duplicate=answer.cached,
                 )
             )
             return True
         finally:
             sem.release()
-
-
 
 
 __all__ = ["ReplayWorker", "features_of"]

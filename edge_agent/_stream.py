@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import random
@@ -20,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-
 from aiml021.session.v1 import session_pb2, session_pb2_grpc
+
 from common.errors import (
     AimlError,
     AlreadyExists,
@@ -95,6 +96,10 @@ class _Session:
         while not predicate():
             self.changed.clear()
             await self.changed.wait()
+
+
+def _has_credit(s: _Session, n: int) -> bool:
+    return s.credit is None or s.credit >= n
 
 
 @dataclasses.dataclass
@@ -183,7 +188,7 @@ class SessionClient:
         """Requests submitted and not yet answered (sent or waiting to be sent)."""
         return len(self._inflight)
 
-    async def wait_connected(self, timeout: float | None = None) -> bool:
+    async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - like asyncio.wait_for
         """Wait until a stream is welcomed; False on timeout."""
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
@@ -397,7 +402,9 @@ class SessionClient:
         self.metrics.drains += 1
         s.draining = d
         s.notify()
-        log.info("gateway drains session (%s); reconnect after %.2fs", d.reason, d.reconnect_after_s)
+        log.info(
+            "gateway drains session (%s); reconnect after %.2fs", d.reason, d.reconnect_after_s
+        )
 
         async def finish_then_end() -> None:
             limit = (d.close_at - time.time()) if d.close_at else 30.0
@@ -430,7 +437,7 @@ class SessionClient:
                 if frame.HasField("tensor_chunk"):
                     n = len(frame.tensor_chunk.data)
                     if s.credit is not None:
-                        await s.wait_until(lambda n=n: s.credit is not None and s.credit >= n)
+                        await s.wait_until(functools.partial(_has_credit, s, n))
                         s.credit -= n
                     self.metrics.bytes_sent += n
                 async with self._write_lock:

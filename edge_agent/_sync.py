@@ -21,7 +21,9 @@ class SyncEdgeAgent:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="aiml021-edge", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="aiml021-edge", daemon=True
+        )
         self._thread.start()
         self._args, self._kwargs = args, kwargs
         self.agent: EdgeAgent = self._call(self._make())

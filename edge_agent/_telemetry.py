@@ -62,7 +62,7 @@ class TelemetryBuffer:
 
     def take(self, n: int) -> list[Event]:
         """Remove and return up to ``n`` oldest events."""
-        out = []
+        out: list[Event] = []
         while self._events and len(out) < n:
             out.append(self._events.popleft())
         return out

@@ -20,7 +20,7 @@ from edge_agent._settings import EdgeSettings
 from edge_agent._types import EdgeResult
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``edge`` with its ``run`` subcommand."""
     edge = subparsers.add_parser("edge", help="edge agent")
     sub = edge.add_subparsers(dest="edge_command", metavar="ACTION")
@@ -28,9 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
     run.add_argument("--gateway", help="gateway host:port (omit to run offline)")
     sec = run.add_mutually_exclusive_group()
-    sec.add_argument("--tls-dir", type=Path, help="device mTLS directory (ca.pem, device.pem, device.key)")
+    sec.add_argument(
+        "--tls-dir", type=Path, help="device mTLS directory (ca.pem, device.pem, device.key)"
+    )
     sec.add_argument("--insecure", action="store_true", help="plaintext channel (loopback only)")
-    run.add_argument("--input", type=Path, required=True, help="IDX images (.gz ok), .npy or folder")
+    run.add_argument(
+        "--input", type=Path, required=True, help="IDX images (.gz ok), .npy or folder"
+    )
     run.add_argument("--limit", type=int, default=0, help="use the first N inputs (0 = all)")
     run.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     run.add_argument("--sla-ms", type=float, help="per-request deadline")

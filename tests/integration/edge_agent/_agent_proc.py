@@ -28,9 +28,16 @@ async def main(argv: list[str]) -> None:
     if args.skip and args.skip.exists():
         skip = {int(x) for x in args.skip.read_text().split()}
     settings = EdgeSettings(
-        bundle=args.bundle, gateway=args.gateway, insecure=True, replay_path=args.replay,
-        replay_key_file=args.key_file, backoff_initial_s=0.05, backoff_max_s=0.3, sla_ms=2000,
-        cache_size=0, replay_concurrency=16,
+        bundle=args.bundle,
+        gateway=args.gateway,
+        insecure=True,
+        replay_path=args.replay,
+        replay_key_file=args.key_file,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.3,
+        sla_ms=2000,
+        cache_size=0,
+        replay_concurrency=16,
     )
     imgs = images(args.count, seed=7)
     async with EdgeAgent(settings) as agent:
@@ -42,7 +49,7 @@ async def main(argv: list[str]) -> None:
             r = await agent.infer(imgs[i], idempotency_key=f"req-{i}")
             print(f"ACK {i} {r.route.value}", flush=True)
         assert agent.replay is not None
-        while len(agent.replay) > 0 or not agent.connected:
+        while len(agent.replay) > 0 or not agent.connected:  # noqa: ASYNC110 - polls a SQLite count
             await asyncio.sleep(0.05)
         print(f"DONE {agent.metrics()['replay']}", flush=True)
 

@@ -31,21 +31,51 @@ def _free_port() -> int:
 
 def _gateway_proc(port: int, store: Path, bundle: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.unit.edge_agent._fake_gateway", "--port", str(port),
-         "--store", str(store), "--bundle", str(bundle)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.unit.edge_agent._fake_gateway",
+            "--port",
+            str(port),
+            "--store",
+            str(store),
+            "--bundle",
+            str(bundle),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == f"PORT {port}"
     return proc
 
 
-def _agent_proc(bundle: Path, port: int, replay: Path, key: Path, skip: Path, n: int) -> subprocess.Popen[str]:
+def _agent_proc(
+    bundle: Path, port: int, replay: Path, key: Path, skip: Path, n: int
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.edge_agent._agent_proc", "--bundle", str(bundle),
-         "--gateway", f"127.0.0.1:{port}", "--replay", str(replay), "--key-file", str(key),
-         "--count", str(n), "--skip", str(skip)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.edge_agent._agent_proc",
+            "--bundle",
+            str(bundle),
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--replay",
+            str(replay),
+            "--key-file",
+            str(key),
+            "--count",
+            str(n),
+            "--skip",
+            str(skip),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
 
 
@@ -133,8 +163,13 @@ async def test_gateway_restart_with_100_in_flight_completes_or_falls_back(tmp_pa
     gw.hold.clear()
     server, port = await start_server(gw)
     settings = EdgeSettings(
-        bundle=bundle, gateway=f"127.0.0.1:{port}", insecure=True, backoff_initial_s=0.05,
-        backoff_max_s=0.2, cache_size=0, sla_ms=1500,
+        bundle=bundle,
+        gateway=f"127.0.0.1:{port}",
+        insecure=True,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        cache_size=0,
+        sla_ms=1500,
     )
     async with EdgeAgent(settings) as agent:
         assert await agent.wait_connected(5)
@@ -145,7 +180,7 @@ async def test_gateway_restart_with_100_in_flight_completes_or_falls_back(tmp_pa
             asyncio.create_task(agent.infer(im, deadline_ms=300 if i % 2 else 1500))
             for i, im in enumerate(imgs)
         ]
-        while len(gw.headers) < 100:
+        while len(gw.headers) < 100:  # noqa: ASYNC110 - polls the test server's log
             await asyncio.sleep(0.01)
         await server.stop(None)  # hard stop with everything in flight
         await asyncio.sleep(0.4)
@@ -160,7 +195,10 @@ async def test_gateway_restart_with_100_in_flight_completes_or_falls_back(tmp_pa
     for i, r in enumerate(results):
         assert r.route in (Route.CLOUD, Route.EDGE_FALLBACK)
         limit = 300 if i % 2 else 1500
-        assert r.timing.total_ms <= limit + 250, (i, r.timing.total_ms)  # deadline + scheduling slack
+        assert r.timing.total_ms <= limit + 250, (
+            i,
+            r.timing.total_ms,
+        )  # deadline + scheduling slack
         if i % 2:
             assert r.route is Route.EDGE_FALLBACK
     assert any(r.route is Route.CLOUD for r in results)  # long deadlines made it after restart
@@ -174,13 +212,23 @@ async def test_tampered_and_corrupted_queue_detected_reported_and_agent_keeps_ru
     key = os.urandom(32).hex()
     replay = tmp_path / "q" / "replay.db"
     port = _free_port()
-    base = dict(bundle=bundle, gateway=f"127.0.0.1:{port}", insecure=True, replay_path=replay,
-                replay_key=key, backoff_initial_s=0.05, backoff_max_s=0.2, cache_size=0)
+    base = dict(
+        bundle=bundle,
+        gateway=f"127.0.0.1:{port}",
+        insecure=True,
+        replay_path=replay,
+        replay_key=key,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        cache_size=0,
+    )
     async with EdgeAgent(EdgeSettings(**base)) as agent:  # type: ignore[arg-type]
         for i, im in enumerate(images(10)):
             assert (await agent.infer(im, idempotency_key=f"k{i}")).route is Route.DEFERRED
     db = sqlite3.connect(replay)
-    body = bytearray(db.execute("SELECT body FROM entries WHERE idempotency_key='k3'").fetchone()[0])
+    body = bytearray(
+        db.execute("SELECT body FROM entries WHERE idempotency_key='k3'").fetchone()[0]
+    )
     body[-1] ^= 1  # flips a bit of the GCM tag
     db.execute("UPDATE entries SET body=? WHERE idempotency_key='k3'", (bytes(body),))
     db.execute("UPDATE entries SET created_at=0, idempotency_key='k99' WHERE idempotency_key='k7'")

@@ -30,15 +30,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _gateway(pki: Path, port: int = 0) -> Gateway:
     return Gateway(
-        GatewaySettings(models_dir=ROOT / "models", port=port, metrics_port=None, tls_dir=pki,
-                        drain_grace_s=2.0)
+        GatewaySettings(
+            models_dir=ROOT / "models", port=port, metrics_port=None, tls_dir=pki, drain_grace_s=2.0
+        )
     )
 
 
 def _agent_settings(pki: Path, port: int, **kw: object) -> EdgeSettings:
     base: dict[str, object] = dict(
-        bundle=BUNDLE, gateway=f"127.0.0.1:{port}", tls_dir=pki, device_id=DEVICE,
-        tls_server_name="localhost", backoff_initial_s=0.05, backoff_max_s=0.3, sla_ms=3000,
+        bundle=BUNDLE,
+        gateway=f"127.0.0.1:{port}",
+        tls_dir=pki,
+        device_id=DEVICE,
+        tls_server_name="localhost",
+        backoff_initial_s=0.05,
+        backoff_max_s=0.3,
+        sla_ms=3000,
         cache_size=0,
     )
     base.update(kw)

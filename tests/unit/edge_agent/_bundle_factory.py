@@ -84,8 +84,14 @@ def make_bundle(
         return {"name": name, "dtype": "float32", "shape": shape}
 
     seg = {
-        "stage1": ([spec("input", [None, 1, 28, 28])], [spec("exit1_logits", [None, 10]), spec("cut1", [None, 4, 14, 14])]),
-        "stage2": ([spec("cut1", [None, 4, 14, 14])], [spec("exit2_logits", [None, 10]), spec("cut2", [None, 8, 7, 7])]),
+        "stage1": (
+            [spec("input", [None, 1, 28, 28])],
+            [spec("exit1_logits", [None, 10]), spec("cut1", [None, 4, 14, 14])],
+        ),
+        "stage2": (
+            [spec("cut1", [None, 4, 14, 14])],
+            [spec("exit2_logits", [None, 10]), spec("cut2", [None, 8, 7, 7])],
+        ),
         "stage3": ([spec("cut2", [None, 8, 7, 7])], [spec("logits", [None, 10])]),
         "tail_cut1": ([spec("cut1", [None, 4, 14, 14])], [spec("logits", [None, 10])]),
         "tail_cut2": ([spec("cut2", [None, 8, 7, 7])], [spec("logits", [None, 10])]),
@@ -105,27 +111,44 @@ def make_bundle(
             "preprocessing": {"scale": 1 / 255, "mean": [0.286], "std": [0.353]},
         },
         "segments": [
-            {"name": k, "file": f"{k}.onnx", "inputs": v[0], "outputs": v[1]} for k, v in seg.items()
+            {"name": k, "file": f"{k}.onnx", "inputs": v[0], "outputs": v[1]}
+            for k, v in seg.items()
         ],
         "full": "full",
         "edge_chain": ["stage1", "stage2", "stage3"],
         "cut_points": [
             {
-                "name": "cut1", "head": ["stage1"], "tail": "tail_cut1",
-                "shape": [None, 4, 14, 14], "float32_bytes": 4 * 14 * 14 * 4,
+                "name": "cut1",
+                "head": ["stage1"],
+                "tail": "tail_cut1",
+                "shape": [None, 4, 14, 14],
+                "float32_bytes": 4 * 14 * 14 * 4,
                 "codec": {"default": cut1_codec} if cut1_codec else None,
             },
             {
-                "name": "cut2", "head": ["stage1", "stage2"], "tail": "tail_cut2",
-                "shape": [None, 8, 7, 7], "float32_bytes": 8 * 7 * 7 * 4, "codec": None,
+                "name": "cut2",
+                "head": ["stage1", "stage2"],
+                "tail": "tail_cut2",
+                "shape": [None, 8, 7, 7],
+                "float32_bytes": 8 * 7 * 7 * 4,
+                "codec": None,
             },
         ],
         "exits": [
-            {"name": name, "segment": segm, "logits": lg, "index": i,
-             "temperature": float(temperatures[i]), "threshold": thresholds[i]}
+            {
+                "name": name,
+                "segment": segm,
+                "logits": lg,
+                "index": i,
+                "temperature": float(temperatures[i]),
+                "threshold": thresholds[i],
+            }
             for i, (name, segm, lg) in enumerate(
-                [("exit1", "stage1", "exit1_logits"), ("exit2", "stage2", "exit2_logits"),
-                 ("final", "stage3", "logits")]
+                [
+                    ("exit1", "stage1", "exit1_logits"),
+                    ("exit2", "stage2", "exit2_logits"),
+                    ("final", "stage3", "logits"),
+                ]
             )
         ],
         "files": {f"{k}.onnx": file_entry(root / f"{k}.onnx").model_dump() for k in seg},

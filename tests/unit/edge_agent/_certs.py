@@ -24,7 +24,9 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _cert(subject: str, key, issuer: x509.Name, issuer_key, ca: bool, server: bool) -> x509.Certificate:
+def _cert(
+    subject: str, key, issuer: x509.Name, issuer_key, ca: bool, server: bool
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     b = (
         x509.CertificateBuilder()

@@ -18,16 +18,15 @@ import itertools
 import sqlite3
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from google.rpc import status_pb2
-
 from aiml021.common.v1 import request_pb2
 from aiml021.session.v1 import session_pb2, session_pb2_grpc
+from google.rpc import status_pb2
+
 from common.bundle import load_bundle
 from edge_agent._features import decode_features
 
@@ -44,7 +43,9 @@ class Store:
         )
 
     def get(self, key: str) -> tuple[bytes, int, float] | None:
-        row = self.db.execute("SELECT digest, top, conf FROM results WHERE key=?", (key,)).fetchone()
+        row = self.db.execute(
+            "SELECT digest, top, conf FROM results WHERE key=?", (key,)
+        ).fetchone()
         return None if row is None else (bytes(row[0]), int(row[1]), float(row[2]))
 
     def put(self, key: str, digest: bytes, top: int, conf: float) -> None:
@@ -116,7 +117,9 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
             return int(p.argmax()), float(p.max())
         return len(payload) % 10, 0.99
 
-    async def _answer(self, header: session_pb2.InferHeader, payload: bytes) -> session_pb2.ConnectResponse:
+    async def _answer(
+        self, header: session_pb2.InferHeader, payload: bytes
+    ) -> session_pb2.ConnectResponse:
         rid, key = header.request_id, header.idempotency_key
         if header.deadline.seconds and header.deadline.ToNanoseconds() / 1e9 < time.time():
             return self._error(rid, 4, "deadline passed")
@@ -145,8 +148,12 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
     @staticmethod
     def _result(rid: str, top: int, conf: float, cached: bool) -> session_pb2.ConnectResponse:
         r = session_pb2.InferResult(
-            request_id=rid, top_class=top, confidence=conf, route=request_pb2.ROUTE_CLOUD,
-            served_model_version="fake", cached=cached,
+            request_id=rid,
+            top_class=top,
+            confidence=conf,
+            route=request_pb2.ROUTE_CLOUD,
+            served_model_version="fake",
+            cached=cached,
         )
         r.timing.cloud_compute.FromMilliseconds(0)
         return session_pb2.ConnectResponse(infer_result=r)
@@ -168,8 +175,11 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
             msg = await self._answer(header, payload)
             await out.put(msg)
             if self.credit_per_request and self.initial_credit:
-                await out.put(session_pb2.ConnectResponse(
-                    credit=session_pb2.Credit(bytes=len(payload), requests=1)))
+                await out.put(
+                    session_pb2.ConnectResponse(
+                        credit=session_pb2.Credit(bytes=len(payload), requests=1)
+                    )
+                )
 
         async def reader() -> None:
             first = True
@@ -188,8 +198,10 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
                         device = cn[0].decode()
                     self.device_ids.append(device)
                     w = session_pb2.Welcome(
-                        session_id=f"s{next(self.sessions)}", device_id=device,
-                        protocol_version=1, initial_credit_bytes=self.initial_credit,
+                        session_id=f"s{next(self.sessions)}",
+                        device_id=device,
+                        protocol_version=1,
+                        initial_credit_bytes=self.initial_credit,
                     )
                     w.limits.max_inflight_requests = self.max_inflight
                     w.limits.max_chunk_bytes = 4096
@@ -211,8 +223,13 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
                         t.add_done_callback(tasks.discard)
                 elif kind == "ping":
                     self.pings += 1
-                    await out.put(session_pb2.ConnectResponse(
-                        pong=session_pb2.Pong(nonce=msg.ping.nonce, ping_sent_at=msg.ping.sent_at)))
+                    await out.put(
+                        session_pb2.ConnectResponse(
+                            pong=session_pb2.Pong(
+                                nonce=msg.ping.nonce, ping_sent_at=msg.ping.sent_at
+                            )
+                        )
+                    )
                 elif kind == "cancel":
                     self.cancels.append(msg.cancel.request_id)
                 elif kind == "telemetry_batch":

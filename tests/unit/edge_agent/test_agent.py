@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
+
 from common.errors import FailedPrecondition, InvalidArgument
 from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, SyncEdgeAgent
 from tests.unit.edge_agent._bundle_factory import images
@@ -38,7 +38,9 @@ async def test_confident_exit_answers_locally_without_gateway(local_bundle_dir: 
     assert 0.0 < result.confidence <= 1.0 and result.bytes_sent == 0
 
 
-async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(bundle_dir: Path) -> None:
+async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(
+    bundle_dir: Path,
+) -> None:
     gw = FakeGateway(bundle=bundle_dir)
     server, port = await start_server(gw)
     try:
@@ -70,8 +72,12 @@ async def test_deadline_falls_back_to_best_local_answer_and_queues(
     gw.hold.clear()  # the cloud never answers in time
     server, port = await start_server(gw)
     settings = _settings(
-        bundle_dir, port, sla_ms=150, defer_on_fallback=True,
-        replay_path=tmp_path / "q" / "replay.db", replay_key=replay_key,
+        bundle_dir,
+        port,
+        sla_ms=150,
+        defer_on_fallback=True,
+        replay_path=tmp_path / "q" / "replay.db",
+        replay_key=replay_key,
     )
     try:
         async with EdgeAgent(settings) as agent:
@@ -149,7 +155,9 @@ async def test_policy_update_changes_exit_thresholds(bundle_dir: Path) -> None:
             assert await agent.wait_connected(5)
             assert (await agent.infer(images(1)[0])).route is Route.CLOUD
             update = policy_pb2.PolicyUpdate(
-                policy_id="p", policy_version="2", kind="heuristic",
+                policy_id="p",
+                policy_version="2",
+                kind="heuristic",
                 exit_thresholds={"exit1": 0.0},
             )
             await gw.push(session_pb2.ConnectResponse(policy_update=update))

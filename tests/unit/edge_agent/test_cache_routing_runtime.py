@@ -60,9 +60,18 @@ def test_content_key_depends_on_bytes_shape_and_dtype() -> None:
 
 def _ctx(**kw: object) -> RoutingContext:
     base: dict[str, object] = dict(
-        device_id="d", model_name="m", exit_index=0, exit_confidences=(0.5,), entropy=1.0,
-        threshold=0.9, rtt_s=0.01, bandwidth_bps=10e6, deadline_s=0.2, connected=True,
-        can_continue=True, cuts=[CutOption("cut1", 25088, "raw")],
+        device_id="d",
+        model_name="m",
+        exit_index=0,
+        exit_confidences=(0.5,),
+        entropy=1.0,
+        threshold=0.9,
+        rtt_s=0.01,
+        bandwidth_bps=10e6,
+        deadline_s=0.2,
+        connected=True,
+        can_continue=True,
+        cuts=[CutOption("cut1", 25088, "raw")],
     )
     base.update(kw)
     return RoutingContext(**base)  # type: ignore[arg-type]

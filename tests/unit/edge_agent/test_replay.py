@@ -17,8 +17,14 @@ def _q(tmp_path: Path, **kw: object) -> ReplayQueue:
 
 
 def _meta() -> dict[str, object]:
-    return {"cut_point": "cut1", "codec": "raw", "dtype": "float32", "shape": [1, 2],
-            "original_bytes": 8, "crc32c": 0}
+    return {
+        "cut_point": "cut1",
+        "codec": "raw",
+        "dtype": "float32",
+        "shape": [1, 2],
+        "original_bytes": 8,
+        "crc32c": 0,
+    }
 
 
 def test_entries_come_back_in_order_and_are_encrypted_at_rest(tmp_path: Path) -> None:
@@ -48,12 +54,16 @@ def test_duplicate_key_is_suppressed(tmp_path: Path) -> None:
     assert q.metrics.duplicates_suppressed == 1
 
 
-def test_tampered_and_swapped_entries_are_reported_lost_and_the_rest_survive(tmp_path: Path) -> None:
+def test_tampered_and_swapped_entries_are_reported_lost_and_the_rest_survive(
+    tmp_path: Path,
+) -> None:
     q = _q(tmp_path)
     for i in range(4):
         q.enqueue(f"key{i}", _meta(), b"payload%d" % i)
     db = sqlite3.connect(tmp_path / "replay.db")
-    body = bytearray(db.execute("SELECT body FROM entries WHERE idempotency_key='key1'").fetchone()[0])
+    body = bytearray(
+        db.execute("SELECT body FROM entries WHERE idempotency_key='key1'").fetchone()[0]
+    )
     body[5] ^= 0xFF
     db.execute("UPDATE entries SET body=? WHERE idempotency_key='key1'", (bytes(body),))
     # Re-label an entry with another key: the associated data no longer matches.

@@ -86,7 +86,7 @@ async def test_reconnect_resends_inflight_under_same_key(tmp_path: Path) -> None
         assert await client.wait_connected(5)
         reqs = [_req(64) for _ in range(10)]
         futs = [client.submit(r) for r in reqs]
-        while len(gw.headers) < 10:
+        while len(gw.headers) < 10:  # noqa: ASYNC110 - polls the test server's log
             await asyncio.sleep(0.01)
         await server.stop(None)
         gw2 = FakeGateway(store=store)
@@ -143,7 +143,8 @@ async def test_gateway_error_maps_to_error_hierarchy() -> None:
 async def test_mtls_device_identity_from_certificate(tmp_path: Path) -> None:
     pem = make_certs(tmp_path, device_id="device-42")
     creds = grpc.ssl_server_credentials(
-        [(pem["gateway.key"], pem["gateway.pem"])], root_certificates=pem["ca.pem"],
+        [(pem["gateway.key"], pem["gateway.pem"])],
+        root_certificates=pem["ca.pem"],
         require_client_auth=True,
     )
     gw = FakeGateway()
