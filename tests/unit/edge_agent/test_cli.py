@@ -1,0 +1,87 @@
+"""``aiml021 edge run`` over IDX, .npy and PGM inputs, offline and against the test gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.cli import main
+from common.errors import InvalidArgument, NotFound
+from edge_agent._inputs import load_inputs, read_pgm
+from tests.unit.edge_agent._bundle_factory import images
+from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
+
+
+def _idx(tmp_path: Path, n: int) -> Path:
+    im = images(n)
+    lab = (np.arange(n) % 10).astype(np.uint8)
+    p = tmp_path / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, n, 28, 28) + im.tobytes()))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">HBBI", 0, 8, 1, n) + lab.tobytes())
+    )
+    return p
+
+
+def test_inputs_idx_npy_and_pgm_folder(tmp_path: Path) -> None:
+    imgs, labels = load_inputs(_idx(tmp_path, 5))
+    assert imgs.shape == (5, 28, 28) and labels is not None and list(labels) == [0, 1, 2, 3, 4]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    np.save(folder / "a.npy", images(1)[0])
+    (folder / "b.pgm").write_bytes(b"P5\n# comment\n28 28\n255\n" + images(1, seed=2)[0].tobytes())
+    stacked, none = load_inputs(folder)
+    assert stacked.shape == (2, 28, 28) and none is None
+    assert np.array_equal(read_pgm(folder / "b.pgm"), images(1, seed=2)[0])
+    np.save(tmp_path / "x.npy", images(3))
+    assert load_inputs(tmp_path / "x.npy")[0].shape == (3, 28, 28)
+    with pytest.raises(NotFound):
+        load_inputs(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidArgument):
+        load_inputs(tmp_path / "empty")
+    (tmp_path / "junk.bin").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(InvalidArgument):
+        load_inputs(tmp_path / "junk.bin")
+
+
+def test_edge_run_offline_prints_summary_and_json(
+    tmp_path: Path, local_bundle_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "summary.json"
+    argv = ["edge", "run", "--bundle", str(local_bundle_dir), "--input", str(_idx(tmp_path, 20))]
+    assert main([*argv, "--json", str(out), "--no-progress", "--limit", "10"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["requests"] == 10 and summary["routes"] == {"edge": 1.0}
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert "route edge" in capsys.readouterr().out
+
+
+async def test_edge_run_against_gateway(tmp_path: Path, bundle_dir: Path) -> None:
+    gw = FakeGateway(bundle=bundle_dir)
+    server, port = await start_server(gw)
+    try:
+        out = tmp_path / "s.json"
+        argv = [
+            "edge", "run", "--bundle", str(bundle_dir), "--gateway", f"127.0.0.1:{port}",
+            "--insecure", "--input", str(_idx(tmp_path, 12)), "--json", str(out), "--no-progress",
+            "--sla-ms", "2000", "--device-id", "cli-dev",
+        ]  # fmt: skip
+        assert await asyncio.to_thread(main, argv) == 0
+        summary = json.loads(out.read_text())
+        assert summary["routes"] == {"cloud": 1.0} and summary["bytes_per_request"] > 0
+        assert gw.hellos[0].device_id == "cli-dev"
+    finally:
+        await server.stop(None)
+
+
+def test_edge_run_needs_tls_or_insecure_with_gateway(tmp_path: Path, local_bundle_dir: Path) -> None:
+    argv = ["edge", "run", "--bundle", str(local_bundle_dir), "--gateway", "127.0.0.1:1",
+            "--input", str(_idx(tmp_path, 2))]  # fmt: skip
+    assert main(argv) == 1
