@@ -7,7 +7,22 @@ A bundle is a directory with ``manifest.json`` and ONNX segments (see docs/bundl
     sess = bundle.session("stage1")                 # onnxruntime, CPU
 """
 
+from common.bundle._build import build_bundle
 from common.bundle._bundle import Bundle, file_entry, load_bundle, sha256_file
+from common.bundle._calibrate import (
+    ECE_BINS,
+    CascadeResult,
+    RiskCoverage,
+    cascade,
+    confidence_and_correct,
+    ece,
+    fit_temperature,
+    nll,
+    risk_coverage,
+    select_thresholds,
+    softmax,
+)
+from common.bundle._fit import calibrate_bundle, evaluate_bundle
 from common.bundle._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -24,24 +39,64 @@ from common.bundle._manifest import (
     read_manifest,
     write_manifest,
 )
+from common.bundle._profile import SCHEMA as PROFILE_SCHEMA
+from common.bundle._profile import format_table, profile
+from common.bundle._runner import run_exits, run_segment
+from common.bundle._split import (
+    CutCandidate,
+    SplitResult,
+    candidate_cuts,
+    find_cut,
+    load_model,
+    split_model,
+    verify_split,
+    write_split,
+)
 
 __all__ = [
+    "ECE_BINS",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "PROFILE_SCHEMA",
     "Bundle",
+    "CascadeResult",
     "CodecSpec",
+    "CutCandidate",
     "CutPointSpec",
     "ExitSpec",
     "FileEntry",
     "InputSpec",
     "Manifest",
     "Preprocessing",
+    "RiskCoverage",
     "SegmentSpec",
+    "SplitResult",
     "TensorSpec",
+    "build_bundle",
+    "calibrate_bundle",
+    "candidate_cuts",
+    "cascade",
+    "confidence_and_correct",
+    "ece",
+    "evaluate_bundle",
     "file_entry",
+    "find_cut",
+    "fit_temperature",
+    "format_table",
     "load_bundle",
+    "load_model",
+    "nll",
     "parse_manifest",
+    "profile",
     "read_manifest",
+    "risk_coverage",
+    "run_exits",
+    "run_segment",
+    "select_thresholds",
     "sha256_file",
+    "softmax",
+    "split_model",
+    "verify_split",
     "write_manifest",
+    "write_split",
 ]

@@ -119,7 +119,9 @@ def _profile_bundle(
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     shape = bundle.manifest.input.shape
-    raw = rng.integers(0, 256, (batch, *[d or 1 for d in shape[2:]]), dtype=np.uint8)
+    c, h, w = (d or 1 for d in shape[1:4])
+    nhw = bundle.manifest.input.preprocessing.source_layout == "NHW"
+    raw = rng.integers(0, 256, (batch, h, w) if nhw else (batch, h, w, c), dtype=np.uint8)
     x = bundle.preprocess(raw)
     input_name = bundle.manifest.input.name
     sessions = {s.name: bundle.session(s.name, threads) for s in bundle.manifest.segments}

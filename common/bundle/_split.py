@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -148,11 +149,8 @@ def candidate_cuts(model: onnx.ModelProto) -> list[CutCandidate]:
             before = [o for o in graph.outputs if o not in dependent and o != t]
             shape = shapes.get(t, [])
             tail_dims = shape[1:]
-            nbytes = (
-                4 * int(np.prod(tail_dims))
-                if shape and all(d is not None for d in tail_dims)
-                else None
-            )
+            known = [d for d in tail_dims if d is not None]
+            nbytes = 4 * int(np.prod(known)) if shape and len(known) == len(tail_dims) else None
             out.append(CutCandidate(t, shape, nbytes, [*before, t], dependent, len(head_nodes)))
     return out
 
@@ -203,7 +201,7 @@ def split_model(model: onnx.ModelProto, cut: str) -> SplitResult:
     return SplitResult(cand, head, tail)
 
 
-def _session(model: onnx.ModelProto, threads: int = 1) -> object:
+def _session(model: onnx.ModelProto, threads: int = 1) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -212,7 +210,7 @@ def _session(model: onnx.ModelProto, threads: int = 1) -> object:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-_NP_TYPES = {
+_NP_TYPES: dict[int, Any] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.INT64: np.int64,
     onnx.TensorProto.UINT8: np.uint8,
@@ -248,16 +246,16 @@ def verify_split(
     feeds = feeds if feeds is not None else random_inputs(model)
     full_sess = _session(model)
     full_names = [o.name for o in model.graph.output]
-    full = dict(zip(full_names, full_sess.run(full_names, feeds), strict=True))  # type: ignore[attr-defined]
+    full = dict(zip(full_names, full_sess.run(full_names, feeds), strict=True))
     head_sess = _session(result.head)
     head_out = dict(
         zip(result.cut.head_outputs, head_sess.run(result.cut.head_outputs, feeds), strict=True)
-    )  # type: ignore[attr-defined]
+    )
     tail_sess = _session(result.tail)
     tail_out = dict(
         zip(
             result.cut.tail_outputs,
-            tail_sess.run(result.cut.tail_outputs, {result.cut.name: head_out[result.cut.name]}),  # type: ignore[attr-defined]
+            tail_sess.run(result.cut.tail_outputs, {result.cut.name: head_out[result.cut.name]}),
             strict=True,
         )
     )

@@ -83,7 +83,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``split``, ``profile`` and ``calibrate`` subcommands."""
     p = subparsers.add_parser("split", help="cut an ONNX model at an internal tensor")
     p.add_argument("model", help="ONNX model file")

@@ -1,0 +1,59 @@
+"""profile: the aiml021.profile/1 JSON document (schema, not timings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.bundle._profile import SCHEMA, format_table, profile
+from common.cli import main
+
+from .conftest import BRANCHY
+
+STATS = {"median", "p10", "p90"}
+
+
+def _check_schema(doc: dict[str, Any]) -> None:
+    assert doc["schema"] == SCHEMA
+    assert {"model", "kind", "batch", "repeats", "warmup", "threads", "machine"} <= doc.keys()
+    assert {"platform", "cpu_count", "python", "onnxruntime"} <= doc["machine"].keys()
+    assert set(doc["full_ms"]) == STATS and doc["full_ms"]["median"] > 0
+    assert isinstance(doc["input_bytes"]["float32"], int)
+    for cut in doc["cut_points"]:
+        assert set(cut) == {"name", "shape", "float32_bytes", "codec_bytes", "head_ms", "tail_ms"}
+        assert set(cut["head_ms"]) == STATS and set(cut["tail_ms"]) == STATS
+        assert cut["head_ms"]["p10"] <= cut["head_ms"]["median"] <= cut["head_ms"]["p90"]
+        assert isinstance(cut["codec_bytes"], dict)
+    json.dumps(doc)  # serialisable as is
+
+
+def test_profile_bundle_reports_every_manifest_cut_point() -> None:
+    doc = profile(BRANCHY, repeats=3, warmup=1, progress=False)
+    _check_schema(doc)
+    assert doc["kind"] == "bundle" and doc["input_bytes"] == {"raw_uint8": 784, "float32": 3136}
+    assert [(c["name"], c["float32_bytes"]) for c in doc["cut_points"]] == [
+        ("cut1", 25088),
+        ("cut2", 12544),
+    ]
+    assert doc["cut_points"][0]["shape"] == [None, 32, 14, 14]
+    assert "cut1" in format_table(doc)
+
+
+def test_profile_bare_model_reports_every_candidate(foreign_path: Path) -> None:
+    doc = profile(foreign_path, batch=2, repeats=2, warmup=1, progress=False)
+    _check_schema(doc)
+    assert doc["kind"] == "onnx" and doc["batch"] == 2
+    assert [c["name"] for c in doc["cut_points"]][:3] == ["stem", "stem_r", "res1"]
+
+
+def test_cli_profile_writes_json(
+    foreign_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.json"
+    args = ["profile", str(foreign_path), "--repeats", "2", "--warmup", "1", "--json", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    _check_schema(json.loads(out.read_text()))
+    assert "pool1" in capsys.readouterr().out
