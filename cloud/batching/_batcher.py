@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cloud._types import InferenceResult
 from cloud.backends._base import ModelKey
-from cloud.core._types import InferenceResult
 from common.errors import AimlError, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,14 @@ class DynamicBatcher:
         """
         if self._closed or self._wakeup is None:
             raise Unavailable(f"model {self.key} is not serving")
-        if self._queued >= self._cfg.max_queue_size:
-            raise ResourceExhausted(
-                f"queue of model {self.key} is full ({self._cfg.max_queue_size} requests); retry later"
-            )
         now = time.monotonic()
         dl = math.inf if deadline is None else deadline
         if dl <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
+        if self._queued >= self._cfg.max_queue_size:
+            raise ResourceExhausted(
+                f"queue of model {self.key} is full ({self._cfg.max_queue_size} requests); retry later"
+            )
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         item = _Item(inputs, rows, outputs, dl, fut, now)
         fut.add_done_callback(lambda f, it=item: self._on_done(f, it))  # type: ignore[misc]

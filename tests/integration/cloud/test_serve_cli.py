@@ -1,0 +1,39 @@
+"""`aiml021 serve` as a process: binds port 0, writes the port file, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.integration.cloud._gateway import models_dir
+
+
+def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
+    port_file = tmp_path / "ports.json"
+    cmd = [sys.executable, "-m", "cloud", "serve", "--models", str(models_dir(tmp_path)),
+           "--port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--insecure"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(200):
+            if port_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        ports = json.loads(port_file.read_text())
+        with grpc.insecure_channel(f"127.0.0.1:{ports['port']}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "WITHOUT TLS" in out and "draining" in out

@@ -1,0 +1,194 @@
+"""The core without any transport: repository, validation, idempotency, session reassembly and
+credits, codec decoding, and the one error table."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from cloud.backends import Backend, ModelKey, ModelSpec, TensorSpec
+from cloud.batching import BatcherConfig
+from cloud.core import (
+    ByteBudget,
+    Chunk,
+    DataPlane,
+    InferenceRequest,
+    MemoryIdempotencyStore,
+    MemoryResultCache,
+    ModelRepository,
+    PayloadFormat,
+    RequestHeader,
+    SessionCore,
+    SessionLimits,
+    decode_payload,
+    scan_models_dir,
+)
+from cloud.grpc import STATUS_BY_CODE
+from common.errors import (
+    AimlError,
+    ErrorCode,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from tests.fixtures.tiny_cnn import build_bundle, build_full_onnx
+
+SPEC = ModelSpec(
+    "m",
+    "1",
+    Path("m.onnx"),
+    (TensorSpec("x", "float32", (-1, 4)),),
+    (TensorSpec("y", "float32", (-1, 4)),),
+    8,
+)
+
+
+class _Double(Backend):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def load(self, model: ModelSpec) -> None: ...
+
+    async def unload(self, key: ModelKey) -> None: ...
+
+    async def infer(
+        self, key: ModelKey, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        self.calls += 1
+        return {"y": inputs["x"] * 2}
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None: ...
+
+
+async def _plane(**kw: object) -> tuple[DataPlane, _Double]:
+    backend = _Double()
+    dp = DataPlane(ModelRepository([SPEC]), backend, BatcherConfig(max_batch_size=8), **kw)  # type: ignore[arg-type]
+    await dp.start()
+    return dp, backend
+
+
+def test_every_error_code_maps_to_a_grpc_status() -> None:
+    assert set(STATUS_BY_CODE) == set(ErrorCode)
+    assert STATUS_BY_CODE[ErrorCode.RESOURCE_EXHAUSTED] is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_repository_scans_bundles_and_bare_onnx(tmp_path: Path) -> None:
+    build_bundle(tmp_path / "tiny_cnn")
+    build_full_onnx(tmp_path / "plain.onnx")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{}")
+    repo = ModelRepository(scan_models_dir(tmp_path, 16))
+    assert [s.name for s in repo.specs()] == ["plain", "tiny_cnn", "tiny_cnn.cut1"]
+    assert repo.resolve_cut("tiny_cnn", "", "cut1").segment == "tail_cut1"
+    assert repo.resolve("plain").inputs[0].shape == (-1, 1, 28, 28)
+    with pytest.raises(NotFound, match="cut points: cut1"):
+        repo.resolve_cut("tiny_cnn", "", "cut7")
+    with pytest.raises(NotFound, match="versions: 1"):
+        repo.resolve("tiny_cnn", "2")
+    assert scan_models_dir(tmp_path / "missing", 1) == []
+
+
+async def test_dataplane_validates_and_computes() -> None:
+    dp, _ = await _plane()
+    r = await dp.infer(InferenceRequest("m", "", {"x": np.ones((2, 4), np.float32)}))
+    np.testing.assert_array_equal(r.outputs["y"], np.full((2, 4), 2, np.float32))
+    bad = [
+        ({"x": np.ones((1, 4), np.float64)}, "dtype"),
+        ({"x": np.ones((1, 5), np.float32)}, "shape"),
+        ({"x": np.ones((9, 4), np.float32)}, "max batch size"),
+        ({"x": np.ones((1, 4), np.float32), "q": np.ones(1)}, "unknown input"),
+        ({}, "missing input"),
+    ]
+    for inputs, words in bad:
+        with pytest.raises(InvalidArgument, match=words):
+            dp.submit(InferenceRequest("m", "", inputs))
+    assert dp.model_ready("m") and not dp.model_ready("zz")
+    await dp.close()
+
+
+async def test_idempotency_store_semantics() -> None:
+    store = MemoryIdempotencyStore(max_entries=10)
+    dp, backend = await _plane(idempotency=store)
+    x = {"x": np.ones((1, 4), np.float32)}
+    req = InferenceRequest("m", "", x, idempotency_key="k", payload_digest=b"a")
+    a, b = await asyncio.gather(dp.infer(req), dp.infer(req))  # concurrent duplicates share work
+    c = await dp.infer(req)
+    assert backend.calls == 1 and c.cached and (a.cached or b.cached)
+    with pytest.raises(FailedPrecondition):
+        await dp.infer(InferenceRequest("m", "", x, idempotency_key="k", payload_digest=b"b"))
+    cache = MemoryResultCache(1)
+    await cache.put("a", c)
+    await cache.put("b", c)
+    assert await cache.get("a") is None and await cache.get("b") is c
+    await dp.close()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.results: list[str] = []
+        self.errors: list[tuple[str, AimlError]] = []
+        self.credits: list[tuple[int, int]] = []
+
+    def result(self, request_id: str, result: object, spec: object) -> None:
+        self.results.append(request_id)
+
+    def error(self, request_id: str, error: AimlError) -> None:
+        self.errors.append((request_id, error))
+
+    def credit(self, nbytes: int, requests: int) -> None:
+        self.credits.append((nbytes, requests))
+
+
+def _header(rid: str, total: int = 16) -> RequestHeader:
+    return RequestHeader(rid, "m", "", "", PayloadFormat("float32", (1, 4), (1,)), total)
+
+
+async def test_session_credits_and_budget_accounting() -> None:
+    dp, _ = await _plane()
+    limits = SessionLimits(64, 16, 8, 64, 5.0, 20.0)
+    budget = ByteBudget(1000)
+    sink = _Sink()
+    core = SessionCore(dp, limits, budget, sink, "dev")
+    data = np.ones((1, 4), np.float32).tobytes()
+    for i in range(4):
+        core.on_header(_header(f"r{i}"))
+        core.on_chunk(Chunk(f"r{i}", 0, data, True))
+    assert budget.used == 0 and core.buffered_bytes == 0
+    await asyncio.sleep(0.05)
+    assert sink.results == ["r0", "r1", "r2", "r3"] and not sink.errors
+    assert sum(c[0] for c in sink.credits) == 64  # every consumed byte credited back (in quarters)
+    assert sum(c[1] for c in sink.credits) == 4
+    # A chunk beyond the remaining credit is refused without buffering.
+    core.on_header(_header("big", total=64))
+    core.on_chunk(Chunk("big", 0, b"\x00" * 16, False))
+    assert core.buffered_bytes == 64 and budget.used == 64
+    core.on_cancel("big")
+    assert core.buffered_bytes == 0 and budget.used == 0
+    core.close()
+    await dp.close()
+
+
+def test_codec_frames_are_decoded_with_limits() -> None:
+    from common import codecs
+
+    x = np.random.default_rng(0).random((1, 8, 4, 4), dtype=np.float32)
+    frame = codecs.encode(x, "raw")
+    fmt = PayloadFormat("float32", x.shape, (1,))
+    np.testing.assert_array_equal(decode_payload(frame, fmt, 1 << 20), x)
+    np.testing.assert_array_equal(decode_payload(x.tobytes(), fmt, 1 << 20), x)
+    with pytest.raises(InvalidArgument, match="over the limit"):
+        decode_payload(frame, fmt, 100)
+    with pytest.raises(InvalidArgument):
+        decode_payload(b"\x00garbage", fmt, 1 << 20)
+    q = codecs.encode(x, "int8")
+    wrong = PayloadFormat("float32", (1, 8, 2, 8), (3,), "int8")
+    with pytest.raises(InvalidArgument, match="header declared"):
+        decode_payload(q, wrong, 1 << 20)
