@@ -221,7 +221,9 @@ def _parse_records(
     for kind, data in raw:
         if kind is StageKind.QUANTIZE:
             quant = out.quant = QuantParams.from_bytes(data, shape)
-            stages.append(CodecStage(kind, bits=quant.bits, per_channel=quant.per_channel))
+            stages.append(
+                CodecStage(kind, bits=quant.bits, per_channel=quant.per_channel, gamma=quant.gamma)
+            )
             continue
         if kind is StageKind.SPARSIFY:
             sparse = out.sparse = SparseParams.from_bytes(data, math.prod(shape))

@@ -35,6 +35,7 @@ from common.codecs._frame import (
 from common.codecs._quant import (
     choose_params,
     clip_range,
+    compand,
     dequantize,
     pack_bits,
     packed_size,
@@ -87,7 +88,14 @@ def prepare(array: np.ndarray, spec: CodecSpec) -> tuple[np.ndarray, Any, np.nda
         work = sparsify(work, sparse)
     params = None
     if value.kind is StageKind.QUANTIZE:
-        params = choose_params(work, value.bits, value.per_channel, rng)
+        if value.gamma != 1.0:
+            work = compand(work, value.gamma)
+            rng = (
+                None
+                if rng is None
+                else (float(compand(rng[0], value.gamma)), float(compand(rng[1], value.gamma)))
+            )
+        params = choose_params(work, value.bits, value.per_channel, rng, value.gamma)
         sym = quantize(work, params)
         mask = (sym != zero_symbols(params, x.shape)).reshape(-1) if sparse else None
         flat = sym.reshape(-1)

@@ -19,7 +19,7 @@ from common.codecs._spec import ClipMethod, CodecStage
 from common.errors import CodecError
 
 PER_TENSOR = 255  # axis byte meaning "one scale for the whole tensor"
-_HEAD = struct.Struct("<BBI")
+_HEAD = struct.Struct("<BBBI")
 _MSE_CANDIDATES = np.linspace(0.02, 1.0, 50)
 _MSE_SAMPLE = 65536
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -33,6 +33,7 @@ class QuantParams:
     axis: int  # PER_TENSOR or the channel axis
     scale: np.ndarray  # float32, shape (C,)
     zero_point: np.ndarray  # uint8, shape (C,)
+    gamma: float = 1.0  # companding exponent (multiple of 0.01)
 
     @property
     def levels(self) -> int:
@@ -44,7 +45,7 @@ class QuantParams:
 
     def to_bytes(self) -> bytes:
         return (
-            _HEAD.pack(self.bits, self.axis, len(self.scale))
+            _HEAD.pack(self.bits, self.axis, round(self.gamma * 100), len(self.scale))
             + self.scale.astype("<f4").tobytes()
             + self.zero_point.astype(np.uint8).tobytes()
         )
@@ -54,7 +55,11 @@ class QuantParams:
         """Parse and validate against the tensor shape; CodecError on any inconsistency."""
         if len(data) < _HEAD.size:
             raise CodecError(f"quantiser parameters truncated ({len(data)} bytes)")
-        bits, axis, count = _HEAD.unpack_from(data)
+        bits, axis, gamma_code, count = _HEAD.unpack_from(data)
+        if not 10 <= gamma_code <= 255:
+            raise CodecError(
+                f"quantiser companding exponent {gamma_code / 100} outside [0.1, 2.55]"
+            )
         if not 2 <= bits <= 8:
             raise CodecError(f"quantiser bit width {bits} outside 2..8")
         if axis == PER_TENSOR:
@@ -77,7 +82,7 @@ class QuantParams:
             raise CodecError("quantiser scale is not a positive finite number within float32 range")
         if count and int(zero.max()) >= 1 << bits:
             raise CodecError(f"quantiser zero point {int(zero.max())} outside {bits}-bit range")
-        return cls(bits, axis, scale, zero)
+        return cls(bits, axis, scale, zero, gamma_code / 100)
 
 
 def clip_range(x: np.ndarray, clip: CodecStage | None, bits: int) -> tuple[float, float] | None:
@@ -114,13 +119,23 @@ def _mse_range(flat: np.ndarray, bits: int) -> tuple[float, float]:
     return float(lo[best, 0]), float(hi[best, 0])
 
 
+def compand(x: np.ndarray | float, gamma: float) -> np.ndarray:
+    """sign(x) * |x| ** gamma (float32 for arrays)."""
+    a = np.asarray(x, np.float32 if isinstance(x, np.ndarray) else np.float64)
+    return np.copysign(np.power(np.abs(a), gamma), a)
+
+
 def _channel_view(x: np.ndarray, axis: int) -> np.ndarray:
     rest = x.size // x.shape[axis] if x.shape[axis] else 0
     return np.moveaxis(x, axis, 0).reshape(x.shape[axis], rest)
 
 
 def choose_params(
-    x: np.ndarray, bits: int, per_channel: bool, rng: tuple[float, float] | None
+    x: np.ndarray,
+    bits: int,
+    per_channel: bool,
+    rng: tuple[float, float] | None,
+    gamma: float = 1.0,
 ) -> QuantParams:
     """Scale/zero point covering ``x`` (or the clip range ``rng``), 0 exactly representable."""
     axis = (1 if x.ndim >= 2 else 0) if per_channel and x.ndim >= 1 else PER_TENSOR
@@ -147,7 +162,7 @@ def choose_params(
     if not np.all(np.isfinite(scale32)) or np.any(scale32 <= 0):
         raise CodecError("value range cannot be quantised (scale overflows float32)")
     zero = np.clip(np.rint(-lo / scale32.astype(np.float64)), 0, top).astype(np.uint8)
-    return QuantParams(bits, axis, scale32, zero)
+    return QuantParams(bits, axis, scale32, zero, gamma)
 
 
 def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -177,10 +192,13 @@ def dequantize(symbols: np.ndarray, params: QuantParams) -> np.ndarray:
         lut = (np.arange(params.levels, dtype=np.float32) - np.float32(params.zero_point[0])) * (
             params.scale[0]
         )
+        if params.gamma != 1.0:
+            lut = compand(lut, 1.0 / params.gamma).astype(np.float32)
         return lut[symbols]
     scale = _broadcast(params.scale, symbols.ndim, params.axis)
     zero = _broadcast(params.zero_point.astype(np.float32), symbols.ndim, params.axis)
-    return (symbols.astype(np.float32) - zero) * scale
+    out = (symbols.astype(np.float32) - zero) * scale
+    return out if params.gamma == 1.0 else compand(out, 1.0 / params.gamma)
 
 
 def zero_symbols(params: QuantParams, shape: tuple[int, ...]) -> np.ndarray | np.uint8:
@@ -234,6 +252,7 @@ __all__ = [
     "QuantParams",
     "choose_params",
     "clip_range",
+    "compand",
     "dequantize",
     "pack_bits",
     "packed_size",

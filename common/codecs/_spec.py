@@ -70,6 +70,9 @@ class CodecStage:
     # QUANTIZE: bit width 2..8; per-channel parameters along axis 1 (axis 0 for 1-D tensors).
     bits: int = 0
     per_channel: bool = False
+    # QUANTIZE: companding exponent; sign(x)*|x|**gamma is quantised (gamma < 1 puts more levels
+    # near zero). A multiple of 0.01 in [0.1, 2.55]; 1 means plain affine quantisation.
+    gamma: float = 1.0
     # CLIP: method and its parameter (percentile, or the fixed range).
     clip_method: ClipMethod | None = None
     clip_percentile: float = 0.0
@@ -156,7 +159,10 @@ def _format_stage(s: CodecStage) -> str:
     k = s.kind
     if k is StageKind.QUANTIZE:
         name = "int8" if s.bits == 8 else f"q{s.bits}"
-        return name + (":per_channel" if s.per_channel else "")
+        args = (["per_channel"] if s.per_channel else []) + (
+            [f"pow={_num(s.gamma)}"] if s.gamma != 1.0 else []
+        )
+        return name + (":" + ",".join(args) if args else "")
     if k is StageKind.CLIP:
         if s.clip_method is ClipMethod.PERCENTILE:
             return f"clip:p{_num(s.clip_percentile)}"
@@ -196,9 +202,18 @@ def _parse_stage(text: str) -> CodecStage:
         bits = 8 if name == "int8" else int(name[1])
         if not 2 <= bits <= 8:
             raise CodecError(f"{where}: bit width must be 2..8")
-        if args not in ([], ["per_tensor"], ["per_channel"]):
-            raise CodecError(f"{where}: expected ':per_channel' or ':per_tensor'")
-        return CodecStage(StageKind.QUANTIZE, bits=bits, per_channel=args == ["per_channel"])
+        per_channel, gamma = False, 1.0
+        for arg in args:
+            if arg in ("per_channel", "per_tensor"):
+                per_channel = arg == "per_channel"
+            elif arg.startswith("pow="):
+                gamma = _float(arg[4:], where)
+                if not 0.1 <= gamma <= 2.55 or abs(gamma * 100 - round(gamma * 100)) > 1e-9:
+                    raise CodecError(f"{where}: pow must be a multiple of 0.01 in [0.1, 2.55]")
+                gamma = round(gamma * 100) / 100
+            else:
+                raise CodecError(f"{where}: expected per_channel, per_tensor or pow=G arguments")
+        return CodecStage(StageKind.QUANTIZE, bits=bits, per_channel=per_channel, gamma=gamma)
     if name == "clip":
         if args == ["mse"]:
             return CodecStage(StageKind.CLIP, clip_method=ClipMethod.MSE)

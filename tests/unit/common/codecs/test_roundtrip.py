@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.codecs import decode, encode, fit_entropy_model, peek_header
-from common.codecs._quant import PER_TENSOR
+from common.codecs import decode, encode, fit_entropy_model, parse_spec, peek_header
+from common.codecs._quant import PER_TENSOR, compand
 from common.errors import CodecError
 
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7)
@@ -96,6 +96,29 @@ def test_clipping_bounds_the_error_by_the_clip_range(spec: str, data: st.DataObj
     hi = (quant.levels - 1 - float(quant.zero_point[0])) * float(quant.scale[0])
     clipped = np.clip(x.astype(np.float64), lo, hi)
     assert np.all(np.abs(y - clipped) <= 0.5 * float(quant.scale[0]) * (1 + 1e-4) + 1e-6)
+
+
+@FAST
+@given(
+    st.sampled_from(["q2:pow=0.5", "clip:0,3|q3:pow=0.7|ans", "q4:per_channel,pow=1.5"]), st.data()
+)
+def test_companded_quantisers_are_within_half_a_step_in_the_companded_domain(
+    spec: str, data: st.DataObject
+) -> None:
+    x = data.draw(hnp.arrays(np.float32, SHAPES, elements=st.floats(-100, 100, width=32)))
+    frame = encode(x, spec)
+    y = decode(frame)
+    header = peek_header(frame)
+    assert header.quant is not None and header.spec.value.gamma == header.quant.gamma != 1.0
+    if x.size == 0:
+        return
+    g = header.quant.gamma
+    clip = parse_spec(spec).clip
+    ref = x if clip is None else np.clip(x, clip.clip_min, clip.clip_max)
+    step = _scale_per_element(frame, x.shape)
+    err = np.abs(compand(y, g).astype(np.float64) - compand(ref, g).astype(np.float64))
+    assert np.all(err <= 0.5 * step * (1 + 1e-3) + 1e-5 * np.abs(compand(ref, g)) + 1e-6)
+    assert np.all(y[x == 0] == 0)
 
 
 def test_fixed_clip_gives_a_fixed_scale(activation: np.ndarray) -> None:

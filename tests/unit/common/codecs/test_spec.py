@@ -28,6 +28,9 @@ from common.errors import CodecError
         ("sparse:rle,thr=0.05", "raw|sparse:rle,thr=0.05"),
         ("clip:p99|sparse:top=0.1,bitmap", "clip:p99|raw|sparse:bitmap,top=0.1"),
         (" Q4 | ANS ", "q4|ans"),
+        ("clip:0,2.5|q2:pow=0.70|ans", "clip:0,2.5|q2:pow=0.7|ans"),
+        ("q3:pow=0.5,per_channel", "q3:per_channel,pow=0.5"),
+        ("q3:pow=1", "q3"),
     ],
 )
 def test_parse_and_print_canonical(text: str, canonical: str) -> None:
@@ -56,6 +59,8 @@ def test_properties() -> None:
         ("q9", "bit width"),
         ("q1", "bit width"),
         ("int8:per_pixel", "per_channel"),
+        ("q2:pow=0.705", "multiple of 0.01"),
+        ("q2:pow=3", "multiple of 0.01"),
         ("clip:p20|q4", "percentile"),
         ("clip:1,3|q4", "min <= 0 <= max"),
         ("clip:abc|q4", "expected clip"),
