@@ -58,8 +58,8 @@ class DecisionContext:
     elapsed_ms: float = 0.0
     """Time already spent on this request."""
     modality: str = "image"
-    cost_budget: float = 1.0
-    """Cloud cost the request may spend, in the objective's cost units."""
+    cost_budget: float = math.inf
+    """Cloud cost the request may spend, in the objective's cost units (inf: no limit; 0: none)."""
     device_class: str = "default"
     device_id: str = ""
     request_id: str = ""
