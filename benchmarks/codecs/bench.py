@@ -188,7 +188,7 @@ def bulk_entropy_check(spec: CodecSpec, acts: np.ndarray, model: EntropyModel) -
 
 
 def _runs(specs: list[str]) -> list[tuple[str, str]]:
-    """(spec, entropy model kind): per-channel models where possible, flat ones for comparison."""
+    """(spec, entropy model context): richest contexts possible, simpler ones for comparison."""
     runs = []
     for text in specs:
         spec = parse_spec(text)
@@ -197,7 +197,8 @@ def _runs(specs: list[str]) -> list[tuple[str, str]]:
         elif spec.sparse is not None:
             runs.append((text, "flat"))
         else:
-            runs += [(text, "per_channel"), (text, "flat")]
+            runs += [(text, "spatial")] if spec.bits <= 3 else []
+            runs += [(text, "channel"), (text, "flat")]
     runs.append((specs[-1], "embedded"))
     return runs
 
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         model = None
         if kind not in ("", "embedded"):
             samples = [fit[i : i + 1] for i in range(len(fit))]
-            model = fit_entropy_model(spec, samples, per_channel=kind == "per_channel")
+            model = fit_entropy_model(spec, samples, context=kind)
         row: dict[str, Any] = {"spec": text, "entropy_model": kind}
         row.update(sizes(spec, acts, model))
         row["batch1"] = throughput(spec, acts[:1], model, args.repeats, 200)

@@ -32,8 +32,10 @@ _FREQ_TOTAL = 65000
 class EntropyModel:
     """A categorical probability model over ``alphabet`` symbols, fitted for one codec spec."""
 
-    # float64, shape (alphabet,), or (channels, alphabet) for one distribution per channel
-    # (context = channel along axis 1, or 0 for 1-D tensors); each row sums to 1.
+    # float64, each row over the alphabet sums to 1. Shape (alphabet,): one distribution;
+    # (channels, alphabet): one per channel (axis 1, or 0 for 1-D tensors);
+    # (channels, alphabet, alphabet, alphabet): per channel and the symbols left of and above
+    # each element of an NCHW tensor (spatial context, see _context.py).
     probabilities: np.ndarray
     spec: str = ""  # the codec spec whose symbols it models
     cut: str = ""  # the cut point it was fitted on
@@ -41,8 +43,10 @@ class EntropyModel:
 
     def __post_init__(self) -> None:
         p = self.probabilities
-        if p.ndim not in (1, 2) or p.shape[-1] not in (4, 8, 16, 32, 64, 128, 256) or not p.size:
+        if p.ndim not in (1, 2, 4) or p.shape[-1] not in (4, 8, 16, 32, 64, 128, 256) or not p.size:
             raise CodecError(f"entropy model alphabet must be 2**bits (2..8 bits), got {p.shape}")
+        if p.ndim == 4 and not p.shape[1] == p.shape[2] == p.shape[3]:
+            raise CodecError(f"spatial entropy model must be (channels, L, L, L), got {p.shape}")
         if not np.all(np.isfinite(p)) or np.any(p < 0) or not np.all(p.sum(axis=-1) > 0):
             raise CodecError("entropy model probabilities must be finite, >= 0, not all zero")
 
@@ -51,9 +55,25 @@ class EntropyModel:
         return int(self.probabilities.shape[-1])
 
     @property
+    def context(self) -> str:
+        """ "flat" (one distribution), "channel" or "spatial" (channel, left, up)."""
+        return {1: "flat", 2: "channel", 4: "spatial"}[self.probabilities.ndim]
+
+    @property
     def contexts(self) -> int:
-        """1 for one distribution, else the number of channels with their own distribution."""
+        """1 for one distribution, else the number of channels with their own distribution(s)."""
         return 1 if self.probabilities.ndim == 1 else int(self.probabilities.shape[0])
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """(contexts, alphabet) float64 table, rows normalised."""
+        rows = self.probabilities.reshape(-1, self.alphabet)
+        return rows / rows.sum(axis=1, keepdims=True)
+
+    @functools.cached_property
+    def rows32(self) -> np.ndarray:
+        """float32 copy of :attr:`rows`, the per-symbol tables given to constriction."""
+        return np.ascontiguousarray(self.rows, np.float32)
 
     @functools.cached_property
     def model_id(self) -> int:
@@ -76,18 +96,24 @@ class EntropyModel:
 
         For a per-channel model ``symbols`` must be shaped like the tensor.
         """
-        p = self.probabilities / self.probabilities.sum(axis=-1, keepdims=True)
         with np.errstate(divide="ignore"):
-            if self.contexts == 1:
-                return float(-np.log2(p[symbols.reshape(-1)]).sum())
-            groups = channel_groups(symbols)
-            return float(-np.log2(p[np.arange(len(groups))[:, None], groups]).sum())
+            if self.context == "flat":
+                return float(-np.log2(self.rows[0][symbols.reshape(-1)]).sum())
+            if self.context == "channel":
+                groups = channel_groups(symbols)
+                return float(-np.log2(self.rows[np.arange(len(groups))[:, None], groups]).sum())
+            from common.codecs._context import spatial_rows
+
+            rows = spatial_rows(symbols, self.alphabet)
+            return float(-np.log2(self.rows[rows, symbols.reshape(-1)]).sum())
 
     @classmethod
     def from_counts(cls, counts: np.ndarray, *, spec: str = "", cut: str = "") -> EntropyModel:
         """Model from symbol counts, with add-half smoothing so unseen symbols stay codable."""
         counts = np.asarray(counts, np.float64)
         probs = (counts + 0.5) / (counts.sum(axis=-1, keepdims=True) + 0.5 * counts.shape[-1])
+        # 7 significant digits keep files small; the rounded table is the model.
+        probs = np.asarray([float(f"{p:.7g}") for p in probs.reshape(-1)]).reshape(probs.shape)
         return cls(probs, spec=spec, cut=cut, samples=int(counts.sum()))
 
     def to_json(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.codecs import _registry
+from common.codecs._context import count_spatial, decode_spatial, encode_spatial
 from common.codecs._entropy import (
     EntropyModel,
     EntropyParams,
@@ -136,12 +137,19 @@ def encode(
                     f"entropy model has {entropy_model.alphabet} symbols; {spec} needs "
                     f"{params.levels}"
                 )
-            groups = _context_groups(entropy_model, values, x.shape, mask)
-            models, ep = entropy_model.categorical, EntropyParams(entropy_model.model_id, None)
+            ep = EntropyParams(entropy_model.model_id, None)
+            if entropy_model.context == "spatial":
+                _check_contexts(entropy_model, x.shape, mask)
+                sections.append(
+                    encode_spatial(entropy.kind, values.reshape(x.shape), entropy_model.rows32)
+                )
+            else:
+                groups = _context_groups(entropy_model, values, x.shape, mask)
+                sections.append(encode_symbols(entropy.kind, groups, entropy_model.categorical))
         else:
             freq = histogram_frequencies(values, params.levels)
-            groups, models, ep = [values], [embedded_model(freq)], EntropyParams(None, freq)
-        sections.append(encode_symbols(entropy.kind, groups, models))
+            ep = EntropyParams(None, freq)
+            sections.append(encode_symbols(entropy.kind, [values], [embedded_model(freq)]))
         records.append((entropy.kind, ep.to_bytes()))
     elif params is not None:
         zstd = entropy is not None
@@ -155,17 +163,23 @@ def encode(
     return build_frame(x.dtype, x.shape, records, payload)
 
 
+def _check_contexts(model: EntropyModel, shape: tuple[int, ...], mask: np.ndarray | None) -> None:
+    if mask is not None:
+        raise CodecError(f"a {model.context} entropy model cannot follow a sparse stage")
+    if model.context == "spatial" and len(shape) != 4:
+        raise CodecError(f"a spatial entropy model needs NCHW tensors; tensor shape is {shape}")
+    if not shape or shape[channel_axis(len(shape))] != model.contexts:
+        raise CodecError(
+            f"entropy model has {model.contexts} channel contexts; tensor shape is {shape}"
+        )
+
+
 def _context_groups(
     model: EntropyModel, values: np.ndarray, shape: tuple[int, ...], mask: np.ndarray | None
 ) -> list[np.ndarray]:
     if model.contexts == 1:
         return [values]
-    if mask is not None:
-        raise CodecError("a per-channel entropy model cannot follow a sparse stage")
-    if not shape or shape[channel_axis(len(shape))] != model.contexts:
-        raise CodecError(
-            f"entropy model has {model.contexts} channel contexts; tensor shape is {shape}"
-        )
+    _check_contexts(model, shape, mask)
     return list(channel_groups(values.reshape(shape)))
 
 
@@ -174,24 +188,33 @@ def fit_entropy_model(
     arrays: Iterable[np.ndarray],
     *,
     cut: str = "",
-    per_channel: bool = False,
+    context: str = "flat",
 ) -> EntropyModel:
     """Fit the categorical model of the symbols ``spec`` codes, over real activations.
 
     Counts exactly the symbols an ans/range stage would code (after clip, quantisation and, with a
-    sparse stage, only the non-zeros); store the result with :meth:`EntropyModel.save`. With
-    ``per_channel`` each channel (axis 1) gets its own distribution (not with a sparse stage).
+    sparse stage, only the non-zeros); store the result with :meth:`EntropyModel.save`.
+    ``context``: "flat" (one distribution), "channel" (one per channel, axis 1) or "spatial"
+    (per channel and the left and upper neighbours' symbols; NCHW, at most 3 bits). Channel and
+    spatial contexts cannot follow a sparse stage.
     """
     spec = _as_spec(spec)
     if spec.bits == 0:
         raise CodecError(f"codec {spec} has no quantiser, so no symbols to model")
-    if per_channel and spec.sparse is not None:
-        raise CodecError("a per-channel entropy model cannot follow a sparse stage")
+    if context not in ("flat", "channel", "spatial"):
+        raise CodecError(f"unknown entropy model context {context!r} (flat, channel, spatial)")
+    if context != "flat" and spec.sparse is not None:
+        raise CodecError(f"a {context} entropy model cannot follow a sparse stage")
+    if context == "spatial" and spec.bits > 3:
+        raise CodecError("spatial entropy models are limited to 2..3 bits (L**3 rows per channel)")
     levels = 1 << spec.bits
     counts: np.ndarray | None = None
     for array in arrays:
         values, _, _ = prepare(array, spec)
-        if per_channel:
+        if context == "spatial":
+            found = count_spatial(values.reshape(np.shape(array)), levels)
+            counts = found if counts is None else counts + found
+        elif context == "channel":
             groups = channel_groups(values.reshape(np.shape(array)))
             if counts is None:
                 counts = np.zeros((groups.shape[0], levels), np.int64)
@@ -334,6 +357,12 @@ def _decode_entropy(
     if model.contexts == 1:
         return decode_symbols(entropy.kind, data, model.categorical, [count])
     shape = header.shape
+    if model.context == "spatial":
+        if sparse or len(shape) != 4 or shape[1] != model.contexts:
+            raise CodecError(
+                f"entropy model {wanted} (spatial, {model.contexts} channels) does not fit frame shape {shape}"
+            )
+        return decode_spatial(entropy.kind, data, model.rows32, shape).reshape(-1)
     if sparse or not shape or shape[channel_axis(len(shape))] != model.contexts:
         raise CodecError(
             f"entropy model {wanted} has {model.contexts} channel contexts; frame shape {shape}"

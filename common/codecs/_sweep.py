@@ -35,7 +35,7 @@ class SweepPoint:
     drop: float  # points below the uncompressed accuracy
     encode_ms: float  # median per sample
     decode_ms: float  # median per sample
-    entropy_model: str  # "per_channel", "flat" (offline-fitted) or "" (none / embedded)
+    entropy_model: str  # offline model context ("flat", "channel", "spatial"), "" when none
     entropy_bits_per_element: float | None = None  # ideal size under the model used
     empirical_entropy_bits_per_element: float | None = None  # n*H(symbols) per sample, averaged
 
@@ -131,7 +131,7 @@ def evaluate_spec(
         drop=baseline - acc,
         encode_ms=float(np.median(enc_times) * 1e3),
         decode_ms=float(np.median(dec_times) * 1e3),
-        entropy_model="" if model is None else ("per_channel" if model.contexts > 1 else "flat"),
+        entropy_model="" if model is None else model.context,
         entropy_bits_per_element=ideal / (n * elements) if model is not None else None,
         empirical_entropy_bits_per_element=empirical / (n * elements) if spec.bits else None,
     )
@@ -146,13 +146,14 @@ def run_sweep(
     fit_activations: np.ndarray | None = None,
     cut: str = "",
     progress: Callable[[str], None] | None = None,
-    per_channel_models: bool = True,
+    model_context: str = "auto",
 ) -> SweepResult:
     """Measure every spec; ans/range specs get an entropy model fitted on ``fit_activations``.
 
     Fit on data other than what is measured (e.g. training-split activations) so that the
-    reported sizes are honest; without ``fit_activations`` the measured data is used. Models
-    have one distribution per channel (``per_channel_models``) unless a sparse stage precedes.
+    reported sizes are honest; without ``fit_activations`` the measured data is used.
+    ``model_context`` "auto" picks spatial contexts (NCHW, <= 3 bits), else per channel, else
+    flat when a sparse stage precedes; or name one ("flat", "channel", "spatial").
     """
     baseline = accuracy(tail(activations), labels)
     fit_on = activations if fit_activations is None else fit_activations
@@ -162,8 +163,8 @@ def run_sweep(
         spec = item if isinstance(item, CodecSpec) else parse_spec(item)
         model = None
         if spec.needs_entropy_model:
-            per_channel = per_channel_models and spec.sparse is None and fit_on.ndim >= 2
-            model = fit_entropy_model(spec, _samples(fit_on), cut=cut, per_channel=per_channel)
+            context = model_context if model_context != "auto" else auto_context(spec, fit_on.ndim)
+            model = fit_entropy_model(spec, _samples(fit_on), cut=cut, context=context)
             models[str(spec)] = model
         point = evaluate_spec(spec, activations, labels, tail, baseline, model)
         points.append(point)
@@ -174,6 +175,13 @@ def run_sweep(
             )
     elements = int(np.prod(activations.shape[1:]))
     return SweepResult(baseline, int(activations.shape[0]), elements, points, models)
+
+
+def auto_context(spec: CodecSpec, ndim: int) -> str:
+    """The richest entropy-model context a spec and tensor rank allow."""
+    if spec.sparse is not None or ndim < 2:
+        return "flat"
+    return "spatial" if ndim == 4 and spec.bits <= 3 else "channel"
 
 
 def _samples(batch: np.ndarray) -> Sequence[np.ndarray]:

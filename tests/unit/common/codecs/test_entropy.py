@@ -27,28 +27,27 @@ def _batch(n: int, seed: int) -> list[np.ndarray]:
     return [relu_activations(seed + i) for i in range(n)]
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("context", ["flat", "channel", "spatial"])
 @pytest.mark.parametrize("coder", ["ans", "range"])
-def test_offline_model_round_trips_and_matches_the_embedded_one(
-    per_channel: bool, coder: str
-) -> None:
+def test_offline_model_round_trips_and_matches_the_embedded_one(context: str, coder: str) -> None:
     spec = f"clip:0,4|q3|{coder}"
-    model = fit_entropy_model(spec, _batch(4, 10), cut="cut1", per_channel=per_channel)
-    assert model.contexts == (32 if per_channel else 1) and model.alphabet == 8
-    x = relu_activations(99)
+    model = fit_entropy_model(spec, _batch(4, 10), cut="cut1", context=context)
+    assert model.contexts == (1 if context == "flat" else 32) and model.alphabet == 8
+    assert model.context == context
+    x = np.concatenate([relu_activations(99), relu_activations(98)])
     with_model = decode(encode(x, spec, entropy_model=model), entropy_models=model)
     assert np.array_equal(with_model, decode(encode(x, spec)))
 
 
 def test_model_file_round_trip(tmp_path: Path) -> None:
-    for per_channel in (False, True):
-        model = fit_entropy_model(SPEC, _batch(2, 0), cut="cut1", per_channel=per_channel)
+    for context in ("flat", "channel", "spatial"):
+        model = fit_entropy_model(SPEC, _batch(2, 0), cut="cut1", context=context)
         loaded = EntropyModel.load(model.save(tmp_path / "m.json"))
         assert np.array_equal(loaded.probabilities, model.probabilities)
         assert loaded.model_id == model.model_id and loaded.spec == SPEC and loaded.cut == "cut1"
         assert loaded.samples == 2 * relu_activations(0).size
     flat = fit_entropy_model(SPEC, _batch(2, 0))
-    per_channel = fit_entropy_model(SPEC, _batch(2, 0), per_channel=True)
+    per_channel = fit_entropy_model(SPEC, _batch(2, 0), context="channel")
     assert flat.model_id != per_channel.model_id
 
 
@@ -81,11 +80,20 @@ def test_bad_model_files_name_the_file(tmp_path: Path, content: str, message: st
 
 
 def test_per_channel_model_misuse_is_refused() -> None:
-    model = fit_entropy_model(SPEC, _batch(1, 0), per_channel=True)
+    model = fit_entropy_model(SPEC, _batch(1, 0), context="channel")
     with pytest.raises(CodecError, match="channel contexts"):
         encode(relu_activations(1, (1, 16, 14, 14)), SPEC, entropy_model=model)
     with pytest.raises(CodecError, match="sparse"):
-        fit_entropy_model("clip:0,4|q3|sparse|ans", _batch(1, 0), per_channel=True)
+        fit_entropy_model("clip:0,4|q3|sparse|ans", _batch(1, 0), context="channel")
+    spatial = fit_entropy_model(SPEC, _batch(1, 0), context="spatial")
+    with pytest.raises(CodecError, match="NCHW"):
+        encode(relu_activations(1).reshape(1, 32, 196), SPEC, entropy_model=spatial)
+    with pytest.raises(CodecError, match="channel contexts"):
+        encode(relu_activations(1, (1, 16, 14, 14)), SPEC, entropy_model=spatial)
+    with pytest.raises(CodecError, match=r"2\.\.3 bits"):
+        fit_entropy_model("q4|ans", _batch(1, 0), context="spatial")
+    with pytest.raises(CodecError, match="unknown entropy model context"):
+        fit_entropy_model(SPEC, _batch(1, 0), context="temporal")
     with pytest.raises(CodecError, match="sparse"):
         encode(relu_activations(1), "clip:0,4|q3|sparse|ans", entropy_model=model)
     with pytest.raises(CodecError, match="no quantiser"):
@@ -94,24 +102,22 @@ def test_per_channel_model_misuse_is_refused() -> None:
         fit_entropy_model(SPEC, [])
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_coded_size_is_within_two_percent_of_the_ideal_size_under_the_model(
-    per_channel: bool,
-) -> None:
-    model = fit_entropy_model(SPEC, _batch(6, 20), per_channel=per_channel)
+@pytest.mark.parametrize("context", ["flat", "channel", "spatial"])
+def test_coded_size_is_within_two_percent_of_the_ideal_size_under_the_model(context: str) -> None:
+    model = fit_entropy_model(SPEC, _batch(6, 20), context=context)
     x = np.concatenate(_batch(8, 40))
     frame = encode(x, SPEC, entropy_model=model)
     symbols, _, _ = prepare(x, SPEC)
     ideal = model.cross_entropy_bits(symbols.reshape(x.shape))
     payload_bits = 8 * peek_header(frame).coded_bytes
     assert ideal <= payload_bits <= 1.02 * ideal
-    assert empirical_entropy_bits(symbols, 8) <= ideal * 1.001 or per_channel
+    assert empirical_entropy_bits(symbols, 8) <= ideal * 1.001 or context != "flat"
 
 
 def test_per_channel_contexts_code_no_worse_than_one_distribution() -> None:
     fit, x = _batch(6, 20), np.concatenate(_batch(4, 60))
     flat = fit_entropy_model(SPEC, fit)
-    per_channel = fit_entropy_model(SPEC, fit, per_channel=True)
+    per_channel = fit_entropy_model(SPEC, fit, context="channel")
     assert len(encode(x, SPEC, entropy_model=per_channel)) < len(
         encode(x, SPEC, entropy_model=flat)
     )

@@ -50,7 +50,7 @@ def test_sweep_measures_rate_and_accuracy() -> None:
     raw, int8, q2 = result.points
     assert raw.drop == 0.0 and raw.ratio < 1.0  # header included
     assert int8.ratio > 3.4 and q2.bits_per_element < int8.bits_per_element
-    assert q2.entropy_model == "per_channel" and q2.entropy_bits_per_element is not None
+    assert q2.entropy_model == "spatial" and q2.entropy_bits_per_element is not None
     assert q2.payload_bits_per_element < q2.bits_per_element
     assert result.best_within(100.0) is q2
     assert result.best_within(-1.0) is None
