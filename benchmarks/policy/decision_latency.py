@@ -1,0 +1,176 @@
+"""Decision latency: in-process ``Policy.decide`` for every policy kind, and
+``PolicyService.Decide`` over gRPC on loopback (grpc.aio server and client in one process).
+
+    .venv/bin/python -m benchmarks.policy.decision_latency [--n 5000] [--repeats 5]
+
+Policies are measured interleaved (A B C ... A B C ...) with ``--repeats`` rounds; each round
+times ``--n`` decisions over varied contexts. Reported: per-round p50/p99 in µs, and the median
+and range of those over rounds. Targets (issue 8): p99 ≤ 100 µs heuristic and bandits, ≤ 1 ms DQN,
+≤ 2 ms over gRPC. Writes benchmarks/results/policy_decision_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
+
+from benchmarks.policy._machine import machine_info
+from policy import (
+    PROFILES,
+    DecisionContext,
+    HeuristicPolicy,
+    Policy,
+    SimConfig,
+    Simulator,
+    StaticThresholdPolicy,
+    Trace,
+    make_policy,
+    synthetic_trace,
+)
+from policy.service import add_to_server, context_to_proto
+
+RESULTS = Path("benchmarks/results")
+TRACE = RESULTS / "policy_trace_fmnist_branchy.npz"
+TARGET_US = {
+    "heuristic": 100,
+    "static": 100,
+    "linucb": 100,
+    "thompson": 100,
+    "dqn": 1000,
+    "grpc": 2000,
+}
+
+
+def contexts(n: int, n_exits: int, seed: int = 0) -> list[DecisionContext]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(0, n_exits))
+        out.append(
+            DecisionContext(
+                exit_index=k,
+                confidences=tuple(float(c) for c in rng.random(k + 1)),
+                entropy=float(rng.random()),
+                rtt_ms=float(rng.uniform(5, 200)),
+                bandwidth_mbps=float(rng.choice([0.0, 0.5, 5.0, 50.0])),
+                edge_load=float(rng.random()),
+                deadline_ms=100.0,
+                elapsed_ms=float(rng.uniform(0, 50)),
+            )
+        )
+    return out
+
+
+def policies(trace: Trace) -> dict[str, Policy]:
+    sim = Simulator(trace, PROFILES["varying"], SimConfig())
+    out: dict[str, Policy] = {
+        "heuristic": HeuristicPolicy(trace.profile, latency_model=sim.model),
+        "static": StaticThresholdPolicy(
+            trace.profile, [e.threshold for e in trace.profile.exits], "cut1", "int8"
+        ),
+    }
+    for kind in ("linucb", "thompson", "dqn"):
+        pol = make_policy(kind, trace.profile, latency_model=sim.model, epsilon=0.05)
+        sim.run(pol, sim.environment(0, n=2000))  # trained state, full-size matrices
+        out[kind] = pol
+    return out
+
+
+def time_inprocess(pol: Policy, ctxs: list[DecisionContext]) -> np.ndarray:
+    lat = np.empty(len(ctxs))
+    clock = time.perf_counter_ns
+    for i, c in enumerate(ctxs):
+        t0 = clock()
+        pol.decide(c)
+        lat[i] = clock() - t0
+    return lat / 1e3
+
+
+async def time_grpc(pol: Policy, ctxs: list[DecisionContext], repeats: int) -> list[np.ndarray]:
+    server = grpc.aio.server()
+    add_to_server(server, pol)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    reqs = [policy_pb2.DecideRequest(context=context_to_proto(c)) for c in ctxs]
+    rounds = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = policy_pb2_grpc.PolicyServiceStub(ch)
+            for r in reqs[:200]:
+                await stub.Decide(r)
+            for _ in range(repeats):
+                lat = np.empty(len(reqs))
+                for i, r in enumerate(reqs):
+                    t0 = time.perf_counter_ns()
+                    await stub.Decide(r)
+                    lat[i] = time.perf_counter_ns() - t0
+                rounds.append(lat / 1e3)
+    finally:
+        await server.stop(None)
+    return rounds
+
+
+def summarise(rounds: list[np.ndarray]) -> dict[str, Any]:
+    p50 = [float(np.percentile(r, 50)) for r in rounds]
+    p99 = [float(np.percentile(r, 99)) for r in rounds]
+    return {
+        "p50_us": {"median": float(np.median(p50)), "min": min(p50), "max": max(p50)},
+        "p99_us": {"median": float(np.median(p99)), "min": min(p99), "max": max(p99)},
+        "rounds": len(rounds),
+        "decisions_per_round": int(rounds[0].shape[0]),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--grpc-n", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    trace = Trace.load(TRACE) if TRACE.exists() else synthetic_trace(4000)
+    pols = policies(trace)
+    ctxs = contexts(args.n, trace.profile.n_exits)
+    for pol in pols.values():
+        time_inprocess(pol, ctxs[:500])  # warm-up
+    rounds: dict[str, list[np.ndarray]] = {k: [] for k in pols}
+    for _ in range(args.repeats):
+        for name, pol in pols.items():
+            rounds[name].append(time_inprocess(pol, ctxs))
+    results = {name: summarise(r) for name, r in rounds.items()}
+    results["grpc(heuristic)"] = summarise(
+        asyncio.run(time_grpc(pols["heuristic"], ctxs[: args.grpc_n], args.repeats))
+    )
+    results["grpc(linucb)"] = summarise(
+        asyncio.run(time_grpc(pols["linucb"], ctxs[: args.grpc_n], args.repeats))
+    )
+    print(
+        f"trace: {trace.source}; {args.repeats} rounds; p50/p99 in µs (median over rounds [min, max])"
+    )
+    print(f"{'policy':<18}{'p50':>10}{'p99':>10}{'p99 range':>20}{'target p99':>12}")
+    report: dict[str, Any] = {"machine": machine_info(), "trace": trace.source, "results": {}}
+    for name, s in results.items():
+        target = TARGET_US["grpc" if name.startswith("grpc") else name]
+        s["target_p99_us"] = target
+        s["meets_target"] = s["p99_us"]["median"] <= target
+        report["results"][name] = s
+        rng = f"[{s['p99_us']['min']:.1f}, {s['p99_us']['max']:.1f}]"
+        print(
+            f"{name:<18}{s['p50_us']['median']:>10.1f}{s['p99_us']['median']:>10.1f}{rng:>20}{target:>12}"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "policy_decision_latency.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
