@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common.bundle import Preprocessing, load_bundle
 from common.bundle._build import build_bundle
 from common.bundle._calibrate import cascade, fit_temperature, select_thresholds
-from common.bundle._fit import calibrate_bundle, evaluate_bundle
+from common.bundle._fit import calibrate_bundle, evaluate_bundle, risk_coverage_table
 from common.bundle._profile import profile
 from common.bundle._runner import run_exits
 from common.data import CLASSES, load_fashion_mnist
@@ -117,6 +117,20 @@ def card(name: str, info: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    lines += [
+        "## Risk–coverage (test, calibrated confidence; answer only the most confident share)",
+        "",
+        "| exit | "
+        + " | ".join(
+            f"cov {100 * r['coverage']:.0f}%"
+            for r in next(iter(m["test"]["risk_coverage"].values()))
+        )
+        + " |",
+        "|---|" + "---|" * len(next(iter(m["test"]["risk_coverage"].values()))),
+    ]
+    for ex, rows in m["test"]["risk_coverage"].items():
+        lines.append(f"| {ex} (error) | " + " | ".join(pct(r["risk"]) for r in rows) + " |")
+    lines.append("")
     if "cascade_to_cloud" in m:
         c = m["cascade_to_cloud"]
         lines += [
@@ -197,6 +211,9 @@ def main() -> int:
         val = calibrate_bundle(bundle, xv, yv, BUDGET)
         bundle = load_bundle(root)
         test = evaluate_bundle(bundle, xt, yt)
+        test["risk_coverage"] = risk_coverage_table(
+            bundle, run_exits(bundle, bundle.preprocess(xt)), yt
+        )
         tl = log["models"][src]
         info: dict[str, Any] = {
             "what": what, "validation": val, "test": test, "params": tl["params"],

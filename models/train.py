@@ -1,7 +1,7 @@
 """Train the reference models on Fashion-MNIST and export them to ONNX (one command, seeded).
 
     .venv/bin/pip install -r requirements/train.txt
-    .venv/bin/python models/train.py --out out/train            # CPU or CUDA, whichever is there
+    .venv/bin/python models/train.py --out .cache/train         # CPU or CUDA, whichever is there
     .venv/bin/python models/build_bundles.py --train-out out/train  # split, calibrate, bundle
 
 Two models:

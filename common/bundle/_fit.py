@@ -91,3 +91,28 @@ def evaluate_bundle(bundle: Bundle, images: np.ndarray, labels: np.ndarray) -> d
             "exit_share": {e.name: s for e, s in zip(bundle.exits, res.share, strict=True)},
         },
     }
+
+
+def risk_coverage_table(
+    bundle: Bundle,
+    logits: list[np.ndarray],
+    labels: np.ndarray,
+    coverages: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+) -> dict[str, list[dict[str, float]]]:
+    """Per exit: risk (error rate) and confidence threshold at chosen coverages (calibrated)."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for ex, lg in zip(bundle.exits, logits, strict=True):
+        conf, hit = confidence_and_correct(lg, labels, ex.temperature)
+        rc = risk_coverage(conf, hit)
+        rows = []
+        for c in coverages:
+            i = max(0, min(len(rc.coverage) - 1, int(np.ceil(c * len(rc.coverage))) - 1))
+            rows.append(
+                {
+                    "coverage": float(rc.coverage[i]),
+                    "risk": float(rc.risk[i]),
+                    "threshold": float(rc.threshold[i]),
+                }
+            )
+        out[ex.name] = rows
+    return out

@@ -65,6 +65,16 @@ def _calibrate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     images, labels = load_fashion_mnist("validation", args.data)
     record = calibrate_bundle(bundle, images, labels, budget=args.budget, write=not args.dry_run)
+    if args.curves:
+        from common.bundle._fit import risk_coverage_table
+        from common.bundle._runner import run_exits
+
+        bundle = load_bundle(args.bundle) if not args.dry_run else bundle
+        logits = run_exits(bundle, bundle.preprocess(images))
+        Path(args.curves).write_text(
+            json.dumps(risk_coverage_table(bundle, logits, labels), indent=1) + "\n"
+        )
+        print(f"wrote risk-coverage points to {args.curves}")
     print(f"{bundle.name}: calibrated on validation (n={record['n']}), budget {args.budget:g}")
     print(f"{'exit':<8} {'top-1':>7} {'T':>7} {'ECE before':>11} {'ECE after':>10} "
           f"{'NLL before':>11} {'NLL after':>10} {'threshold':>10}")  # fmt: skip
@@ -107,4 +117,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="Fashion-MNIST IDX directory (default: common.data)")
     p.add_argument("--budget", type=float, default=0.01, help="accuracy loss allowed (0.01 = 1 pt)")
     p.add_argument("--dry-run", action="store_true", help="report only, keep the manifest")
+    p.add_argument("--curves", help="also write risk-coverage points per exit (JSON) here")
     p.set_defaults(func=_calibrate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -63,9 +64,21 @@ def test_cli_calibrate_on_a_synthetic_idx_directory(
     # 6,000 "training" images built from the slice -> a 5,000-image validation split.
     _idx(data / "train-images-idx3-ubyte.gz", np.tile(images, (3, 1, 1)))
     _idx(data / "train-labels-idx1-ubyte.gz", np.tile(labels, 3))
-    args = ["calibrate", str(edge_bundle_dir), "--data", str(data), "--dry-run"]
+    curves = tmp_path / "rc.json"
+    args = [
+        "calibrate",
+        str(edge_bundle_dir),
+        "--data",
+        str(data),
+        "--dry-run",
+        "--curves",
+        str(curves),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "calibrated on validation (n=5000)" in out and "manifest not changed" in out
+    rows = json.loads(curves.read_text())["final"]
+    assert [r["coverage"] for r in rows][-1] == 1.0
+    assert [r["risk"] for r in rows] == sorted(r["risk"] for r in rows)  # risk grows with coverage
     assert main(["calibrate", str(edge_bundle_dir), "--data", str(data)]) == 0
     assert load_bundle(edge_bundle_dir).manifest.calibration["n"] == 5000  # type: ignore[index]

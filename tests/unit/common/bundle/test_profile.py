@@ -57,3 +57,17 @@ def test_cli_profile_writes_json(
     assert main([*args, "--no-progress"]) == 0
     _check_schema(json.loads(out.read_text()))
     assert "pool1" in capsys.readouterr().out
+
+
+def test_profile_reports_codec_bytes_for_a_cut_with_a_default_codec(
+    branchy_bundle_dir: Path,
+) -> None:
+    pytest.importorskip("common.codecs")
+    from common.bundle import load_bundle
+
+    load_bundle(branchy_bundle_dir).update_cut_codec("cut2", "q8")
+    doc = profile(branchy_bundle_dir, repeats=2, warmup=1, progress=False)
+    cut1, cut2 = doc["cut_points"]
+    assert cut1["codec_bytes"] == {}
+    # int8 values: about a quarter of float32 plus a small self-describing header.
+    assert 12544 // 4 <= cut2["codec_bytes"]["q8"] < 12544 // 2
