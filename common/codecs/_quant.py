@@ -75,10 +75,10 @@ class QuantParams:
             )
         scale = np.frombuffer(data, "<f4", count, _HEAD.size).astype(np.float32)
         zero = np.frombuffer(data, np.uint8, count, _HEAD.size + 4 * count)
-        span = scale.astype(np.float64) * (1 << bits)
-        if count and (
-            not np.all(np.isfinite(scale)) or np.any(scale <= 0) or span.max() > _F32_MAX
-        ):
+        with np.errstate(all="ignore"):  # NaN/inf scales are reported below, not warned about
+            span = scale.astype(np.float64) * (1 << bits)
+            bad = not np.all(np.isfinite(scale)) or np.any(scale <= 0) or span.max() > _F32_MAX
+        if count and bad:
             raise CodecError("quantiser scale is not a positive finite number within float32 range")
         if count and int(zero.max()) >= 1 << bits:
             raise CodecError(f"quantiser zero point {int(zero.max())} outside {bits}-bit range")

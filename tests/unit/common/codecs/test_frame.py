@@ -146,18 +146,23 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 _LIMITS = DecodeLimits(max_elements=100_000, max_bytes=1 << 20)
 
 
-def _frames() -> list[bytes]:
+def _frames() -> tuple[list[bytes], list[EntropyModel]]:
     rng = np.random.default_rng(3)
-    x = np.maximum(rng.standard_normal((1, 8, 6, 6)).astype(np.float32), 0)
-    return [encode(x, s) for s in SPECS]
+    x = np.maximum(rng.standard_normal((2, 8, 6, 6)).astype(np.float32), 0)
+    spatial = fit_entropy_model("clip:0,2|q2|ans", [x], context="spatial")
+    channel = fit_entropy_model("clip:0,2|q2|range", [x], context="channel")
+    frames = [encode(x[:1], s) for s in SPECS]
+    frames.append(encode(x, "clip:0,2|q2|ans", entropy_model=spatial))
+    frames.append(encode(x[:1], "clip:0,2|q2|range", entropy_model=channel))
+    return frames, [spatial, channel]
 
 
-FRAMES = _frames()
+FRAMES, MODELS = _frames()
 
 
 def _decode_or_codec_error(frame: bytes) -> None:
     try:
-        y = decode(frame, limits=_LIMITS)
+        y = decode(frame, limits=_LIMITS, entropy_models=MODELS)
     except CodecError:
         return
     header = peek_header(frame)
