@@ -77,8 +77,10 @@ class QuantParams:
         zero = np.frombuffer(data, np.uint8, count, _HEAD.size + 4 * count)
         with np.errstate(all="ignore"):  # NaN/inf scales are reported below, not warned about
             span = scale.astype(np.float64) * (1 << bits)
-            bad = not np.all(np.isfinite(scale)) or np.any(scale <= 0) or span.max() > _F32_MAX
-        if count and bad:
+            bad = count > 0 and (
+                not np.all(np.isfinite(scale)) or np.any(scale <= 0) or span.max() > _F32_MAX
+            )
+        if bad:
             raise CodecError("quantiser scale is not a positive finite number within float32 range")
         if count and int(zero.max()) >= 1 << bits:
             raise CodecError(f"quantiser zero point {int(zero.max())} outside {bits}-bit range")
