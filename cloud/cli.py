@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     p = subparsers.add_parser("serve", help="run the cloud gateway (gRPC, mTLS by default)")
     p.add_argument("--models", type=Path, help="models directory (default: models/)")

@@ -110,9 +110,9 @@ def to_raw(arr: np.ndarray) -> bytes:
 def to_proto(name: str, arr: np.ndarray) -> tensor_pb2.Tensor:
     """An ``aiml021.common.v1.Tensor`` with raw contents."""
     a = np.asarray(arr)
-    return tensor_pb2.Tensor(
-        name=name, dtype=dtype_to_proto(a.dtype), shape=list(a.shape), contents=to_raw(a)
-    )
+    t = tensor_pb2.Tensor(name=name, shape=list(a.shape), contents=to_raw(a))
+    t.dtype = dtype_to_proto(a.dtype)  # type: ignore[assignment]
+    return t
 
 
 def from_proto(tensor: tensor_pb2.Tensor) -> np.ndarray:

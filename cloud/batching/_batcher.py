@@ -227,11 +227,11 @@ class DynamicBatcher:
         for item in batch:
             item.inputs = None
             if not item.future.done():
-                names = item.outputs or tuple(outputs)
+                wanted = item.outputs or tuple(outputs)
                 if len(batch) == 1:
-                    mine = {n: outputs[n] for n in names}
+                    mine = {n: outputs[n] for n in wanted}
                 else:
-                    mine = {n: outputs[n][offset : offset + item.rows] for n in names}
+                    mine = {n: outputs[n][offset : offset + item.rows] for n in wanted}
                 item.future.set_result(
                     InferenceResult(
                         self.key.name,

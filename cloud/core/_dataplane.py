@@ -147,8 +147,9 @@ class DataPlane:
         return batcher
 
     def _observe_batch(self, key: ModelKey, rows: int, compute_s: float) -> None:
-        self.metrics.batch_size.labels(key.name).observe(rows)
-        self.metrics.compute_seconds.labels(key.name).observe(compute_s)
+        m = self.metrics
+        m.child(m.batch_size, key.name).observe(rows)
+        m.child(m.compute_seconds, key.name).observe(compute_s)
 
     def submit(
         self, request: InferenceRequest, spec: ModelSpec | None = None
@@ -177,7 +178,8 @@ class DataPlane:
     def _observe_queue(self, fut: asyncio.Future[InferenceResult]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             r = fut.result()
-            self.metrics.queue_seconds.labels(r.model_name).observe(r.queue_s)
+            m = self.metrics
+            m.child(m.queue_seconds, r.model_name).observe(r.queue_s)
 
     async def _infer_idempotent(
         self, request: InferenceRequest, spec: ModelSpec, rows: int
@@ -216,9 +218,10 @@ class DataPlane:
         bytes_in: int = 0,
     ) -> None:
         """Count a finished request and hand its record to the metadata sink (never raises)."""
-        self.metrics.requests.labels(request.model_name, request.route, status).inc()
+        m = self.metrics
+        m.child(m.requests, request.model_name, request.route, status).inc()
         if status != "OK" and result is None:
-            self.metrics.rejections.labels(status).inc()
+            m.child(m.rejections, status).inc()
         if self.metadata_sink is discard_record:
             return
         try:

@@ -198,7 +198,6 @@ class SessionCore:
         if not self._global.reserve(h.total_bytes):
             raise ResourceExhausted("gateway buffer budget exhausted; retry later")
         self._reserved += h.total_bytes
-        self._dp.metrics.buffered_bytes.set(self._global.used)
         p = _Pending(h, spec, time.monotonic())
         p.timer = asyncio.get_running_loop().call_later(
             lim.reassembly_timeout_s, self._expire, h.request_id
@@ -283,7 +282,9 @@ class SessionCore:
         payload = p.parts[0] if len(p.parts) == 1 else b"".join(p.parts)
         self._release(p)
         self._maybe_grant()
-        self._dp.metrics.bytes_received.labels(h.payload.codec_name).inc(len(payload))
+        self._dp.metrics.child(self._dp.metrics.bytes_received, h.payload.codec_name).inc(
+            len(payload)
+        )
         req = InferenceRequest(
             model_name=p.spec.name,
             model_version=p.spec.version,
@@ -376,7 +377,6 @@ class SessionCore:
         p.parts = []
         self._reserved -= p.header.total_bytes
         self._global.release(p.header.total_bytes)
-        self._dp.metrics.buffered_bytes.set(self._global.used)
 
     def _maybe_grant(self) -> None:
         if self._grant_bytes >= self._grant_threshold or self._grant_requests >= (

@@ -49,7 +49,7 @@ _CONTENT_FIELDS = {
 
 
 def _param(params: object, name: str) -> object | None:
-    p = params.get(name) if hasattr(params, "get") else None  # type: ignore[attr-defined]
+    p = params.get(name) if hasattr(params, "get") else None
     if p is None:
         return None
     which = p.WhichOneof("parameter_choice")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -142,6 +143,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         return resp
 
+    @handle_unary
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: object
+    ) -> pb.RepositoryModelLoadResponse:
+        # Models come from the models directory at start-up; loading an unknown one is NotFound.
+        self._dp.repository.resolve(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @handle_unary
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: object
+    ) -> pb.RepositoryModelUnloadResponse:
+        for version in self._dp.repository.versions(request.model_name):
+            await self._dp.unload(self._dp.repository.resolve(request.model_name, version).key)
+        return pb.RepositoryModelUnloadResponse()
+
     def _count(self, result: InferenceResult | None, key: tuple[str, str], start: int) -> None:
         st = self._stats.get(key)
         if st is None:
@@ -226,7 +243,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         out.put_nowait(_stream_error(exc, msg))
                         continue
                     pending.add(fut)
-                    fut.add_done_callback(lambda f, m=msg, r=req: deliver(f, m, r))
+                    fut.add_done_callback(functools.partial(deliver, msg=msg, req=req))
             finally:
                 eof = True
                 if not pending:

@@ -99,9 +99,9 @@ class Gateway:
             reassembly_timeout_s=s.reassembly_timeout_s,
             ping_interval_s=s.ping_interval_s,
         )
-        self.sessions = SessionServicer(
-            self.dataplane, self.limits, ByteBudget(s.global_buffer_bytes), s.insecure
-        )
+        budget = ByteBudget(s.global_buffer_bytes)
+        self.metrics.buffered_bytes.set_function(lambda: budget.used)
+        self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.insecure)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``certs`` subcommand."""
     p = subparsers.add_parser("certs", help="create dev CA, server and device certificates")
     p.add_argument("-o", "--out", type=Path, default=Path("certs"), help="output directory")
