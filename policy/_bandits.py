@@ -28,7 +28,8 @@ class _LinearArms(LearnedPolicy):
         self.counts = np.zeros(n, dtype=np.int64)
 
     def _variances(self, x: FloatArray) -> FloatArray:
-        return np.maximum(np.einsum("ad,ade,ae->a", x, self.a_inv, x), 0.0)
+        quad = (np.matmul(self.a_inv, x[..., None])[..., 0] * x).sum(axis=-1)
+        return np.maximum(quad, 0.0)  # type: ignore[no-any-return]
 
     def _mean(self, x: FloatArray) -> FloatArray:
         return np.einsum("ad,ad->a", self.theta, x)
@@ -41,6 +42,7 @@ class _LinearArms(LearnedPolicy):
         self.b[arm] += outcome.return_to_go * x
         self.theta[arm] = a_inv @ self.b[arm]
         self.counts[arm] += 1
+        self._cache = None
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -99,29 +101,39 @@ class ThompsonPolicy(_LinearArms):
         profile: BundleProfile,
         *,
         v: float = 0.3,
-        propensity_samples: int = 64,
+        propensity_samples: int = 32,
         **kwargs: Any,
     ) -> None:
         super().__init__(profile, **kwargs)
         self.v = v
         self.propensity_samples = propensity_samples
+        self._cache: tuple[FloatArray, FloatArray, FloatArray] | None = None
+
+    def _posterior(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        # decide() asks for scores and then the propensity of the same x: compute once.
+        cached = self._cache
+        if cached is not None and cached[0] is x:
+            return cached[1], cached[2]
+        mean = self._mean(x)
+        sd = self.v * np.sqrt(self._variances(x))
+        self._cache = (x, mean, sd)
+        return mean, sd
 
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
-        mean = self._mean(x)
         if not explore or self.v == 0.0:
-            return mean
-        sd = self.v * np.sqrt(self._variances(x))
-        return mean + sd * self.rng.standard_normal(mean.shape[0])
+            return self._mean(x)
+        mean, sd = self._posterior(x)
+        return mean + sd * self.rng.standard_normal(mean.shape[0])  # type: ignore[no-any-return]
 
     def greedy_probabilities(self, x: FloatArray, mask: np.ndarray) -> FloatArray:
         m = max(self.propensity_samples, 1)
-        mean = self._mean(x)
-        sd = self.v * np.sqrt(self._variances(x))
-        draws = mean + sd * self.rng.standard_normal((m, mean.shape[0]))
-        best = np.argmax(np.where(mask, draws, -np.inf), axis=1)
-        probs = np.bincount(best, minlength=mean.shape[0]).astype(np.float64)
+        mean, sd = self._posterior(x)
+        valid = np.flatnonzero(mask)
+        draws = mean[valid] + sd[valid] * self.rng.standard_normal((m, valid.shape[0]))
+        counts = np.bincount(draws.argmax(axis=1), minlength=valid.shape[0])
+        probs = np.zeros(mean.shape[0])
         # Laplace-smoothed so that a rarely drawn arm never gets propensity 0.
-        probs = (probs + mask) / (m + mask.sum())
+        probs[valid] = (counts + 1.0) / (m + valid.shape[0])
         return probs
 
     def _propensity(self, x: FloatArray, mask: np.ndarray, chosen: int, greedy: int) -> float:

@@ -43,6 +43,7 @@ class ArmLatency:
                 self.n_bytes[i] = cost.bytes
                 self.encode[i] = cost.encode_ms
                 self.fixed[i] = model.cloud_queue_ms + cost.decode_ms + cut.tail_ms
+        self.rtt_mask = self.is_offload.astype(np.float64)
         seg = [e.segment_ms for e in model.profile.exits]
         self.rest = [sum(seg[k + 1 :]) for k in range(len(seg))]
 
@@ -50,16 +51,14 @@ class ArmLatency:
         factor = self.model.edge_factor(ctx.edge_load)
         bw = ctx.bandwidth_mbps
         if bw > 0.0:
-            off = (
-                self.encode * factor + self.n_bytes * 8.0 / (bw * 1000.0) + ctx.rtt_ms + self.fixed
-            )
+            # encode, fixed and bytes are 0 on non-offload arms; the RTT counts on offloads only
+            pred = self.encode * factor + self.n_bytes * (8.0 / (bw * 1000.0)) + self.fixed
+            pred += self.rtt_mask * ctx.rtt_ms
         else:
-            off = np.full(self.n_bytes.shape, 2.0 * ctx.deadline_ms)
+            pred = self.rtt_mask * (2.0 * ctx.deadline_ms)
         k = min(ctx.exit_index, len(self.rest) - 1)
-        pred = np.where(
-            self.is_offload, off, np.where(self.is_continue, self.rest[k] * factor, 0.0)
-        )
-        return pred + ctx.elapsed_ms
+        pred += self.is_continue * (self.rest[k] * factor) + ctx.elapsed_ms
+        return pred
 
 
 class LearnedPolicy(Policy):

@@ -1,5 +1,6 @@
 """Decision latency: in-process ``Policy.decide`` for every policy kind, and
-``PolicyService.Decide`` over gRPC on loopback (grpc.aio server and client in one process).
+``PolicyService.Decide`` over gRPC on loopback (grpc.aio server in a child process, blocking
+client here, one call at a time).
 
     .venv/bin/python -m benchmarks.policy.decision_latency [--n 5000] [--repeats 5]
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -94,27 +97,45 @@ def time_inprocess(pol: Policy, ctxs: list[DecisionContext]) -> np.ndarray:
     return lat / 1e3
 
 
-async def time_grpc(pol: Policy, ctxs: list[DecisionContext], repeats: int) -> list[np.ndarray]:
-    server = grpc.aio.server()
-    add_to_server(server, pol)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+def _serve(kind: str, port_queue: Any, stop: Any) -> None:
+    """Child process: serve PolicyService for a policy of ``kind`` until ``stop`` is set."""
+
+    async def run() -> None:
+        trace = Trace.load(TRACE) if TRACE.exists() else synthetic_trace(4000)
+        server = grpc.aio.server()
+        add_to_server(server, policies(trace)[kind])
+        port_queue.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await asyncio.to_thread(stop.wait)
+        await server.stop(None)
+
+    asyncio.run(run())
+
+
+def time_grpc(kind: str, ctxs: list[DecisionContext], repeats: int) -> list[np.ndarray]:
+    """Blocking client in this process, grpc.aio server in a child process (as deployed)."""
+    mp = multiprocessing.get_context("spawn")
+    ports, stop = mp.Queue(), mp.Event()
+    proc = mp.Process(target=_serve, args=(kind, ports, stop), daemon=True)
+    proc.start()
     reqs = [policy_pb2.DecideRequest(context=context_to_proto(c)) for c in ctxs]
     rounds = []
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        port = ports.get(timeout=60)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = policy_pb2_grpc.PolicyServiceStub(ch)
-            for r in reqs[:200]:
-                await stub.Decide(r)
+            for r in reqs[:300]:
+                stub.Decide(r)
             for _ in range(repeats):
                 lat = np.empty(len(reqs))
                 for i, r in enumerate(reqs):
                     t0 = time.perf_counter_ns()
-                    await stub.Decide(r)
+                    stub.Decide(r)
                     lat[i] = time.perf_counter_ns() - t0
                 rounds.append(lat / 1e3)
     finally:
-        await server.stop(None)
+        stop.set()
+        proc.join(10)
     return rounds
 
 
@@ -135,6 +156,7 @@ def main() -> int:
     ap.add_argument("--grpc-n", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    load_before = os.getloadavg()
     trace = Trace.load(TRACE) if TRACE.exists() else synthetic_trace(4000)
     pols = policies(trace)
     ctxs = contexts(args.n, trace.profile.n_exits)
@@ -145,17 +167,19 @@ def main() -> int:
         for name, pol in pols.items():
             rounds[name].append(time_inprocess(pol, ctxs))
     results = {name: summarise(r) for name, r in rounds.items()}
-    results["grpc(heuristic)"] = summarise(
-        asyncio.run(time_grpc(pols["heuristic"], ctxs[: args.grpc_n], args.repeats))
-    )
-    results["grpc(linucb)"] = summarise(
-        asyncio.run(time_grpc(pols["linucb"], ctxs[: args.grpc_n], args.repeats))
-    )
+    for kind in ("heuristic", "linucb"):
+        results[f"grpc({kind})"] = summarise(time_grpc(kind, ctxs[: args.grpc_n], args.repeats))
     print(
         f"trace: {trace.source}; {args.repeats} rounds; p50/p99 in µs (median over rounds [min, max])"
     )
     print(f"{'policy':<18}{'p50':>10}{'p99':>10}{'p99 range':>20}{'target p99':>12}")
-    report: dict[str, Any] = {"machine": machine_info(), "trace": trace.source, "results": {}}
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "trace": trace.source,
+        "command": "python -m benchmarks.policy.decision_latency",
+        "results": {},
+    }
     for name, s in results.items():
         target = TARGET_US["grpc" if name.startswith("grpc") else name]
         s["target_p99_us"] = target
