@@ -11,9 +11,10 @@ from common.errors import CodecError, InvalidArgument
 
 CODEC_RAW = 1
 """Wire id of the raw codec (aiml021.common.v1.CodecKind.CODEC_KIND_RAW)."""
+_ITEMSIZE: dict[str, int] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PayloadFormat:
     """What a request header declares about its payload."""
 
@@ -31,7 +32,10 @@ class PayloadFormat:
 
     def raw_bytes(self) -> int:
         """Bytes of the decoded tensor (computed with Python ints: no overflow, no allocation)."""
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        size = _ITEMSIZE.get(self.dtype)
+        if size is None:
+            size = _ITEMSIZE[self.dtype] = np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * size
 
 
 def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -> np.ndarray:
@@ -60,7 +64,7 @@ def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -
         raise
     except Exception as exc:
         raise CodecError(f"cannot decode {fmt.codec_name!r} payload: {exc}") from exc
-    if arr.dtype.name != fmt.dtype or tuple(arr.shape) != fmt.shape:
+    if arr.dtype != fmt.dtype or tuple(arr.shape) != fmt.shape:
         raise InvalidArgument(
             f"decoded tensor is {arr.dtype.name}{list(arr.shape)} but the header declared "
             f"{fmt.dtype}{list(fmt.shape)}"

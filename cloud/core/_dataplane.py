@@ -38,12 +38,12 @@ def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         arr = inputs.get(t.name)
         if arr is None:
             raise InvalidArgument(f"model {spec.key}: missing input {t.name!r}")
-        if arr.dtype.name != t.dtype:
+        if arr.dtype != t.dtype:
             raise InvalidArgument(
                 f"model {spec.key}: input {t.name!r} has dtype {arr.dtype.name}, expected {t.dtype}"
             )
         if arr.ndim != len(t.shape) or any(
-            w != -1 and w != g for w, g in zip(t.shape[1:], arr.shape[1:], strict=False)
+            w != -1 and w != g for w, g in zip(t.shape[1:], arr.shape[1:], strict=True)
         ):
             raise InvalidArgument(
                 f"model {spec.key}: input {t.name!r} has shape {list(arr.shape)}, expected "

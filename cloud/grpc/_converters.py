@@ -139,20 +139,24 @@ _PRIORITY = {
 }
 
 
+_RAW_STAGES = ((), (tensor_pb2.CODEC_KIND_RAW,))
+
+
 def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
     """Core header of an InferHeader (deadline turned into a monotonic instant)."""
     enc = h.encoding
-    stages = tuple(s.kind for s in enc.codec.stages)
-    if any(k == tensor_pb2.CODEC_KIND_UNSPECIFIED for k in stages):
+    stages = tuple([s.kind for s in enc.codec.stages])
+    if tensor_pb2.CODEC_KIND_UNSPECIFIED in stages:
         raise InvalidArgument("codec stage kind CODEC_KIND_UNSPECIFIED is not allowed")
+    shape = tuple(enc.shape)
+    if shape and min(shape) < 0:
+        raise InvalidArgument(f"encoding.shape {list(shape)} has a negative dimension")
     fmt = PayloadFormat(
-        dtype=dtype_from_proto(enc.dtype),
-        shape=tuple(int(d) for d in enc.shape),
-        codec_stages=stages,
-        codec_name=enc.codec.text or ("raw" if stages in ((), (1,)) else "coded"),
+        dtype_from_proto(enc.dtype),
+        shape,
+        stages,
+        enc.codec.text or ("raw" if stages in _RAW_STAGES else "coded"),
     )
-    if any(d < 0 for d in fmt.shape):
-        raise InvalidArgument(f"encoding.shape {list(fmt.shape)} has a negative dimension")
     deadline = None
     if h.HasField("deadline"):
         wall = h.deadline.seconds + h.deadline.nanos / 1e9
