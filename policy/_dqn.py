@@ -92,7 +92,7 @@ class DQNPolicy(LearnedPolicy):
         **kwargs: Any,
     ) -> None:
         super().__init__(profile, epsilon=epsilon, **kwargs)
-        d, n = self.feature_dim, self.n_arms
+        d, n = self.input_dim, self.n_arms
         self.hidden = hidden
         self.net = MLP([d, hidden, hidden, n], self.rng, lr)
         self.target = MLP([d, hidden, hidden, n], self.rng, lr)
@@ -116,13 +116,14 @@ class DQNPolicy(LearnedPolicy):
         self.last_loss = float("nan")
 
     @property
-    def feature_dim(self) -> int:
-        return self.featurize.dim + 2 * len(self.arm_space)
+    def input_dim(self) -> int:
+        return self.featurize.dim + (self.feature_dim - self.featurize.dim) * len(self.arm_space)
 
     def features(self, ctx: DecisionContext) -> FloatArray:
-        """Shared features, then every arm's predicted latency and breach flag."""
+        """Shared features, then every arm's own columns (predicted latency, breach flag, hint)."""
         rows = super().features(ctx)
-        return np.concatenate([rows[0, : self.featurize.dim], rows[:, -2], rows[:, -1]])
+        d = self.featurize.dim
+        return np.concatenate([rows[0, :d], rows[:, d:].T.reshape(-1)])
 
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
         return self.net.forward(x[None])[0]

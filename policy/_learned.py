@@ -74,6 +74,7 @@ class LearnedPolicy(Policy):
         seed: int = 0,
         policy_id: str | None = None,
         latency_model: LatencyModel | None = None,
+        hint: bool = False,
     ) -> None:
         self.profile = profile
         self.arm_space = ArmSpace(profile)
@@ -85,6 +86,13 @@ class LearnedPolicy(Policy):
         self.policy_id = policy_id or self.kind
         self.learning = True
         """When False, :meth:`update` is ignored (a frozen policy for evaluation)."""
+        self.hint: Policy | None = None
+        """With ``hint=True``, a stateless heuristic whose choice is one more feature per arm:
+        the learner then only has to learn where to deviate from the latency model's rule."""
+        if hint:
+            from policy._heuristic import HeuristicPolicy  # the heuristic imports this module
+
+            self.hint = HeuristicPolicy(profile, latency_model=self.latency_model, hysteresis=0.0)
 
     @property
     def n_arms(self) -> int:
@@ -96,15 +104,19 @@ class LearnedPolicy(Policy):
         x = self.featurize(ctx)
         deadline = max(ctx.deadline_ms, 1e-3)
         lat = np.minimum(self.arm_latency(ctx) / deadline, 3.0)
-        rows = np.empty((self.n_arms, x.shape[0] + 2))
-        rows[:, : x.shape[0]] = x
-        rows[:, -2] = lat
-        rows[:, -1] = lat > 1.0
+        d = x.shape[0]
+        rows = np.zeros((self.n_arms, self.feature_dim))
+        rows[:, :d] = x
+        rows[:, d] = lat
+        rows[:, d + 1] = lat > 1.0
+        if self.hint is not None:
+            rows[self.arm_space.index[self.hint.decide(ctx).arm], d + 2] = 1.0
         return rows
 
     @property
     def feature_dim(self) -> int:
-        return self.featurize.dim + 2
+        """Columns of one arm's row."""
+        return self.featurize.dim + 2 + (self.hint is not None)
 
     @abc.abstractmethod
     def scores(self, x: FloatArray, *, explore: bool) -> FloatArray:
@@ -161,7 +173,9 @@ class LearnedPolicy(Policy):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update(epsilon=self.epsilon, profile=self.profile.to_dict())
+        state.update(
+            epsilon=self.epsilon, profile=self.profile.to_dict(), hint=self.hint is not None
+        )
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:

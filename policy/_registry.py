@@ -61,6 +61,8 @@ def policy_from_state(
         }
     elif kind == "dqn" and "hidden" in state:
         kwargs = {"hidden": int(state["hidden"])}
+    if kind in ("linucb", "thompson", "dqn"):
+        kwargs["hint"] = bool(state.get("hint", False))
     policy = make_policy(kind, profile, **kwargs)
     policy.load_state(state)
     return policy

@@ -92,3 +92,14 @@ def test_frozen_policy_does_not_learn(profile: BundleProfile) -> None:
     policy.learning = False
     run(policy, 50, seed=1)
     assert policy.counts.sum() == 0
+
+
+def test_heuristic_hint_is_a_feature_and_survives_a_round_trip(profile: BundleProfile) -> None:
+    policy = LinUCBPolicy(profile, hint=True)
+    ctx = DecisionContext(confidences=(0.99,), bandwidth_mbps=20.0)
+    rows = policy.features(ctx)
+    assert rows.shape == (policy.n_arms, policy.featurize.dim + 3)
+    hinted = policy.arm_space.arms[int(rows[:, -1].argmax())]
+    assert rows[:, -1].sum() == 1.0 and hinted.action is Action.EXIT_LOCAL  # confident: exit
+    clone = policy_from_state(dumps_state(policy))
+    assert isinstance(clone, LinUCBPolicy) and clone.hint is not None
