@@ -104,6 +104,7 @@ class EdgeAgent:
         self.client: SessionClient | None = None
         self.replay: ReplayQueue | None = None
         self._replay_exec: concurrent.futures.ThreadPoolExecutor | None = None
+        self._compute_exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: ReplayWorker | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
@@ -122,6 +123,8 @@ class EdgeAgent:
             return
         self._started = True
         st = self.settings
+        if st.compute_in_thread:
+            self._compute_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-head")
         if st.replay_path is not None:
             key = load_key(st.replay_path, st.replay_key, st.replay_key_file)
             self._replay_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-replay")
@@ -175,7 +178,20 @@ class EdgeAgent:
             await self._in_replay(self.replay.close)
         if self._replay_exec is not None:
             self._replay_exec.shutdown(wait=True)
+        if self._compute_exec is not None:
+            self._compute_exec.shutdown(wait=True)
+            self._compute_exec = None
         self._started = False
+
+    async def _step(self, state: HeadState) -> list[ExitOutput]:
+        if self._compute_exec is None:
+            return self.runtime.step(state)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._compute_exec, self.runtime.step, state)
+
+    async def _run_to_end(self, state: HeadState) -> None:
+        while not self.runtime.done(state):
+            await self._step(state)
 
     async def _in_replay(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -264,7 +280,7 @@ class EdgeAgent:
         rt, state = self.runtime, req.state
         checked_similar = self.cache.similarity is None or not self.cache.enabled
         while True:
-            exits = rt.step(state)
+            exits = await self._step(state)
             if not checked_similar and self._embedding_tensor in state.tensors:
                 checked_similar = True
                 emb = rt.embedding(state, self._embedding_tensor)
@@ -367,7 +383,7 @@ class EdgeAgent:
             return None
         return self.runtime.embedding(req.state, self._embedding_tensor)
 
-    def _features(
+    async def _features(
         self, req: _Request, cut: str | None, codec: str | None
     ) -> tuple[str, EncodedFeatures, float]:
         state = req.state
@@ -376,7 +392,7 @@ class EdgeAgent:
         if name not in names:
             raise InvalidArgument(f"policy chose unknown cut point {name!r} (known: {names})")
         while name not in state.tensors and not self.runtime.done(state):
-            self.runtime.step(state)
+            await self._step(state)
         t = time.perf_counter()
         feats = encode_features(state.tensors[name], self._cut_codec(name, codec))
         return name, feats, (time.perf_counter() - t) * 1e3
@@ -413,7 +429,7 @@ class EdgeAgent:
 
     async def _offload(self, req: _Request, cut: str, codec: str) -> EdgeResult:
         assert self.client is not None
-        name, feats, encode_ms = self._features(req, cut or None, codec or None)
+        name, feats, encode_ms = await self._features(req, cut or None, codec or None)
         state = req.state
         out = self.outbound(
             req.request_id,
@@ -463,7 +479,7 @@ class EdgeAgent:
                 codec=feats.codec,
                 exit_confidences=tuple(e.confidence for e in state.exits),
             )
-        self.runtime.run_to_end(state)
+        await self._run_to_end(state)
         best = state.best_exit()
         assert best is not None
         queued = False
@@ -482,8 +498,8 @@ class EdgeAgent:
         )
 
     async def _defer(self, req: _Request, cut: str) -> EdgeResult:
-        name, feats, encode_ms = self._features(req, cut or None, None)
-        self.runtime.run_to_end(req.state)
+        name, feats, encode_ms = await self._features(req, cut or None, None)
+        await self._run_to_end(req.state)
         best = req.state.best_exit()
         assert best is not None
         if self.replay is None:

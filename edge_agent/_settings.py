@@ -59,6 +59,10 @@ class EdgeSettings(BaseSettings):
     """Model version sent to the gateway; empty lets the gateway's rollout choose."""
     threads: int = Field(default=1, ge=1)
     """onnxruntime intra-op threads for the head segments."""
+    compute_in_thread: bool = True
+    """Run head segments on one worker thread so the event loop (stream I/O, deadline timers)
+    stays responsive under load; False runs them inline (a little faster for one request at a
+    time, but a burst of local work then delays offloads and timeouts)."""
     sla_ms: float = Field(default=200.0, gt=0)
     """Default per-request deadline, from the call until an answer is useless."""
     fallback_margin_ms: float = Field(default=5.0, ge=0)

@@ -159,7 +159,7 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(tmp_path: Path)
 
 async def test_gateway_restart_with_100_in_flight_completes_or_falls_back(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "bundle", thresholds=(0.99, 0.99, 0.0))
-    gw = FakeGateway(bundle=bundle, store=str(tmp_path / "gw.db"))
+    gw = FakeGateway(bundle=bundle, store=str(tmp_path / "gw.db"), max_inflight=128)
     gw.hold.clear()
     server, port = await start_server(gw)
     settings = EdgeSettings(

@@ -81,7 +81,9 @@ async def test_edge_run_against_gateway(tmp_path: Path, bundle_dir: Path) -> Non
         await server.stop(None)
 
 
-def test_edge_run_needs_tls_or_insecure_with_gateway(tmp_path: Path, local_bundle_dir: Path) -> None:
+def test_edge_run_needs_tls_or_insecure_with_gateway(
+    tmp_path: Path, local_bundle_dir: Path
+) -> None:
     argv = ["edge", "run", "--bundle", str(local_bundle_dir), "--gateway", "127.0.0.1:1",
             "--input", str(_idx(tmp_path, 2))]  # fmt: skip
     assert main(argv) == 1
