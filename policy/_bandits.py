@@ -26,10 +26,11 @@ class _LinearArms(LearnedPolicy):
         self.b = np.zeros((n, d))
         self.theta = np.zeros((n, d))
         self.counts = np.zeros(n, dtype=np.int64)
+        self._cache: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     def _variances(self, x: FloatArray) -> FloatArray:
         quad = (np.matmul(self.a_inv, x[..., None])[..., 0] * x).sum(axis=-1)
-        return np.maximum(quad, 0.0)  # type: ignore[no-any-return]
+        return np.maximum(quad, 0.0)
 
     def _mean(self, x: FloatArray) -> FloatArray:
         return np.einsum("ad,ad->a", self.theta, x)
@@ -107,7 +108,6 @@ class ThompsonPolicy(_LinearArms):
         super().__init__(profile, **kwargs)
         self.v = v
         self.propensity_samples = propensity_samples
-        self._cache: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     def _posterior(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         # decide() asks for scores and then the propensity of the same x: compute once.
@@ -123,7 +123,7 @@ class ThompsonPolicy(_LinearArms):
         if not explore or self.v == 0.0:
             return self._mean(x)
         mean, sd = self._posterior(x)
-        return mean + sd * self.rng.standard_normal(mean.shape[0])  # type: ignore[no-any-return]
+        return mean + sd * self.rng.standard_normal(mean.shape[0])
 
     def greedy_probabilities(self, x: FloatArray, mask: np.ndarray) -> FloatArray:
         m = max(self.propensity_samples, 1)

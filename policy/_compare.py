@@ -64,25 +64,47 @@ class CompareConfig:
     kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(LEARNED_DEFAULTS))
 
 
+@dataclass(frozen=True)
+class StaticFrontier:
+    """Every static configuration's resource objective and accuracy on one realisation."""
+
+    configs: tuple[StaticConfig, ...]
+    objective: np.ndarray
+    accuracy: np.ndarray
+
+    @classmethod
+    def evaluate(
+        cls, sim: Simulator, env: Any, grid: Sequence[StaticConfig] | None = None
+    ) -> StaticFrontier:
+        configs = tuple(grid or static_grid(sim))
+        results = [evaluate_static(sim, env, cfg) for cfg in configs]
+        return cls(
+            configs,
+            np.array([r.resource_cost.mean() for r in results]),
+            np.array([r.correct.mean() for r in results]),
+        )
+
+    def best(self, floor: float) -> int:
+        """Index of the cheapest config reaching ``floor`` (the most accurate when none does)."""
+        ok = np.flatnonzero(self.accuracy >= floor)
+        if ok.size == 0:
+            return int(np.argmax(self.accuracy))
+        return int(ok[np.argmin(self.objective[ok])])
+
+    def iso_accuracy_objective(self, accuracy: float) -> float:
+        """Cheapest static objective at an accuracy of at least ``accuracy`` (nan if none)."""
+        ok = self.accuracy >= accuracy
+        return float(self.objective[ok].min()) if ok.any() else math.nan
+
+
 def best_static(
     sim: Simulator, env: Any, floor: float, grid: Sequence[StaticConfig] | None = None
 ) -> tuple[StaticConfig, SimResult]:
     """Lowest resource objective among static configs whose accuracy reaches ``floor`` (the most
     accurate one when none does)."""
-    best: tuple[StaticConfig, SimResult] | None = None
-    fallback: tuple[StaticConfig, SimResult] | None = None
-    for cfg in grid or static_grid(sim):
-        res = evaluate_static(sim, env, cfg)
-        acc = float(res.correct.mean())
-        if fallback is None or acc > float(fallback[1].correct.mean()):
-            fallback = (cfg, res)
-        if acc >= floor and (
-            best is None or res.resource_cost.mean() < best[1].resource_cost.mean()
-        ):
-            best = (cfg, res)
-    result = best or fallback
-    assert result is not None
-    return result
+    front = StaticFrontier.evaluate(sim, env, grid)
+    cfg = front.configs[front.best(floor)]
+    return cfg, evaluate_static(sim, env, cfg)
 
 
 def train_policy(
@@ -113,11 +135,14 @@ def compare(
         sim_te = Simulator(test, network, sim_config)
         env = sim_te.environment(seed)
         floor = float(test.cloud_correct[:, 0].mean()) - cfg.accuracy_margin
-        scfg, sres = best_static(sim_te, env, floor)
+        front = StaticFrontier.evaluate(sim_te, env)
+        scfg = front.configs[front.best(floor)]
+        sres = evaluate_static(sim_te, env, scfg)
         row: dict[str, Any] = {
             "seed": seed,
             "accuracy_floor": floor,
             "static": {"config": scfg.label, **sres.summary(sim_config.deadline_ms)},
+            "static_reaches_floor": bool(sres.correct.mean() >= floor),
         }
         j_static = float(sres.resource_cost.mean())
         for kind in cfg.kinds:
@@ -126,6 +151,10 @@ def compare(
             s = res.summary(sim_config.deadline_ms)
             s["gain"] = 1.0 - s["objective"] / j_static
             s["accuracy_delta"] = s["accuracy"] - float(sres.correct.mean())
+            # Iso-accuracy view: the cheapest static policy at least as accurate as this one.
+            iso = front.iso_accuracy_objective(s["accuracy"])
+            s["iso_accuracy_static_objective"] = iso
+            s["iso_accuracy_gain"] = 1.0 - s["objective"] / iso if math.isfinite(iso) else math.nan
             row[kind] = s
             log.info(
                 "seed %d %s: gain %.3f, accuracy delta %+.4f",
@@ -144,6 +173,14 @@ def compare(
             "accuracy_delta": mean_ci(deltas),
             "objective": mean_ci([r[kind]["objective"] for r in per_seed]),
             "within_accuracy": bool(np.mean(deltas) >= -cfg.max_accuracy_loss),
+            "iso_accuracy_gain": mean_ci(
+                [
+                    r[kind]["iso_accuracy_gain"]
+                    for r in per_seed
+                    if math.isfinite(r[kind]["iso_accuracy_gain"])
+                ]
+                or [math.nan]
+            ),
         }
     summary["static"] = {
         "objective": mean_ci([r["static"]["objective"] for r in per_seed]),
@@ -218,6 +255,7 @@ def ope_check(
 __all__ = [
     "LEARNED_DEFAULTS",
     "CompareConfig",
+    "StaticFrontier",
     "best_static",
     "compare",
     "mean_ci",
