@@ -45,7 +45,10 @@ def synthetic(n: int, seed: int) -> np.ndarray:
     return np.maximum(pre, 0) * rng.gamma(1.2, 1.0, size=shape).astype(np.float32) * scale
 
 
-def load_data(bundle_dir: str, cut: str, n: int, n_fit: int) -> tuple[np.ndarray, np.ndarray, str]:
+def load_data(
+    bundle_dir: str, cut: str, n: int, n_fit: int
+) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+    """(activations, fitting activations, description, the cut's default codec if any)."""
     if (Path(bundle_dir) / "manifest.json").is_file():
         from common.bundle import load_bundle
         from common.data import load_fashion_mnist
@@ -56,8 +59,12 @@ def load_data(bundle_dir: str, cut: str, n: int, n_fit: int) -> tuple[np.ndarray
         pick = np.random.default_rng(0).permutation(len(train))[:n_fit]
         acts = _activations(bundle, cut, val[:n])
         fit = _activations(bundle, cut, train[pick])
-        return acts, fit, f"real: {bundle.name} {cut}, validation images (models fitted on train)"
-    return synthetic(n, 1), synthetic(n_fit, 2), "SYNTHETIC ReLU-like activations (no bundle found)"
+        codec = bundle.cut_point(cut).codec
+        default = [codec.default] if codec is not None else []
+        source = f"real: {bundle.name} {cut}, validation images (models fitted on train)"
+        return acts, fit, source, default
+    source = "SYNTHETIC ReLU-like activations (no bundle found)"
+    return synthetic(n, 1), synthetic(n_fit, 2), source, []
 
 
 def _clip_hi(fit: np.ndarray, pct: float) -> str:
@@ -217,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    acts, fit, source = load_data(args.bundle, args.cut, args.samples, args.fit_samples)
+    acts, fit, source, default = load_data(args.bundle, args.cut, args.samples, args.fit_samples)
     print(f"data: {source}; {acts.shape[0]} samples of {acts.shape[1:]}; one core")
     rows: list[dict[str, Any]] = []
     batch64 = acts[:64]
-    for text, kind in _runs(codec_list(fit, args.spec)):
+    for text, kind in _runs(codec_list(fit, [*args.spec, *default])):
         spec = parse_spec(text)
         model = None
         if kind not in ("", "embedded"):
@@ -246,8 +253,39 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     _table(rows)
-    print(f"wrote {args.out}")
+    md = args.out.with_suffix(".md")
+    md.write_text(_markdown(doc))
+    print(f"wrote {args.out} and {md}")
     return 0
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        "# Codec benchmark (`python -m benchmarks.codecs.bench`)",
+        "",
+        f"Data: {doc['data']}; {doc['samples']} samples of {doc['shape']}. One core of "
+        f"{m['cpu_count']} ({m['processor']}, {m['platform']}), numpy {m['numpy']}, "
+        f"constriction {m['constriction']}, zstandard {m['zstandard']}. Medians over "
+        f"{doc['repeats']} repeats; baseline `raw` in the same run.",
+        "",
+        "| spec | entropy model | bits/elem | ratio | H_emp bits/elem | payload vs ideal (bulk) | "
+        "enc MB/s b1 | dec MB/s b1 | enc MB/s b64 | dec MB/s b64 | enc+dec ms b1 (p10–p90) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["codecs"]:
+        h = r.get("empirical_entropy_bits_per_element")
+        bulk = r.get("bulk_entropy", {}).get("payload_over_model_entropy_pct")
+        lat = r["latency_batch1"]
+        lines.append(
+            f"| `{r['spec']}` | {r['entropy_model'] or '-'} | {r['bits_per_element']:.3f} | "
+            f"{r['ratio_vs_float32']:.1f} | {'' if h is None else f'{h:.3f}'} | "
+            f"{'' if bulk is None else f'{bulk:+.3f}%'} | {r['batch1']['encode_mb_s']:.0f} | "
+            f"{r['batch1']['decode_mb_s']:.0f} | {r['batch64']['encode_mb_s']:.0f} | "
+            f"{r['batch64']['decode_mb_s']:.0f} | {lat['median_ms']:.3f} "
+            f"({lat['p10_ms']:.3f}–{lat['p90_ms']:.3f}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _table(rows: list[dict[str, Any]]) -> None:

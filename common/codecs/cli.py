@@ -96,6 +96,8 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "constriction": getattr(constriction, "__version__", "0.4.1"),
         "zstandard": zstandard.__version__,
+        # other work shares these cores; timings under load are upper bounds
+        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
