@@ -1,0 +1,265 @@
+"""The main job: split inference end to end on one machine.
+
+    make demo                                   # or: .venv/bin/python -m benchmarks.e2e.demo
+
+Creates development mTLS certificates, starts the gateway on embedded defaults (onnxruntime,
+in-memory stores, the reference bundles in models/), runs the edge agent over the Fashion-MNIST
+test set with a progress bar — then the same images cloud-only through the same gateway for
+comparison — prints a KPI table, writes a JSON report and PNG plots, and stops everything it
+started (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.e2e.report import (
+    PRICE_PER_COMPUTE_S,
+    PRICE_PER_GB_IN,
+    Kpis,
+    Outcome,
+    kpis,
+    machine_info,
+    plot,
+    table,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "models" / "fmnist_branchy"
+DEVICE = "demo-device"
+
+
+@contextlib.contextmanager
+def gateway(workdir: Path, models: Path) -> Iterator[dict[str, int]]:
+    """The gateway as a child process (its own process group); yields its ports."""
+    port_file = workdir / "ports.json"
+    logf = open(workdir / "gateway.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloud", "serve", "--models", str(models), "--port", "0",
+         "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(workdir / "certs")],
+        stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not (port_file.exists() and port_file.stat().st_size):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"gateway did not start:\n{(workdir / 'gateway.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+        yield json.loads(port_file.read_text())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        logf.close()
+
+
+def compute_seconds(metrics_port: int) -> float:
+    """Backend compute seconds so far, from the gateway's Prometheus endpoint."""
+    import urllib.request
+
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("aiml021_gateway_compute_seconds_sum")
+    )
+
+
+async def run_hybrid(target: str, certs: Path, images: np.ndarray, labels: np.ndarray,
+                     concurrency: int, sla_ms: float, progress: bool) -> list[Outcome]:  # fmt: skip
+    from tqdm import tqdm
+
+    from edge_agent import EdgeAgent, EdgeSettings
+
+    settings = EdgeSettings(bundle=BUNDLE, gateway=target, tls_dir=certs, device_id=DEVICE,
+                            tls_server_name="localhost", sla_ms=sla_ms)  # fmt: skip
+    outcomes: list[Outcome] = []
+    bar = tqdm(total=len(images), desc="hybrid (edge agent)", unit="img", disable=not progress)
+    async with EdgeAgent(settings) as agent:
+        await agent.wait_connected(15)
+        it = iter(range(len(images)))
+
+        async def worker() -> None:
+            for i in it:
+                t0 = time.perf_counter()
+                r = await agent.infer(images[i])
+                outcomes.append(Outcome(
+                    index=i, label=int(labels[i]), predicted=r.top_class, route=r.route.value,
+                    latency_s=time.perf_counter() - t0, bytes_up=r.bytes_sent,
+                    exit_index=r.exit_index, error=r.error or "",
+                ))  # fmt: skip
+                bar.update()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    bar.close()
+    return outcomes
+
+
+async def run_cloud_only(target: str, certs: Path, images: np.ndarray, labels: np.ndarray,
+                         concurrency: int, progress: bool) -> list[Outcome]:  # fmt: skip
+    """Every image to the cloud's full model, raw float32 input, on the same session stream."""
+    from tqdm import tqdm
+
+    from common.bundle import load_bundle
+    from edge_agent import EdgeSettings
+    from edge_agent._agent import channel_credentials
+    from edge_agent._convert import CloudAnswer, OutboundRequest
+    from edge_agent._features import encode_features
+    from edge_agent._stream import SessionClient
+
+    bundle = load_bundle(BUNDLE)
+    settings = EdgeSettings(
+        gateway=target, tls_dir=certs, device_id=DEVICE, tls_server_name="localhost"
+    )
+    outcomes: list[Outcome] = []
+    bar = tqdm(
+        total=len(images), desc="cloud-only (same gateway)", unit="img", disable=not progress
+    )
+    async with SessionClient(target, settings, credentials=channel_credentials(settings)) as client:
+        await client.wait_connected(15)
+        it = iter(range(len(images)))
+
+        async def worker() -> None:
+            for i in it:
+                t0 = time.perf_counter()
+                features = encode_features(bundle.preprocess(images[i : i + 1]), "raw")
+                answer = await client.submit(OutboundRequest(
+                    request_id=uuid.uuid4().hex, idempotency_key=uuid.uuid4().hex,
+                    model_name=bundle.name, model_version="", cut_point="", features=features,
+                    deadline=time.time() + 30, digest=hashlib.sha256(features.payload).digest(),
+                ))  # fmt: skip
+                ok = isinstance(answer, CloudAnswer)
+                outcomes.append(Outcome(
+                    index=i, label=int(labels[i]), predicted=answer.top_class if ok else -1,
+                    route="cloud" if ok else "error", latency_s=time.perf_counter() - t0,
+                    bytes_up=len(features.payload), error="" if ok else str(answer),
+                ))  # fmt: skip
+                bar.update()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    bar.close()
+    return outcomes
+
+
+def load_test_set(limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    from common.data import load_fashion_mnist, load_slice
+    from common.errors import AimlError
+
+    try:
+        images, labels = load_fashion_mnist("test")
+        source = "Fashion-MNIST test set (Debian dataset-fashion-mnist)"
+    except (AimlError, OSError):
+        images, labels = load_slice(ROOT / "models" / "data" / "fmnist_test_slice.npz")
+        source = "committed Fashion-MNIST test slice (models/data)"
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, source
+
+
+def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency: int = 16,
+             sla_ms: float = 200.0, cloud_only: bool = True, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Runs the whole demo and returns the report (also written to ``out_dir``)."""
+    from common.auth import write_dev_pki
+
+    out_dir = out_dir or ROOT / "out" / "demo"
+    images, labels, source = load_test_set(limit)
+    with tempfile.TemporaryDirectory(prefix="aiml021-demo-") as tmp:
+        work = Path(tmp)
+        write_dev_pki(work / "certs", devices=[DEVICE])
+        with gateway(work, ROOT / "models") as ports:
+            target = f"127.0.0.1:{ports['port']}"
+            rows: list[Kpis] = []
+            runs: dict[str, list[Outcome]] = {}
+            passes = [
+                (
+                    "hybrid",
+                    lambda: run_hybrid(
+                        target, work / "certs", images, labels, concurrency, sla_ms, progress
+                    ),
+                )
+            ]
+            if cloud_only:
+                passes.append(
+                    (
+                        "cloud-only",
+                        lambda: run_cloud_only(
+                            target, work / "certs", images, labels, concurrency, progress
+                        ),
+                    )
+                )
+            for name, make in passes:
+                before = compute_seconds(ports["metrics_port"])
+                t0 = time.perf_counter()
+                outcomes = asyncio.run(make())
+                wall = time.perf_counter() - t0
+                spent = compute_seconds(ports["metrics_port"]) - before
+                k = kpis(name, outcomes)
+                k.cloud_compute_ms_per_1k = spent * 1000 / len(outcomes) * 1000
+                up = sum(o.bytes_up for o in outcomes)
+                k.cost_per_1k_usd = (
+                    (spent * PRICE_PER_COMPUTE_S + up / 1e9 * PRICE_PER_GB_IN)
+                    / len(outcomes)
+                    * 1000
+                )
+                rows.append(k)
+                runs[name] = outcomes
+                log.info("%s: %d requests in %.1f s", name, len(outcomes), wall)
+    report = {
+        "source": source, "requests": len(images), "concurrency": concurrency, "sla_ms": sla_ms,
+        "kpis": [asdict(r) for r in rows], "machine": machine_info(),
+        "outcomes": {name: [asdict(o) for o in outs] for name, outs in runs.items()},
+    }  # fmt: skip
+    write_json(out_dir / "demo.json", report)
+    report["plots"] = [str(p) for p in plot(runs["hybrid"], out_dir, "demo")]
+    report["table"] = table(rows, f"aiml021 demo — {len(images)} images, {source}")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="first N test images only")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--sla-ms", type=float, default=200.0)
+    parser.add_argument("--no-cloud-only", action="store_true", help="skip the comparison pass")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    report = run_demo(args.limit, args.out, args.concurrency, args.sla_ms, not args.no_cloud_only)
+    print(report["table"])
+    print(f"\nreport: {args.out / 'demo.json'}\nplots:  {', '.join(report['plots'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
