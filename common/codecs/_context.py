@@ -77,6 +77,30 @@ def encode_spatial(kind: StageKind, symbols: np.ndarray, rows32: np.ndarray) -> 
     return np.asarray(coder.get_compressed(), "<u4").tobytes()
 
 
+@functools.lru_cache(maxsize=16)
+def _decode_plan(
+    rows: int, channels: int, h: int, w: int, alphabet: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per wavefront: context base, flat indices of left and upper neighbours and of the
+    elements themselves in a zero-padded (rows, h + 1, w + 1) buffer, position-major."""
+    plan = []
+    row = np.arange(rows)[None, :]
+    base_all = (row % channels) * alphabet * alphabet
+    stride = (h + 1) * (w + 1)
+    for i, j in _wavefronts(h, w)[1]:
+        here = row * stride + (i[:, None] + 1) * (w + 1) + (j[:, None] + 1)
+        base = np.broadcast_to(base_all, here.shape)
+        plan.append(
+            (
+                base.reshape(-1),
+                (here - 1).reshape(-1),
+                (here - (w + 1)).reshape(-1),
+                here.reshape(-1),
+            )
+        )
+    return plan
+
+
 def decode_spatial(
     kind: StageKind, data: memoryview, rows32: np.ndarray, shape: tuple[int, ...]
 ) -> np.ndarray:
@@ -87,27 +111,27 @@ def decode_spatial(
         raise CodecError(f"{kind.value} payload is {len(data)} bytes, not whole 32-bit words")
     n, c, h, w = shape
     alphabet = rows32.shape[1]
-    out = np.zeros((n * c, h + 1, w + 1), np.int64)  # padded: row 0 and column 0 stay 0
+    out = np.zeros(n * c * (h + 1) * (w + 1), np.int64)  # padded: row 0 and column 0 stay 0
     if out.size and h and w:
         words = np.frombuffer(data, "<u4").astype(np.uint32)
         stream = _registry.constriction().stream
-        chan = (np.arange(n * c) % c)[:, None] * alphabet
+        family = _family()
         try:
             decoder = (
                 stream.stack.AnsCoder(words)
                 if kind is StageKind.ANS
                 else stream.queue.RangeDecoder(words)
             )
-            for i, j in _wavefronts(h, w)[1]:
-                ctx = (chan + out[:, i + 1, j]) * alphabet + out[:, i, j + 1]
-                # position-major within a wavefront, as encode_spatial orders it
-                got = decoder.decode(_family(), rows32[ctx.T.reshape(-1)])
-                out[:, i + 1, j + 1] = np.asarray(got).reshape(-1, n * c).T
+            # position-major within a wavefront, as encode_spatial orders it
+            for base, left, up, here in _decode_plan(n * c, c, h, w, alphabet):
+                ctx = base + out[left] * alphabet + out[up]
+                out[here] = decoder.decode(family, rows32[ctx])
         except CodecError:
             raise
         except Exception as exc:  # constriction rejects malformed words
             raise CodecError(f"{kind.value} payload cannot be decoded: {exc}") from exc
-    return out[:, 1:, 1:].astype(np.uint8).reshape(shape)
+    padded = out.reshape(n * c, h + 1, w + 1)
+    return padded[:, 1:, 1:].astype(np.uint8).reshape(shape)
 
 
 __all__ = ["count_spatial", "decode_spatial", "encode_spatial", "spatial_rows"]
