@@ -68,6 +68,43 @@ class GatewayMetrics:
             "Bytes of unfinished session payloads buffered (global budget in use).",
             registry=r,
         )
+        self.cache_requests = Counter(
+            "aiml021_gateway_result_cache",
+            "Result cache lookups of the data plane by model and result (hit, miss).",
+            ["model", "result"],
+            registry=r,
+        )
+        self.idempotency = Counter(
+            "aiml021_gateway_idempotency",
+            "Requests with an idempotency key by outcome: computed (claimed and computed here), "
+            "cached (claimed, answered by the result cache), stored (answered from the store).",
+            ["outcome"],
+            registry=r,
+        )
+        self.telemetry_events = Counter(
+            "aiml021_gateway_telemetry_events",
+            "Device telemetry events received, by the route the device reports.",
+            ["route"],
+            registry=r,
+        )
+        self.device_latency = Histogram(
+            "aiml021_gateway_device_latency_seconds",
+            "End-to-end request latency as devices report it, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.telemetry_bytes = Counter(
+            "aiml021_gateway_telemetry_bytes",
+            "Bytes devices report having sent and received for their requests.",
+            ["direction"],
+            registry=r,
+        )
+        self.telemetry_dropped = Counter(
+            "aiml021_gateway_telemetry_dropped",
+            "Telemetry events devices report having dropped (their buffer was full).",
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

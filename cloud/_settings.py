@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,21 @@ class GatewaySettings(BaseSettings):
     """Results kept by the in-memory idempotency store (0 disables it)."""
     idempotency_ttl_s: float = Field(default=3600.0, gt=0)
     """How long the in-memory idempotency store keeps a result."""
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    """Inference engine: in-process onnxruntime, or a Triton server (``triton_url``)."""
+    triton_url: str = ""
+    """host:port of Triton's gRPC endpoint (empty: ``AIML021_TRITON_URL`` or its default)."""
+    cache_full_models: bool = True
+    """Answer repeated inputs of full models from the result cache (model, version, content hash)."""
+    cache_tail_segments: bool = False
+    """Also cache tail-segment (offloaded feature) requests; their inputs rarely repeat."""
+    result_cache_entries: int = Field(default=10_000, ge=1)
+    """Capacity of the in-memory result cache used when no shared stores are configured."""
+    control_services: bool = True
+    """Also serve ModelRegistryService, DeployService, CacheService, TelemetryService and
+    PolicyService on the same port."""
+    policy_bundle: str = ""
+    """Bundle whose profile builds PolicyService's heuristic (empty: the first bundle served)."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:

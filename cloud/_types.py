@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,12 @@ class InferenceRequest:
     """Which front door: ``infer`` (ModelInfer), ``stream`` (ModelStreamInfer), ``session``."""
     codec: str = "raw"
     cut_point: str = ""
+    session_id: str = ""
+    """Session stream the request arrived on (empty for KServe and REST)."""
+    offload_reason: str = ""
+    """Why the device offloaded: ``deferred`` (replayed from its offline queue), ``offload``."""
+    received_at: float = field(default_factory=time.monotonic)
+    """Monotonic instant the gateway had the whole request (deadline and latency base)."""
 
 
 @dataclass(slots=True)
@@ -70,7 +77,40 @@ class RequestRecord:
     queue_s: float = 0.0
     compute_s: float = 0.0
     cached: bool = False
+    session_id: str = ""
+    deadline_ms: float | None = None
+    """The request's deadline as milliseconds after its arrival (None: no deadline)."""
+    offload_reason: str = ""
+    top_class: int | None = None
+    """Argmax of the first output for single-sample answers."""
+    confidence: float | None = None
+    """Temperature-scaled softmax probability of ``top_class`` (classifiers)."""
+    bytes_out: int = 0
+    """Bytes of the output tensors returned."""
+    latency_ms: float | None = None
+    """Gateway time from arrival of the whole request to its answer."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
-__all__ = ["InferenceRequest", "InferenceResult", "Priority", "RequestRecord"]
+@dataclass(slots=True)
+class TelemetryEvent:
+    """One finished request as a device saw it (from a session stream or TelemetryService)."""
+
+    device_id: str
+    request_id: str = ""
+    model_name: str = ""
+    route: str = ""
+    """``edge``, ``cloud``, ``edge_fallback``, ``cache``, ``deferred`` or ``unspecified``."""
+    exit_index: int = -1
+    total_s: float | None = None
+    """End-to-end latency on the device (None when the device did not report it)."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    cache_hit: bool = False
+    cut_point: str = ""
+    codec: str = ""
+    confidence: float = 0.0
+    session_id: str = ""
+
+
+__all__ = ["InferenceRequest", "InferenceResult", "Priority", "RequestRecord", "TelemetryEvent"]

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cloud.backends._base import ModelSpec
 from cloud.core import InferenceRequest, InferenceResult
 from common.errors import AimlError, FailedPrecondition, InvalidArgument, NotFound
 
@@ -245,7 +246,14 @@ class _Plane(Protocol):
 
 
 class RolloutRouter:
-    """Applies rollouts in front of a data plane; owns the shadow tasks it starts."""
+    """Applies rollouts in front of a data plane; owns the shadow tasks it starts.
+
+    ``infer`` works over anything with ``async infer``; ``submit`` (what
+    ``cloud.core.DataPlane`` calls as its router, so gRPC ModelInfer, ModelStreamInfer, session
+    and REST requests all get rollouts) needs a data plane (``submit_direct``). A request for a
+    tail model ``<bundle>.<cut>`` without a rollout of its own follows the bundle's rollout (the
+    tails of a bundle version carry that version).
+    """
 
     def __init__(self, plane: _Plane, manager: RolloutManager, max_shadow_tasks: int = 256) -> None:
         self.plane = plane
@@ -254,31 +262,92 @@ class RolloutRouter:
         self._max_shadow = max_shadow_tasks
         self.shadow_dropped = 0
 
-    async def infer(self, request: InferenceRequest) -> InferenceResult:
-        """Serve ``request``, routing it per the model's rollout when it names no version."""
-        decision = (
-            None
-            if request.model_version
-            else self.manager.route(request.model_name, request.request_id or request.device_id)
-        )
-        if decision is None:
-            return await self.plane.infer(request)
-        name = request.model_name
-        routed = dataclasses.replace(request, model_version=decision.version)
-        started = time.perf_counter()
-        try:
-            result = await self.plane.infer(routed)
-        except AimlError as exc:
-            if decision.candidate and not isinstance(exc, (InvalidArgument, FailedPrecondition)):
-                self.manager.record_candidate(name, ok=False)
-            raise
-        latency = time.perf_counter() - started
+    def _decide(
+        self, request: InferenceRequest, spec: ModelSpec | None = None
+    ) -> tuple[str, RouteDecision] | None:
+        if request.model_version:
+            return None
+        key = request.request_id or request.device_id
+        decision = self.manager.route(request.model_name, key)
+        if decision is not None:
+            return request.model_name, decision
+        if spec is None:
+            repo = getattr(self.plane, "repository", None)
+            if repo is not None:
+                try:
+                    spec = repo.resolve(request.model_name)
+                except AimlError:
+                    spec = None
+        bundle = spec.bundle if spec is not None else ""
+        if bundle and bundle != request.model_name:
+            decision = self.manager.route(bundle, key)
+            if decision is not None:
+                return bundle, decision
+        return None
+
+    def _failed(self, name: str, decision: RouteDecision, exc: BaseException) -> None:
+        if decision.candidate and not isinstance(exc, (InvalidArgument, FailedPrecondition)):
+            self.manager.record_candidate(name, ok=False)
+
+    def _succeeded(
+        self,
+        name: str,
+        decision: RouteDecision,
+        routed: InferenceRequest,
+        result: InferenceResult,
+        latency: float,
+    ) -> None:
         if decision.candidate:
             self.manager.record_candidate(name, ok=True, latency_s=latency)
         else:
             self.manager.record_stable(name, latency)
         if decision.shadow_version:
             self._start_shadow(routed, decision.shadow_version, result)
+
+    def submit(
+        self, request: InferenceRequest, spec: ModelSpec | None = None
+    ) -> asyncio.Future[InferenceResult] | None:
+        """Queue ``request`` on the version its rollout picks (``cloud.core.RequestRouter``);
+        None when no rollout applies (the data plane then serves it as is)."""
+        picked = self._decide(request, spec)
+        if picked is None:
+            return None
+        name, decision = picked
+        routed = dataclasses.replace(request, model_version=decision.version)
+        submit_direct = self.plane.submit_direct  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        try:
+            fut: asyncio.Future[InferenceResult] = submit_direct(routed, None)
+        except AimlError as exc:
+            self._failed(name, decision, exc)
+            raise
+
+        def done(f: asyncio.Future[InferenceResult]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                self._failed(name, decision, exc)
+                return
+            self._succeeded(name, decision, routed, f.result(), time.perf_counter() - started)
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        """Serve ``request``, routing it per the model's rollout when it names no version."""
+        picked = self._decide(request)
+        if picked is None:
+            return await self.plane.infer(request)
+        name, decision = picked
+        routed = dataclasses.replace(request, model_version=decision.version)
+        started = time.perf_counter()
+        try:
+            result = await self.plane.infer(routed)
+        except AimlError as exc:
+            self._failed(name, decision, exc)
+            raise
+        self._succeeded(name, decision, routed, result, time.perf_counter() - started)
         return result
 
     def _start_shadow(

@@ -62,6 +62,9 @@ class ModelSpec:
     """Class names, for classifiers (index = class id)."""
     temperature: float = 1.0
     """Temperature of the final exit: confidence = max softmax(logits / temperature)."""
+    entropy_model: Path | None = None
+    """Entropy-model file of the cut point's codec (``cut_points[].codec.entropy_model``), passed
+    to ``common.codecs.decode`` for ANS/range frames coded with it."""
 
     @property
     def key(self) -> ModelKey:

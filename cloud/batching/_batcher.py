@@ -122,6 +122,15 @@ class DynamicBatcher:
         self._wakeup.set()
         return fut
 
+    def withdraw(self, fut: asyncio.Future[InferenceResult]) -> bool:
+        """Cancel ``fut`` only while its request is still queued (not yet taken into a batch);
+        True when withdrawn. A request already computing is left to finish."""
+        for _, _, _, item in self._heap:
+            if item.future is fut and item.queued:
+                fut.cancel()
+                return True
+        return False
+
     def _on_done(self, fut: asyncio.Future[InferenceResult], item: _Item) -> None:
         if fut.cancelled() and item.queued:
             # Still queued: free the payload now; the heap entry is skipped when reached.

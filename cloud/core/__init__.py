@@ -1,15 +1,18 @@
 """The gateway core: data plane, model repository, session reassembly and hooks (no grpc here)."""
 
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
-from cloud.core._dataplane import DataPlane, monotonic_deadline, validate_inputs
+from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline, validate_inputs
 from cloud.core._hooks import (
     IdempotencyRecord,
     IdempotencyStore,
     MemoryIdempotencyStore,
     MemoryResultCache,
     MetadataSink,
+    RequestRouter,
     ResultCache,
+    TelemetrySink,
     discard_record,
+    discard_telemetry,
 )
 from cloud.core._repository import (
     ModelRepository,
@@ -26,7 +29,13 @@ from cloud.core._session import (
     SessionLimits,
     SessionSink,
 )
-from cloud.core._types import InferenceRequest, InferenceResult, Priority, RequestRecord
+from cloud.core._types import (
+    InferenceRequest,
+    InferenceResult,
+    Priority,
+    RequestRecord,
+    TelemetryEvent,
+)
 
 __all__ = [
     "CODEC_RAW",
@@ -45,12 +54,17 @@ __all__ = [
     "Priority",
     "RequestHeader",
     "RequestRecord",
+    "RequestRouter",
     "ResultCache",
     "SessionCore",
     "SessionLimits",
     "SessionSink",
+    "TelemetryEvent",
+    "TelemetrySink",
+    "content_hash",
     "decode_payload",
     "discard_record",
+    "discard_telemetry",
     "monotonic_deadline",
     "scan_models_dir",
     "spec_from_onnx",

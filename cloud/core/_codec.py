@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +39,16 @@ class PayloadFormat:
         return math.prod(self.shape) * size
 
 
-def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -> np.ndarray:
+def decode_payload(
+    payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int, entropy_models: Any = None
+) -> np.ndarray:
     """Decode ``payload`` into an array of ``fmt.dtype`` and ``fmt.shape``.
 
     A raw payload of exactly ``prod(shape) * itemsize`` bytes is taken as the elements
     themselves; anything else must be a ``common.codecs`` frame (``raw`` frames included), decoded
     with its declared size bounded by ``max_decoded_bytes`` before anything is allocated.
+    ``entropy_models`` (a ``common.codecs.EntropyModel``, a list or None) is what ANS/range frames
+    coded with an offline model are decoded with.
     """
     raw_size = fmt.raw_bytes()
     if raw_size > max_decoded_bytes:
@@ -59,7 +64,7 @@ def decode_payload(payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int) -
         max_elements=max(1, max_decoded_bytes // 4), max_bytes=max_decoded_bytes
     )
     try:
-        arr = np.asarray(codecs.decode(payload, limits=limits))
+        arr = np.asarray(codecs.decode(payload, limits=limits, entropy_models=entropy_models))
     except CodecError:
         raise
     except Exception as exc:

@@ -1,26 +1,41 @@
-"""The data plane: model lookup, input validation, idempotency and batching over a backend.
+"""The data plane: model lookup, input validation, rollouts, idempotency, result cache and
+batching over a backend.
 
 Every transport (ModelInfer, ModelStreamInfer, session streams, the REST bridge) converts its
 messages to :class:`InferenceRequest` and calls :meth:`DataPlane.submit` or
-:meth:`DataPlane.infer`; this module never imports grpc.
+:meth:`DataPlane.infer`; this module never imports grpc. Order of a request: a rollout router
+picks the version of requests that name none; an idempotency key is claimed atomically in the
+store (a stored result is returned); the result cache answers full-model requests by content
+hash; otherwise the batcher computes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cloud._metrics import GatewayMetrics
 from cloud.backends._base import Backend, ModelKey, ModelSpec
 from cloud.batching import BatcherConfig, DynamicBatcher
-from cloud.core._hooks import IdempotencyStore, MetadataSink, discard_record
+from cloud.core._hooks import (
+    IdempotencyStore,
+    MetadataSink,
+    RequestRouter,
+    ResultCache,
+    TelemetrySink,
+    discard_record,
+    discard_telemetry,
+)
 from cloud.core._repository import ModelRepository
-from cloud.core._types import InferenceRequest, InferenceResult, RequestRecord
-from common.errors import AimlError, FailedPrecondition, InvalidArgument, Unavailable
+from cloud.core._types import InferenceRequest, InferenceResult, RequestRecord, TelemetryEvent
+from common.errors import AimlError, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +78,12 @@ def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
 
 
 class DataPlane:
-    """Serves the models of a repository through a backend, one batcher per model version."""
+    """Serves the models of a repository through a backend, one batcher per model version.
+
+    ``result_cache`` answers repeated inputs of full models (and of tail segments with
+    ``cache_tail_segments``) keyed by served model, version and content hash; ``router`` (e.g.
+    ``cloud.rollout.RolloutRouter``) picks the version of requests that name none.
+    """
 
     def __init__(
         self,
@@ -73,15 +93,29 @@ class DataPlane:
         metrics: GatewayMetrics | None = None,
         idempotency: IdempotencyStore | None = None,
         metadata_sink: MetadataSink = discard_record,
+        result_cache: ResultCache | None = None,
+        *,
+        cache_full_models: bool = True,
+        cache_tail_segments: bool = False,
+        router: RequestRouter | None = None,
+        telemetry_sink: TelemetrySink = discard_telemetry,
     ) -> None:
         self.repository = repository
         self.backend = backend
         self.metrics = metrics or GatewayMetrics()
         self.idempotency = idempotency
         self.metadata_sink = metadata_sink
+        self.result_cache = result_cache
+        self.cache_full_models = cache_full_models
+        self.cache_tail_segments = cache_tail_segments
+        self.router = router
+        self.telemetry_sink = telemetry_sink
         self._batching = batching
         self._batchers: dict[ModelKey, DynamicBatcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
+        self._queued_keys: dict[str, tuple[ModelKey, asyncio.Future[InferenceResult]]] = {}
+        self._owned: set[asyncio.Task[Any]] = set()
+        self._entropy: dict[Path, Any] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -94,6 +128,8 @@ class DataPlane:
         """Serve ``spec`` (load into the backend, start a batcher)."""
         await self.backend.load(spec)
         self.repository.add(spec)
+        if spec.entropy_model is not None:
+            self.entropy_models(spec)  # a broken model file fails the load, not the requests
         if spec.key not in self._batchers:
             cfg = BatcherConfig(
                 max_batch_size=min(self._batching.max_batch_size, spec.max_batch_size),
@@ -111,6 +147,19 @@ class DataPlane:
             batcher.start()
             self._batchers[key] = batcher
 
+    def entropy_models(self, spec: ModelSpec) -> Any:
+        """The ``common.codecs.EntropyModel`` of ``spec``'s cut point (None when it has none),
+        loaded once per file."""
+        path = spec.entropy_model
+        if path is None:
+            return None
+        model = self._entropy.get(path)
+        if model is None:
+            from common import codecs
+
+            model = self._entropy[path] = codecs.EntropyModel.load(path)
+        return model
+
     async def unload(self, key: ModelKey) -> None:
         """Stop serving ``key``; its queued requests fail with UNAVAILABLE."""
         self.repository.remove(key)
@@ -120,10 +169,12 @@ class DataPlane:
         await self.backend.unload(key)
 
     async def close(self) -> None:
-        """Stop every batcher and close the backend."""
+        """Stop every batcher, finish owned store writes and close the backend."""
         for batcher in list(self._batchers.values()):
             await batcher.close()
         self._batchers.clear()
+        if self._owned:
+            await asyncio.gather(*list(self._owned), return_exceptions=True)
         await self.backend.close()
         self._started = False
 
@@ -156,14 +207,27 @@ class DataPlane:
     ) -> asyncio.Future[InferenceResult]:
         """Validate and queue ``request``; the future resolves to its result.
 
-        Bad input raises at once (InvalidArgument, NotFound, ResourceExhausted,
-        DeadlineExceeded); cancelling the future withdraws the request.
+        A request that names no version goes through the router (rollouts) first. Bad input
+        raises at once (InvalidArgument, NotFound, ResourceExhausted, DeadlineExceeded);
+        cancelling the future withdraws the request.
         """
-        if spec is None:
+        if self.router is not None and not request.model_version:
+            routed = self.router.submit(request, spec)
+            if routed is not None:
+                return routed
+        return self.submit_direct(request, spec)
+
+    def submit_direct(
+        self, request: InferenceRequest, spec: ModelSpec | None = None
+    ) -> asyncio.Future[InferenceResult]:
+        """:meth:`submit` without the router (the router itself calls this)."""
+        if spec is None or (request.model_version and request.model_version != spec.version):
             spec = self.repository.resolve(request.model_name, request.model_version)
         rows = validate_inputs(spec, request.inputs)
         if request.idempotency_key and self.idempotency is not None:
             return asyncio.ensure_future(self._infer_idempotent(request, spec, rows))
+        if self._cache_applies(spec):
+            return asyncio.ensure_future(self._infer_cached(request, spec, rows))
         return self._enqueue(request, spec, rows)
 
     def _enqueue(
@@ -181,34 +245,117 @@ class DataPlane:
             m = self.metrics
             m.child(m.queue_seconds, r.model_name).observe(r.queue_s)
 
-    async def _infer_idempotent(
-        self, request: InferenceRequest, spec: ModelSpec, rows: int
+    # -- result cache ------------------------------------------------------------------------
+
+    def _cache_applies(self, spec: ModelSpec) -> bool:
+        if self.result_cache is None:
+            return False
+        return self.cache_tail_segments if spec.cut_point else self.cache_full_models
+
+    async def _infer_cached(
+        self, request: InferenceRequest, spec: ModelSpec, rows: int, key: str = ""
     ) -> InferenceResult:
-        assert self.idempotency is not None
-        key = f"{spec.name}\x00{request.idempotency_key}"
-        running = self._inflight_keys.get(key)
-        if running is not None:  # same key already computing in this process: share it
-            result = await asyncio.shield(running)
-            return _as_cached(result)
-        record = await self.idempotency.get(request.idempotency_key)
-        if record is not None:
-            if record.digest != request.payload_digest:
-                raise FailedPrecondition(
-                    f"idempotency key {request.idempotency_key!r} was used with another payload"
-                )
-            return _as_cached(record.result)
+        assert self.result_cache is not None
+        model = f"{spec.name}:{spec.version}"
+        digest = content_hash(request.inputs, request.outputs)
+        m = self.metrics
+        try:
+            hit = await self.result_cache.get(model, digest)
+        except Exception as exc:  # a cache fault is a miss
+            log.warning("result cache get failed: %s", exc)
+            hit = None
+        if hit is not None:
+            m.child(m.cache_requests, spec.name, "hit").inc()
+            return _as_cached(hit)
+        m.child(m.cache_requests, spec.name, "miss").inc()
         fut = self._enqueue(request, spec, rows)
-        self._inflight_keys[key] = fut
+        if key:
+            self._queued_keys[key] = (spec.key, fut)
         try:
             result = await fut
         finally:
-            self._inflight_keys.pop(key, None)
-        await self.idempotency.put(request.idempotency_key, request.payload_digest, result)
+            if key:
+                self._queued_keys.pop(key, None)
+        try:
+            await self.result_cache.put(model, digest, result)
+        except Exception as exc:
+            log.warning("result cache put failed: %s", exc)
+        return result
+
+    # -- idempotency -------------------------------------------------------------------------
+
+    async def _infer_idempotent(
+        self, request: InferenceRequest, spec: ModelSpec, rows: int
+    ) -> InferenceResult:
+        """Claim the key in the store (atomic across replicas), compute once, complete.
+
+        Duplicates inside this process share the owner's computation; the store makes
+        duplicates on other replicas wait for it. A client that goes away withdraws the
+        computation only while it is still queued; once computing it finishes and is stored,
+        so a retry never computes the key again.
+        """
+        assert self.idempotency is not None
+        key = request.idempotency_key
+        while (running := self._inflight_keys.get(key)) is not None:
+            try:
+                return _as_cached(await asyncio.shield(running))
+            except asyncio.CancelledError:
+                if running.cancelled():
+                    continue  # the owner was withdrawn before computing: claim it here
+                raise
+        work = asyncio.ensure_future(self._claim_and_compute(request, spec, rows))
+        self._inflight_keys[key] = work
+        self._owned.add(work)
+        work.add_done_callback(lambda f: self._settled(key, f))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            queued = self._queued_keys.get(key)
+            if queued is not None:
+                batcher = self._batchers.get(queued[0])
+                if batcher is not None:
+                    batcher.withdraw(queued[1])  # only while still queued
+            raise
+
+    def _settled(self, key: str, work: asyncio.Future[InferenceResult]) -> None:
+        if self._inflight_keys.get(key) is work:
+            del self._inflight_keys[key]
+        self._owned.discard(work)  # type: ignore[arg-type]
+        if not work.cancelled():
+            work.exception()  # retrieved: waiters and the owner re-raise it themselves
+
+    async def _claim_and_compute(
+        self, request: InferenceRequest, spec: ModelSpec, rows: int
+    ) -> InferenceResult:
+        assert self.idempotency is not None
+        key, digest = request.idempotency_key, request.payload_digest
+        stored = await self.idempotency.reserve(key, digest)
+        m = self.metrics
+        if stored is not None:
+            m.child(m.idempotency, "stored").inc()
+            return _as_cached(stored)
+        try:
+            if self._cache_applies(spec):
+                result = await self._infer_cached(request, spec, rows, key)
+            else:
+                fut = self._enqueue(request, spec, rows)
+                self._queued_keys[key] = (spec.key, fut)
+                try:
+                    result = await fut
+                finally:
+                    self._queued_keys.pop(key, None)
+        except BaseException:
+            await asyncio.shield(self.idempotency.release(key))
+            raise
+        m.child(m.idempotency, "cached" if result.cached else "computed").inc()
+        await self.idempotency.complete(key, digest, result)
         return result
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         """Run ``request`` to completion (submit and await)."""
         return await self.submit(request)
+
+    # -- records -----------------------------------------------------------------------------
 
     def record(
         self,
@@ -225,25 +372,96 @@ class DataPlane:
         if self.metadata_sink is discard_record:
             return
         try:
-            self.metadata_sink(
-                RequestRecord(
-                    request_id=request.request_id,
-                    device_id=request.device_id,
-                    model_name=request.model_name,
-                    model_version=result.model_version if result else request.model_version,
-                    route=request.route,
-                    status=status,
-                    codec=request.codec,
-                    cut_point=request.cut_point,
-                    idempotency_key=request.idempotency_key,
-                    bytes_in=bytes_in,
-                    queue_s=result.queue_s if result else 0.0,
-                    compute_s=result.compute_s if result else 0.0,
-                    cached=result.cached if result else False,
-                )
-            )
+            self.metadata_sink(self._request_record(request, status, result, bytes_in))
         except Exception:  # a sink fault must never fail inference
             log.exception("metadata sink failed")
+
+    def _request_record(
+        self,
+        request: InferenceRequest,
+        status: str,
+        result: InferenceResult | None,
+        bytes_in: int,
+    ) -> RequestRecord:
+        top, conf, bytes_out = None, None, 0
+        if result is not None:
+            bytes_out = sum(int(a.nbytes) for a in result.outputs.values())
+            top, conf = self._top_class(result)
+        deadline_ms = (
+            None if request.deadline is None else (request.deadline - request.received_at) * 1000.0
+        )
+        return RequestRecord(
+            request_id=request.request_id,
+            device_id=request.device_id,
+            model_name=request.model_name,
+            model_version=result.model_version if result else request.model_version,
+            route=request.route,
+            status=status,
+            codec=request.codec,
+            cut_point=request.cut_point,
+            idempotency_key=request.idempotency_key,
+            bytes_in=bytes_in,
+            queue_s=result.queue_s if result else 0.0,
+            compute_s=result.compute_s if result else 0.0,
+            cached=result.cached if result else False,
+            session_id=request.session_id,
+            deadline_ms=deadline_ms,
+            offload_reason=request.offload_reason,
+            top_class=top,
+            confidence=conf,
+            bytes_out=bytes_out,
+            latency_ms=(time.monotonic() - request.received_at) * 1000.0,
+        )
+
+    def _top_class(self, result: InferenceResult) -> tuple[int | None, float | None]:
+        if not result.outputs:
+            return None, None
+        first = next(iter(result.outputs.values()))
+        if first.ndim != 2 or first.shape[0] != 1 or not np.issubdtype(first.dtype, np.floating):
+            return None, None
+        try:
+            temperature = self.repository.resolve(
+                result.model_name, result.model_version
+            ).temperature
+        except AimlError:
+            temperature = 1.0
+        z = first[0].astype(np.float64) / max(temperature, 1e-6)
+        z = np.exp(z - z.max())
+        top = int(z.argmax())
+        return top, float(z[top] / z.sum())
+
+    def record_telemetry(self, events: Sequence[TelemetryEvent], dropped: int = 0) -> int:
+        """Count device telemetry (route, device-side latency, bytes) and hand each event to the
+        telemetry sink; never blocks or raises. Returns the events accepted."""
+        m = self.metrics
+        if dropped:
+            m.telemetry_dropped.inc(dropped)
+        for e in events:
+            route = e.route or "unspecified"
+            m.child(m.telemetry_events, route).inc()
+            if e.total_s is not None:
+                m.child(m.device_latency, route).observe(e.total_s)
+            if e.bytes_sent:
+                m.child(m.telemetry_bytes, "sent").inc(e.bytes_sent)
+            if e.bytes_received:
+                m.child(m.telemetry_bytes, "received").inc(e.bytes_received)
+            if self.telemetry_sink is not discard_telemetry:
+                try:
+                    self.telemetry_sink(e)
+                except Exception:
+                    log.exception("telemetry sink failed")
+        return len(events)
+
+
+def content_hash(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()) -> str:
+    """Hex sha256 over the inputs (names, dtypes, shapes, bytes) and the requested outputs."""
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        arr = np.ascontiguousarray(inputs[name])
+        h.update(f"{name}\x00{arr.dtype.str}\x00{arr.shape}\x00".encode())
+        h.update(arr.data)
+    h.update("\x00".join(outputs).encode())
+    return h.hexdigest()
 
 
 def _as_cached(result: InferenceResult) -> InferenceResult:
@@ -261,4 +479,4 @@ def monotonic_deadline(seconds_left: float | None) -> float | None:
     return None if seconds_left is None else time.monotonic() + seconds_left
 
 
-__all__ = ["DataPlane", "monotonic_deadline", "validate_inputs"]
+__all__ = ["DataPlane", "content_hash", "monotonic_deadline", "validate_inputs"]

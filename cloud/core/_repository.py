@@ -69,6 +69,11 @@ def specs_from_bundle(root: Path, max_batch_size: int) -> list[ModelSpec]:
                 segment=tail.name,
                 labels=labels,
                 temperature=temperature,
+                entropy_model=(
+                    bundle.file_path(cut.codec.entropy_model)
+                    if cut.codec is not None and cut.codec.entropy_model
+                    else None
+                ),
             )
         )
     return specs

@@ -79,6 +79,8 @@ class RequestHeader:
     priority: Priority = Priority.NORMAL
     idempotency_key: str = ""
     payload_digest: bytes = b""
+    deferred: bool = False
+    """A deferred refinement replayed from the device's offline queue."""
 
 
 @dataclass(slots=True)
@@ -123,8 +125,10 @@ class SessionCore:
         global_budget: ByteBudget,
         sink: SessionSink,
         device_id: str,
+        session_id: str = "",
     ) -> None:
         self._dp = dataplane
+        self.session_id = session_id
         self.limits = limits
         self._global = global_budget
         self._sink = sink
@@ -287,7 +291,7 @@ class SessionCore:
         )
         req = InferenceRequest(
             model_name=p.spec.name,
-            model_version=p.spec.version,
+            model_version=h.model_version,  # empty: the rollout (if any) picks the version
             inputs={},
             request_id=h.request_id,
             deadline=h.deadline,
@@ -298,10 +302,17 @@ class SessionCore:
             route="session",
             codec=h.payload.codec_name,
             cut_point=h.cut_point,
+            session_id=self.session_id,
+            offload_reason="deferred" if h.deferred else "offload",
         )
         p.request = req
         try:
-            arr = decode_payload(payload, h.payload, self.limits.max_request_bytes * 64)
+            arr = decode_payload(
+                payload,
+                h.payload,
+                self.limits.max_request_bytes * 64,
+                self._dp.entropy_models(p.spec),
+            )
             if arr.ndim == len(p.spec.inputs[0].shape) - 1:
                 arr = arr[None]
             req.inputs = {p.spec.inputs[0].name: arr}

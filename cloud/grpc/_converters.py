@@ -172,6 +172,7 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         priority=_PRIORITY.get(h.priority, Priority.NORMAL),
         idempotency_key=h.idempotency_key,
         payload_digest=h.payload_digest,
+        deferred=h.deferred,
     )
 
 

@@ -7,7 +7,9 @@ import asyncio
 import json
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiml021.session.v1 import session_pb2
@@ -26,14 +28,26 @@ from cloud.core import (
     MemoryIdempotencyStore,
     MetadataSink,
     ModelRepository,
+    ResultCache,
     SessionLimits,
+    TelemetrySink,
     discard_record,
+    discard_telemetry,
     scan_models_dir,
 )
 from cloud.grpc._inference import InferenceServicer
 from cloud.grpc._session import SERVICE as SESSION_SERVICE
 from cloud.grpc._session import SessionServicer
+from cloud.grpc._telemetry import SERVICE as TELEMETRY_SERVICE
+from cloud.grpc._telemetry import TelemetryServicer
+from cloud.rollout import RolloutManager, RolloutRouter
 from common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from cloud.stores import Stores
+
+ServiceRegistration = Callable[[grpc.aio.Server], object]
+"""Registers one or more servicers on the server (e.g. ``lambda s: add_to_server(s, policy)``)."""
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +72,13 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
 
 
 class Gateway:
-    """Builds and runs the gateway from settings (``async with`` or start/stop)."""
+    """Builds and runs the gateway from settings (``async with`` or start/stop).
+
+    ``stores`` (``cloud.stores.build_stores``), when given, supplies the idempotency store, the
+    result cache and the metadata writer (unless passed explicitly); the gateway starts and
+    closes it. With ``settings.control_services`` the registry, deploy, cache, telemetry and
+    policy services are served on the same port; :meth:`add_service` registers more.
+    """
 
     def __init__(
         self,
@@ -68,16 +88,35 @@ class Gateway:
         idempotency: IdempotencyStore | None = None,
         metadata_sink: MetadataSink = discard_record,
         metrics: GatewayMetrics | None = None,
+        *,
+        stores: Stores | None = None,
+        result_cache: ResultCache | None = None,
+        telemetry_sink: TelemetrySink = discard_telemetry,
+        policy: Any = None,
     ) -> None:
         self.settings = s = settings
         self.metrics = metrics or GatewayMetrics()
-        backend = backend or OnnxRuntimeBackend(
-            s.intra_op_threads, s.inter_op_threads, s.backend_workers
-        )
+        self.stores = stores
+        if backend is None:
+            backend = _backend(s)
         if repository is None:
             repository = ModelRepository(scan_models_dir(s.models_dir, s.max_batch_size))
+        self.cache_store = _cache_store(s, stores)
+        if stores is not None:
+            from cloud.stores import DataPlaneIdempotency, MetadataSinkAdapter, TelemetrySinkAdapter
+
+            if idempotency is None:
+                idempotency = DataPlaneIdempotency(stores.idempotency)
+            if stores.metadata is not None and metadata_sink is discard_record:
+                metadata_sink = MetadataSinkAdapter(stores.metadata)
+            if stores.metadata is not None and telemetry_sink is discard_telemetry:
+                telemetry_sink = TelemetrySinkAdapter(stores.metadata)
         if idempotency is None and s.idempotency_entries > 0:
             idempotency = MemoryIdempotencyStore(s.idempotency_entries, s.idempotency_ttl_s)
+        if result_cache is None and (s.cache_full_models or s.cache_tail_segments):
+            from cloud.stores import DataPlaneCache
+
+            result_cache = DataPlaneCache(self.cache_store)
         self.dataplane = DataPlane(
             repository,
             backend,
@@ -90,7 +129,14 @@ class Gateway:
             self.metrics,
             idempotency,
             metadata_sink,
+            result_cache,
+            cache_full_models=s.cache_full_models,
+            cache_tail_segments=s.cache_tail_segments,
+            telemetry_sink=telemetry_sink,
         )
+        self.rollouts = RolloutManager(self.dataplane.model_ready)
+        self.router = RolloutRouter(self.dataplane, self.rollouts)
+        self.dataplane.router = self.router
         self.limits = SessionLimits(
             max_request_bytes=s.max_request_bytes,
             max_chunk_bytes=s.max_chunk_bytes,
@@ -102,14 +148,51 @@ class Gateway:
         budget = ByteBudget(s.global_buffer_bytes)
         self.metrics.buffered_bytes.set_function(lambda: budget.used)
         self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.insecure)
+        self.policy = policy
+        self._extra: list[tuple[ServiceRegistration, tuple[str, ...]]] = []
+        self.service_names: list[str] = []
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port: int | None = None
         self._stopped = asyncio.Event()
 
+    def add_service(self, register: ServiceRegistration, *names: str) -> None:
+        """Serve more gRPC services on the gateway's port: ``register(server)`` is called at
+        start; ``names`` (full service names) are listed in reflection and health."""
+        if self._server is not None:
+            raise InvalidArgument("add_service must be called before start")
+        self._extra.append((register, names))
+
+    def _register_control_services(self, server: grpc.aio.Server) -> list[str]:
+        from cloud.services import RegistryView, add_services
+
+        names = add_services(
+            server, RegistryView(self.dataplane.repository), self.rollouts, self.cache_store
+        )
+        from aiml021.telemetry.v1 import telemetry_pb2_grpc
+
+        telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
+            TelemetryServicer(self.dataplane, self.settings.insecure), server
+        )
+        names.append(TELEMETRY_SERVICE)
+        if self.policy is None:
+            from cloud._policy import gateway_policy
+
+            self.policy = gateway_policy(self.settings.models_dir, self.settings.policy_bundle)
+        if self.policy is not None:
+            from aiml021.policy.v1 import policy_pb2
+
+            from policy.service import add_to_server
+
+            add_to_server(server, self.policy)
+            names.append(policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name)
+        return names
+
     async def start(self) -> None:
         """Load models, bind the port(s) and start serving."""
         s = self.settings
+        if self.stores is not None:
+            await self.stores.start()
         await self.dataplane.start()
         options = [
             ("grpc.max_send_message_length", s.max_message_bytes),
@@ -128,8 +211,16 @@ class Gateway:
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (SESSION_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        served = [SESSION_SERVICE, INFERENCE_SERVICE]
+        if s.control_services:
+            served += self._register_control_services(server)
+        for register, names in self._extra:
+            register(server)
+            served += names
+        self.service_names = served
+        reflection.enable_server_reflection(
+            (*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         _ = session_pb2  # descriptors must be in the pool for reflection
         address = f"{s.host}:{s.port}"
         if s.insecure:
@@ -138,7 +229,7 @@ class Gateway:
         else:
             self.port = server.add_secure_port(address, server_credentials(s.tls_dir))
         await server.start()
-        for name in ("", SESSION_SERVICE, INFERENCE_SERVICE):
+        for name in ("", *served):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health = health_servicer
         self._server = server
@@ -149,24 +240,28 @@ class Gateway:
                 json.dumps({"port": self.port, "metrics_port": self.metrics_port})
             )
         log.info(
-            "gateway serving %d model(s) on %s:%d (%s), metrics on %s",
+            "gateway serving %d model(s) on %s:%d (%s), metrics on %s; services: %s",
             len(self.dataplane.repository.specs()),
             s.host,
             self.port,
             "insecure" if s.insecure else "mTLS",
             self.metrics_port,
+            ", ".join(served),
         )
 
     async def stop(self, reason: str = "gateway shutting down") -> None:
         """Drain every session, finish in-flight work, stop the server and the backend."""
         if self._server is None:
             return
-        for name in ("", SESSION_SERVICE, INFERENCE_SERVICE):
+        for name in ("", *self.service_names):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.sessions.drain(reason, self.settings.drain_grace_s)
         await self._server.stop(grace=self.settings.drain_grace_s)
         self._server = None
+        await self.router.close()
         await self.dataplane.close()
+        if self.stores is not None:
+            await self.stores.close()
         self._stopped.set()
 
     async def __aenter__(self) -> Gateway:
@@ -188,6 +283,24 @@ class Gateway:
         await self.stop()
 
 
+def _backend(s: GatewaySettings) -> Backend:
+    if s.backend == "triton":
+        from cloud.backends import TritonBackend
+        from cloud.backends.triton import TritonSettings
+
+        return TritonBackend(TritonSettings(url=s.triton_url) if s.triton_url else None)
+    return OnnxRuntimeBackend(s.intra_op_threads, s.inter_op_threads, s.backend_workers)
+
+
+def _cache_store(s: GatewaySettings, stores: Stores | None) -> Any:
+    """The ``cloud.stores`` result cache CacheService serves and the data plane consults."""
+    if stores is not None:
+        return stores.cache
+    from cloud.stores import MemoryResultCache
+
+    return MemoryResultCache(max_entries=s.result_cache_entries)
+
+
 def _start_metrics(metrics: GatewayMetrics, host: str, port: int) -> int:
     from prometheus_client import start_http_server
 
@@ -195,4 +308,4 @@ def _start_metrics(metrics: GatewayMetrics, host: str, port: int) -> int:
     return int(server.server_port)
 
 
-__all__ = ["INFERENCE_SERVICE", "Gateway", "server_credentials"]
+__all__ = ["INFERENCE_SERVICE", "Gateway", "ServiceRegistration", "server_credentials"]

@@ -22,6 +22,7 @@ from cloud.backends._base import ModelSpec
 from cloud.core import ByteBudget, DataPlane, InferenceResult, SessionCore, SessionLimits
 from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
 from cloud.grpc._errors import rpc_status
+from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,12 @@ class SessionServicer:
                 limits, max_chunk_bytes=min(caps.max_chunk_bytes, limits.max_chunk_bytes)
             )
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        core = SessionCore(self._dp, limits, self._budget, _Sink(queue), device)
+        session_id = uuid.uuid4().hex
+        core = SessionCore(self._dp, limits, self._budget, _Sink(queue), device, session_id)
         stream = _Stream(core, queue)
         welcome = session_pb2.ConnectResponse()
         w = welcome.welcome
-        w.session_id = uuid.uuid4().hex
+        w.session_id = session_id
         w.device_id = device
         w.protocol_version = PROTOCOL_VERSION
         w.limits.CopyFrom(limits_to_pb(limits))
@@ -213,7 +215,11 @@ class SessionServicer:
                         pong.pong.ping_sent_at.CopyFrom(msg.ping.sent_at)
                         queue.put_nowait(pong)
                     elif kind == "telemetry_batch":
-                        pass  # telemetry is served by TelemetryService; accepted and ignored here
+                        batch = msg.telemetry_batch
+                        self._dp.record_telemetry(
+                            events_from_pb(batch, core.device_id, core.session_id),
+                            int(batch.dropped),
+                        )
                     elif kind == "hello":
                         queue.put_nowait(_StreamFault("Hello may only be the first frame"))
                         return

@@ -10,7 +10,14 @@ from ._cache import (
     decode_entry,
     encode_entry,
 )
-from ._hooks import DataPlaneIdempotency, MetadataSinkAdapter, decode_result, encode_result
+from ._hooks import (
+    DataPlaneCache,
+    DataPlaneIdempotency,
+    MetadataSinkAdapter,
+    TelemetrySinkAdapter,
+    decode_result,
+    encode_result,
+)
 from ._idempotency import (
     IdempotencyStore,
     MemoryIdempotencyStore,
@@ -42,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TABLES",
     "CacheEntry",
+    "DataPlaneCache",
     "DataPlaneIdempotency",
     "DeviceSeen",
     "IdempotencyStore",
@@ -62,6 +70,7 @@ __all__ = [
     "SqliteMetadataBackend",
     "StoreSettings",
     "Stores",
+    "TelemetrySinkAdapter",
     "build_stores",
     "check_cache_key",
     "decode_entry",

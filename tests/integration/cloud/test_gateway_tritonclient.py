@@ -27,8 +27,14 @@ async def test_tritonclient_gets_onnxruntime_results_and_batching(tmp_path: Path
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     models = models_dir(tmp_path)
     ref = ort.InferenceSession(str(models / "tiny_cnn" / "full.onnx")).run(None, {"input": x})[0]
+    # The result cache would answer the repeated inputs; this test is about batching.
     settings = GatewaySettings(
-        models_dir=models, port=0, metrics_port=0, insecure=True, max_queue_delay_ms=30
+        models_dir=models,
+        port=0,
+        metrics_port=0,
+        insecure=True,
+        max_queue_delay_ms=30,
+        cache_full_models=False,
     )
     async with Gateway(settings) as gw:
         args = {"url": f"127.0.0.1:{gw.port}", "model": "tiny_cnn", "seed": 0, "n": 4}

@@ -125,9 +125,9 @@ async def test_idempotency_store_semantics() -> None:
     with pytest.raises(FailedPrecondition):
         await dp.infer(InferenceRequest("m", "", x, idempotency_key="k", payload_digest=b"b"))
     cache = MemoryResultCache(1)
-    await cache.put("a", c)
-    await cache.put("b", c)
-    assert await cache.get("a") is None and await cache.get("b") is c
+    await cache.put("m:1", "a", c)
+    await cache.put("m:1", "b", c)
+    assert await cache.get("m:1", "a") is None and await cache.get("m:1", "b") is c
     await dp.close()
 
 
