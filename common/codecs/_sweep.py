@@ -206,8 +206,14 @@ def plot(result: SweepResult, path: str, title: str, budget: float) -> None:
     xs = [p.bits_per_element for p in result.points]
     ys = [p.accuracy for p in result.points]
     ax.scatter(xs, ys, s=18, color="tab:blue")
-    for p in result.points:
-        ax.annotate(p.spec, (p.bits_per_element, p.accuracy), fontsize=5, alpha=0.7)
+    front, best_acc = [], -1.0
+    for p in sorted(result.points, key=lambda p: p.bits_per_element):
+        if p.accuracy > best_acc:  # Pareto front: better accuracy than every smaller setting
+            front.append(p)
+            best_acc = p.accuracy
+    ax.plot([p.bits_per_element for p in front], [p.accuracy for p in front], lw=0.8, alpha=0.6)
+    for p in front:
+        ax.annotate(p.spec, (p.bits_per_element, p.accuracy), fontsize=6, alpha=0.8, rotation=20)
     ax.axhline(result.baseline_accuracy, color="gray", ls="--", lw=1, label="float32")
     ax.axhline(
         result.baseline_accuracy - budget, color="tab:red", ls=":", lw=1, label=f"-{budget} pt"
