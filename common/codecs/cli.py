@@ -139,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.write:
         model = result.models.get(best.spec)
-        model_file = None
+        model_file = None  # relative to the bundle directory, as the manifest records it
         if model is not None:
-            model_file = Path(bundle.root) / f"{args.cut}.entropy.json"
-            model.save(model_file)
+            model_file = f"{args.cut}.entropy.json"
+            model.save(Path(bundle.root) / model_file)
         bundle.update_cut_codec(args.cut, best.spec, model_file)
         print(f"wrote default codec of {args.cut} into {bundle.root}/manifest.json")
     return 0

@@ -91,7 +91,7 @@ class _Bundle:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         return (images[:, None] / 255.0).astype(np.float32)
 
-    def update_cut_codec(self, cut: str, spec: str, model_file: Path | None) -> None:
+    def update_cut_codec(self, cut: str, spec: str, model_file: str | None) -> None:
         self.written = (cut, spec, model_file)
 
 
