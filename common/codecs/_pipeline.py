@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from common.codecs import _registry
+from common.codecs import _zstd
 from common.codecs._context import count_spatial, decode_spatial, encode_spatial
 from common.codecs._entropy import (
     EntropyModel,
@@ -25,6 +25,7 @@ from common.codecs._entropy import (
     encode_symbols,
     histogram_frequencies,
 )
+from common.codecs._float16 import to_float16
 from common.codecs._frame import (
     DecodeLimits,
     FrameHeader,
@@ -51,20 +52,10 @@ from common.errors import CodecError
 log = logging.getLogger(__name__)
 
 EntropyModels = EntropyModel | Mapping[str, EntropyModel] | Iterable[EntropyModel] | None
-_F16_MAX = 65504.0
 
 
 def _as_spec(spec: CodecSpec | str) -> CodecSpec:
     return spec if isinstance(spec, CodecSpec) else parse_spec(spec)
-
-
-def _to_f16(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        out = x.astype(np.float16)
-    overflow = np.isinf(out) & np.isfinite(x)
-    if overflow.any():
-        out[overflow] = np.copysign(_F16_MAX, x[overflow])
-    return out
 
 
 def prepare(array: np.ndarray, spec: CodecSpec) -> tuple[np.ndarray, Any, np.ndarray | None]:
@@ -101,7 +92,7 @@ def prepare(array: np.ndarray, spec: CodecSpec) -> tuple[np.ndarray, Any, np.nda
         mask = (sym != zero_symbols(params, x.shape)).reshape(-1) if sparse else None
         flat = sym.reshape(-1)
     else:
-        vals = _to_f16(work) if value.kind is StageKind.FLOAT16 else work
+        vals = to_float16(work) if value.kind is StageKind.FLOAT16 else work
         flat = vals.reshape(-1)
         mask = (flat != 0) if sparse else None
     return (flat[mask] if mask is not None else flat), params, mask
@@ -158,7 +149,7 @@ def encode(
         sections.append(values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
     payload = b"".join(sections)
     if entropy is not None and entropy.kind is StageKind.ZSTD:
-        payload = _registry.zstandard().ZstdCompressor(level=entropy.level).compress(payload)
+        payload = _zstd.compress(payload, entropy.level)
         records.append((StageKind.ZSTD, b""))
     return build_frame(x.dtype, x.shape, records, payload)
 
@@ -295,12 +286,7 @@ def _decode_payload(
     spec, n, shape = header.spec, header.elements, header.shape
     entropy = spec.entropy
     if entropy is not None and entropy.kind is StageKind.ZSTD:
-        zstd = _registry.zstandard()
-        bound = _max_body(header)
-        declared = zstd.frame_content_size(bytes(body[:18]))
-        if declared > bound:
-            raise CodecError(f"zstd payload declares {declared} bytes; at most {bound} possible")
-        body = memoryview(zstd.ZstdDecompressor().decompress(bytes(body), max_output_size=bound))
+        body = _zstd.decompress(body, _max_body(header))
     at, mask, count = 0, None, n
     if header.sparse is not None:
         index = _take(body, 0, header.sparse.index_bytes, "sparse index")
