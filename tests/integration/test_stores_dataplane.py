@@ -3,6 +3,7 @@ metadata from the data plane lands in the SQL store."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,8 +14,8 @@ import redis.asyncio as aioredis
 
 from cloud.backends import Backend, ModelKey, ModelSpec, OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
+from cloud.batching import BatcherConfig
 from cloud.core import DataPlane, InferenceRequest, ModelRepository
-from cloud.core._dataplane import BatcherConfig  # cloud.batching first is an import cycle
 from cloud.stores import (
     DataPlaneIdempotency,
     MetadataSinkAdapter,
@@ -31,11 +32,12 @@ __all__ = ["redis_server", "redis_url"]  # fixtures
 
 
 class CountingBackend(Backend):
-    """onnxruntime, counting the batches it computes."""
+    """onnxruntime, counting the batches it computes (after ``delay`` seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.inner = OnnxRuntimeBackend()
         self.calls = 0
+        self.delay = delay
 
     async def load(self, model: ModelSpec) -> None:
         await self.inner.load(model)
@@ -47,6 +49,8 @@ class CountingBackend(Backend):
         self, key: ModelKey, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
         self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return await self.inner.infer(key, inputs, outputs)
 
     async def ready(self) -> bool:
@@ -108,3 +112,50 @@ async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Pat
         ("infer", "OK", "key-1")
     ]
     await db.close()
+
+
+async def test_concurrent_duplicates_on_two_replicas_compute_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Both replicas receive every key at the same moment: the atomic claim (SET NX) lets one
+    compute and the other wait for its stored result."""
+    spec = spec_from_onnx(tail_model(tmp_path / "tiny.onnx"), name="tiny", version="1")
+    prefix = f"test:{uuid.uuid4().hex}:"
+    backends = [CountingBackend(delay=0.05), CountingBackend(delay=0.05)]
+    planes = [
+        DataPlane(
+            ModelRepository([spec]),
+            b,
+            BatcherConfig(max_batch_size=1),
+            idempotency=DataPlaneIdempotency(
+                RedisIdempotencyStore(
+                    aioredis.Redis.from_url(redis_url), prefix=prefix, poll_interval_s=0.005
+                )
+            ),
+        )
+        for b in backends
+    ]
+    for p in planes:
+        await p.start()
+    try:
+        rng = np.random.default_rng(1)
+        xs = [rng.standard_normal((1, 4, 3, 3)).astype(np.float32) for _ in range(5)]
+        results = await asyncio.gather(
+            *(
+                p.infer(_request(x, f"c-{i}"))
+                for i, x in enumerate(xs)
+                for p in planes
+                for _ in (0, 1)
+            )
+        )
+        assert sum(b.calls for b in backends) == len(xs)
+        for i in range(len(xs)):
+            group = results[4 * i : 4 * i + 4]
+            assert sum(not r.cached for r in group) == 1
+            for r in group:
+                np.testing.assert_array_equal(r.outputs["logits"], group[0].outputs["logits"])
+    finally:
+        for p in planes:
+            await p.close()
+            assert isinstance(p.idempotency, DataPlaneIdempotency)
+            await p.idempotency.close()

@@ -1,4 +1,5 @@
-"""`aiml021 serve` as a process: binds port 0, writes the port file, drains on SIGTERM."""
+"""`aiml021 serve` as a process: binds port 0, writes the port file, serves every service on one
+port (listed by reflection), writes metadata to the configured store, drains on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.integration.cloud._gateway import models_dir
 
@@ -18,7 +20,8 @@ from tests.integration.cloud._gateway import models_dir
 def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "ports.json"
     cmd = [sys.executable, "-m", "cloud", "serve", "--models", str(models_dir(tmp_path)),
-           "--port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--insecure"]  # fmt: skip
+           "--port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--insecure",
+           "--metadata-url", f"sqlite:///{tmp_path / 'meta.sqlite3'}"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(200):
@@ -30,6 +33,20 @@ def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
             stub = health_pb2_grpc.HealthStub(ch)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+            (answer,) = refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+            names = {x.name for x in answer.list_services_response.service}
+        assert {
+            "aiml021.session.v1.SessionService",
+            "inference.GRPCInferenceService",
+            "aiml021.registry.v1.ModelRegistryService",
+            "aiml021.deploy.v1.DeployService",
+            "aiml021.cache.v1.CacheService",
+            "aiml021.telemetry.v1.TelemetryService",
+            "aiml021.policy.v1.PolicyService",
+        } <= names
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     finally:
@@ -37,3 +54,4 @@ def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, out
     assert "WITHOUT TLS" in out and "draining" in out
+    assert (tmp_path / "meta.sqlite3").exists()
