@@ -119,7 +119,7 @@ def test_serve_flags_and_env_select_backends_and_stores(monkeypatch: pytest.Monk
                 "redis://r:6379/0",
                 "--insecure",
             ]
-        )  # fmt: skip
+        )
     )
     assert (gw.backend, gw.triton_url, gw.insecure, gw.cache_tail_segments) == (
         "triton", "t:8001", True, True
