@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,9 @@ class CompareConfig:
     max_accuracy_loss: float = 0.005
     """A learned policy counts only within this accuracy of the static baseline (0.5 point)."""
     kwargs: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(LEARNED_DEFAULTS))
+    error_weights: tuple[float, ...] = ()
+    """Candidate error weights for the learned policies, chosen per seed on held-out training
+    data (empty: use the simulator's)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,57 @@ def best_static(
     return cfg, evaluate_static(sim, env, cfg)
 
 
+def _with_error_weight(sim: Simulator, error: float) -> Simulator:
+    config = replace(sim.config, weights=replace(sim.config.weights, error=error))
+    return Simulator(sim.trace, sim.network, config)
+
+
+def _validation(sim_tr: Simulator, seed: int, cfg: CompareConfig) -> tuple[Any, float]:
+    """A held-out realisation of the training half and the accuracy a learned policy must keep
+    there: the best static policy's (tuned on it) minus half the allowed loss."""
+    env = sim_tr.environment(20_000 + seed)
+    front = StaticFrontier.evaluate(sim_tr, env)
+    floor = float(sim_tr.trace.cloud_correct[:, 0].mean()) - cfg.accuracy_margin
+    return env, float(front.accuracy[front.best(floor)]) - cfg.max_accuracy_loss / 2
+
+
+def _select_error_weight(
+    kind: str,
+    train: Trace,
+    sim_tr: Simulator,
+    seed: int,
+    cfg: CompareConfig,
+    val: tuple[Any, float],
+) -> tuple[Policy, float]:
+    """Train one policy per error weight (the Lagrange multiplier of the accuracy constraint) and
+    keep the cheapest that holds the accuracy target on held-out training data (else the most
+    accurate). Uses the training half only."""
+    env, target = val
+    best: tuple[bool, float, float, Policy, float] | None = None
+    for lam in cfg.error_weights:
+        sim = _with_error_weight(sim_tr, lam)
+        policy = train_policy(kind, train, sim, seed, cfg.epochs, cfg.kwargs.get(kind, {}))
+        assert isinstance(policy, LearnedPolicy)
+        policy.learning = False
+        res = sim.run(policy, env, learn=False)
+        policy.learning = True
+        acc, obj = float(res.correct.mean()), float(res.resource_cost.mean())
+        ok = acc >= target
+        key = (ok, -obj if ok else acc)
+        if best is None or key > (best[0], best[1]):
+            best = (ok, key[1], acc, policy, lam)
+        log.info(
+            "seed %d %s error weight %g: held-out accuracy %.4f, objective %.4f",
+            seed,
+            kind,
+            lam,
+            acc,
+            obj,
+        )
+    assert best is not None
+    return best[3], best[4]
+
+
 def train_policy(
     kind: str, trace: Trace, sim: Simulator, seed: int, epochs: int, kwargs: dict[str, Any]
 ) -> Policy:
@@ -145,10 +199,21 @@ def compare(
             "static_reaches_floor": bool(sres.correct.mean() >= floor),
         }
         j_static = float(sres.resource_cost.mean())
+        val: tuple[Any, float] | None = None
         for kind in cfg.kinds:
-            policy = train_policy(kind, train, sim_tr, seed, cfg.epochs, cfg.kwargs.get(kind, {}))
-            res = sim_te.run(policy, env)
+            lam = sim_config.weights.error
+            if kind == "heuristic" or len(cfg.error_weights) < 2:
+                policy = train_policy(
+                    kind, train, sim_tr, seed, cfg.epochs, cfg.kwargs.get(kind, {})
+                )
+            else:
+                if val is None:
+                    val = _validation(sim_tr, seed, cfg)
+                policy, lam = _select_error_weight(kind, train, sim_tr, seed, cfg, val)
+            run_sim = sim_te if lam == sim_config.weights.error else _with_error_weight(sim_te, lam)
+            res = run_sim.run(policy, env)
             s = res.summary(sim_config.deadline_ms)
+            s["error_weight"] = lam
             s["gain"] = 1.0 - s["objective"] / j_static
             s["accuracy_delta"] = s["accuracy"] - float(sres.correct.mean())
             # Iso-accuracy view: the cheapest static policy at least as accurate as this one.
