@@ -68,13 +68,13 @@ class ResultCache(Protocol):
 class MetadataSink(Protocol):
     """Receives one record per finished request; must not block (fire-and-forget)."""
 
-    def __call__(self, record: RequestRecord) -> None: ...
+    def __call__(self, record: RequestRecord, /) -> None: ...
 
 
 class TelemetrySink(Protocol):
     """Receives device telemetry events; must not block (fire-and-forget)."""
 
-    def __call__(self, event: TelemetryEvent) -> None: ...
+    def __call__(self, event: TelemetryEvent, /) -> None: ...
 
 
 @runtime_checkable

@@ -146,6 +146,6 @@ def test_kill9_agent_mid_drain_and_gateway_restart_compute_each_key_once(
         _stop(g2, signal.SIGTERM)
 
     assert first + second == N, (first, second)
-    done = [client.get(f"aiml021:idem:req-{i}") for i in range(N)]
+    done: list[bytes | None] = [client.get(f"aiml021:idem:req-{i}") for i in range(N)]  # type: ignore[misc]
     assert all(v is not None and b'"s": "done"' in v for v in done), "every key completed"
     client.close()
