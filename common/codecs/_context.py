@@ -59,22 +59,30 @@ def encode_spatial(kind: StageKind, symbols: np.ndarray, rows32: np.ndarray) -> 
     """Code an NCHW symbol tensor wavefront by wavefront under the per-context rows."""
     n, c, h, w = symbols.shape
     alphabet = rows32.shape[1]
-    order, _ = _wavefronts(h, w)
-    ctx = spatial_rows(symbols, alphabet).reshape(n * c, h * w)[:, order]
-    sym = symbols.reshape(n * c, h * w)[:, order]
-    # wavefront-major: all (n, c) rows of wavefront d before wavefront d + 1
-    ctx_all, sym_all = ctx.T.reshape(-1), sym.T.reshape(-1).astype(np.int32)
     stream = _registry.constriction().stream
-    tables = rows32[ctx_all]
-    if kind is StageKind.ANS:
-        coder = stream.stack.AnsCoder()
-        if sym_all.size:
-            coder.encode_reverse(sym_all, _family(), tables)
-    else:
-        coder = stream.queue.RangeEncoder()
-        if sym_all.size:
-            coder.encode(sym_all, _family(), tables)
+    coder = stream.stack.AnsCoder() if kind is StageKind.ANS else stream.queue.RangeEncoder()
+    if symbols.size:
+        base, left, up, here = _encode_plan(n * c, c, h, w, alphabet)
+        padded = np.zeros((n * c, h + 1, w + 1), np.intp)
+        padded[:, 1:, 1:] = symbols.reshape(n * c, h, w)
+        flat = padded.reshape(-1)
+        ctx = base + flat[left] * alphabet + flat[up]
+        data = flat[here].astype(np.int32)
+        if kind is StageKind.ANS:
+            coder.encode_reverse(data, _family(), np.take(rows32, ctx, axis=0))
+        else:
+            coder.encode(data, _family(), np.take(rows32, ctx, axis=0))
     return np.asarray(coder.get_compressed(), "<u4").tobytes()
+
+
+@functools.lru_cache(maxsize=16)
+def _encode_plan(
+    rows: int, channels: int, h: int, w: int, alphabet: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The decode plan's wavefronts concatenated: the order in which symbols are coded."""
+    plan = _decode_plan(rows, channels, h, w, alphabet)
+    base, left, up, here = (np.concatenate([front[k] for front in plan]) for k in range(4))
+    return base, left, up, here
 
 
 @functools.lru_cache(maxsize=16)
@@ -111,7 +119,7 @@ def decode_spatial(
         raise CodecError(f"{kind.value} payload is {len(data)} bytes, not whole 32-bit words")
     n, c, h, w = shape
     alphabet = rows32.shape[1]
-    out = np.zeros(n * c * (h + 1) * (w + 1), np.int64)  # padded: row 0 and column 0 stay 0
+    out = np.zeros(n * c * (h + 1) * (w + 1), np.intp)  # padded: row 0 and column 0 stay 0
     if out.size and h and w:
         words = np.frombuffer(data, "<u4").astype(np.uint32)
         stream = _registry.constriction().stream
@@ -125,7 +133,7 @@ def decode_spatial(
             # position-major within a wavefront, as encode_spatial orders it
             for base, left, up, here in _decode_plan(n * c, c, h, w, alphabet):
                 ctx = base + out[left] * alphabet + out[up]
-                out[here] = decoder.decode(family, rows32[ctx])
+                out[here] = decoder.decode(family, np.take(rows32, ctx, axis=0))
         except CodecError:
             raise
         except Exception as exc:  # constriction rejects malformed words
