@@ -4,6 +4,7 @@ env, the result cache and atomic idempotency in the data plane, and core records
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import subprocess
 import sys
@@ -255,3 +256,47 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
     assert rows == [("s1", 150.0, "deferred", 7, 0.9, 3.0, 40)]
     assert await db.query("SELECT route FROM requests WHERE request_id = 'e1'") == [("edge",)]
     await db.close()
+
+
+async def test_router_in_the_data_plane_shadows_and_rolls_back() -> None:
+    """Requests through ``DataPlane.submit`` (what every transport calls) get rollouts."""
+    from cloud.rollout import (
+        RollbackPolicy,
+        Rollout,
+        RolloutManager,
+        RolloutMode,
+        RolloutRouter,
+        RolloutState,
+    )
+
+    class _FailV2(_Slow):
+        async def infer(
+            self, key: ModelKey, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        ) -> dict[str, np.ndarray]:
+            if key.version == "2":
+                raise Unavailable("candidate broken")
+            return await super().infer(key, inputs, outputs)
+
+    v2 = dataclasses.replace(FULL, version="2")
+    dp = DataPlane(ModelRepository([FULL, v2]), _FailV2(), BatcherConfig())
+    await dp.start()
+    manager = RolloutManager(dp.model_ready)
+    router = RolloutRouter(dp, manager)
+    dp.router = router
+    x = {"x": np.ones((1, 4), np.float32)}
+    manager.set(Rollout("m", "1", "2", RolloutMode.SHADOW, traffic_fraction=1.0))
+    r = await dp.submit(InferenceRequest("m", "", x, request_id="a"))
+    await router.drain()
+    assert r.model_version == "1"
+    _, stats = manager.get("m")
+    assert stats.candidate_requests == 1 and stats.candidate_errors == 1
+    policy = RollbackPolicy(max_error_rate=0.1, min_requests=3)
+    manager.set(Rollout("m", "1", "2", RolloutMode.CANARY, traffic_fraction=1.0, rollback=policy))
+    for i in range(3):
+        with pytest.raises(Unavailable):
+            await dp.submit(InferenceRequest("m", "", x, request_id=f"c{i}"))
+    assert manager.get("m")[0].state is RolloutState.ROLLED_BACK
+    after = await dp.submit(InferenceRequest("m", "", x, request_id="z"))
+    assert after.model_version == "1"
+    await router.close()
+    await dp.close()

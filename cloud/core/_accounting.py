@@ -1,0 +1,119 @@
+"""Accounting helpers of the data plane: per-request metadata records, telemetry metrics and
+content hashes (no grpc, no state)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cloud._metrics import GatewayMetrics
+from cloud.core._hooks import TelemetrySink, discard_telemetry
+from cloud.core._repository import ModelRepository
+from cloud.core._types import InferenceRequest, InferenceResult, RequestRecord, TelemetryEvent
+from common.errors import AimlError
+
+log = logging.getLogger(__name__)
+
+
+def request_record(
+    repository: ModelRepository,
+    request: InferenceRequest,
+    status: str,
+    result: InferenceResult | None,
+    bytes_in: int,
+) -> RequestRecord:
+    """The metadata record of a finished request."""
+    top, conf, bytes_out = None, None, 0
+    if result is not None:
+        bytes_out = sum(int(a.nbytes) for a in result.outputs.values())
+        top, conf = top_class(repository, result)
+    deadline_ms = (
+        None if request.deadline is None else (request.deadline - request.received_at) * 1000.0
+    )
+    return RequestRecord(
+        request_id=request.request_id,
+        device_id=request.device_id,
+        model_name=request.model_name,
+        model_version=result.model_version if result else request.model_version,
+        route=request.route,
+        status=status,
+        codec=request.codec,
+        cut_point=request.cut_point,
+        idempotency_key=request.idempotency_key,
+        bytes_in=bytes_in,
+        queue_s=result.queue_s if result else 0.0,
+        compute_s=result.compute_s if result else 0.0,
+        cached=result.cached if result else False,
+        session_id=request.session_id,
+        deadline_ms=deadline_ms,
+        offload_reason=request.offload_reason,
+        top_class=top,
+        confidence=conf,
+        bytes_out=bytes_out,
+        latency_ms=(time.monotonic() - request.received_at) * 1000.0,
+    )
+
+
+def top_class(
+    repository: ModelRepository, result: InferenceResult
+) -> tuple[int | None, float | None]:
+    """Top class and temperature-scaled confidence of a single-sample classifier answer."""
+    if not result.outputs:
+        return None, None
+    first = next(iter(result.outputs.values()))
+    if first.ndim != 2 or first.shape[0] != 1 or not np.issubdtype(first.dtype, np.floating):
+        return None, None
+    try:
+        temperature = repository.resolve(result.model_name, result.model_version).temperature
+    except AimlError:
+        temperature = 1.0
+    z = first[0].astype(np.float64) / max(temperature, 1e-6)
+    z = np.exp(z - z.max())
+    top = int(z.argmax())
+    return top, float(z[top] / z.sum())
+
+
+def record_telemetry(
+    metrics: GatewayMetrics,
+    sink: TelemetrySink,
+    events: Sequence[TelemetryEvent],
+    dropped: int = 0,
+) -> int:
+    """Count device telemetry (route, device-side latency, bytes) and hand each event to
+    ``sink``; never blocks or raises. Returns the events accepted."""
+    m = metrics
+    if dropped:
+        m.telemetry_dropped.inc(dropped)
+    for e in events:
+        route = e.route or "unspecified"
+        m.child(m.telemetry_events, route).inc()
+        if e.total_s is not None:
+            m.child(m.device_latency, route).observe(e.total_s)
+        if e.bytes_sent:
+            m.child(m.telemetry_bytes, "sent").inc(e.bytes_sent)
+        if e.bytes_received:
+            m.child(m.telemetry_bytes, "received").inc(e.bytes_received)
+        if sink is not discard_telemetry:
+            try:
+                sink(e)
+            except Exception:
+                log.exception("telemetry sink failed")
+    return len(events)
+
+
+def content_hash(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()) -> str:
+    """Hex sha256 over the inputs (names, dtypes, shapes, bytes) and the requested outputs."""
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        arr = np.ascontiguousarray(inputs[name])
+        h.update(f"{name}\x00{arr.dtype.str}\x00{arr.shape}\x00".encode())
+        h.update(arr.data)
+    h.update("\x00".join(outputs).encode())
+    return h.hexdigest()
+
+
+__all__ = ["content_hash", "record_telemetry", "request_record", "top_class"]
