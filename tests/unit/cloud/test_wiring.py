@@ -4,8 +4,8 @@ env, the result cache and atomic idempotency in the data plane, and core records
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
