@@ -68,7 +68,7 @@ def gateway(workdir: Path, models: Path) -> Iterator[dict[str, int]]:
                     f"gateway did not start:\n{(workdir / 'gateway.log').read_text()[-3000:]}"
                 )
             time.sleep(0.1)
-        yield json.loads(port_file.read_text())
+        yield {**json.loads(port_file.read_text()), "pid": proc.pid}
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -198,6 +198,7 @@ def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency:
         work = Path(tmp)
         write_dev_pki(work / "certs", devices=[DEVICE])
         with gateway(work, ROOT / "models") as ports:
+            gateway_pid = ports["pid"]
             target = f"127.0.0.1:{ports['port']}"
             rows: list[Kpis] = []
             runs: dict[str, list[Outcome]] = {}
@@ -236,7 +237,7 @@ def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency:
                 runs[name] = outcomes
                 log.info("%s: %d requests in %.1f s", name, len(outcomes), wall)
     report = {
-        "source": source, "requests": len(images), "concurrency": concurrency, "sla_ms": sla_ms,
+        "source": source, "requests": len(images), "gateway_pid": gateway_pid, "concurrency": concurrency, "sla_ms": sla_ms,
         "kpis": [asdict(r) for r in rows], "machine": machine_info(),
         "outcomes": {name: [asdict(o) for o in outs] for name, outs in runs.items()},
     }  # fmt: skip
