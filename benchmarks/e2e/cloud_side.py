@@ -52,10 +52,12 @@ def start_gateway(
     models: Path, tls_dir: Path, workdir: Path
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     port_file = workdir / "gateway_ports.json"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Runs repeat the same test images: a result cache would answer cloud-only from memory.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", AIML021_GATEWAY_CACHE_FULL_MODELS="false")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud", "serve", "--models", str(models), "--host", "127.0.0.1",
-         "--port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(tls_dir)],
+         "--port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(tls_dir),
+         "--metadata-url", f"sqlite:///{workdir / 'metadata.sqlite3'}"],
         stdout=open(workdir / "gateway.log", "ab"), stderr=subprocess.STDOUT, env=env,
         start_new_session=True, cwd=ROOT,
     )  # fmt: skip

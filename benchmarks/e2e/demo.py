@@ -56,7 +56,8 @@ def gateway(workdir: Path, models: Path) -> Iterator[dict[str, int]]:
     logf = open(workdir / "gateway.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud", "serve", "--models", str(models), "--port", "0",
-         "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(workdir / "certs")],
+         "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(workdir / "certs"),
+         "--metadata-url", f"sqlite:///{workdir / 'metadata.sqlite3'}"],
         stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )  # fmt: skip

@@ -32,6 +32,11 @@ PY = sys.executable
 RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 
 
+# The load generators repeat one input: with the gateway's result cache on they would measure
+# cache hits, not inference. No metadata store either: the bare server and Triton keep none.
+_NO_CACHE = {**os.environ, "AIML021_GATEWAY_CACHE_FULL_MODELS": "false"}
+
+
 def _start(
     cmd: list[str], port_file: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
@@ -85,7 +90,7 @@ def _idle_memory(models: Path, tmp: Path, sessions: int) -> dict[str, Any]:
     pf = tmp / "idle_ports.json"
     proc, ports = _start(
         [PY, "-m", "cloud", "serve", "--models", str(models), "--port", "0", "--insecure",
-         "--metrics-port", "0", "--port-file", str(pf)], pf)  # fmt: skip
+         "--metrics-port", "0", "--port-file", str(pf), "--metadata-url", "none"], pf, env=_NO_CACHE)  # fmt: skip
     try:
         url = f"127.0.0.1:{ports['port']}"
         client = subprocess.Popen(
@@ -149,7 +154,8 @@ def main() -> int:
         bare = {"url": f"127.0.0.1:{ports['port']}", "model": bundle}
         pf = tmp / "gw.json"
         p, ports = _start([PY, "-m", "cloud", "serve", "--models", str(models), "--port", "0",
-                           "--metrics-port", "0", "--insecure", "--port-file", str(pf)], pf)  # fmt: skip
+                           "--metrics-port", "0", "--insecure", "--port-file", str(pf),
+                           "--metadata-url", "none"], pf, env=_NO_CACHE)  # fmt: skip
         procs.append(p)
         gw = {"url": f"127.0.0.1:{ports['port']}", "model": bundle}
         targets["bare-unary"] = ("loadgen_triton", {**bare, "mode": "unary"})

@@ -60,7 +60,9 @@ def _test_images(n: int) -> tuple[np.ndarray, np.ndarray]:
 async def test_offload_over_mtls_matches_local_final_exit(pki: Path) -> None:
     images, labels = _test_images(64)
     async with _gateway(pki) as gw:
-        async with EdgeAgent(_agent_settings(pki, gw.port), policy=ThresholdRouting()) as agent:
+        # Lossless features: the cut's default codec is lossy (2-bit), which may flip a few answers.
+        settings = _agent_settings(pki, gw.port, codec="raw")
+        async with EdgeAgent(settings, policy=ThresholdRouting()) as agent:
             assert await agent.wait_connected(10)
             agent.runtime.set_thresholds({"exit1": 1.0, "exit2": 1.0})  # never exit early
             results = await asyncio.gather(*(agent.infer(im) for im in images))
