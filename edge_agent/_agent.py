@@ -22,7 +22,7 @@ from common.bundle import Bundle, load_bundle
 from common.errors import AimlError, FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
 from edge_agent._cache import CachedAnswer, ResultCache, content_key
-from edge_agent._features import EncodedFeatures, encode_features
+from edge_agent._features import EncodedFeatures, encode_features, entropy_models, model_for
 from edge_agent._policy_engine import engine_heuristic
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
@@ -87,6 +87,7 @@ class EdgeAgent:
             raise InvalidArgument("no bundle: pass bundle= or set bundle (AIML021_EDGE_BUNDLE)")
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
         self.runtime = EdgeRuntime(self.bundle, threads=self.settings.threads)
+        self._entropy_models = entropy_models(self.bundle)
         self.model_name = self.settings.model_name or self.bundle.name
         self._policy_cut: str | None = None
         self._policy_codec: str | None = None
@@ -394,7 +395,10 @@ class EdgeAgent:
         while name not in state.tensors and not self.runtime.done(state):
             await self._step(state)
         t = time.perf_counter()
-        feats = encode_features(state.tensors[name], self._cut_codec(name, codec))
+        spec = self._cut_codec(name, codec)
+        feats = encode_features(
+            state.tensors[name], spec, model_for(self._entropy_models, name, spec)
+        )
         return name, feats, (time.perf_counter() - t) * 1e3
 
     def outbound(

@@ -46,8 +46,35 @@ def _codecs() -> Any | None:
     return codecs
 
 
-def encode_features(array: np.ndarray, codec: str | None) -> EncodedFeatures:
-    """Encode ``array`` with codec spec ``codec`` (``raw`` when None) into a codec frame."""
+def entropy_models(bundle: Any) -> dict[str, tuple[str, Any]]:
+    """Cut point -> (canonical spec, entropy model) for cuts whose default codec has a model
+    fitted offline (``codec-sweep --write``). Without it, frames carry their own histogram and
+    come out larger (about 1.15 instead of 0.85 bits per element on the reference cut1)."""
+    codecs = _codecs()
+    out: dict[str, tuple[str, Any]] = {}
+    if codecs is None:
+        return out
+    for cut in bundle.cut_points:
+        if cut.codec is not None and cut.codec.entropy_model:
+            model = codecs.EntropyModel.load(bundle.file_path(cut.codec.entropy_model))
+            out[cut.name] = (str(codecs.parse_spec(cut.codec.default)), model)
+    return out
+
+
+def model_for(models: dict[str, tuple[str, Any]], cut: str, codec: str | None) -> Any | None:
+    """The cut's entropy model when ``codec`` is the spec it was fitted for, else None."""
+    entry = models.get(cut)
+    codecs = _codecs()
+    if entry is None or codecs is None or not codec:
+        return None
+    return entry[1] if str(codecs.parse_spec(codec)) == entry[0] else None
+
+
+def encode_features(
+    array: np.ndarray, codec: str | None, entropy_model: Any | None = None
+) -> EncodedFeatures:
+    """Encode ``array`` with codec spec ``codec`` (``raw`` when None) into a codec frame, with
+    the offline-fitted ``entropy_model`` when one matches the spec."""
     arr = np.ascontiguousarray(array, dtype=np.float32)
     spec = (codec or RAW).strip() or RAW
     codecs = _codecs()
@@ -62,7 +89,7 @@ def encode_features(array: np.ndarray, codec: str | None) -> EncodedFeatures:
             crc32c=crc32c(payload),
             framed=False,
         )
-    frame = codecs.encode(arr, spec)
+    frame = codecs.encode(arr, spec, entropy_model=entropy_model)
     header = codecs.peek_header(frame)
     return EncodedFeatures(
         payload=bytes(frame),
@@ -84,4 +111,12 @@ def decode_features(payload: bytes, shape: tuple[int, ...] | None = None) -> np.
     return np.frombuffer(payload, dtype="<f4").reshape(shape).astype(np.float32)
 
 
-__all__ = ["RAW", "EncodedFeatures", "crc32c", "decode_features", "encode_features"]
+__all__ = [
+    "RAW",
+    "EncodedFeatures",
+    "crc32c",
+    "decode_features",
+    "encode_features",
+    "entropy_models",
+    "model_for",
+]

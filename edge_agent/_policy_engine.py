@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent._features import encode_features
+from edge_agent._features import encode_features, entropy_models, model_for
 from edge_agent._routing import (
     Action,
     RoutingContext,
@@ -65,6 +65,7 @@ def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
         )
         prev = pos
     state = runtime.start(_zero_input(runtime))
+    models = entropy_models(runtime.bundle)
     runtime.run_to_end(state)
     cuts = []
     for cut in runtime.bundle.cut_points:
@@ -73,7 +74,8 @@ def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
             (i for i, e in enumerate(runtime.exits) if chain.index(e.segment) <= pos), default=-1
         )
         codec = codec_for.get(cut.name, "raw")
-        size = len(encode_features(state.tensors[cut.name], codec).payload)
+        model = model_for(models, cut.name, codec)
+        size = len(encode_features(state.tensors[cut.name], codec, model).payload)
         cuts.append(
             policy.CutSpec(
                 name=cut.name,

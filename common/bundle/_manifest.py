@@ -86,7 +86,7 @@ class CodecSpec(_Strict):
     """The codec a cut point uses by default (filled in by the codec tooling)."""
 
     default: str = Field(min_length=1)
-    """Codec spec string understood by common.codecs (e.g. ``"int8+ans"``)."""
+    """Codec spec string understood by common.codecs (e.g. ``"int8|ans"``)."""
     entropy_model: str | None = None
     """Entropy-model file relative to the bundle directory (listed in ``files``), or null."""
 
