@@ -17,10 +17,18 @@ baselines, cloud compute per 1k requests >= 30% below, accuracy within 1.0 point
 local exit rate >= 40%; at every rate, hybrid p50 >= 3x lower than cloud-only."""
 
 
-def _row(system: str, k: dict[str, Any]) -> str:
+def _spread(runs: list[dict[str, Any]], key: str) -> str:
+    if len(runs) < 2:
+        return ""
+    vals = [r["kpis"][key] for r in runs]
+    return f" ({min(vals):.1f}–{max(vals):.1f})"
+
+
+def _row(system: str, k: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return (
         f"| {system} | {k['accuracy']:.2%} | {k['local_exit_rate']:.1%} | {k['fallback_rate']:.1%} | "
-        f"{k['p50_ms']:.1f} | {k['p95_ms']:.1f} | {k['p99_ms']:.1f} | {k['bytes_per_request']:.0f} | "
+        f"{k['p50_ms']:.1f}{_spread(runs, 'p50_ms')} | {k['p95_ms']:.1f}{_spread(runs, 'p95_ms')} | "
+        f"{k['p99_ms']:.1f} | {k['bytes_per_request']:.0f} | "
         f"{k['cloud_compute_ms_per_1k']:.0f} | {k['cost_per_1k_usd'] * 1e3:.3f} |"
     )
 
@@ -43,7 +51,8 @@ def render(report: dict[str, Any]) -> str:
         "Columns: latency in ms from the scheduled (Poisson) arrival; bytes = both directions on the "
         "wire incl. TLS/gRPC overhead (measured at the link emulator); compute = backend compute "
         "ms per 1,000 requests from each server's own metrics; cost = USD per 1,000 requests x 1000 "
-        "(price table in the JSON).",
+        "(price table in the JSON). With repeats, cells are medians and (min–max) the spread; "
+        "repeats run A B … B A.",
     ]
     for name, prof in report["profiles"].items():
         p = prof["profile"]
@@ -66,7 +75,9 @@ def render(report: dict[str, Any]) -> str:
                 "| system | accuracy | local exits | fallbacks | p50 | p95 | p99 | bytes/req | compute ms/1k | cost/1k (m$) |",
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
-            lines += [_row(s, v["kpis"]) for s, v in cell["systems"].items()]
+            lines += [
+                _row(s, v["kpis"], cell["repeats"].get(s, [])) for s, v in cell["systems"].items()
+            ]
             for base, r in cell["ratios"].items():
                 lines.append(
                     f"\nhybrid {base.replace('_', ' ')}: p50 {r['p50_speedup']:.1f}x lower, p95 "
