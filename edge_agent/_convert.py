@@ -75,6 +75,8 @@ class Welcome:
     ping_interval_s: float
     initial_credit_bytes: int
     policy: PolicyThresholds | None
+    inline_payloads: bool = False
+    """The gateway accepts InferHeader.payload (one frame per small request)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,9 +195,14 @@ def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
     )
 
 
-def infer_frames(req: OutboundRequest, chunk_bytes: int) -> list[session_pb2.ConnectRequest]:
-    """InferHeader followed by the TensorChunk frames of ``req``."""
+def infer_frames(
+    req: OutboundRequest, chunk_bytes: int, *, inline: bool = False
+) -> list[session_pb2.ConnectRequest]:
+    """InferHeader followed by the TensorChunk frames of ``req``; with ``inline`` (for a payload
+    of at most ``chunk_bytes``) the header alone, carrying the payload in ``payload``."""
     payload = req.features.payload
+    if inline and not 0 < len(payload) <= chunk_bytes:
+        raise ValueError(f"an inline payload must be 1..{chunk_bytes} bytes, not {len(payload)}")
     header = session_pb2.InferHeader(
         request_id=req.request_id,
         idempotency_key=req.idempotency_key,
@@ -217,7 +224,11 @@ def infer_frames(req: OutboundRequest, chunk_bytes: int) -> list[session_pb2.Con
         deferred=req.deferred,
         payload_digest=req.digest,
     )
-    frames = [session_pb2.ConnectRequest(infer_header=header)]
+    if inline:
+        header.payload = payload
+    frames = [session_pb2.ConnectRequest(infer_header=header)]  # copies the header
+    if inline:
+        return frames
     offsets = range(0, max(len(payload), 1), chunk_bytes)
     for off in offsets:
         data = payload[off : off + chunk_bytes]
@@ -303,6 +314,7 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
             ping_interval_s=_ms(lim.ping_interval) / 1e3,
             initial_credit_bytes=w.initial_credit_bytes,
             policy=_policy(w.policy) if w.HasField("policy") else None,
+            inline_payloads=w.inline_payloads,
         )
     if kind == "infer_result":
         r = msg.infer_result

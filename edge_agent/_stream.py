@@ -114,6 +114,8 @@ class StreamMetrics:
     answers: int = 0
     errors: int = 0
     bytes_sent: int = 0
+    inline_sent: int = 0
+    """Requests whose payload went inline in the InferHeader (one frame)."""
     telemetry_frames: int = 0
 
 
@@ -433,12 +435,19 @@ class SessionClient:
             pending.sends += 1
             self.metrics.sent += 1
             pending.sent_at = time.monotonic()
-            for frame in conv.infer_frames(pending.req, s.chunk_bytes):
-                if frame.HasField("tensor_chunk"):
-                    n = len(frame.tensor_chunk.data)
+            size = len(pending.req.features.payload)
+            # One frame instead of two when the gateway takes inline payloads, the payload fits
+            # in one chunk and the credit covers it now; otherwise header and chunks as before.
+            inline = (
+                s.welcome.inline_payloads and 0 < size <= s.chunk_bytes and _has_credit(s, size)
+            )
+            for frame in conv.infer_frames(pending.req, s.chunk_bytes, inline=inline):
+                n = len(frame.infer_header.payload) if inline else len(frame.tensor_chunk.data)
+                if n:
                     if s.credit is not None:
                         await s.wait_until(functools.partial(_has_credit, s, n))
                         s.credit -= n
+                    self.metrics.inline_sent += int(inline)
                     self.metrics.bytes_sent += n
                 async with self._write_lock:
                     await s.call.write(frame)

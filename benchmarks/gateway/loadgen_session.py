@@ -3,8 +3,10 @@
     python -m benchmarks.gateway.loadgen_session '{"url":..., "model":..., "concurrency":32,
         "seconds":3, "warmup":0.5}'
 
-``concurrency`` requests stay in flight, multiplexed on one stream; each is an InferHeader plus
-one TensorChunk of raw float32 [1,1,28,28]. Byte credits from the gateway are honoured.
+``concurrency`` requests stay in flight, multiplexed on one stream; each is one InferHeader
+carrying raw float32 [1,1,28,28] inline (``InferHeader.payload``) when the gateway's Welcome
+offers inline payloads, else an InferHeader plus one TensorChunk (as the edge agent does);
+``"inline": false`` forces the two-frame form. Byte credits from the gateway are honoured.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     welcome = await call.read()
     credit = welcome.welcome.initial_credit_bytes
+    inline = welcome.welcome.inline_payloads and cfg.get("inline", True)
     credit_event = asyncio.Event()
     lat: list[float] = []
     sent: dict[str, float] = {}
@@ -45,7 +48,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     wake = asyncio.Event()
     to_send = conc
 
-    def frames(rid: str) -> tuple[session_pb2.ConnectRequest, session_pb2.ConnectRequest]:
+    def frames(rid: str) -> list[session_pb2.ConnectRequest]:
         h = session_pb2.ConnectRequest()
         hh = h.infer_header
         hh.request_id = rid
@@ -54,11 +57,14 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         hh.encoding.dtype = tensor_pb2.DATA_TYPE_FLOAT32
         hh.encoding.shape.extend(x.shape)
         hh.encoding.codec.stages.add(kind=tensor_pb2.CODEC_KIND_RAW)
+        if inline:
+            hh.payload = data
+            return [h]
         c = session_pb2.ConnectRequest()
         c.tensor_chunk.request_id = rid
         c.tensor_chunk.data = data
         c.tensor_chunk.last = True
-        return h, c
+        return [h, c]
 
     async def writer() -> None:
         nonlocal seq, credit, to_send
@@ -69,10 +75,9 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
                     await credit_event.wait()
                 seq += 1
                 rid = str(seq)
-                h, c = frames(rid)
                 sent[rid] = time.perf_counter()
-                await call.write(h)
-                await call.write(c)
+                for frame in frames(rid):
+                    await call.write(frame)
                 credit -= len(data)
                 to_send -= 1
             wake.clear()
@@ -110,7 +115,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     await w
     await call.done_writing()
     await channel.close()
-    return _stats(lat, seconds)
+    return {**_stats(lat, seconds), "inline": bool(inline)}
 
 
 if __name__ == "__main__":

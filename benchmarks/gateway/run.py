@@ -162,7 +162,8 @@ def main() -> int:
         targets["bare-stream"] = ("loadgen_triton", {**bare, "mode": "stream"})
         targets["gw-infer"] = ("loadgen_triton", {**gw, "mode": "unary"})
         targets["gw-stream"] = ("loadgen_triton", {**gw, "mode": "stream"})
-        targets["gw-session"] = ("loadgen_session", dict(gw))
+        targets["gw-session"] = ("loadgen_session", dict(gw))  # inline payloads: one frame
+        targets["gw-session-2f"] = ("loadgen_session", {**gw, "inline": False})  # header + chunk
         if not args.no_triton:
             try:
                 from cloud.backends.triton_launch import TritonServer, triton_model_ref
@@ -215,9 +216,10 @@ def main() -> int:
                 "p50_ms_median": statistics.median(r["p50_ms"] for r in ok),
                 "p99_ms_median": statistics.median(r["p99_ms"] for r in ok),
                 "repeats": len(ok),
+                **({"inline": ok[0]["inline"]} if "inline" in ok[0] else {}),
             }
     ratios: dict[str, dict[str, float]] = {}
-    pairs = [("gw-session", "bare-stream"), ("gw-stream", "bare-stream"), ("gw-infer", "bare-unary"),
+    pairs = [("gw-session", "bare-stream"), ("gw-session", "gw-session-2f"), ("gw-stream", "bare-stream"), ("gw-infer", "bare-unary"),
              ("gw-session", "triton-unary"), ("gw-session", "triton-stream")]  # fmt: skip
     for a, base in pairs:
         for c in map(str, args.concurrency):

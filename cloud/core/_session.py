@@ -6,6 +6,11 @@ a request's declared size is checked against ``max_request_bytes`` and reserved 
 session and global budgets before a byte is buffered; chunk payloads beyond the credit granted to
 the device are refused; a request whose chunks stop arriving is dropped after
 ``reassembly_timeout_s``. Nothing is ever allocated from a client-declared size.
+
+A header may carry the whole payload inline (``RequestHeader.inline_payload``): one frame instead
+of two. It passes the same checks in the same order as a chunked request (size against the
+limits first, then credit, budgets, digest/idempotency and decoding) and completes at once; a
+chunk that follows it fails the request.
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from cloud.backends._base import ModelSpec
 from cloud.core._codec import PayloadFormat, decode_payload
 from cloud.core._dataplane import DataPlane
-from cloud.core._types import InferenceRequest, InferenceResult, Priority
+from cloud.core._session_types import (
+    ByteBudget,
+    Chunk,
+    RequestHeader,
+    SessionLimits,
+    SessionSink,
+)
+from cloud.core._types import InferenceRequest, InferenceResult
 from common.errors import (
     AimlError,
     AlreadyExists,
@@ -33,76 +44,6 @@ from common.errors import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Limits negotiated for a session (sent to the device in Welcome)."""
-
-    max_request_bytes: int
-    max_chunk_bytes: int
-    max_inflight_requests: int
-    max_session_buffer_bytes: int
-    reassembly_timeout_s: float
-    ping_interval_s: float
-
-
-class ByteBudget:
-    """A shared byte budget (the gateway-wide buffer limit)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-
-    def reserve(self, n: int) -> bool:
-        """Take ``n`` bytes if they fit; False otherwise."""
-        if self.used + n > self.capacity:
-            return False
-        self.used += n
-        return True
-
-    def release(self, n: int) -> None:
-        """Give ``n`` bytes back."""
-        self.used -= n
-
-
-@dataclass(slots=True)
-class RequestHeader:
-    """Transport-neutral InferHeader."""
-
-    request_id: str
-    model_name: str
-    model_version: str
-    cut_point: str
-    payload: PayloadFormat
-    total_bytes: int
-    deadline: float | None = None
-    """Monotonic instant, or None."""
-    priority: Priority = Priority.NORMAL
-    idempotency_key: str = ""
-    payload_digest: bytes = b""
-    deferred: bool = False
-    """A deferred refinement replayed from the device's offline queue."""
-
-
-@dataclass(slots=True)
-class Chunk:
-    """Transport-neutral TensorChunk."""
-
-    request_id: str
-    offset: int
-    data: bytes
-    last: bool
-
-
-class SessionSink(Protocol):
-    """Where a session's answers go (the transport converts and writes them)."""
-
-    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None: ...
-
-    def error(self, request_id: str, error: AimlError) -> None: ...
-
-    def credit(self, nbytes: int, requests: int) -> None: ...
-
-
 @dataclass(slots=True)
 class _Pending:
     header: RequestHeader
@@ -113,6 +54,7 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
     future: asyncio.Future[InferenceResult] | None = None
     request: InferenceRequest | None = None
+    inline: bool = False
 
 
 class SessionCore:
@@ -160,13 +102,50 @@ class SessionCore:
     # -- frames ------------------------------------------------------------------------------
 
     def on_header(self, h: RequestHeader) -> None:
-        """Open a request; answers InferError at once when it cannot be accepted."""
+        """Open a request; answers InferError at once when it cannot be accepted. A header with
+        an inline payload is also completed (decoded and submitted) at once."""
+        n = len(h.inline_payload)
         try:
-            self._open_request(h)
+            if n:
+                self._take_inline_credit(h, n)
+            p = self._open_request(h)
         except AimlError as exc:
+            self._maybe_grant()
             self.reject(h.request_id, h.model_name, exc)
+            return
+        if n:
+            p.inline = True
+            p.parts.append(h.inline_payload)
+            p.received = n
+            self._complete(p)
 
-    def _open_request(self, h: RequestHeader) -> None:
+    def _take_inline_credit(self, h: RequestHeader, n: int) -> None:
+        # The bytes count against the credit whatever happens next (the device has counted them),
+        # unless they exceed it: then, as for a chunk, the device broke the protocol.
+        over_credit = n > self._credit_left
+        if not over_credit:
+            self._credit_left -= n
+            self._grant_bytes += n  # returned like chunk bytes, once the request leaves
+        # The size limit is checked before anything else looks at the bytes.
+        if n > self.limits.max_request_bytes:
+            raise ResourceExhausted(
+                f"inline payload of {n} bytes exceeds max_request_bytes "
+                f"{self.limits.max_request_bytes}"
+            )
+        if over_credit:
+            raise ResourceExhausted("inline payload exceeds the byte credit granted")
+        if n != h.total_bytes:
+            raise InvalidArgument(
+                f"InferHeader.payload carries {n} bytes but total_bytes is {h.total_bytes}; "
+                "they must be equal"
+            )
+        if n > self.limits.max_chunk_bytes:
+            raise InvalidArgument(
+                f"inline payload of {n} bytes exceeds max_chunk_bytes "
+                f"{self.limits.max_chunk_bytes}; send it as TensorChunk frames"
+            )
+
+    def _open_request(self, h: RequestHeader) -> _Pending:
         lim = self.limits
         if not h.request_id:
             raise InvalidArgument("InferHeader.request_id must not be empty")
@@ -203,10 +182,12 @@ class SessionCore:
             raise ResourceExhausted("gateway buffer budget exhausted; retry later")
         self._reserved += h.total_bytes
         p = _Pending(h, spec, time.monotonic())
-        p.timer = asyncio.get_running_loop().call_later(
-            lim.reassembly_timeout_s, self._expire, h.request_id
-        )
+        if not h.inline_payload:  # an inline request completes before it could time out
+            p.timer = asyncio.get_running_loop().call_later(
+                lim.reassembly_timeout_s, self._expire, h.request_id
+            )
         self._open[h.request_id] = p
+        return p
 
     def on_chunk(self, c: Chunk) -> None:
         """Append a chunk; completes the request on ``last``."""
@@ -218,6 +199,16 @@ class SessionCore:
         self._credit_left -= n
         self._grant_bytes += n  # these bytes are returned once the request leaves the buffer
         p = self._open.get(c.request_id)
+        if p is not None and p.inline:
+            # The header carried the whole payload: a chunk for it breaks the protocol.
+            self._fail(
+                c.request_id,
+                InvalidArgument(
+                    f"TensorChunk for request id {c.request_id!r}, whose InferHeader carried its "
+                    "payload inline; no TensorChunk may follow an inline payload"
+                ),
+            )
+            return
         if p is None or p.future is not None:
             self._maybe_grant()
             self._sink.error(
@@ -366,6 +357,8 @@ class SessionCore:
         if p is not None:
             model = p.spec.name
             self._drop(p)
+            if p.future is not None:
+                p.future.cancel()  # withdrawn: its answer would contradict this error
             self._grant_requests += 1
         self._maybe_grant()
         self.reject(request_id, model, error)

@@ -173,6 +173,7 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         idempotency_key=h.idempotency_key,
         payload_digest=h.payload_digest,
         deferred=h.deferred,
+        inline_payload=h.payload,
     )
 
 

@@ -159,6 +159,7 @@ class SessionServicer:
         w.limits.CopyFrom(limits_to_pb(limits))
         w.initial_credit_bytes = core.initial_credit_bytes
         w.gateway_version = "0.1.0"
+        w.inline_payloads = True
         self._streams.add(stream)
         gauge = self._dp.metrics.open_streams.labels("session")
         gauge.inc()

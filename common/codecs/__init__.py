@@ -13,6 +13,7 @@ on any problem.
 from common.codecs._entropy import EntropyModel, empirical_entropy_bits
 from common.codecs._frame import DecodeLimits, FrameHeader
 from common.codecs._pipeline import decode, encode, fit_entropy_model, peek_header
+from common.codecs._proto import spec_from_proto, spec_to_proto
 from common.codecs._quant import QuantParams
 from common.codecs._sparse import SparseParams
 from common.codecs._spec import (
@@ -41,4 +42,6 @@ __all__ = [
     "fit_entropy_model",
     "parse_spec",
     "peek_header",
+    "spec_from_proto",
+    "spec_to_proto",
 ]

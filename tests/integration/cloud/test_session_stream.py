@@ -286,3 +286,57 @@ async def test_idempotent_retry_is_not_recomputed(tmp_path: Path) -> None:
         e = await c.infer("i3", x, idempotency_key="key-1", payload_digest=b"other")
         assert e.infer_error.status.code == code_pb2.FAILED_PRECONDITION
         await channel.close()
+
+
+async def test_inline_payload_is_one_frame_with_the_chunked_answer(tmp_path: Path) -> None:
+    x = np.random.default_rng(10).random((1, 1, 28, 28), dtype=np.float32)
+    data = x.tobytes()
+    async with running_gateway(tmp_path) as gw:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}")
+        c = SessionClient(channel)
+        await c.send(hello("dev-a"))
+        welcome = (await c.recv(("welcome",))).welcome
+        assert welcome.inline_payloads  # the device may send inline
+        chunked = await c.infer("c1", x)
+        await c.send(header("n1", x.shape, payload=data))
+        inline = await c.recv()
+        assert inline.infer_result.request_id == "n1"
+        np.testing.assert_array_equal(logits(inline), logits(chunked))
+        # Digest and idempotency apply as to chunked payloads (a new input: not in the cache).
+        data = np.random.default_rng(12).random(x.shape, dtype=np.float32).tobytes()
+        await c.send(header("n2", x.shape, payload=data, idempotency_key="k", payload_digest=b"d"))
+        assert not (await c.recv()).infer_result.cached
+        await c.send(header("n3", x.shape, payload=data, idempotency_key="k", payload_digest=b"d"))
+        assert (await c.recv()).infer_result.cached
+        await c.send(header("n4", x.shape, payload=data, idempotency_key="k", payload_digest=b"e"))
+        assert (await c.recv()).infer_error.status.code == code_pb2.FAILED_PRECONDITION
+        # Inline bytes are metered and credited back like chunk bytes.
+        assert gw.dataplane.metrics.child(
+            gw.dataplane.metrics.bytes_received, "raw"
+        )._value.get() >= (5 * len(data))
+        await channel.close()
+
+
+async def test_inline_payload_errors_are_precise(tmp_path: Path) -> None:
+    x = np.random.default_rng(11).random((1, 1, 28, 28), dtype=np.float32)
+    data = x.tobytes()
+    async with running_gateway(tmp_path) as gw:
+        channel, c = await _session(gw)
+        cases = [
+            ("total", [header("a", x.shape, total=len(data) + 4, payload=data)], "total_bytes"),
+            ("decode", [header("b", x.shape, total=len(data) - 4, payload=data[:-4])], ""),
+            (
+                "chunk after inline",
+                [header("c", x.shape, payload=data), chunk("c", 0, data, True)],
+                "no TensorChunk may follow an inline payload",
+            ),
+        ]
+        for name, frames, words in cases:
+            await c.send(*frames)
+            m = await c.recv()
+            assert m.WhichOneof("frame") == "infer_error", name
+            assert m.infer_error.status.code == code_pb2.INVALID_ARGUMENT, (name, m)
+            assert words in m.infer_error.status.message, (name, m.infer_error.status.message)
+        ok = await c.infer("ok", x)
+        assert ok.WhichOneof("frame") == "infer_result"  # the stream keeps serving
+        await channel.close()

@@ -74,6 +74,8 @@ async def test_offload_over_mtls_matches_local_final_exit(pki: Path) -> None:
             acc = float(np.mean([r.top_class for r in results] == labels))
             assert acc > 0.8
             assert agent.metrics()["stream"]["sessions"] == 1
+            # Features fit one chunk: they travelled inline, one frame per request.
+            assert agent.metrics()["stream"]["inline_sent"] > 0
 
 
 async def test_default_policy_mixes_local_exits_and_offloads(pki: Path) -> None:

@@ -176,6 +176,93 @@ async def test_session_credits_and_budget_accounting() -> None:
     await dp.close()
 
 
+def _inline(rid: str, payload: bytes, total: int | None = None) -> RequestHeader:
+    h = _header(rid, len(payload) if total is None else total)
+    h.inline_payload = payload
+    return h
+
+
+async def test_session_inline_payload_completes_in_one_frame_and_counts_credit() -> None:
+    dp, _ = await _plane()
+    limits = SessionLimits(64, 16, 8, 64, 5.0, 20.0)
+    budget = ByteBudget(1000)
+    sink = _Sink()
+    core = SessionCore(dp, limits, budget, sink, "dev")
+    data = np.ones((1, 4), np.float32).tobytes()
+    for i in range(4):
+        core.on_header(_inline(f"r{i}", data))
+    # Completed at once: nothing stays buffered, no reassembly timer runs.
+    assert budget.used == 0 and core.buffered_bytes == 0
+    await asyncio.sleep(0.05)
+    assert sink.results == ["r0", "r1", "r2", "r3"] and not sink.errors
+    # Inline bytes are consumed from the credit and granted back exactly like chunk bytes.
+    assert sum(c[0] for c in sink.credits) == 64
+    assert sum(c[1] for c in sink.credits) == 4
+    core.close()
+    await dp.close()
+
+
+async def test_session_inline_payload_is_validated_like_chunks() -> None:
+    dp, _ = await _plane()
+    limits = SessionLimits(32, 16, 8, 40, 5.0, 20.0)
+    sink = _Sink()
+    core = SessionCore(dp, limits, ByteBudget(1000), sink, "dev")
+    data = np.ones((1, 4), np.float32).tobytes()
+    core.on_header(_inline("len", data, total=20))  # total_bytes disagrees with the payload
+    core.on_header(_inline("huge", b"\x00" * 33, total=33))  # over max_request_bytes
+    core.on_header(_inline("chunky", b"\x00" * 20))  # over max_chunk_bytes
+    core.on_header(_inline("short", data[:12]))  # 12 bytes cannot hold a (1, 4) float32 tensor
+    h = _inline("fmt", data)
+    h.payload = PayloadFormat("float32", (1, 5), (1,))  # shape the model does not take
+    core.on_header(h)
+    await asyncio.sleep(0.05)
+    errors = dict(sink.errors)
+    assert isinstance(errors["len"], InvalidArgument)
+    assert "carries 16 bytes but total_bytes is 20" in errors["len"].message
+    assert errors["huge"].code is ErrorCode.RESOURCE_EXHAUSTED
+    assert "max_request_bytes" in errors["huge"].message
+    assert "max_chunk_bytes" in errors["chunky"].message
+    assert isinstance(errors["short"], InvalidArgument)
+    assert "shape" in errors["fmt"].message
+    assert not sink.results and core.inflight == 0 and core.buffered_bytes == 0
+    core.close()
+    await dp.close()
+
+
+async def test_session_inline_payload_beyond_credit_is_refused() -> None:
+    dp, _ = await _plane()
+    limits = SessionLimits(64, 64, 8, 64, 5.0, 20.0)
+    sink = _Sink()
+    core = SessionCore(dp, limits, ByteBudget(1000), sink, "dev")
+    core.on_header(_header("big", total=64))
+    core.on_chunk(Chunk("big", 0, b"\x00" * 48, False))  # 16 bytes of credit left
+    core.on_header(_inline("over", b"\x00" * 20))
+    [(rid, err)] = sink.errors
+    assert rid == "over" and err.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert "byte credit" in err.message
+    assert core.inflight == 1 and core.buffered_bytes == 64  # only "big" holds memory
+    core.close()
+    await dp.close()
+
+
+async def test_session_chunk_after_inline_payload_fails_the_request() -> None:
+    dp, _ = await _plane()
+    limits = SessionLimits(64, 16, 8, 64, 5.0, 20.0)
+    sink = _Sink()
+    core = SessionCore(dp, limits, ByteBudget(1000), sink, "dev")
+    data = np.ones((1, 4), np.float32).tobytes()
+    core.on_header(_inline("r", data))
+    core.on_chunk(Chunk("r", 0, data, True))
+    await asyncio.sleep(0.05)
+    assert sink.results == []  # one answer per request: the error
+    [(rid, err)] = sink.errors
+    assert rid == "r" and isinstance(err, InvalidArgument)
+    assert "no TensorChunk may follow an inline payload" in err.message
+    assert core.inflight == 0
+    core.close()
+    await dp.close()
+
+
 def test_codec_frames_are_decoded_with_limits() -> None:
     from common import codecs
 

@@ -48,7 +48,7 @@ def test_breaking_detects_field_renumbering(workspace: Path, tmp_path: Path) -> 
     shutil.copytree(workspace, before)
     session = workspace / "proto/aiml021/session/v1/session.proto"
     text = session.read_text()
-    renumbered = re.sub(r"(string idempotency_key = )2;", r"\g<1>13;", text)
+    renumbered = re.sub(r"(string idempotency_key = )2;", r"\g<1>99;", text)
     assert renumbered != text
     session.write_text(renumbered)
 

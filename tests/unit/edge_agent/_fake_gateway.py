@@ -72,6 +72,7 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
         initial_credit: int = 0,
         credit_per_request: bool = True,
         ping_interval_s: float = 0.5,
+        inline_payloads: bool = False,
     ) -> None:
         self.store = Store(store)
         self.delay_s = delay_s
@@ -79,6 +80,8 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
         self.initial_credit = initial_credit
         self.credit_per_request = credit_per_request
         self.ping_interval_s = ping_interval_s
+        self.inline_payloads = inline_payloads
+        self.chunks = 0
         self.tails: dict[str, Any] = {}
         if bundle is not None:
             b = load_bundle(bundle)
@@ -202,16 +205,26 @@ class FakeGateway(session_pb2_grpc.SessionServiceServicer):
                         device_id=device,
                         protocol_version=1,
                         initial_credit_bytes=self.initial_credit,
+                        inline_payloads=self.inline_payloads,
                     )
                     w.limits.max_inflight_requests = self.max_inflight
                     w.limits.max_chunk_bytes = 4096
                     w.limits.ping_interval.FromNanoseconds(int(self.ping_interval_s * 1e9))
                     await out.put(session_pb2.ConnectResponse(welcome=w))
                 elif kind == "infer_header":
-                    self.headers.append(msg.infer_header)
-                    partial[msg.infer_header.request_id] = (msg.infer_header, bytearray())
+                    h = msg.infer_header
+                    self.headers.append(h)
+                    if h.payload:
+                        assert self.inline_payloads, "inline payload to a gateway without them"
+                        assert len(h.payload) == h.total_bytes <= 4096
+                        t = asyncio.create_task(work(h, h.payload))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+                    else:
+                        partial[h.request_id] = (h, bytearray())
                 elif kind == "tensor_chunk":
                     c = msg.tensor_chunk
+                    self.chunks += 1
                     header, buf = partial[c.request_id]
                     assert c.offset == len(buf), "chunk offset gap"
                     buf.extend(c.data)

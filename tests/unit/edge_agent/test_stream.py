@@ -77,6 +77,75 @@ async def test_byte_credit_is_respected() -> None:
         await server.stop(None)
 
 
+async def test_small_payloads_go_inline_when_the_gateway_takes_them() -> None:
+    gw = FakeGateway(inline_payloads=True)
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            small = [_req(64) for _ in range(5)]  # 256 B + frame header: one chunk's worth
+            big = _req(3000)  # 12 kB: over the 4 KiB chunk limit
+            answers = await asyncio.gather(*(client.submit(r) for r in [*small, big]))
+            assert len(answers) == 6
+            inline = {h.request_id for h in gw.headers if h.payload}
+            assert inline == {r.request_id for r in small}
+            assert gw.chunks == 3 and client.metrics.inline_sent == 5  # only big was chunked
+            assert client.metrics.bytes_sent == sum(len(r.features.payload) for r in [*small, big])
+    finally:
+        await server.stop(None)
+
+
+async def test_no_inline_payloads_to_a_gateway_without_them() -> None:
+    gw = FakeGateway()  # an older gateway: Welcome.inline_payloads is false
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            await asyncio.gather(*(client.submit(_req(64)) for _ in range(3)))
+            assert not any(h.payload for h in gw.headers) and gw.chunks == 3
+            assert client.metrics.inline_sent == 0
+    finally:
+        await server.stop(None)
+
+
+async def test_inline_payloads_respect_the_byte_credit() -> None:
+    # 5 kB of credit, refilled per answer: every request goes out, inline where credit allows.
+    gw = FakeGateway(initial_credit=5000, inline_payloads=True)
+    server, port = await start_server(gw)
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+            reqs = [_req(900) for _ in range(10)]  # 3.6 kB each: one chunk, at most one fits
+            answers = await asyncio.gather(*(client.submit(r) for r in reqs))
+            assert len(answers) == 10
+            inline = sum(1 for h in gw.headers if h.payload)
+            assert inline >= 1 and inline + gw.chunks == 10
+            assert client.metrics.bytes_sent == sum(len(r.features.payload) for r in reqs)
+    finally:
+        await server.stop(None)
+
+
+async def test_reconnect_resends_inline_payloads(tmp_path: Path) -> None:
+    store = str(tmp_path / "idem.db")
+    gw = FakeGateway(store=store, inline_payloads=True)
+    gw.hold.clear()  # accept but do not answer
+    server, port = await start_server(gw)
+    async with SessionClient(f"127.0.0.1:{port}", _settings()) as client:
+        assert await client.wait_connected(5)
+        reqs = [_req(64) for _ in range(4)]
+        futs = [client.submit(r) for r in reqs]
+        while len(gw.headers) < 4:  # noqa: ASYNC110 - polls the test server's log
+            await asyncio.sleep(0.01)
+        await server.stop(None)
+        gw2 = FakeGateway(store=store, inline_payloads=True)
+        server2, _ = await start_server(gw2, port)
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*futs), 10)
+            assert len(answers) == 4 and client.metrics.resent == 4
+            assert all(h.payload for h in gw2.headers) and gw2.chunks == 0
+            assert {h.payload_digest for h in gw2.headers} == {r.digest for r in reqs}
+            assert set(gw2.store.computations().values()) == {1}
+        finally:
+            await server2.stop(None)
+
+
 async def test_reconnect_resends_inflight_under_same_key(tmp_path: Path) -> None:
     store = str(tmp_path / "idem.db")
     gw = FakeGateway(store=store)

@@ -40,12 +40,57 @@ def test_spec_round_trips_through_the_message(text: str) -> None:
         "f16|sparse:rle|zstd:9",
         "clip:p99.9|q4:per_channel|sparse:bitmap,thr=0.25|ans",
         "q2|range",
+        "q2:pow=0.7",
+        "clip:mse|q3|range",
+        "clip:0,3.06|q2:per_channel,pow=0.7|sparse:rle,top=0.2|ans",
+        "clip:-1.5,2|int8:pow=1.25",
+        "clip:p99|f16",
+        "clip:0,3.06",
     ],
 )
-def test_stages_alone_describe_specs_the_proto_can_express(text: str) -> None:
-    msg = spec_to_proto(parse_spec(text))
+def test_stages_alone_describe_every_spec(text: str) -> None:
+    msg = pb.CodecSpec.FromString(spec_to_proto(parse_spec(text)).SerializeToString())
     msg.text = ""
     assert spec_from_proto(msg) == parse_spec(text)
+    assert str(spec_from_proto(msg)) == str(parse_spec(text))
+
+
+def test_companding_and_clip_fields_are_filled() -> None:
+    [q] = spec_to_proto(parse_spec("clip:0,3.06|q2:pow=0.7")).stages
+    assert q.companding_exponent == pytest.approx(0.7)
+    assert (q.clip_low, q.clip_high, q.clip_mse, q.clip_percentile) == (0.0, 3.06, False, 0.0)
+    [q] = spec_to_proto(parse_spec("clip:mse|q3")).stages
+    assert q.clip_mse and q.companding_exponent == 0.0  # 0 = unset = plain affine
+    assert (q.clip_low, q.clip_high, q.clip_percentile) == (0.0, 0.0, 0.0)
+
+
+def test_codecs_package_exports_the_converters() -> None:
+    import common.codecs as codecs
+
+    assert codecs.spec_to_proto is spec_to_proto and codecs.spec_from_proto is spec_from_proto
+    assert {"spec_to_proto", "spec_from_proto"} <= set(codecs.__all__)
+
+
+def _quant(**fields: object) -> pb.CodecSpec:
+    return pb.CodecSpec(stages=[pb.CodecStage(kind=pb.CODEC_KIND_QUANTIZE, bits=4, **fields)])
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"companding_exponent": 3.0}, "companding exponent"),
+        ({"companding_exponent": 0.705}, "companding exponent"),
+        ({"companding_exponent": float("nan")}, "companding exponent"),
+        ({"clip_low": 1.0, "clip_high": 2.0}, "clip_low <= 0 <= clip_high"),
+        ({"clip_low": -1.0, "clip_high": float("inf")}, "clip_low <= 0 <= clip_high"),
+        ({"clip_mse": True, "clip_percentile": 99.0}, "at most one"),
+        ({"clip_mse": True, "clip_high": 2.0}, "at most one"),
+        ({"clip_percentile": 20.0}, "percentile"),
+    ],
+)
+def test_companding_and_clip_fields_are_validated(fields: dict[str, object], words: str) -> None:
+    with pytest.raises(CodecError, match=words):
+        spec_from_proto(_quant(**fields))
 
 
 def test_stages_from_other_clients_are_validated() -> None:

@@ -266,13 +266,20 @@ class CodecStage(google.protobuf.message.Message):
     KEEP_FRACTION_FIELD_NUMBER: builtins.int
     SPARSE_INDEX_FIELD_NUMBER: builtins.int
     LEVEL_FIELD_NUMBER: builtins.int
+    COMPANDING_EXPONENT_FIELD_NUMBER: builtins.int
+    CLIP_LOW_FIELD_NUMBER: builtins.int
+    CLIP_HIGH_FIELD_NUMBER: builtins.int
+    CLIP_MSE_FIELD_NUMBER: builtins.int
     kind: global___CodecKind.ValueType
     bits: builtins.int
     """QUANTIZE: bit width (2..8)."""
     per_channel: builtins.bool
     """QUANTIZE: per-channel parameters along axis 1 (NCHW channels)."""
     clip_percentile: builtins.float
-    """QUANTIZE: clip at this percentile of |x| (0 = no clipping), e.g. 99.9."""
+    """Value stage (RAW, FLOAT16 or QUANTIZE): clip at this percentile of |x| before it (0 = no
+    percentile clip), e.g. 99.9. At most one of clip_percentile, clip_mse and clip_low/clip_high
+    is set.
+    """
     threshold: builtins.float
     """SPARSIFY: zero values with |x| below this threshold."""
     keep_fraction: builtins.float
@@ -280,6 +287,17 @@ class CodecStage(google.protobuf.message.Message):
     sparse_index: global___SparseIndex.ValueType
     level: builtins.int
     """ZSTD: compression level."""
+    companding_exponent: builtins.float
+    """QUANTIZE: companding exponent gamma; sign(x)*|x|^gamma is quantised. A multiple of 0.01 in
+    [0.1, 2.55]; 0 (unset) and 1 mean plain affine quantisation. Spec text `q2:pow=0.7`.
+    """
+    clip_low: builtins.float
+    """Value stage: clip to the fixed range [clip_low, clip_high] before it (spec text
+    `clip:0,3.06`). Requires clip_low <= 0 <= clip_high and clip_low < clip_high; both 0 = unset.
+    """
+    clip_high: builtins.float
+    clip_mse: builtins.bool
+    """Value stage: clip before it at the range minimising quantisation MSE (spec text `clip:mse`)."""
     def __init__(
         self,
         *,
@@ -291,8 +309,12 @@ class CodecStage(google.protobuf.message.Message):
         keep_fraction: builtins.float = ...,
         sparse_index: global___SparseIndex.ValueType = ...,
         level: builtins.int = ...,
+        companding_exponent: builtins.float = ...,
+        clip_low: builtins.float = ...,
+        clip_high: builtins.float = ...,
+        clip_mse: builtins.bool = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["bits", b"bits", "clip_percentile", b"clip_percentile", "keep_fraction", b"keep_fraction", "kind", b"kind", "level", b"level", "per_channel", b"per_channel", "sparse_index", b"sparse_index", "threshold", b"threshold"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["bits", b"bits", "clip_high", b"clip_high", "clip_low", b"clip_low", "clip_mse", b"clip_mse", "clip_percentile", b"clip_percentile", "companding_exponent", b"companding_exponent", "keep_fraction", b"keep_fraction", "kind", b"kind", "level", b"level", "per_channel", b"per_channel", "sparse_index", b"sparse_index", "threshold", b"threshold"]) -> None: ...
 
 global___CodecStage = CodecStage
 

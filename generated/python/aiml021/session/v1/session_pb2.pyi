@@ -222,13 +222,20 @@ class Welcome(google.protobuf.message.Message):
     INITIAL_CREDIT_BYTES_FIELD_NUMBER: builtins.int
     GATEWAY_VERSION_FIELD_NUMBER: builtins.int
     POLICY_FIELD_NUMBER: builtins.int
+    INLINE_PAYLOADS_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     device_id: builtins.str
     """The identity taken from the client certificate."""
     protocol_version: builtins.int
     initial_credit_bytes: builtins.int
-    """Bytes of TensorChunk payload the device may send before waiting for Credit."""
+    """Bytes of payload (TensorChunk data and inline InferHeader.payload) the device may send
+    before waiting for Credit.
+    """
     gateway_version: builtins.str
+    inline_payloads: builtins.bool
+    """True when the gateway accepts InferHeader.payload (inline payloads). A device sends inline
+    payloads only to a gateway that sets this; older gateways leave it false.
+    """
     @property
     def limits(self) -> global___NegotiatedLimits: ...
     @property
@@ -245,15 +252,16 @@ class Welcome(google.protobuf.message.Message):
         initial_credit_bytes: builtins.int = ...,
         gateway_version: builtins.str = ...,
         policy: aiml021.policy.v1.policy_pb2.PolicyUpdate | None = ...,
+        inline_payloads: builtins.bool = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["limits", b"limits", "policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["device_id", b"device_id", "gateway_version", b"gateway_version", "initial_credit_bytes", b"initial_credit_bytes", "limits", b"limits", "policy", b"policy", "protocol_version", b"protocol_version", "session_id", b"session_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["device_id", b"device_id", "gateway_version", b"gateway_version", "initial_credit_bytes", b"initial_credit_bytes", "inline_payloads", b"inline_payloads", "limits", b"limits", "policy", b"policy", "protocol_version", b"protocol_version", "session_id", b"session_id"]) -> None: ...
 
 global___Welcome = Welcome
 
 @typing.final
 class InferHeader(google.protobuf.message.Message):
-    """Opens one request on the stream; chunks follow."""
+    """Opens one request on the stream; chunks follow, unless `payload` carries the payload inline."""
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
@@ -269,6 +277,7 @@ class InferHeader(google.protobuf.message.Message):
     CONTEXT_FIELD_NUMBER: builtins.int
     DEFERRED_FIELD_NUMBER: builtins.int
     PAYLOAD_DIGEST_FIELD_NUMBER: builtins.int
+    PAYLOAD_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """Unique among the session's requests in flight; chosen by the device."""
     idempotency_key: builtins.str
@@ -279,12 +288,22 @@ class InferHeader(google.protobuf.message.Message):
     cut_point: builtins.str
     """Name of the cut point (the internal tensor) the features come from; empty for a full input."""
     total_bytes: builtins.int
-    """Exact number of payload bytes that the chunks of this request carry in total."""
+    """Exact number of payload bytes of this request: what its chunks carry in total, or the length
+    of `payload` when the payload is inline.
+    """
     priority: aiml021.common.v1.request_pb2.Priority.ValueType
     deferred: builtins.bool
     """True when the request is a deferred refinement replayed from the offline queue."""
     payload_digest: builtins.bytes
     """SHA-256 of the payload bytes; a reused idempotency key with another digest is rejected."""
+    payload: builtins.bytes
+    """The whole payload, inline, saving a TensorChunk frame per request. Send it only when
+    Welcome.inline_payloads is true. When non-empty: `total_bytes` must equal its length, it is
+    at most NegotiatedLimits.max_chunk_bytes, and no TensorChunk may follow for this request id
+    (one that does fails the request with INVALID_ARGUMENT). The gateway applies the per-request
+    size limit, the session and gateway buffer budgets and the byte credit to it exactly as to
+    chunks: its length counts against the credit like TensorChunk data. Empty: chunks follow.
+    """
     @property
     def encoding(self) -> aiml021.common.v1.tensor_pb2.EncodedTensorHeader:
         """Type, shape and codec of the coded features."""
@@ -310,9 +329,10 @@ class InferHeader(google.protobuf.message.Message):
         context: aiml021.common.v1.request_pb2.RequestContext | None = ...,
         deferred: builtins.bool = ...,
         payload_digest: builtins.bytes = ...,
+        payload: builtins.bytes = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["context", b"context", "deadline", b"deadline", "encoding", b"encoding"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "payload", b"payload", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes"]) -> None: ...
 
 global___InferHeader = InferHeader
 
@@ -436,7 +456,7 @@ class Credit(google.protobuf.message.Message):
     BYTES_FIELD_NUMBER: builtins.int
     REQUESTS_FIELD_NUMBER: builtins.int
     bytes: builtins.int
-    """Additional TensorChunk payload bytes the device may send."""
+    """Additional payload bytes (TensorChunk data or inline InferHeader.payload) the device may send."""
     requests: builtins.int
     """Additional requests the device may open."""
     def __init__(

@@ -1,0 +1,86 @@
+"""Transport-neutral session frames and limits: what the transport hands :class:`SessionCore`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from cloud.backends._base import ModelSpec
+from cloud.core._codec import PayloadFormat
+from cloud.core._types import InferenceResult, Priority
+from common.errors import AimlError
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Limits negotiated for a session (sent to the device in Welcome)."""
+
+    max_request_bytes: int
+    max_chunk_bytes: int
+    max_inflight_requests: int
+    max_session_buffer_bytes: int
+    reassembly_timeout_s: float
+    ping_interval_s: float
+
+
+class ByteBudget:
+    """A shared byte budget (the gateway-wide buffer limit)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit; False otherwise."""
+        if self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        """Give ``n`` bytes back."""
+        self.used -= n
+
+
+@dataclass(slots=True)
+class RequestHeader:
+    """Transport-neutral InferHeader."""
+
+    request_id: str
+    model_name: str
+    model_version: str
+    cut_point: str
+    payload: PayloadFormat
+    total_bytes: int
+    deadline: float | None = None
+    """Monotonic instant, or None."""
+    priority: Priority = Priority.NORMAL
+    idempotency_key: str = ""
+    payload_digest: bytes = b""
+    deferred: bool = False
+    """A deferred refinement replayed from the device's offline queue."""
+    inline_payload: bytes = b""
+    """The whole payload when the header carries it inline; empty when chunks follow."""
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Transport-neutral TensorChunk."""
+
+    request_id: str
+    offset: int
+    data: bytes
+    last: bool
+
+
+class SessionSink(Protocol):
+    """Where a session's answers go (the transport converts and writes them)."""
+
+    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None: ...
+
+    def error(self, request_id: str, error: AimlError) -> None: ...
+
+    def credit(self, nbytes: int, requests: int) -> None: ...
+
+
+__all__ = ["ByteBudget", "Chunk", "RequestHeader", "SessionLimits", "SessionSink"]
