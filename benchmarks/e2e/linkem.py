@@ -88,6 +88,7 @@ class LinkEmulator:
         self.profile = profile
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._rng = random.Random(profile.seed)
         self._start = time.monotonic()
         self.bytes_up = 0
@@ -106,6 +107,11 @@ class LinkEmulator:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for writer in list(self._writers):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        self._writers.clear()
 
     async def __aenter__(self) -> LinkEmulator:
         return self
@@ -125,6 +131,7 @@ class LinkEmulator:
             log.warning("link emulator cannot reach %s: %s", self.target, exc)
             writer.close()
             return
+        self._writers.update((writer, up_writer))
         for src, dst, up in ((reader, up_writer, True), (up_reader, writer, False)):
             direction = _Direction(self.profile, self._start, random.Random(self._rng.random()))
             self._spawn(self._pump(src, dst, direction, up))

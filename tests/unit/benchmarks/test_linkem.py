@@ -46,10 +46,12 @@ def test_loss_costs_one_retransmission_timeout() -> None:
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(4096):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
+    try:
+        while data := await reader.read(4096):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
 
 
 async def test_forwards_bytes_intact_both_ways() -> None:
@@ -63,8 +65,10 @@ async def test_forwards_bytes_intact_both_ways() -> None:
     await writer.drain()
     received = await reader.readexactly(len(payload))
     writer.close()
+    await writer.wait_closed()
     await emulator.close()
     server.close()
     await server.wait_closed()
+    await asyncio.sleep(0.05)  # let the echo handler see EOF and close its side
     assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
     assert emulator.bytes_up == len(payload) and emulator.bytes_down == len(payload)
