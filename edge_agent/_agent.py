@@ -23,6 +23,7 @@ from common.errors import AimlError, FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
 from edge_agent._cache import CachedAnswer, ResultCache, content_key
 from edge_agent._features import EncodedFeatures, encode_features, entropy_models, model_for
+from edge_agent._load import EdgeLoad
 from edge_agent._policy_engine import engine_heuristic
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
@@ -88,6 +89,7 @@ class EdgeAgent:
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
         self.runtime = EdgeRuntime(self.bundle, threads=self.settings.threads)
         self._entropy_models = entropy_models(self.bundle)
+        self._load = EdgeLoad()
         self.model_name = self.settings.model_name or self.bundle.name
         self._policy_cut: str | None = None
         self._policy_codec: str | None = None
@@ -348,6 +350,7 @@ class EdgeAgent:
             cuts=cuts,
             device_class=self.settings.device_class,
             replay_available=self.replay is not None,
+            edge_load=self._load.value(),
         )
 
     def _timing(self, req: _Request, **parts: float) -> Timing:
