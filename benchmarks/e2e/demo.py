@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.e2e._shared import (
+    BUNDLE,
+    ROOT,
+    CloudOnly,
+    gateway_process,
+    load_test_images,
+    metric_sum,
+)
 from benchmarks.e2e.report import (
     PRICE_PER_COMPUTE_S,
     PRICE_PER_GB_IN,
@@ -44,57 +43,8 @@ from benchmarks.e2e.report import (
 )
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "models" / "fmnist_branchy"
+COMPUTE_METRIC = "aiml021_gateway_compute_seconds_sum"
 DEVICE = "demo-device"
-
-
-@contextlib.contextmanager
-def gateway(workdir: Path, models: Path) -> Iterator[dict[str, int]]:
-    """The gateway as a child process (its own process group); yields its ports."""
-    port_file = workdir / "ports.json"
-    logf = open(workdir / "gateway.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud", "serve", "--models", str(models), "--port", "0",
-         "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(workdir / "certs"),
-         "--metadata-url", f"sqlite:///{workdir / 'metadata.sqlite3'}"],
-        stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while not (port_file.exists() and port_file.stat().st_size):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"gateway did not start:\n{(workdir / 'gateway.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.1)
-        yield {**json.loads(port_file.read_text()), "pid": proc.pid}
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        logf.close()
-
-
-def compute_seconds(metrics_port: int) -> float:
-    """Backend compute seconds so far, from the gateway's Prometheus endpoint."""
-    import urllib.request
-
-    text = (
-        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("aiml021_gateway_compute_seconds_sum")
-    )
 
 
 async def run_hybrid(target: str, certs: Path, images: np.ndarray, labels: np.ndarray,
@@ -132,60 +82,21 @@ async def run_cloud_only(target: str, certs: Path, images: np.ndarray, labels: n
     """Every image to the cloud's full model, raw float32 input, on the same session stream."""
     from tqdm import tqdm
 
-    from common.bundle import load_bundle
-    from edge_agent import EdgeSettings
-    from edge_agent._agent import channel_credentials
-    from edge_agent._convert import CloudAnswer, OutboundRequest
-    from edge_agent._features import encode_features
-    from edge_agent._stream import SessionClient
-
-    bundle = load_bundle(BUNDLE)
-    settings = EdgeSettings(
-        gateway=target, tls_dir=certs, device_id=DEVICE, tls_server_name="localhost"
-    )
     outcomes: list[Outcome] = []
     bar = tqdm(
         total=len(images), desc="cloud-only (same gateway)", unit="img", disable=not progress
     )
-    async with SessionClient(target, settings, credentials=channel_credentials(settings)) as client:
-        await client.wait_connected(15)
+    async with CloudOnly(target, certs, DEVICE) as cloud:
         it = iter(range(len(images)))
 
         async def worker() -> None:
             for i in it:
-                t0 = time.perf_counter()
-                features = encode_features(bundle.preprocess(images[i : i + 1]), "raw")
-                answer = await client.submit(OutboundRequest(
-                    request_id=uuid.uuid4().hex, idempotency_key=uuid.uuid4().hex,
-                    model_name=bundle.name, model_version="", cut_point="", features=features,
-                    deadline=time.time() + 30, digest=hashlib.sha256(features.payload).digest(),
-                ))  # fmt: skip
-                ok = isinstance(answer, CloudAnswer)
-                outcomes.append(Outcome(
-                    index=i, label=int(labels[i]), predicted=answer.top_class if ok else -1,
-                    route="cloud" if ok else "error", latency_s=time.perf_counter() - t0,
-                    bytes_up=len(features.payload), error="" if ok else str(answer),
-                ))  # fmt: skip
+                outcomes.append(await cloud.infer(i, images[i], int(labels[i])))
                 bar.update()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     bar.close()
     return outcomes
-
-
-def load_test_set(limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    from common.data import load_fashion_mnist, load_slice
-    from common.errors import AimlError
-
-    try:
-        images, labels = load_fashion_mnist("test")
-        source = "Fashion-MNIST test set (Debian dataset-fashion-mnist)"
-    except (AimlError, OSError):
-        images, labels = load_slice(ROOT / "models" / "data" / "fmnist_test_slice.npz")
-        source = "committed Fashion-MNIST test slice (models/data)"
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    return images, labels, source
 
 
 def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency: int = 16,
@@ -194,11 +105,11 @@ def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency:
     from common.auth import write_dev_pki
 
     out_dir = out_dir or ROOT / "out" / "demo"
-    images, labels, source = load_test_set(limit)
+    images, labels, source = load_test_images(limit)
     with tempfile.TemporaryDirectory(prefix="aiml021-demo-") as tmp:
         work = Path(tmp)
         write_dev_pki(work / "certs", devices=[DEVICE])
-        with gateway(work, ROOT / "models") as ports:
+        with gateway_process(work, ROOT / "models", work / "certs") as ports:
             gateway_pid = ports["pid"]
             target = f"127.0.0.1:{ports['port']}"
             rows: list[Kpis] = []
@@ -221,11 +132,11 @@ def run_demo(limit: int | None = None, out_dir: Path | None = None, concurrency:
                     )
                 )
             for name, make in passes:
-                before = compute_seconds(ports["metrics_port"])
+                before = metric_sum(ports["metrics_port"], COMPUTE_METRIC)
                 t0 = time.perf_counter()
                 outcomes = asyncio.run(make())
                 wall = time.perf_counter() - t0
-                spent = compute_seconds(ports["metrics_port"]) - before
+                spent = metric_sum(ports["metrics_port"], COMPUTE_METRIC) - before
                 k = kpis(name, outcomes)
                 k.cloud_compute_ms_per_1k = spent * 1000 / len(outcomes) * 1000
                 up = sum(o.bytes_up for o in outcomes)

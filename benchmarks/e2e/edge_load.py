@@ -22,7 +22,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -30,26 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.e2e._shared import BUNDLE, CloudOnly, load_test_images
 from benchmarks.e2e.report import Outcome
 
-ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "models" / "fmnist_branchy"
 log = logging.getLogger(__name__)
 
 Infer = Callable[[int], Awaitable[Outcome]]
-
-
-def load_images(limit: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST test images (Debian's package, or the committed 2,000-image slice)."""
-    from common.data import load_fashion_mnist, load_slice
-    from common.errors import AimlError
-
-    try:
-        images, labels = load_fashion_mnist("test")
-    except (AimlError, OSError):  # the Debian package is missing: use the committed slice
-        images, labels = load_slice(ROOT / "models" / "data" / "fmnist_test_slice.npz")
-    idx = (np.arange(limit) + offset) % len(images)
-    return images[idx], labels[idx]
 
 
 async def make_hybrid(
@@ -82,48 +67,12 @@ async def make_hybrid(
 async def make_cloud(
     args: argparse.Namespace, images: np.ndarray, labels: np.ndarray
 ) -> tuple[Infer, Callable[[], Awaitable[None]]]:
-    import hashlib
-
-    from common.bundle import load_bundle
-    from edge_agent import EdgeSettings
-    from edge_agent._agent import channel_credentials
-    from edge_agent._convert import CloudAnswer, CloudFailure, OutboundRequest
-    from edge_agent._features import encode_features
-    from edge_agent._stream import SessionClient
-
-    bundle = load_bundle(BUNDLE)
-    settings = EdgeSettings(
-        gateway=args.target,
-        tls_dir=args.tls_dir,
-        device_id=args.device_id,
-        tls_server_name="localhost",
-    )
-    client = SessionClient(args.target, settings, credentials=channel_credentials(settings))
-    client.start()
-    await client.wait_connected(10)
+    cloud = await CloudOnly(args.target, args.tls_dir, args.device_id).__aenter__()
 
     async def infer(i: int) -> Outcome:
-        t0 = time.perf_counter()
-        x = bundle.preprocess(images[i : i + 1])
-        features = encode_features(x, "raw")
-        req = OutboundRequest(
-            request_id=uuid.uuid4().hex, idempotency_key=uuid.uuid4().hex, model_name=bundle.name,
-            model_version="", cut_point="", features=features, deadline=time.time() + 30,
-            digest=hashlib.sha256(features.payload).digest(),
-        )  # fmt: skip
-        answer = await client.submit(req)
-        if isinstance(answer, CloudFailure):
-            return Outcome(
-                i, int(labels[i]), -1, "error", time.perf_counter() - t0, error=answer.message
-            )
-        assert isinstance(answer, CloudAnswer)
-        return Outcome(
-            index=i, label=int(labels[i]), predicted=answer.top_class, route="cloud",
-            latency_s=time.perf_counter() - t0, bytes_up=len(features.payload),
-            cloud_compute_s=answer.cloud_compute_ms / 1000,
-        )  # fmt: skip
+        return await cloud.infer(i, images[i], int(labels[i]))
 
-    return infer, client.close
+    return infer, lambda: cloud.__aexit__(None, None, None)
 
 
 async def make_triton(
@@ -227,7 +176,7 @@ async def closed_loop(infer: Infer, n: int, concurrency: int) -> tuple[list[Outc
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    images, labels = load_images(args.n, args.offset)
+    images, labels, _ = load_test_images(args.n, args.offset)
     infer, close = await MAKERS[args.system](args, images, labels)
     try:
         for w in range(min(args.warmup, args.n)):  # connections, sessions, caches of onnxruntime
