@@ -1,6 +1,6 @@
 """Codec benchmark: throughput, coded size vs entropy, and batch-1 latency at the first cut point.
 
-    .venv/bin/python -m benchmarks.codecs.bench [--bundle models/fmnist_branchy] [--cut cut1]
+    .venv/bin/python -m benchmarks.codecs.bench [--bundle models/fmnist_branchy] [--cut-point cut1]
 
 Uses the bundle's real activations (validation images through the head; entropy models fitted
 on training images) when the bundle exists, else synthetic ReLU-like activations, and says
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--bundle", default="models/fmnist_branchy")
-    ap.add_argument("--cut", default="cut1")
+    ap.add_argument("--cut-point", default="cut1", help="cut point name from the manifest")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--fit-samples", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    acts, fit, source, default = load_data(args.bundle, args.cut, args.samples, args.fit_samples)
+    acts, fit, source, default = load_data(
+        args.bundle, args.cut_point, args.samples, args.fit_samples
+    )
     print(f"data: {source}; {acts.shape[0]} samples of {acts.shape[1:]}; one core")
     rows: list[dict[str, Any]] = []
     batch64 = acts[:64]
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             f"enc {row['batch64']['encode_mb_s']:7.1f} dec {row['batch64']['decode_mb_s']:7.1f} MB/s "
             f"rt {row['latency_batch1']['median_ms']:.3f} ms"
         )
-    doc = {"benchmark": "codecs", "data": source, "cut": args.cut, "samples": int(acts.shape[0]),
+    doc = {"benchmark": "codecs", "data": source, "cut": args.cut_point, "samples": int(acts.shape[0]),
            "shape": list(acts.shape[1:]), "one_core": True, "repeats": args.repeats,
            "machine": machine_info(), "baseline": "raw", "codecs": rows}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

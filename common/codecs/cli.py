@@ -1,4 +1,4 @@
-"""``aiml021 codec-sweep BUNDLE --cut C``: the rate–distortion trade-off of a cut point.
+"""``aiml021 codec-sweep BUNDLE --cut-point C``: the rate–distortion trade-off of a cut point.
 
 Runs the validation split through head -> codec -> tail for a grid of codec settings, prints a
 table (bits per element, ratio vs float32, accuracy and drop, encode/decode time), writes JSON
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", help="model bundle directory (or its manifest.json)")
-    p.add_argument("--cut", required=True, help="cut point name, e.g. cut1")
+    p.add_argument("--cut-point", required=True, help="cut point name from the manifest, e.g. cut1")
     p.add_argument("--budget", type=float, default=0.5, help="accuracy-loss budget in points")
     p.add_argument(
         "--spec",
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from common.data import load_fashion_mnist
 
     bundle = load_bundle(args.bundle)
-    bundle.cut_point(args.cut)  # NotFound early, naming the known cut points
+    bundle.cut_point(args.cut_point)  # NotFound early, naming the known cut points
     images, labels = load_fashion_mnist("validation")
     if args.limit:
         images, labels = images[: args.limit], labels[: args.limit]
@@ -114,21 +114,21 @@ def run(args: argparse.Namespace) -> int:
     fit_images = train_images[
         np.random.default_rng(0).permutation(len(train_images))[: args.fit_samples]
     ]
-    print(f"codec-sweep {bundle.name} cut {args.cut}: {len(images)} validation images")
-    acts = _activations(bundle, args.cut, images)
-    fit_acts = _activations(bundle, args.cut, fit_images)
+    print(f"codec-sweep {bundle.name} cut {args.cut_point}: {len(images)} validation images")
+    acts = _activations(bundle, args.cut_point, images)
+    fit_acts = _activations(bundle, args.cut_point, fit_images)
     specs = args.spec or default_grid(fit_acts, quick=args.quick)
     result = run_sweep(
         acts,
         labels,
-        _tail(bundle, args.cut),
+        _tail(bundle, args.cut_point),
         specs,
         fit_activations=fit_acts,
-        cut=args.cut,
+        cut=args.cut_point,
         progress=print,
     )
     best = result.best_within(args.budget)
-    out = args.out or Path(bundle.root) / f"codec_sweep_{args.cut}.json"
+    out = args.out or Path(bundle.root) / f"codec_sweep_{args.cut_point}.json"
     _write(result, out, bundle.name, args, best.spec if best else None)
     _print_table(result, args.budget)
     if best is None:
@@ -141,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
         model = result.models.get(best.spec)
         model_file = None  # relative to the bundle directory, as the manifest records it
         if model is not None:
-            model_file = f"{args.cut}.entropy.json"
+            model_file = f"{args.cut_point}.entropy.json"
             model.save(Path(bundle.root) / model_file)
-        bundle.update_cut_codec(args.cut, best.spec, model_file)
-        print(f"wrote default codec of {args.cut} into {bundle.root}/manifest.json")
+        bundle.update_cut_codec(args.cut_point, best.spec, model_file)
+        print(f"wrote default codec of {args.cut_point} into {bundle.root}/manifest.json")
     return 0
 
 
@@ -154,7 +154,7 @@ def _write(
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "bundle": name,
-        "cut": args.cut,
+        "cut": args.cut_point,
         "split": "validation",
         "budget_points": args.budget,
         "chosen": chosen,
@@ -163,7 +163,7 @@ def _write(
     }
     out.write_text(json.dumps(doc, indent=1) + "\n")
     png = out.with_suffix(".png")
-    plot(result, str(png), f"{name} {args.cut}: accuracy vs bits/element", args.budget)
+    plot(result, str(png), f"{name} {args.cut_point}: accuracy vs bits/element", args.budget)
     print(f"wrote {out} and {png}")
 
 
