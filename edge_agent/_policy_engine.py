@@ -49,42 +49,18 @@ def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
     codec sizes from encoding one real activation of each cut)."""
     import policy
 
-    seg_ms = _segment_ms(runtime)
-    chain = runtime.chain
-    exits = []
-    prev = -1
-    for ex in runtime.exits:
-        pos = chain.index(ex.segment)
-        exits.append(
-            policy.ExitSpec(
-                name=ex.name,
-                segment_ms=sum(seg_ms[s] for s in chain[prev + 1 : pos + 1]),
-                threshold=ex.threshold if ex.threshold is not None else 1.0,
-                temperature=ex.temperature,
-            )
-        )
-        prev = pos
     state = runtime.start(_zero_input(runtime))
     models = entropy_models(runtime.bundle)
     runtime.run_to_end(state)
-    cuts = []
+    codecs = {}
     for cut in runtime.bundle.cut_points:
-        pos = chain.index(cut.head[-1])
-        after = max(
-            (i for i, e in enumerate(runtime.exits) if chain.index(e.segment) <= pos), default=-1
-        )
         codec = codec_for.get(cut.name, "raw")
         model = model_for(models, cut.name, codec)
         size = len(encode_features(state.tensors[cut.name], codec, model).payload)
-        cuts.append(
-            policy.CutSpec(
-                name=cut.name,
-                after_exit=after,
-                tail_ms=sum(seg_ms[s] for s in chain[pos + 1 :]),
-                codecs={codec: policy.CodecCost(bytes=size)},
-            )
-        )
-    return policy.BundleProfile(model=runtime.bundle.name, exits=tuple(exits), cuts=tuple(cuts))
+        codecs[cut.name] = {codec: policy.CodecCost(bytes=size)}
+    return policy.profile_from_manifest(
+        runtime.bundle.manifest, segment_ms=_segment_ms(runtime), codecs=codecs
+    )
 
 
 class PolicyEngineAdapter:

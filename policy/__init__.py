@@ -17,6 +17,7 @@ from policy._heuristic import (
     arm_probabilities,
 )
 from policy._learned import LearnedPolicy, expected_latency_ms
+from policy._manifest import DISABLED_EXIT_THRESHOLD, profile_from_manifest
 from policy._network import PROFILES, NetworkProfile, NetworkSample
 from policy._objective import ObjectiveWeights
 from policy._ope import Estimate, RewardModel, off_policy_evaluate, on_policy_value
@@ -28,6 +29,7 @@ from policy._trace import Trace, entropy_from_confidence, synthetic_profile, syn
 from policy._types import Action, Arm, Decision, DecisionContext, Outcome
 
 __all__ = [
+    "DISABLED_EXIT_THRESHOLD",
     "INPUT_CUT",
     "KINDS",
     "MLP",
@@ -78,6 +80,7 @@ __all__ = [
     "off_policy_evaluate",
     "on_policy_value",
     "policy_from_state",
+    "profile_from_manifest",
     "static_grid",
     "synthetic_profile",
     "synthetic_trace",

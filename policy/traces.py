@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidArgument
-from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec, ExitSpec
+from policy._manifest import profile_from_manifest
+from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec
 from policy._trace import Trace
 
 log = logging.getLogger(__name__)
@@ -183,43 +184,32 @@ def _profile(
         seg_ms[seg] = _median_ms(lambda s=seg: runner.run(s, tensors), samples)
         tensors.update(runner.run(seg, tensors))
     full_ms = _median_ms(lambda: runner.run(m.full, {m.input.name: x}), samples)
-    exits: list[ExitSpec] = []
-    done = 0
-    for e in bundle.exits:
-        upto = m.edge_chain.index(e.segment) + 1
-        exits.append(
-            ExitSpec(
-                e.name,
-                sum(seg_ms[s] for s in m.edge_chain[done:upto]),
-                threshold=float(e.threshold if e.threshold is not None else 1.01),
-                temperature=float(e.temperature),
-            )
-        )
-        done = upto
     acc_full = float(cloud[:, 0].mean())
-    cut_specs = [
-        CutSpec(INPUT_CUT, -1, full_ms, {"raw": CodecCost(round(n_bytes[options[0]] / n))})
-    ]
+    tail_ms: dict[str, float] = {}
+    codecs: dict[str, dict[str, CodecCost]] = {}
     for c in bundle.cut_points:
-        last_seg = c.head[-1]
-        after = max(
-            i
-            for i, e in enumerate(bundle.exits)
-            if m.edge_chain.index(e.segment) <= m.edge_chain.index(last_seg)
+        tail_ms[c.name] = _median_ms(
+            lambda c=c: runner.run(c.tail, {c.name: tensors[c.name]}), samples
         )
-        tail_ms = _median_ms(lambda c=c: runner.run(c.tail, {c.name: tensors[c.name]}), samples)
-        costs = {}
-        for j, (cut, spec) in enumerate(options):
-            if cut != c.name:
-                continue
-            costs[spec] = CodecCost(
+        codecs[c.name] = {
+            spec: CodecCost(
                 bytes=round(n_bytes[(cut, spec)] / n),
                 encode_ms=float(np.median(enc_ms[(cut, spec)])),
                 decode_ms=float(np.median(dec_ms[(cut, spec)])),
                 accuracy_drop=max(0.0, 100.0 * (acc_full - float(cloud[:, j].mean()))),
             )
-        cut_specs.append(CutSpec(c.name, after, tail_ms, costs))
-    return BundleProfile(f"{m.name}:{m.version}", tuple(exits), tuple(cut_specs))
+            for j, (cut, spec) in enumerate(options)
+            if cut == c.name
+        }
+    raw_input = CutSpec(INPUT_CUT, -1, full_ms, {"raw": CodecCost(round(n_bytes[options[0]] / n))})
+    return profile_from_manifest(
+        m,
+        segment_ms=seg_ms,
+        tail_ms=tail_ms,
+        codecs=codecs,
+        extra_cuts=(raw_input,),
+        model=f"{m.name}:{m.version}",
+    )
 
 
 __all__ = ["DEFAULT_CODECS", "build_trace"]
