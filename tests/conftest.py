@@ -4,9 +4,12 @@ tritonclient ships its own generated code for protobuf package `inference`, and 
 (generated/python/inference, the gateway's Triton-compatible service). Protobuf's global
 descriptor pool refuses the second registration ("duplicate symbol 'inference.DataType'"), so the
 two can never share a process. The whole suite runs in one pytest process that imports the
-gateway, so tritonclient is used only in child processes: see tests/tritonclient_subprocess.py.
+gateway, so tritonclient is used only in child processes: see tests/support/tritonclient.py.
 This hook turns an accidental in-process import into an immediate, explanatory failure instead of
 a collection error that depends on test order.
+
+Every test is marked by the folder it lives in (``unit``, ``integration`` or ``e2e``, declared in
+pyproject.toml), so ``pytest -m unit`` runs the fast tests alone.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("unit", "integration", "e2e")
+"""Test folders, each also the name of the marker its tests carry."""
 
 
 class _RefuseTritonclient(importlib.abc.MetaPathFinder):
@@ -26,9 +36,20 @@ class _RefuseTritonclient(importlib.abc.MetaPathFinder):
             raise ImportError(
                 "tritonclient.grpc cannot be imported in the pytest process: it registers protobuf "
                 "package 'inference' like our generated code does. Run tritonclient in a child "
-                "process with tests.tritonclient_subprocess.run_script()."
+                "process with tests.support.tritonclient.run_script()."
             )
         return None
 
 
 sys.meta_path.insert(0, _RefuseTritonclient())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder (tests/unit/... -> ``unit``)."""
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # collected from outside tests/ (e.g. a path given on the command line)
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)

@@ -70,20 +70,16 @@ def _loadgen(module: str, cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _models(tmp: Path) -> tuple[Path, str, str]:
-    """Models directory, bundle name and a description of the model used."""
-    ref = ROOT / "models" / "fmnist_branchy"
-    if (ref / "manifest.json").exists():
-        return (
-            ROOT / "models",
-            "fmnist_branchy",
-            "models/fmnist_branchy (reference bundle, full model)",
-        )
-    sys.path.insert(0, str(ROOT))
-    from tests.fixtures.tiny_cnn import NAME, build_bundle
+def _models() -> tuple[Path, str, str]:
+    """Models directory, bundle name and a description of the model used.
 
-    build_bundle(tmp / "models" / NAME)
-    return tmp / "models", NAME, "tests/fixtures/tiny_cnn (reference bundle absent)"
+    The reference bundle is committed (models/fmnist_branchy); benchmarks never import test
+    fixtures, so there is no stand-in model when it is missing.
+    """
+    ref = ROOT / "models" / "fmnist_branchy"
+    if not (ref / "manifest.json").exists():
+        raise SystemExit(f"{ref}/manifest.json missing: restore models/ from git")
+    return ROOT / "models", "fmnist_branchy", "models/fmnist_branchy (reference bundle, full model)"
 
 
 def _idle_memory(models: Path, tmp: Path, sessions: int) -> dict[str, Any]:
@@ -136,7 +132,7 @@ def main() -> int:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="aiml021-gwbench-"))
-    models, bundle, model_desc = _models(tmp)
+    models, bundle, model_desc = _models()
     from common.bundle import load_bundle
 
     b = load_bundle(models / bundle)

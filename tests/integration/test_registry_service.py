@@ -19,7 +19,7 @@ from cloud.core import ModelRepository
 from cloud.rollout import RolloutManager
 from cloud.services import RegistryView, add_services
 from cloud.stores import MemoryResultCache
-from tests.integration._tiny_models import tail_model
+from tests.support.tiny_models import tail_model
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from cloud.rest import RestBridge
 from cloud.rollout import RolloutManager, RolloutRouter
 from cloud.services import RegistryView
 from cloud.stores import MemoryResultCache
-from tests.integration._tiny_models import tail_model
+from tests.support.tiny_models import tail_model
 
 
 @pytest.fixture(scope="module")

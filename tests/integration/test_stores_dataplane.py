@@ -26,7 +26,7 @@ from cloud.stores import (
 )
 from common.errors import FailedPrecondition
 from tests.integration._services import redis_server, redis_url
-from tests.integration._tiny_models import tail_model
+from tests.support.tiny_models import tail_model
 
 __all__ = ["redis_server", "redis_url"]  # fixtures
 

@@ -19,7 +19,7 @@ from cloud.backends._base import ModelKey, ModelSpec
 from cloud.backends.triton import TritonBackend, TritonSettings, spec_from_onnx
 from cloud.backends.triton_launch import REPO_ROOT, TritonServer, triton_model_ref
 from common.errors import InvalidArgument, NotFound, Unavailable
-from tests.integration._tiny_models import tail_model
+from tests.support.tiny_models import tail_model
 
 
 def _need_triton_venv() -> None:

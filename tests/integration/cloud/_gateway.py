@@ -16,7 +16,7 @@ from aiml021.session.v1 import session_pb2, session_pb2_grpc
 
 from cloud._settings import GatewaySettings
 from cloud.grpc import Gateway
-from tests.fixtures.tiny_cnn import build_bundle
+from tests.support.tiny_cnn import build_bundle
 
 
 def models_dir(tmp: Path) -> Path:

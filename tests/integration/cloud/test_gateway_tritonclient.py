@@ -13,7 +13,7 @@ import onnxruntime as ort
 from cloud._settings import GatewaySettings
 from cloud.grpc import Gateway
 from tests.integration.cloud._gateway import models_dir
-from tests.tritonclient_subprocess import run_script
+from tests.support.tritonclient import run_script
 
 SCRIPT = Path(__file__).with_name("_tc_client.py")
 

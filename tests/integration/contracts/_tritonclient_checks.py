@@ -1,6 +1,6 @@
 """Client side of test_tritonclient_compat: unchanged tritonclient (sync and aio) against a URL.
 
-Runs in a child process (see tests/tritonclient_subprocess.py) and prints one JSON document.
+Runs in a child process (see tests/support/tritonclient.py) and prints one JSON document.
 """
 
 from __future__ import annotations

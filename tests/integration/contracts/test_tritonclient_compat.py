@@ -13,7 +13,7 @@ import pytest
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
-from tests.tritonclient_subprocess import run_script
+from tests.support.tritonclient import run_script
 
 CHECKS = Path(__file__).with_name("_tritonclient_checks.py")
 TensorMetadata = pb.ModelMetadataResponse.TensorMetadata

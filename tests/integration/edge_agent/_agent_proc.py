@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from edge_agent import EdgeAgent, EdgeSettings
-from tests.unit.edge_agent._bundle_factory import images
+from tests.support.edge_bundle import images
 
 
 async def main(argv: list[str]) -> None:

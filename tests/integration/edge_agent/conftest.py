@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from tests.unit.edge_agent.conftest import _collect_grpc_objects
+from tests.support.aio import _collect_grpc_objects
 
-__all__ = ["_collect_grpc_objects"]
+__all__ = ["_collect_grpc_objects"]  # fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route
-from tests.unit.edge_agent._bundle_factory import images, make_bundle
+from tests.support.edge_bundle import images, make_bundle
 from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
 
 ROOT = Path(__file__).resolve().parents[3]

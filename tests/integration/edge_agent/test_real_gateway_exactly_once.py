@@ -26,7 +26,7 @@ from pathlib import Path
 import redis
 
 from tests.integration._services import free_port, redis_server, redis_url
-from tests.unit.edge_agent._bundle_factory import make_bundle
+from tests.support.edge_bundle import make_bundle
 
 __all__ = ["redis_server", "redis_url"]  # fixtures
 

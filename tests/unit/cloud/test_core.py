@@ -36,7 +36,7 @@ from common.errors import (
     InvalidArgument,
     NotFound,
 )
-from tests.fixtures.tiny_cnn import build_bundle, build_full_onnx
+from tests.support.tiny_cnn import build_bundle, build_full_onnx
 
 SPEC = ModelSpec(
     "m",

@@ -22,7 +22,7 @@ from cloud.rollout import (
     hash_fraction,
 )
 from common.errors import InvalidArgument, NotFound, Unavailable
-from tests.integration._tiny_models import tail_model
+from tests.support.tiny_models import tail_model
 
 
 class FakePlane:

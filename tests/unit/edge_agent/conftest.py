@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.unit.edge_agent._bundle_factory import make_bundle
+from tests.support.aio import _collect_grpc_objects
+from tests.support.edge_bundle import make_bundle
+
+__all__ = ["_collect_grpc_objects"]  # fixture
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +26,3 @@ def local_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def replay_key() -> str:
     return os.urandom(32).hex()
-
-
-@pytest.fixture(autouse=True)
-async def _collect_grpc_objects() -> AsyncIterator[None]:
-    """Collect stopped grpc.aio servers/channels while the test's loop is still open (their
-    ``__del__`` schedules work on the loop they were created in)."""
-    yield
-    gc.collect()

@@ -12,7 +12,7 @@ from aiml021.session.v1 import session_pb2
 
 from common.errors import FailedPrecondition, InvalidArgument
 from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, SyncEdgeAgent
-from tests.unit.edge_agent._bundle_factory import images
+from tests.support.edge_bundle import images
 from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
 
 

@@ -21,7 +21,7 @@ from edge_agent import (
     entropy,
 )
 from edge_agent._netstats import NetStats
-from tests.unit.edge_agent._bundle_factory import images
+from tests.support.edge_bundle import images
 
 A = CachedAnswer(3, 0.9, 0, "exit1", "edge")
 

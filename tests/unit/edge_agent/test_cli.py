@@ -14,7 +14,7 @@ import pytest
 from common.cli import main
 from common.errors import InvalidArgument, NotFound
 from edge_agent._inputs import load_inputs, read_pgm
-from tests.unit.edge_agent._bundle_factory import images
+from tests.support.edge_bundle import images
 from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
 
 

@@ -36,7 +36,7 @@ def test_decide_prints_one_decision(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_traces_from_a_tiny_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from tests.fixtures.tiny_cnn import build_bundle
+    from tests.support.tiny_cnn import build_bundle
 
     bundle = build_bundle(tmp_path / "b")
     rng = np.random.default_rng(0)
