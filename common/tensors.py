@@ -2,9 +2,9 @@
 
 * ``aiml021.common.v1.Tensor`` (raw little-endian row-major ``contents``) via
   :func:`to_proto` / :func:`from_proto`;
-* Triton/KServe-v2 tensors (datatype strings such as ``"FP32"``, raw bytes) via
-  :func:`from_raw` / :func:`to_raw` — plain values only, so this module never imports the
-  ``inference`` protobuf package (it cannot share a process with tritonclient).
+* Triton/KServe-v2 tensors (raw bytes; datatype strings such as ``"FP32"`` map through
+  :mod:`common.dtypes`) via :func:`from_raw` / :func:`to_raw` — plain values only, so this module
+  never imports the ``inference`` protobuf package (it cannot share a process with tritonclient).
 
 Sizes are checked before any array is built: a shape whose element count does not match the
 bytes received raises :class:`common.errors.InvalidArgument`, and nothing is allocated from a
@@ -19,57 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 from aiml021.common.v1 import tensor_pb2
 
+from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
-
-# numpy dtype name <-> aiml021.common.v1.DataType <-> KServe-v2 datatype string
-_DTYPES: tuple[tuple[str, int, str], ...] = (
-    ("float32", tensor_pb2.DATA_TYPE_FLOAT32, "FP32"),
-    ("float16", tensor_pb2.DATA_TYPE_FLOAT16, "FP16"),
-    ("int8", tensor_pb2.DATA_TYPE_INT8, "INT8"),
-    ("uint8", tensor_pb2.DATA_TYPE_UINT8, "UINT8"),
-    ("int32", tensor_pb2.DATA_TYPE_INT32, "INT32"),
-    ("int64", tensor_pb2.DATA_TYPE_INT64, "INT64"),
-    ("bool", tensor_pb2.DATA_TYPE_BOOL, "BOOL"),
-    ("float64", tensor_pb2.DATA_TYPE_FLOAT64, "FP64"),
-)
-_NP_BY_PROTO = {p: n for n, p, _ in _DTYPES}
-_PROTO_BY_NP = {n: p for n, p, _ in _DTYPES}
-_NP_BY_V2 = {v: n for n, _, v in _DTYPES}
-_V2_BY_NP = {n: v for n, _, v in _DTYPES}
-
-
-def dtype_from_proto(value: int) -> str:
-    """numpy dtype name of an ``aiml021.common.v1.DataType`` (UNSPECIFIED is rejected)."""
-    name = _NP_BY_PROTO.get(value)
-    if name is None:
-        raise InvalidArgument(f"unsupported or unspecified tensor data type {value}")
-    return name
-
-
-def dtype_to_proto(dtype: str | np.dtype) -> int:
-    """``aiml021.common.v1.DataType`` of a numpy dtype."""
-    name = np.dtype(dtype).name
-    if name not in _PROTO_BY_NP:
-        raise InvalidArgument(f"dtype {name} has no wire type")
-    return _PROTO_BY_NP[name]
-
-
-def dtype_from_v2(datatype: str) -> str:
-    """numpy dtype name of a KServe-v2 datatype string (``"FP32"`` -> ``"float32"``)."""
-    name = _NP_BY_V2.get(datatype)
-    if name is None:
-        raise InvalidArgument(
-            f"unsupported datatype {datatype!r} (supported: {', '.join(sorted(_NP_BY_V2))})"
-        )
-    return name
-
-
-def dtype_to_v2(dtype: str | np.dtype) -> str:
-    """KServe-v2 datatype string of a numpy dtype."""
-    name = np.dtype(dtype).name
-    if name not in _V2_BY_NP:
-        raise InvalidArgument(f"dtype {name} has no KServe-v2 datatype")
-    return _V2_BY_NP[name]
 
 
 def check_shape(shape: Sequence[int], max_elements: int | None = None) -> int:
@@ -124,10 +75,6 @@ def from_proto(tensor: tensor_pb2.Tensor) -> np.ndarray:
 
 __all__ = [
     "check_shape",
-    "dtype_from_proto",
-    "dtype_from_v2",
-    "dtype_to_proto",
-    "dtype_to_v2",
     "from_proto",
     "from_raw",
     "to_proto",

@@ -13,11 +13,11 @@ from aiml021.session.v1 import session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from common.dtypes import dtype_to_proto
 from edge_agent._features import RAW, EncodedFeatures
 from edge_agent._types import Route
 
 PROTOCOL_VERSION = 1
-_DTYPES = {"float32": tensor_pb2.DATA_TYPE_FLOAT32, "float16": tensor_pb2.DATA_TYPE_FLOAT16}
 _ROUTES = {
     request_pb2.ROUTE_EDGE: Route.EDGE,
     request_pb2.ROUTE_CLOUD: Route.CLOUD,
@@ -187,7 +187,7 @@ def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
     stages = [tensor_pb2.CodecStage(kind=tensor_pb2.CODEC_KIND_RAW)] if f.codec == RAW else []
     return tensor_pb2.EncodedTensorHeader(
         codec=tensor_pb2.CodecSpec(stages=stages, text=f.codec),
-        dtype=_DTYPES.get(f.dtype, tensor_pb2.DATA_TYPE_FLOAT32),
+        dtype=dtype_to_proto(f.dtype),  # type: ignore[arg-type]
         shape=list(f.shape),
         original_bytes=f.original_bytes,
         coded_bytes=len(f.payload),

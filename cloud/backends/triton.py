@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.backends._base import Backend, ModelKey, ModelSpec, TensorSpec
 from cloud.backends.triton_launch import triton_model_ref
+from common import dtypes
 from common.errors import (
     AimlError,
     DeadlineExceeded,
@@ -37,12 +38,6 @@ from common.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-_TO_TRITON = {
-    "float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
-    "int32": "INT32", "int64": "INT64", "bool": "BOOL",
-}  # fmt: skip
-_FROM_TRITON = {v: k for k, v in _TO_TRITON.items()}
 
 _STATUS_TO_ERROR: dict[grpc.StatusCode, type[AimlError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
@@ -128,11 +123,12 @@ class TritonBackend(Backend):
         request = pb.ModelInferRequest(model_name=name, model_version=version)
         for tname, array in inputs.items():
             arr = np.ascontiguousarray(array)
-            datatype = _TO_TRITON.get(arr.dtype.name)
-            if datatype is None:
+            try:
+                datatype = dtypes.lookup(arr.dtype).v2
+            except InvalidArgument:
                 raise InvalidArgument(
                     f"input {tname!r}: dtype {arr.dtype} is not supported by Triton"
-                )
+                ) from None
             request.inputs.add(name=tname, datatype=datatype, shape=arr.shape)
             request.raw_input_contents.append(
                 arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -165,12 +161,13 @@ def _decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         raise Internal("Triton answered without raw output contents")
     out: dict[str, np.ndarray] = {}
     for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
-        dtype_name = _FROM_TRITON.get(tensor.datatype)
-        if dtype_name is None:
+        try:
+            row = dtypes.by_v2(tensor.datatype)
+        except InvalidArgument:
             raise Internal(
                 f"Triton output {tensor.name!r} has unsupported datatype {tensor.datatype}"
-            )
-        dtype = np.dtype(dtype_name).newbyteorder("<")
+            ) from None
+        dtype, dtype_name = row.numpy, row.name
         shape = tuple(int(d) for d in tensor.shape)
         if len(raw) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
             raise Internal(

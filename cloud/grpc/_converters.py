@@ -25,28 +25,12 @@ from cloud.core import (
     RequestHeader,
     SessionLimits,
 )
+from common import dtypes
+from common.dtypes import dtype_from_proto, dtype_to_proto, dtype_to_v2
 from common.errors import InvalidArgument
-from common.tensors import (
-    dtype_from_proto,
-    dtype_from_v2,
-    dtype_to_proto,
-    dtype_to_v2,
-    from_raw,
-    to_raw,
-)
+from common.tensors import from_raw, to_raw
 
 # -- KServe v2 ---------------------------------------------------------------------------------
-
-_CONTENT_FIELDS = {
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "INT8": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "BOOL": "bool_contents",
-}
-
 
 def _param(params: object, name: str) -> object | None:
     p = params.get(name) if hasattr(params, "get") else None
@@ -67,11 +51,12 @@ def infer_request_from_pb(
         )
     inputs: dict[str, np.ndarray] = {}
     for i, t in enumerate(msg.inputs):
-        dtype = dtype_from_v2(t.datatype)
+        row = dtypes.by_v2(t.datatype)
+        dtype = row.name
         if raw:
             arr = from_raw(dtype, t.shape, raw[i])
         else:
-            field = _CONTENT_FIELDS.get(t.datatype)
+            field = row.contents_field
             if field is None:
                 raise InvalidArgument(f"input {t.name!r}: send {t.datatype} as raw_input_contents")
             values = getattr(t.contents, field)

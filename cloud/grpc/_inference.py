@@ -16,22 +16,13 @@ from inference import model_config_pb2 as mc
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
 from cloud.grpc._errors import handle_unary
+from common import dtypes
 from common.errors import AimlError, Internal, Unavailable
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "aiml021-gateway"
 SERVER_VERSION = "0.1.0"
-_V2_TO_CONFIG = {
-    "FP32": mc.TYPE_FP32,
-    "FP16": mc.TYPE_FP16,
-    "FP64": mc.TYPE_FP64,
-    "INT8": mc.TYPE_INT8,
-    "UINT8": mc.TYPE_UINT8,
-    "INT32": mc.TYPE_INT32,
-    "INT64": mc.TYPE_INT64,
-    "BOOL": mc.TYPE_BOOL,
-}
 
 
 class _Stats:
@@ -96,7 +87,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         for t, target in ((spec.inputs, cfg.input), (spec.outputs, cfg.output)):
             for m in tensor_metadata(t):
-                target.add(name=m.name, data_type=_V2_TO_CONFIG[m.datatype], dims=m.shape[1:])
+                data_type = mc.DataType.Value(dtypes.by_v2(m.datatype).triton_config)
+                target.add(name=m.name, data_type=data_type, dims=m.shape[1:])
         cfg.dynamic_batching.SetInParent()
         return pb.ModelConfigResponse(config=cfg)
 

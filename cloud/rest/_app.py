@@ -33,8 +33,8 @@ from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.rollout import RolloutManager
 from cloud.services import CacheServicer, DeployServicer, RegistryServicer, RegistryView
 from cloud.stores import ResultCache
+from common.dtypes import DTYPES, dtype_from_v2, dtype_to_v2
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
-from common.tensors import dtype_from_v2, dtype_to_v2
 
 from ._openapi import build_openapi
 
@@ -334,7 +334,7 @@ _V2_TENSOR = {
         "name": {"type": "string"},
         "datatype": {
             "type": "string",
-            "enum": ["BOOL", "UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64"],
+            "enum": sorted(d.v2 for d in DTYPES),
         },
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "data": {"type": "array"},

@@ -12,8 +12,9 @@ from google.protobuf import timestamp_pb2
 from cloud.backends import TensorSpec
 from cloud.rollout import RollbackPolicy, Rollout, RolloutMode, RolloutState, RolloutStats
 from cloud.stores import CacheEntry
+from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
-from common.tensors import dtype_from_proto, dtype_to_proto, from_raw, to_raw
+from common.tensors import from_raw, to_raw
 
 from ._registry import ModelInfo
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from common import dtypes
 from common.errors import DataLoss
 
-_ALLOWED_DTYPES = frozenset(
-    {"float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"}
-)
+_ALLOWED_DTYPES = dtypes.NAMES
 _LEN = struct.Struct("<I")
 
 

@@ -28,12 +28,13 @@ import struct
 import google_crc32c
 import numpy as np
 
+from common import dtypes
 from common.codecs import _registry
 from common.codecs._entropy import EntropyParams
 from common.codecs._quant import QuantParams
 from common.codecs._sparse import SparseParams
 from common.codecs._spec import CodecSpec, CodecStage, StageKind
-from common.errors import CodecError
+from common.errors import CodecError, InvalidArgument
 
 MAGIC = b"\xa2\x1c"
 FORMAT_VERSION = 1
@@ -43,29 +44,16 @@ _PRELUDE = struct.Struct("<2sBBBBHIQI")
 _RECORD = struct.Struct("<BBH")
 _CRC_AT = 8
 
-# aiml021.common.v1.DataType numbers <-> numpy dtypes (little-endian on the wire).
-DTYPES: dict[int, np.dtype] = {
-    1: np.dtype("<f4"),
-    2: np.dtype("<f2"),
-    3: np.dtype("i1"),
-    4: np.dtype("u1"),
-    5: np.dtype("<i4"),
-    6: np.dtype("<i8"),
-    7: np.dtype("?"),
-    8: np.dtype("<f8"),
-}
-DTYPE_CODES: dict[str, int] = {dt.str.lstrip("<|"): code for code, dt in DTYPES.items()}
-
 
 def dtype_code(dtype: np.dtype) -> int:
-    """Wire code of a numpy dtype; CodecError when the frame format cannot carry it."""
-    code = DTYPE_CODES.get(np.dtype(dtype).newbyteorder("<").str.lstrip("<|"))
-    if code is None:
+    """Wire code of a numpy dtype (its ``aiml021.common.v1.DataType`` number, from
+    :mod:`common.dtypes`); CodecError when the frame format cannot carry it."""
+    try:
+        return dtypes.lookup(dtype).proto
+    except InvalidArgument:
         raise CodecError(
-            f"dtype {np.dtype(dtype)} cannot be coded (float32, float16, float64, int8, uint8, "
-            "int32, int64, bool)"
-        )
-    return code
+            f"dtype {np.dtype(dtype)} cannot be coded ({', '.join(sorted(dtypes.NAMES))})"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +147,10 @@ def parse_header(frame: bytes | bytearray | memoryview, limits: DecodeLimits | N
         raise CodecError(
             f"unsupported frame format version {version} (this build reads {FORMAT_VERSION})"
         )
-    dtype = DTYPES.get(code)
-    if dtype is None:
-        raise CodecError(f"frame declares unknown dtype code {code}")
+    try:
+        dtype = dtypes.by_proto(code).numpy
+    except InvalidArgument:
+        raise CodecError(f"frame declares unknown dtype code {code}") from None
     if ndim > MAX_NDIM or nstages > MAX_STAGES or nstages == 0:
         raise CodecError(
             f"frame declares {ndim} dimensions and {nstages} stages (at most {MAX_NDIM}, 1..{MAX_STAGES})"
@@ -245,7 +234,6 @@ def _check_value_dtype(header: FrameHeader) -> None:
 
 
 __all__ = [
-    "DTYPES",
     "MAGIC",
     "DecodeLimits",
     "FrameHeader",

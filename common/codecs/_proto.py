@@ -14,7 +14,7 @@ import math
 import numpy as np
 from aiml021.common.v1 import tensor_pb2 as pb
 
-from common.codecs._frame import DTYPES, FrameHeader, dtype_code
+from common.codecs._frame import FrameHeader, dtype_code
 from common.codecs._quant import PER_TENSOR, QuantParams
 from common.codecs._spec import (
     ClipMethod,
@@ -42,19 +42,6 @@ _INDEX_TO_PB = {
 }
 _INDEX_FROM_PB = {v: k for k, v in _INDEX_TO_PB.items()}
 _VALUE_PB = (pb.CODEC_KIND_RAW, pb.CODEC_KIND_FLOAT16, pb.CODEC_KIND_QUANTIZE)
-
-
-def dtype_to_proto(dtype: np.dtype) -> pb.DataType.ValueType:
-    """``aiml021.common.v1.DataType`` of a numpy dtype (CodecError when unsupported)."""
-    return pb.DataType.ValueType(dtype_code(dtype))
-
-
-def dtype_from_proto(value: int) -> np.dtype:
-    """numpy dtype of a DataType; UNSPECIFIED and unknown values raise CodecError."""
-    dtype = DTYPES.get(int(value))
-    if dtype is None:
-        raise CodecError(f"unsupported or unspecified DataType {value}")
-    return dtype
 
 
 def spec_to_proto(spec: CodecSpec) -> pb.CodecSpec:
@@ -197,7 +184,7 @@ def header_to_proto(header: FrameHeader) -> pb.EncodedTensorHeader:
     """EncodedTensorHeader describing a frame (``crc32c`` is the frame's CRC32C, see docs)."""
     msg = pb.EncodedTensorHeader(
         codec=spec_to_proto(header.spec),
-        dtype=dtype_to_proto(header.dtype),
+        dtype=dtype_code(header.dtype),  # type: ignore[arg-type]
         shape=list(header.shape),
         original_bytes=header.original_bytes,
         coded_bytes=header.coded_bytes,
@@ -210,8 +197,6 @@ def header_to_proto(header: FrameHeader) -> pb.EncodedTensorHeader:
 
 
 __all__ = [
-    "dtype_from_proto",
-    "dtype_to_proto",
     "header_to_proto",
     "quant_to_proto",
     "spec_from_proto",

@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 from aiml021.common.v1 import tensor_pb2
 
+from common.dtypes import dtype_from_proto, dtype_from_v2, dtype_to_v2
 from common.errors import InvalidArgument
-from common.tensors import (
-    check_shape,
-    dtype_from_proto,
-    dtype_from_v2,
-    dtype_to_v2,
-    from_proto,
-    from_raw,
-    to_proto,
-    to_raw,
-)
+from common.tensors import check_shape, from_proto, from_raw, to_proto, to_raw
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,9 @@ import pytest
 from aiml021.common.v1 import tensor_pb2 as pb
 
 from common.codecs import decode, encode, fit_entropy_model, parse_spec, peek_header
-from common.codecs._proto import (
-    dtype_from_proto,
-    dtype_to_proto,
-    header_to_proto,
-    spec_from_proto,
-    spec_to_proto,
-)
+from common.codecs._frame import dtype_code
+from common.codecs._proto import header_to_proto, spec_from_proto, spec_to_proto
+from common.dtypes import by_proto
 from common.errors import CodecError
 
 
@@ -104,12 +100,12 @@ def test_stages_from_other_clients_are_validated() -> None:
     assert str(spec_from_proto(zstd_only)) == "raw|zstd"
 
 
-def test_dtypes() -> None:
+def test_frame_dtype_code_is_the_data_type_number() -> None:
     for dtype in ["float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"]:
-        assert dtype_from_proto(dtype_to_proto(np.dtype(dtype))) == np.dtype(dtype)
-    assert dtype_to_proto(np.dtype("float32")) == pb.DATA_TYPE_FLOAT32
-    with pytest.raises(CodecError, match="unspecified"):
-        dtype_from_proto(pb.DATA_TYPE_UNSPECIFIED)
+        assert by_proto(dtype_code(np.dtype(dtype))).numpy == np.dtype(dtype)
+    assert dtype_code(np.dtype(">f4")) == pb.DATA_TYPE_FLOAT32
+    with pytest.raises(CodecError, match="cannot be coded"):
+        dtype_code(np.dtype("complex64"))
 
 
 def test_header_message_describes_the_frame(activation: np.ndarray) -> None:
