@@ -27,8 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cloud.backends._base import ModelSpec
-from cloud.core import InferenceRequest, InferenceResult
+from cloud.core import InferenceRequest, InferenceResult, ModelSpec
 from common.errors import AimlError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)

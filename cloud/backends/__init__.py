@@ -1,4 +1,5 @@
-"""Model backends behind one seam (:class:`Backend`): onnxruntime in-process by default.
+"""Model backends behind one seam (:class:`cloud.core.Backend`, re-exported here):
+onnxruntime in-process by default.
 
 Other engines (Triton) implement the same ABC; the batcher hands them batched numpy arrays.
 :class:`TritonBackend` (``cloud.backends.triton``) is imported lazily, on first access.
@@ -6,8 +7,8 @@ Other engines (Triton) implement the same ABC; the batcher hands them batched nu
 
 from typing import Any
 
-from cloud.backends._base import Backend, ModelKey, ModelSpec, TensorSpec
 from cloud.backends._onnxruntime import OnnxRuntimeBackend
+from cloud.core import Backend
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cloud.backends' has no attribute {name!r}")
 
 
-__all__ = ["Backend", "ModelKey", "ModelSpec", "OnnxRuntimeBackend", "TensorSpec", "TritonBackend"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "TritonBackend"]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from cloud.backends._base import Backend, ModelKey, ModelSpec
+from cloud.core import Backend, ModelKey, ModelSpec
 from common.errors import InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)

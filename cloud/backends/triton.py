@@ -24,8 +24,8 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.backends._base import Backend, ModelKey, ModelSpec, TensorSpec
 from cloud.backends.triton_launch import triton_model_ref
+from cloud.core import Backend, ModelKey, ModelSpec, TensorSpec
 from common import dtypes
 from common.errors import (
     AimlError,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.backends._base import ModelKey, ModelSpec
+from cloud.core import ModelKey, ModelSpec
 from common.errors import Unavailable
 
 log = logging.getLogger(__name__)

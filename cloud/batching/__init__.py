@@ -1,5 +1,5 @@
 """Dynamic batching per model version: EDF order, priorities, bounded queue, deadline checks."""
 
-from cloud.batching._batcher import BatcherConfig, BatchObserver, DynamicBatcher
+from cloud.batching._batcher import BatcherConfig, DynamicBatcher, DynamicBatching
 
-__all__ = ["BatchObserver", "BatcherConfig", "DynamicBatcher"]
+__all__ = ["BatcherConfig", "DynamicBatcher", "DynamicBatching"]

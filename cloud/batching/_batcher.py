@@ -15,20 +15,15 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloud._types import InferenceResult
-from cloud.backends._base import ModelKey
+from cloud.core import BatchObserver, InferenceResult, ModelKey, ModelSpec, RunFn
 from common.errors import AimlError, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
-
-RunFn = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
-BatchObserver = Callable[[ModelKey, int, float], None]
-"""Called after each batch with (key, samples, compute seconds)."""
 
 
 @dataclass(slots=True)
@@ -272,4 +267,22 @@ class DynamicBatcher:
         self._queued = self._rows = 0
 
 
-__all__ = ["BatchObserver", "BatcherConfig", "DynamicBatcher"]
+@dataclass(frozen=True, slots=True)
+class DynamicBatching:
+    """The data plane's batcher factory: one :class:`DynamicBatcher` per model version, its
+    batches capped by the model's own ``max_batch_size``."""
+
+    config: BatcherConfig = field(default_factory=BatcherConfig)
+
+    def __call__(self, spec: ModelSpec, run: RunFn, observer: BatchObserver) -> DynamicBatcher:
+        cfg = self.config
+        capped = BatcherConfig(
+            max_batch_size=min(cfg.max_batch_size, spec.max_batch_size),
+            max_queue_delay_s=cfg.max_queue_delay_s,
+            max_queue_size=cfg.max_queue_size,
+            workers=cfg.workers,
+        )
+        return DynamicBatcher(spec.key, run, capped, observer)
+
+
+__all__ = ["BatcherConfig", "DynamicBatcher", "DynamicBatching"]

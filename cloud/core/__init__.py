@@ -1,5 +1,9 @@
-"""The gateway core: data plane, model repository, session reassembly and hooks (no grpc here)."""
+"""The gateway core: the types it owns, the data plane, model repository, session reassembly,
+the seams its outer layers implement (backend, batcher, stores) — no grpc, starlette or
+implementation imports here."""
 
+from cloud.core._backend import Backend
+from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
 from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline, validate_inputs
 from cloud.core._hooks import (
@@ -32,13 +36,20 @@ from cloud.core._session import (
 from cloud.core._types import (
     InferenceRequest,
     InferenceResult,
+    ModelKey,
+    ModelSpec,
     Priority,
     RequestRecord,
     TelemetryEvent,
+    TensorSpec,
 )
 
 __all__ = [
     "CODEC_RAW",
+    "Backend",
+    "BatchObserver",
+    "Batcher",
+    "BatcherFactory",
     "ByteBudget",
     "Chunk",
     "DataPlane",
@@ -49,18 +60,22 @@ __all__ = [
     "MemoryIdempotencyStore",
     "MemoryResultCache",
     "MetadataSink",
+    "ModelKey",
     "ModelRepository",
+    "ModelSpec",
     "PayloadFormat",
     "Priority",
     "RequestHeader",
     "RequestRecord",
     "RequestRouter",
     "ResultCache",
+    "RunFn",
     "SessionCore",
     "SessionLimits",
     "SessionSink",
     "TelemetryEvent",
     "TelemetrySink",
+    "TensorSpec",
     "content_hash",
     "decode_payload",
     "discard_record",

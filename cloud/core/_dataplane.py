@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from cloud._metrics import GatewayMetrics
-from cloud.backends._base import Backend, ModelKey, ModelSpec
-from cloud.batching import BatcherConfig, DynamicBatcher
 from cloud.core._accounting import content_hash, record_telemetry, request_record
+from cloud.core._backend import Backend
+from cloud.core._batching import Batcher, BatcherFactory
 from cloud.core._hooks import (
     IdempotencyStore,
     MetadataSink,
@@ -34,7 +34,7 @@ from cloud.core._hooks import (
     discard_telemetry,
 )
 from cloud.core._repository import ModelRepository
-from cloud.core._types import InferenceRequest, InferenceResult, TelemetryEvent
+from cloud.core._types import InferenceRequest, InferenceResult, ModelKey, ModelSpec, TelemetryEvent
 from common.errors import AimlError, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
 
 
 class DataPlane:
-    """Serves the models of a repository through a backend, one batcher per model version.
+    """Serves the models of a repository through a backend, one batcher per model version
+    (built by ``batchers``, e.g. ``cloud.batching.DynamicBatching``).
 
     ``result_cache`` answers repeated inputs of full models (and of tail segments with
     ``cache_tail_segments``) keyed by served model, version and content hash; ``router`` (e.g.
@@ -89,7 +90,7 @@ class DataPlane:
         self,
         repository: ModelRepository,
         backend: Backend,
-        batching: BatcherConfig,
+        batchers: BatcherFactory,
         metrics: GatewayMetrics | None = None,
         idempotency: IdempotencyStore | None = None,
         metadata_sink: MetadataSink = discard_record,
@@ -110,8 +111,8 @@ class DataPlane:
         self.cache_tail_segments = cache_tail_segments
         self.router = router
         self.telemetry_sink = telemetry_sink
-        self._batching = batching
-        self._batchers: dict[ModelKey, DynamicBatcher] = {}
+        self._new_batcher = batchers
+        self._batchers: dict[ModelKey, Batcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
         self._queued_keys: dict[str, tuple[ModelKey, asyncio.Future[InferenceResult]]] = {}
         self._owned: set[asyncio.Task[Any]] = set()
@@ -131,19 +132,13 @@ class DataPlane:
         if spec.entropy_model is not None:
             self.entropy_models(spec)  # a broken model file fails the load, not the requests
         if spec.key not in self._batchers:
-            cfg = BatcherConfig(
-                max_batch_size=min(self._batching.max_batch_size, spec.max_batch_size),
-                max_queue_delay_s=self._batching.max_queue_delay_s,
-                max_queue_size=self._batching.max_queue_size,
-                workers=self._batching.workers,
-            )
             outputs = tuple(t.name for t in spec.outputs)
             key = spec.key
 
             async def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return await self.backend.infer(key, feeds, outputs)
 
-            batcher = DynamicBatcher(key, run, cfg, self._observe_batch)
+            batcher = self._new_batcher(spec, run, self._observe_batch)
             batcher.start()
             self._batchers[key] = batcher
 
@@ -190,7 +185,7 @@ class DataPlane:
             return False
         return spec.key in self._batchers
 
-    def batcher(self, key: ModelKey) -> DynamicBatcher:
+    def batcher(self, key: ModelKey) -> Batcher:
         """The batcher of ``key`` (Unavailable when not serving)."""
         batcher = self._batchers.get(key)
         if batcher is None:

@@ -14,8 +14,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from cloud._types import InferenceRequest, InferenceResult, RequestRecord, TelemetryEvent
-from cloud.backends._base import ModelSpec
+from cloud.core._types import (
+    InferenceRequest,
+    InferenceResult,
+    ModelSpec,
+    RequestRecord,
+    TelemetryEvent,
+)
 from common.errors import FailedPrecondition
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from cloud.backends._base import ModelKey, ModelSpec, TensorSpec
+from cloud.core._types import ModelKey, ModelSpec, TensorSpec
 from common.errors import NotFound
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from cloud.backends._base import ModelSpec
 from cloud.core._codec import PayloadFormat, decode_payload
 from cloud.core._dataplane import DataPlane
 from cloud.core._session_types import (
@@ -30,7 +29,7 @@ from cloud.core._session_types import (
     SessionLimits,
     SessionSink,
 )
-from cloud.core._types import InferenceRequest, InferenceResult
+from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
 from common.errors import (
     AimlError,
     AlreadyExists,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cloud.backends._base import ModelSpec
 from cloud.core._codec import PayloadFormat
-from cloud.core._types import InferenceResult, Priority
+from cloud.core._types import InferenceResult, ModelSpec, Priority
 from common.errors import AimlError
 
 

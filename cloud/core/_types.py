@@ -1,12 +1,186 @@
-"""Request and result types of the data plane (defined in :mod:`cloud._types`, shared with the
-batcher without an import cycle)."""
+"""Types the data plane owns: served model versions (:class:`ModelKey`, :class:`TensorSpec`,
+:class:`ModelSpec`) and the transport-neutral request, result, record and telemetry types.
 
-from cloud._types import (
-    InferenceRequest,
-    InferenceResult,
-    Priority,
-    RequestRecord,
-    TelemetryEvent,
-)
+Every other layer (backends, batching, stores, grpc, rest) imports these from here.
+"""
 
-__all__ = ["InferenceRequest", "InferenceResult", "Priority", "RequestRecord", "TelemetryEvent"]
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKey:
+    """One served model version. ``name`` is the served name (a bundle's full model, or
+    ``<bundle>.<cut point>`` for the tail run from that cut point)."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """Name, numpy dtype name (``"float32"``...) and shape of one tensor; ``-1`` is variable
+    (the first dimension is always the batch)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (the shape without the batch dimension)."""
+        return self.shape[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything a backend needs to load one model version."""
+
+    name: str
+    version: str
+    onnx_path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int = 64
+    bundle: str = ""
+    """Bundle the model comes from (empty for a bare ONNX file)."""
+    cut_point: str = ""
+    """Cut point whose tail this model is (empty for a full model)."""
+    segment: str = ""
+    """Segment name inside the bundle (``full``, ``tail_cut1``...)."""
+    labels: tuple[str, ...] = field(default=())
+    """Class names, for classifiers (index = class id)."""
+    temperature: float = 1.0
+    """Temperature of the final exit: confidence = max softmax(logits / temperature)."""
+    entropy_model: Path | None = None
+    """Entropy-model file of the cut point's codec (``cut_points[].codec.entropy_model``), passed
+    to ``common.codecs.decode`` for ANS/range frames coded with it."""
+
+    @property
+    def key(self) -> ModelKey:
+        """The key this spec is served under."""
+        return ModelKey(self.name, self.version)
+
+
+class Priority(enum.IntEnum):
+    """Scheduling priority; higher is served first among equal deadlines."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """One inference request as the data plane sees it, whatever transport brought it.
+
+    ``inputs`` are full tensors with the batch dimension first; ``deadline`` is a
+    ``time.monotonic()`` instant or None.
+    """
+
+    model_name: str
+    model_version: str
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...] = ()
+    request_id: str = ""
+    deadline: float | None = None
+    priority: Priority = Priority.NORMAL
+    idempotency_key: str = ""
+    payload_digest: bytes = b""
+    device_id: str = ""
+    route: str = "infer"
+    """Which front door: ``infer`` (ModelInfer), ``stream`` (ModelStreamInfer), ``session``."""
+    codec: str = "raw"
+    cut_point: str = ""
+    session_id: str = ""
+    """Session stream the request arrived on (empty for KServe and REST)."""
+    offload_reason: str = ""
+    """Why the device offloaded: ``deferred`` (replayed from its offline queue), ``offload``."""
+    received_at: float = field(default_factory=time.monotonic)
+    """Monotonic instant the gateway had the whole request (deadline and latency base)."""
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """Outputs of one request (batch dimension first) with where its time went."""
+
+    model_name: str
+    model_version: str
+    outputs: dict[str, np.ndarray]
+    cached: bool = False
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batch_size: int = 1
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the metadata sink receives after each request (success or failure)."""
+
+    request_id: str
+    device_id: str
+    model_name: str
+    model_version: str
+    route: str
+    status: str
+    codec: str = ""
+    cut_point: str = ""
+    idempotency_key: str = ""
+    bytes_in: int = 0
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    cached: bool = False
+    session_id: str = ""
+    deadline_ms: float | None = None
+    """The request's deadline as milliseconds after its arrival (None: no deadline)."""
+    offload_reason: str = ""
+    top_class: int | None = None
+    """Argmax of the first output for single-sample answers."""
+    confidence: float | None = None
+    """Temperature-scaled softmax probability of ``top_class`` (classifiers)."""
+    bytes_out: int = 0
+    """Bytes of the output tensors returned."""
+    latency_ms: float | None = None
+    """Gateway time from arrival of the whole request to its answer."""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TelemetryEvent:
+    """One finished request as a device saw it (from a session stream or TelemetryService)."""
+
+    device_id: str
+    request_id: str = ""
+    model_name: str = ""
+    route: str = ""
+    """``edge``, ``cloud``, ``edge_fallback``, ``cache``, ``deferred`` or ``unspecified``."""
+    exit_index: int = -1
+    total_s: float | None = None
+    """End-to-end latency on the device (None when the device did not report it)."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    cache_hit: bool = False
+    cut_point: str = ""
+    codec: str = ""
+    confidence: float = 0.0
+    session_id: str = ""
+
+
+__all__ = [
+    "InferenceRequest",
+    "InferenceResult",
+    "ModelKey",
+    "ModelSpec",
+    "Priority",
+    "RequestRecord",
+    "TelemetryEvent",
+    "TensorSpec",
+]

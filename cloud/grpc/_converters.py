@@ -15,11 +15,11 @@ from aiml021.session.v1 import session_pb2
 from google.protobuf import duration_pb2
 from inference import grpc_service_pb2 as pb
 
-from cloud.backends._base import ModelSpec
 from cloud.core import (
     Chunk,
     InferenceRequest,
     InferenceResult,
+    ModelSpec,
     PayloadFormat,
     Priority,
     RequestHeader,

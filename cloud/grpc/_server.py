@@ -20,7 +20,7 @@ from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from cloud._metrics import GatewayMetrics
 from cloud._settings import GatewaySettings
 from cloud.backends import Backend, OnnxRuntimeBackend
-from cloud.batching import BatcherConfig
+from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
     ByteBudget,
     DataPlane,
@@ -120,11 +120,13 @@ class Gateway:
         self.dataplane = DataPlane(
             repository,
             backend,
-            BatcherConfig(
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_s=s.max_queue_delay_ms / 1000,
-                max_queue_size=s.max_queue_size,
-                workers=s.backend_workers,
+            DynamicBatching(
+                BatcherConfig(
+                    max_batch_size=s.max_batch_size,
+                    max_queue_delay_s=s.max_queue_delay_ms / 1000,
+                    max_queue_size=s.max_queue_size,
+                    workers=s.backend_workers,
+                )
             ),
             self.metrics,
             idempotency,

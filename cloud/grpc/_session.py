@@ -18,8 +18,7 @@ import grpc
 from aiml021.session.v1 import session_pb2
 from google.protobuf.message import DecodeError
 
-from cloud.backends._base import ModelSpec
-from cloud.core import ByteBudget, DataPlane, InferenceResult, SessionCore, SessionLimits
+from cloud.core import ByteBudget, DataPlane, InferenceResult, ModelSpec, SessionCore, SessionLimits
 from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
 from cloud.grpc._errors import rpc_status
 from cloud.grpc._telemetry import events_from_pb

@@ -12,8 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.backends import ModelSpec, TensorSpec
-from cloud.core import ModelRepository
+from cloud.core import ModelRepository, ModelSpec, TensorSpec
 from common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)

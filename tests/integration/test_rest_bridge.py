@@ -17,8 +17,8 @@ import uvicorn
 
 from cloud.backends import OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
+from cloud.batching import DynamicBatching
 from cloud.core import DataPlane, ModelRepository
-from cloud.core._dataplane import BatcherConfig
 from cloud.rest import RestBridge
 from cloud.rollout import RolloutManager, RolloutRouter
 from cloud.services import RegistryView
@@ -38,7 +38,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     holder: dict[str, object] = {}
 
     async def serve() -> None:
-        plane = DataPlane(repo, OnnxRuntimeBackend(), BatcherConfig())
+        plane = DataPlane(repo, OnnxRuntimeBackend(), DynamicBatching())
         await plane.start()
         manager = RolloutManager(plane.model_ready)
         router = RolloutRouter(plane, manager)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from cloud.backends import Backend, ModelKey, ModelSpec, OnnxRuntimeBackend
+from cloud.backends import Backend, OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
-from cloud.batching import BatcherConfig
-from cloud.core import DataPlane, InferenceRequest, ModelRepository
+from cloud.batching import BatcherConfig, DynamicBatching
+from cloud.core import DataPlane, InferenceRequest, ModelKey, ModelRepository, ModelSpec
 from cloud.stores import (
     DataPlaneIdempotency,
     MetadataSinkAdapter,
@@ -78,7 +78,7 @@ async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Pat
         DataPlane(
             ModelRepository([spec]),
             b,
-            BatcherConfig(),
+            DynamicBatching(),
             idempotency=DataPlaneIdempotency(
                 RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
             ),
@@ -126,7 +126,7 @@ async def test_concurrent_duplicates_on_two_replicas_compute_once(
         DataPlane(
             ModelRepository([spec]),
             b,
-            BatcherConfig(max_batch_size=1),
+            DynamicBatching(BatcherConfig(max_batch_size=1)),
             idempotency=DataPlaneIdempotency(
                 RedisIdempotencyStore(
                     aioredis.Redis.from_url(redis_url), prefix=prefix, poll_interval_s=0.005

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from cloud.backends import OnnxRuntimeBackend
-from cloud.backends._base import ModelKey, ModelSpec
 from cloud.backends.triton import TritonBackend, TritonSettings, spec_from_onnx
 from cloud.backends.triton_launch import REPO_ROOT, TritonServer, triton_model_ref
+from cloud.core import ModelKey, ModelSpec
 from common.errors import InvalidArgument, NotFound, Unavailable
 from tests.support.tiny_models import tail_model
 

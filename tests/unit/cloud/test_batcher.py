@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from cloud.backends import ModelKey
 from cloud.batching import BatcherConfig, DynamicBatcher
+from cloud.core import ModelKey
 from common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 KEY = ModelKey("m", "1")

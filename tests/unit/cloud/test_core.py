@@ -11,20 +11,23 @@ import grpc
 import numpy as np
 import pytest
 
-from cloud.backends import Backend, ModelKey, ModelSpec, TensorSpec
-from cloud.batching import BatcherConfig
+from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
+    Backend,
     ByteBudget,
     Chunk,
     DataPlane,
     InferenceRequest,
     MemoryIdempotencyStore,
     MemoryResultCache,
+    ModelKey,
     ModelRepository,
+    ModelSpec,
     PayloadFormat,
     RequestHeader,
     SessionCore,
     SessionLimits,
+    TensorSpec,
     decode_payload,
     scan_models_dir,
 )
@@ -70,7 +73,8 @@ class _Double(Backend):
 
 async def _plane(**kw: object) -> tuple[DataPlane, _Double]:
     backend = _Double()
-    dp = DataPlane(ModelRepository([SPEC]), backend, BatcherConfig(max_batch_size=8), **kw)  # type: ignore[arg-type]
+    batchers = DynamicBatching(BatcherConfig(max_batch_size=8))
+    dp = DataPlane(ModelRepository([SPEC]), backend, batchers, **kw)  # type: ignore[arg-type]
     await dp.start()
     return dp, backend
 

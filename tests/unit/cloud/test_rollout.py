@@ -10,8 +10,8 @@ import pytest
 
 from cloud.backends import OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
+from cloud.batching import DynamicBatching
 from cloud.core import DataPlane, InferenceRequest, InferenceResult, ModelRepository
-from cloud.core._dataplane import BatcherConfig
 from cloud.rollout import (
     RollbackPolicy,
     Rollout,
@@ -148,7 +148,7 @@ async def test_shadow_on_a_real_data_plane(tmp_path: Path) -> None:
             tail_model(tmp_path / "b.onnx", seed=1), name="tiny", version="2"
         ),  # same weights
     ]
-    plane = DataPlane(ModelRepository(specs), OnnxRuntimeBackend(), BatcherConfig())
+    plane = DataPlane(ModelRepository(specs), OnnxRuntimeBackend(), DynamicBatching())
     await plane.start()
     mgr = RolloutManager(lambda n, v: plane.model_ready(n, v))
     mgr.set(Rollout("tiny", "1", "2", RolloutMode.SHADOW, 0.5))

@@ -14,16 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.backends import Backend, ModelKey, ModelSpec, TensorSpec
-from cloud.batching import BatcherConfig
+from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.cli import register, settings_from_args
 from cloud.core import (
+    Backend,
     DataPlane,
     InferenceRequest,
     MemoryIdempotencyStore,
     MemoryResultCache,
+    ModelKey,
     ModelRepository,
+    ModelSpec,
     RequestRecord,
+    TensorSpec,
     content_hash,
 )
 from cloud.stores import (
@@ -78,7 +81,8 @@ class _Slow(Backend):
 
 
 async def _plane(backend: Backend, **kw: object) -> DataPlane:
-    dp = DataPlane(ModelRepository([FULL, TAIL]), backend, BatcherConfig(max_batch_size=8), **kw)  # type: ignore[arg-type]
+    batchers = DynamicBatching(BatcherConfig(max_batch_size=8))
+    dp = DataPlane(ModelRepository([FULL, TAIL]), backend, batchers, **kw)  # type: ignore[arg-type]
     await dp.start()
     return dp
 
@@ -217,7 +221,7 @@ async def test_cancel_while_computing_still_stores_the_result() -> None:
 
 async def test_cancel_while_queued_withdraws_and_releases() -> None:
     backend = _Slow(delay=0.2)
-    dp = DataPlane(ModelRepository([FULL]), backend, BatcherConfig(max_batch_size=1),
+    dp = DataPlane(ModelRepository([FULL]), backend, DynamicBatching(BatcherConfig(max_batch_size=1)),
                    idempotency=MemoryIdempotencyStore())  # fmt: skip
     await dp.start()
     x = {"x": np.ones((1, 4), np.float32)}
@@ -278,7 +282,7 @@ async def test_router_in_the_data_plane_shadows_and_rolls_back() -> None:
             return await super().infer(key, inputs, outputs)
 
     v2 = dataclasses.replace(FULL, version="2")
-    dp = DataPlane(ModelRepository([FULL, v2]), _FailV2(), BatcherConfig())
+    dp = DataPlane(ModelRepository([FULL, v2]), _FailV2(), DynamicBatching())
     await dp.start()
     manager = RolloutManager(dp.model_ready)
     router = RolloutRouter(dp, manager)
