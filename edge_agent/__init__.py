@@ -22,7 +22,7 @@ from edge_agent._routing import (
     RoutingPolicy,
     ThresholdRouting,
 )
-from edge_agent._runtime import EdgeRuntime, HeadState, calibrated, entropy
+from edge_agent._runtime import EdgeRuntime, HeadState, entropy
 from edge_agent._settings import EdgeSettings
 from edge_agent._stream import SessionClient, StreamMetrics, backoff_delay
 from edge_agent._sync import SyncEdgeAgent
@@ -57,7 +57,6 @@ __all__ = [
     "Timing",
     "backoff_delay",
     "bundle_profile",
-    "calibrated",
     "channel_credentials",
     "content_key",
     "engine_heuristic",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.confidence import softmax
 from common.errors import InvalidArgument
 from edge_agent._types import ExitOutput
 
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
     from common.bundle import Bundle, CutPointSpec
 
 log = logging.getLogger(__name__)
-
-
-def calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / temperature) over the last axis, numerically stable, float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 def entropy(p: np.ndarray) -> float:
@@ -124,7 +117,7 @@ class EdgeRuntime:
         found = []
         for spec in self.exits:
             if spec.segment == name:
-                p = calibrated(state.tensors[spec.logits][0], self.temperatures[spec.name])
+                p = softmax(state.tensors[spec.logits][0], self.temperatures[spec.name])
                 found.append(
                     ExitOutput(
                         name=spec.name,
@@ -160,4 +153,4 @@ class EdgeRuntime:
         return v / norm if norm > 0 and math.isfinite(norm) else v
 
 
-__all__ = ["EdgeRuntime", "HeadState", "calibrated", "entropy"]
+__all__ = ["EdgeRuntime", "HeadState", "entropy"]

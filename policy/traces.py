@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.confidence import softmax
 from common.errors import InvalidArgument
 from policy._manifest import profile_from_manifest
 from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec
@@ -27,13 +28,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CODECS: tuple[str, ...] = ("int8", "q4|ans", "q2|ans")
 """Codecs traced at every cut point (plus the cut's manifest default)."""
-
-
-def _softmax(logits: npt.NDArray[np.float32], temperature: float) -> npt.NDArray[np.float64]:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _median_ms(fn: Any, n: int) -> float:
@@ -132,7 +126,7 @@ def build_trace(
         y = labels[sl]
         acts = forward(x)
         for j, e in enumerate(exits):
-            p = _softmax(acts[e.logits], e.temperature)
+            p = softmax(acts[e.logits], e.temperature)
             conf[sl, j] = p.max(axis=1)
             ent[sl, j] = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)
             correct[sl, j] = p.argmax(axis=1) == y

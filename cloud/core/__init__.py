@@ -2,6 +2,7 @@
 the seams its outer layers implement (backend, batcher, stores) — no grpc, starlette or
 implementation imports here."""
 
+from cloud.core._accounting import calibrate
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
@@ -76,6 +77,7 @@ __all__ = [
     "TelemetryEvent",
     "TelemetrySink",
     "TensorSpec",
+    "calibrate",
     "content_hash",
     "decode_payload",
     "discard_record",

@@ -14,6 +14,7 @@ from cloud._metrics import GatewayMetrics
 from cloud.core._hooks import TelemetrySink, discard_telemetry
 from cloud.core._repository import ModelRepository
 from cloud.core._types import InferenceRequest, InferenceResult, RequestRecord, TelemetryEvent
+from common import confidence
 from common.errors import AimlError
 
 log = logging.getLogger(__name__)
@@ -58,23 +59,27 @@ def request_record(
     )
 
 
+def calibrate(result: InferenceResult, temperature: float) -> tuple[int | None, float | None]:
+    """Top class and temperature-scaled confidence of a single-sample classifier answer,
+    computed once per result (kept on it: the answer and the request record read the same)."""
+    if result.top_class is None and result.outputs:
+        first = next(iter(result.outputs.values()))
+        if first.ndim == 2 and first.shape[0] == 1 and np.issubdtype(first.dtype, np.floating):
+            result.top_class, result.confidence = confidence.top_class(first[0], temperature)
+    return result.top_class, result.confidence
+
+
 def top_class(
     repository: ModelRepository, result: InferenceResult
 ) -> tuple[int | None, float | None]:
-    """Top class and temperature-scaled confidence of a single-sample classifier answer."""
-    if not result.outputs:
-        return None, None
-    first = next(iter(result.outputs.values()))
-    if first.ndim != 2 or first.shape[0] != 1 or not np.issubdtype(first.dtype, np.floating):
-        return None, None
+    """:func:`calibrate` with the temperature of the model that answered."""
+    if result.top_class is not None:
+        return result.top_class, result.confidence
     try:
         temperature = repository.resolve(result.model_name, result.model_version).temperature
     except AimlError:
         temperature = 1.0
-    z = first[0].astype(np.float64) / max(temperature, 1e-6)
-    z = np.exp(z - z.max())
-    top = int(z.argmax())
-    return top, float(z[top] / z.sum())
+    return calibrate(result, temperature)
 
 
 def record_telemetry(
@@ -116,4 +121,4 @@ def content_hash(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()) 
     return h.hexdigest()
 
 
-__all__ = ["content_hash", "record_telemetry", "request_record", "top_class"]
+__all__ = ["calibrate", "content_hash", "record_telemetry", "request_record", "top_class"]

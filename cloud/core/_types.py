@@ -119,6 +119,10 @@ class InferenceResult:
     queue_s: float = 0.0
     compute_s: float = 0.0
     batch_size: int = 1
+    top_class: int | None = None
+    """Top class of a single-sample classifier answer (set once by ``calibrate``)."""
+    confidence: float | None = None
+    """Its temperature-scaled softmax probability (``common.confidence``)."""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from cloud.core import (
     Priority,
     RequestHeader,
     SessionLimits,
+    calibrate,
 )
 from common import dtypes
 from common.dtypes import dtype_from_proto, dtype_to_proto, dtype_to_v2
@@ -196,18 +197,14 @@ def result_to_pb(
     r.route = request_pb2.ROUTE_CACHE if result.cached else request_pb2.ROUTE_CLOUD
     r.served_model_version = result.model_version
     r.cached = result.cached
-    first = None
     for name, arr in result.outputs.items():
         r.outputs.add(
             name=name, dtype=dtype_to_proto(arr.dtype), shape=arr.shape, contents=to_raw(arr)
         )
-        first = arr if first is None else first
-    if first is not None and first.ndim == 2 and first.shape[0] == 1 and first.dtype.kind == "f":
-        z = first[0].astype(np.float64) / spec.temperature
-        p = np.exp(z - z.max())
-        top = int(p.argmax())
+    top, confidence = calibrate(result, spec.temperature)
+    if top is not None and confidence is not None:
         r.top_class = top
-        r.confidence = float(p[top] / p.sum())
+        r.confidence = confidence
     if result.queue_s or result.compute_s:
         r.timing.queue.CopyFrom(_duration(result.queue_s))
         r.timing.cloud_compute.CopyFrom(_duration(result.compute_s))

@@ -20,7 +20,6 @@ from common.bundle._calibrate import (
     nll,
     risk_coverage,
     select_thresholds,
-    softmax,
 )
 from common.bundle._fit import calibrate_bundle, evaluate_bundle
 from common.bundle._manifest import (
@@ -94,7 +93,6 @@ __all__ = [
     "run_segment",
     "select_thresholds",
     "sha256_file",
-    "softmax",
     "split_model",
     "verify_split",
     "write_manifest",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common.bundle import load_bundle
+from common.confidence import softmax
 from edge_agent import (
     Action,
     CachedAnswer,
@@ -16,7 +17,6 @@ from edge_agent import (
     ResultCache,
     RoutingContext,
     ThresholdRouting,
-    calibrated,
     content_key,
     entropy,
 )
@@ -93,7 +93,7 @@ def test_threshold_routing_decisions() -> None:
 
 def test_calibration_maths() -> None:
     logits = np.array([2.0, 1.0, 0.0])
-    p1, p2 = calibrated(logits, 1.0), calibrated(logits, 2.0)
+    p1, p2 = softmax(logits, 1.0), softmax(logits, 2.0)
     assert p1.sum() == pytest.approx(1.0) and p2.max() < p1.max()  # T > 1 softens
     assert entropy(np.array([1.0, 0.0])) == 0.0
     assert entropy(np.full(4, 0.25)) == pytest.approx(np.log(4))

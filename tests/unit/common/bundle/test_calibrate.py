@@ -13,8 +13,8 @@ from common.bundle._calibrate import (
     nll,
     risk_coverage,
     select_thresholds,
-    softmax,
 )
+from common.confidence import softmax
 
 
 def _calibrated(n: int, k: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
