@@ -27,7 +27,6 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "cloud.cli",
     "edge": "edge_agent.cli",
     "policy": "policy.cli",
-    "demo": "benchmarks.e2e.demo",
 }
 
 

@@ -162,8 +162,9 @@ def main() -> int:
         targets["gw-session-2f"] = ("loadgen_session", {**gw, "inline": False})  # header + chunk
         if not args.no_triton:
             try:
-                from cloud.backends.triton_launch import TritonServer, triton_model_ref
+                from cloud.backends.triton import triton_model_ref
                 from cloud.core import specs_from_bundle
+                from scripts.triton import TritonServer
 
                 spec = next(s for s in specs_from_bundle(models / bundle, 64) if not s.cut_point)
                 triton = TritonServer(models=[spec])

@@ -9,11 +9,19 @@ Errors map to :mod:`common.errors`: an unreachable or dying server is ``Unavaila
 call carries a deadline, so nothing hangs), a model Triton does not serve is ``NotFound``,
 rejected inputs are ``InvalidArgument``. The channel reconnects with a short backoff so that a
 restarted Triton serves again within about a second.
+
+Triton names allow ``[A-Za-z0-9._-]`` and integer versions; our versions are strings. By default
+every version ``v`` of model ``name`` is addressed as its own Triton model ``<name>__<v>``,
+version 1 (:func:`triton_model_ref`; how ``scripts/triton`` serves them): PyTriton cannot serve
+two versions of one model name (the second version's python-backend tensor store fails to start
+with an ``EOFError``). With ``version_suffix=False`` (a Triton with its own model repository), a
+numeric version maps to that Triton version of ``name``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,7 +32,6 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.backends.triton_launch import triton_model_ref
 from cloud.core import Backend, ModelKey, ModelSpec, TensorSpec
 from common import dtypes
 from common.errors import (
@@ -62,10 +69,21 @@ class TritonSettings(BaseSettings):
     control_timeout_s: float = Field(default=5.0, gt=0)
     """Deadline of readiness and metadata calls."""
     version_suffix: bool = True
-    """Address version ``v`` of ``name`` as Triton model ``<name>__<v>`` (how ``triton_launch``
+    """Address version ``v`` of ``name`` as Triton model ``<name>__<v>`` (how ``scripts/triton``
     serves them); false: as Triton version ``v`` of ``name`` (numeric versions only)."""
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest gRPC message sent or received."""
+
+
+_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def triton_model_ref(key: ModelKey, version_suffix: bool = True) -> tuple[str, str]:
+    """Triton (model name, version string) serving our ``key`` (see the module docstring)."""
+    name = _BAD.sub("_", key.name)
+    if not version_suffix and key.version.isdigit() and int(key.version) > 0:
+        return name, str(int(key.version))
+    return f"{name}__{_BAD.sub('_', key.version)}", "1"
 
 
 def _error(exc: grpc.aio.AioRpcError, what: str) -> AimlError:
@@ -208,4 +226,4 @@ def spec_from_onnx(
     )
 
 
-__all__ = ["TritonBackend", "TritonSettings", "spec_from_onnx"]
+__all__ = ["TritonBackend", "TritonSettings", "spec_from_onnx", "triton_model_ref"]

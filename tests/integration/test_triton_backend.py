@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from cloud.backends import OnnxRuntimeBackend
-from cloud.backends.triton import TritonBackend, TritonSettings, spec_from_onnx
-from cloud.backends.triton_launch import REPO_ROOT, TritonServer, triton_model_ref
+from cloud.backends.triton import TritonBackend, TritonSettings, spec_from_onnx, triton_model_ref
 from cloud.core import ModelKey, ModelSpec
 from common.errors import InvalidArgument, NotFound, Unavailable
+from scripts.triton import REPO_ROOT, TritonServer
 from tests.support.tiny_models import tail_model
 
 

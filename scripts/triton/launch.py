@@ -1,11 +1,9 @@
 """Start and stop a real Triton Inference Server (nvidia-pytriton, in ``.venv-triton``) serving
-model specs, and the naming shared by that server and :class:`cloud.backends.triton.TritonBackend`.
+model specs, named as :func:`cloud.backends.triton.triton_model_ref` addresses them.
 
-Triton names allow ``[A-Za-z0-9._-]`` and integer versions; our versions are strings. By default
-every version ``v`` of model ``name`` is served as its own Triton model ``<name>__<v>``, version 1:
-PyTriton cannot serve two versions of one model name (the second version's python-backend tensor
-store fails to start with an ``EOFError``). With ``version_suffix=False`` (a Triton with its own
-model repository), a numeric version maps to that Triton version of ``name``.
+A development and test tool, not part of the installed package: tests and benchmarks use
+:class:`TritonServer`; ``python -m scripts.triton.launch a.onnx b.onnx`` serves files by hand.
+The server process runs :mod:`scripts.triton.server` with the Triton venv's interpreter.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,22 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.core import ModelKey, ModelSpec
+from cloud.backends.triton import spec_from_onnx, triton_model_ref
+from cloud.core import ModelSpec
 from common.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = Path(__file__).with_name("triton_server.py")
-_BAD = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def triton_model_ref(key: ModelKey, version_suffix: bool = True) -> tuple[str, str]:
-    """Triton (model name, version string) serving our ``key`` (see the module docstring)."""
-    name = _BAD.sub("_", key.name)
-    if not version_suffix and key.version.isdigit() and int(key.version) > 0:
-        return name, str(int(key.version))
-    return f"{name}__{_BAD.sub('_', key.version)}", "1"
+LAUNCHER = Path(__file__).with_name("server.py")
 
 
 def triton_python(venv: str | Path | None = None) -> Path:
@@ -204,14 +193,12 @@ class TritonServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cloud.backends.triton_launch BUNDLE_OR_ONNX...``: serve ONNX files (for manual runs)."""
+    """``python -m scripts.triton.launch ONNX...``: serve ONNX files (for manual runs)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="serve ONNX files on a real Triton (pytriton)")
     parser.add_argument("onnx", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    from cloud.backends.triton import spec_from_onnx
-
     server = TritonServer([spec_from_onnx(p) for p in args.onnx])
     server.start()
     print(f"Triton gRPC on {server.grpc_target}; Ctrl-C to stop", file=sys.stderr)  # CLI output

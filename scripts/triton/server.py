@@ -3,9 +3,9 @@
 Run with the Triton venv's interpreter, never imported by the gateway (it needs numpy<2)::
 
     LD_LIBRARY_PATH=$(.venv-triton/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))') \\
-        .venv-triton/bin/python cloud/backends/triton_server.py --config triton.json
+        .venv-triton/bin/python scripts/triton/server.py --config triton.json
 
-The config (written by ``cloud.backends.triton_launch``) names the ports and, for each model, the
+The config (written by ``scripts.triton.launch``) names the ports and, for each model, the
 Triton name and version, the ONNX file, its tensors and the dynamic-batching limits. Each model is
 an onnxruntime session bound as a PyTriton model; Triton's dynamic batcher groups requests.
 Without LD_LIBRARY_PATH pointing at the interpreter's libdir (pyenv builds), Triton's python
@@ -56,7 +56,9 @@ def _tensor(spec: dict[str, Any]) -> Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON file written by triton_launch")
+    parser.add_argument(
+        "--config", required=True, help="JSON file written by scripts/triton/launch.py"
+    )
     args = parser.parse_args(argv)
     with open(args.config) as f:
         cfg = json.load(f)
