@@ -26,6 +26,18 @@ from cloud.core._repository import (
     specs_from_bundle,
     tail_model_name,
 )
+from cloud.core._rollout import (
+    RollbackPolicy,
+    Rollout,
+    RolloutManager,
+    RolloutMode,
+    RolloutState,
+    RolloutStats,
+    RouteDecision,
+    hash_fraction,
+    top_classes,
+)
+from cloud.core._rollout_router import RolloutRouter
 from cloud.core._session import (
     ByteBudget,
     Chunk,
@@ -70,6 +82,14 @@ __all__ = [
     "RequestRecord",
     "RequestRouter",
     "ResultCache",
+    "RollbackPolicy",
+    "Rollout",
+    "RolloutManager",
+    "RolloutMode",
+    "RolloutRouter",
+    "RolloutState",
+    "RolloutStats",
+    "RouteDecision",
     "RunFn",
     "SessionCore",
     "SessionLimits",
@@ -82,10 +102,12 @@ __all__ = [
     "decode_payload",
     "discard_record",
     "discard_telemetry",
+    "hash_fraction",
     "monotonic_deadline",
     "scan_models_dir",
     "spec_from_onnx",
     "specs_from_bundle",
     "tail_model_name",
+    "top_classes",
     "validate_inputs",
 ]

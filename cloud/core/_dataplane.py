@@ -83,7 +83,7 @@ class DataPlane:
 
     ``result_cache`` answers repeated inputs of full models (and of tail segments with
     ``cache_tail_segments``) keyed by served model, version and content hash; ``router`` (e.g.
-    ``cloud.rollout.RolloutRouter``) picks the version of requests that name none.
+    ``cloud.core.RolloutRouter``) picks the version of requests that name none.
     """
 
     def __init__(

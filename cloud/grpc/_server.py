@@ -29,6 +29,8 @@ from cloud.core import (
     MetadataSink,
     ModelRepository,
     ResultCache,
+    RolloutManager,
+    RolloutRouter,
     SessionLimits,
     TelemetrySink,
     discard_record,
@@ -40,7 +42,6 @@ from cloud.grpc._session import SERVICE as SESSION_SERVICE
 from cloud.grpc._session import SessionServicer
 from cloud.grpc._telemetry import SERVICE as TELEMETRY_SERVICE
 from cloud.grpc._telemetry import TelemetryServicer
-from cloud.rollout import RolloutManager, RolloutRouter
 from common.errors import InvalidArgument
 
 if TYPE_CHECKING:

@@ -15,8 +15,7 @@ from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from cloud.backends.triton import spec_from_onnx
-from cloud.core import ModelRepository
-from cloud.rollout import RolloutManager
+from cloud.core import ModelRepository, RolloutManager
 from cloud.services import RegistryView, add_services
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model

@@ -18,9 +18,8 @@ import uvicorn
 from cloud.backends import OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
 from cloud.batching import DynamicBatching
-from cloud.core import DataPlane, ModelRepository
+from cloud.core import DataPlane, ModelRepository, RolloutManager, RolloutRouter
 from cloud.rest import RestBridge
-from cloud.rollout import RolloutManager, RolloutRouter
 from cloud.services import RegistryView
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model

@@ -11,8 +11,11 @@ import pytest
 from cloud.backends import OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
 from cloud.batching import DynamicBatching
-from cloud.core import DataPlane, InferenceRequest, InferenceResult, ModelRepository
-from cloud.rollout import (
+from cloud.core import (
+    DataPlane,
+    InferenceRequest,
+    InferenceResult,
+    ModelRepository,
     RollbackPolicy,
     Rollout,
     RolloutManager,

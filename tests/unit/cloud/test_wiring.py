@@ -88,7 +88,7 @@ async def _plane(backend: Backend, **kw: object) -> DataPlane:
 
 
 def test_every_cloud_package_imports_first_in_a_fresh_interpreter() -> None:
-    mods = ["cloud.batching", "cloud.stores", "cloud.rollout", "cloud.services", "cloud.rest",
+    mods = ["cloud.batching", "cloud.stores", "cloud.services", "cloud.rest",
             "cloud.grpc"]  # fmt: skip
     procs = [
         subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT, stderr=subprocess.PIPE)
@@ -264,7 +264,7 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
 
 async def test_router_in_the_data_plane_shadows_and_rolls_back() -> None:
     """Requests through ``DataPlane.submit`` (what every transport calls) get rollouts."""
-    from cloud.rollout import (
+    from cloud.core import (
         RollbackPolicy,
         Rollout,
         RolloutManager,
