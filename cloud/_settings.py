@@ -1,58 +1,73 @@
-"""Gateway settings: one pydantic-settings class, env prefix ``AIML021_GATEWAY_``."""
+"""Gateway settings: one tree, env prefix ``AIML021_GATEWAY_``, sections joined with ``__``.
+
+``aiml021 serve`` reads it from flags > env > ``--config FILE`` (TOML or JSON) > defaults
+(:meth:`GatewaySettings.load`); e.g. ``AIML021_GATEWAY_STORES__REDIS_URL`` is
+``stores.redis_url``, ``[stores] redis_url = ...`` in a TOML file. docs/gateway.md lists every key.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from cloud.stores._settings import CacheSettings, IdempotencySettings, StoreSettings
+from common.settings import TREE_CONFIG, LayeredSettings, Section
+from policy._settings import PolicySettings
 
 
-class GatewaySettings(BaseSettings):
-    """Everything the gateway reads at start-up; validated, errors name the setting."""
-
-    model_config = SettingsConfigDict(env_prefix="AIML021_GATEWAY_", extra="forbid")
+class ServerSettings(Section):
+    """The gRPC front door."""
 
     host: str = "127.0.0.1"
-    """Address the gRPC server binds."""
+    """Address the gRPC (and metrics, REST) servers bind."""
     port: int = Field(default=8001, ge=0, le=65535)
     """gRPC port (0 picks a free port; see ``port_file``)."""
     port_file: Path | None = None
-    """When set, the bound gRPC and metrics ports are written here as JSON once serving."""
-    metrics_port: int | None = Field(default=8002, ge=0, le=65535)
-    """Prometheus metrics port (0 picks a free port, null disables the endpoint)."""
-    models_dir: Path = Path("models")
-    """Directory of model bundles (each subdirectory with a manifest.json) and bare *.onnx files."""
-    insecure: bool = False
-    """Serve plaintext without client certificates (development only; logs a warning)."""
-    tls_dir: Path = Path("certs")
-    """Directory with ca.pem, server.pem and server.key (written by ``aiml021 certs``)."""
+    """When set, the bound gRPC, metrics and REST ports are written here as JSON once serving."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
     keepalive_time_s: float = Field(default=30.0, gt=0)
     """Interval of server keepalive pings on idle connections."""
     keepalive_timeout_s: float = Field(default=10.0, gt=0)
     """Time to wait for a keepalive ack before closing the connection."""
-    max_batch_size: int = Field(default=64, ge=1)
-    """Most samples in one batch (capped by each model's own limit)."""
-    max_queue_delay_ms: float = Field(default=0.0, ge=0)
-    """How long the batcher waits for a batch to fill; 0 batches whatever is queued."""
-    max_queue_size: int = Field(default=1024, ge=1)
-    """Queued requests per model version before new ones get RESOURCE_EXHAUSTED."""
-    intra_op_threads: int = Field(default=1, ge=1)
-    """onnxruntime intra-op threads per session."""
-    inter_op_threads: int = Field(default=1, ge=1)
-    """onnxruntime inter-op threads per session."""
-    backend_workers: int = Field(default=1, ge=1)
-    """Batches computing at the same time (onnxruntime thread pool size)."""
+
+
+class TlsSettings(Section):
+    """Transport security of the gRPC server (mTLS unless ``insecure``)."""
+
+    insecure: bool = False
+    """Serve plaintext without client certificates (development only; logs a warning)."""
+    dir: Path = Path("certs")
+    """Directory with ca.pem, server.pem and server.key (written by ``aiml021 certs``)."""
+
+
+class MetricsSettings(Section):
+    """The Prometheus endpoint."""
+
+    port: int | None = Field(default=8002, ge=0, le=65535)
+    """Prometheus metrics port (0 picks a free port, null disables the endpoint)."""
+
+
+class RestSettings(Section):
+    """The REST front door (KServe v2 over HTTP)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """REST port (0 picks a free port); null (the default) serves no REST."""
+
+
+class SessionSettings(Section):
+    """Limits of one device session stream (sent to the device in Welcome)."""
+
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     """Largest payload one session request may declare."""
     max_chunk_bytes: int = Field(default=1024 * 1024, ge=1)
     """Largest TensorChunk payload."""
-    max_inflight_per_session: int = Field(default=256, ge=1)
+    max_inflight: int = Field(default=256, ge=1)
     """Requests one session may have open (reassembling, queued or computing)."""
-    session_buffer_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    buffer_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     """Bytes of unfinished payloads buffered per session (also the initial byte credit)."""
     global_buffer_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     """Bytes of unfinished payloads buffered over all sessions."""
@@ -60,35 +75,145 @@ class GatewaySettings(BaseSettings):
     """A request whose chunks do not all arrive in this time is dropped and answered."""
     ping_interval_s: float = Field(default=20.0, gt=0)
     """Ping interval suggested to devices in Welcome."""
-    drain_grace_s: float = Field(default=10.0, ge=0)
-    """On shutdown, how long in-flight work may take to finish after Drain."""
-    idempotency_entries: int = Field(default=100_000, ge=0)
-    """Results kept by the in-memory idempotency store (0 disables it)."""
-    idempotency_ttl_s: float = Field(default=3600.0, gt=0)
-    """How long the in-memory idempotency store keeps a result."""
-    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
-    """Inference engine: in-process onnxruntime, or a Triton server (``triton_url``)."""
-    triton_url: str = ""
-    """host:port of Triton's gRPC endpoint (empty: ``AIML021_TRITON_URL`` or its default)."""
-    cache_full_models: bool = True
-    """Answer repeated inputs of full models from the result cache (model, version, content hash)."""
-    cache_tail_segments: bool = False
-    """Also cache tail-segment (offloaded feature) requests; their inputs rarely repeat."""
-    result_cache_entries: int = Field(default=10_000, ge=1)
-    """Capacity of the in-memory result cache used when no shared stores are configured."""
-    control_services: bool = True
-    """Also serve ModelRegistryService, DeployService, CacheService, TelemetryService and
-    PolicyService on the same port."""
-    policy_bundle: str = ""
-    """Bundle whose profile builds PolicyService's heuristic (empty: the first bundle served)."""
 
     @model_validator(mode="after")
-    def _check(self) -> GatewaySettings:
-        if self.max_chunk_bytes > self.max_message_bytes:
-            raise ValueError("max_chunk_bytes must not exceed max_message_bytes")
-        if self.session_buffer_bytes > self.global_buffer_bytes:
-            raise ValueError("session_buffer_bytes must not exceed global_buffer_bytes")
+    def _check(self) -> SessionSettings:
+        if self.buffer_bytes > self.global_buffer_bytes:
+            raise ValueError("session.buffer_bytes must not exceed session.global_buffer_bytes")
         return self
 
 
-__all__ = ["GatewaySettings"]
+class BatchingSettings(Section):
+    """Dynamic batching per model version."""
+
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most samples in one batch (capped by each model's own limit)."""
+    max_queue_delay_ms: float = Field(default=0.0, ge=0)
+    """How long the batcher waits for a batch to fill; 0 batches whatever is queued."""
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Queued requests per model version before new ones get RESOURCE_EXHAUSTED."""
+    workers: int = Field(default=1, ge=1)
+    """Batches computing at the same time (also onnxruntime's thread pool size)."""
+
+
+class OnnxRuntimeSettings(Section):
+    """The in-process onnxruntime engine (``backend = "onnxruntime"``)."""
+
+    intra_op_threads: int = Field(default=1, ge=1)
+    """onnxruntime intra-op threads per session."""
+    inter_op_threads: int = Field(default=1, ge=1)
+    """onnxruntime inter-op threads per session."""
+
+
+class TritonSettings(Section):
+    """How the gateway reaches Triton (``backend = "triton"``)."""
+
+    url: str = "127.0.0.1:8001"
+    """host:port of Triton's gRPC endpoint."""
+    infer_timeout_s: float = Field(default=10.0, gt=0)
+    """Deadline of one inference call; a dead server is UNAVAILABLE well before it."""
+    control_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of readiness and metadata calls."""
+    version_suffix: bool = True
+    """Address version ``v`` of ``name`` as Triton model ``<name>__<v>`` (how the dev launcher
+    serves them); false: as Triton version ``v`` of ``name`` (numeric versions only)."""
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message sent to or received from Triton."""
+
+
+class GatewaySettings(LayeredSettings):
+    """Everything the gateway reads at start-up; validated, errors name the setting."""
+
+    model_config = SettingsConfigDict(env_prefix="AIML021_GATEWAY_", **TREE_CONFIG)
+
+    retired_env: ClassVar[dict[str, str]] = {
+        "AIML021_STORES_": "AIML021_GATEWAY_STORES__*, _IDEMPOTENCY__*, _CACHE__* (docs/gateway.md)",
+        "AIML021_TRITON_": "AIML021_GATEWAY_TRITON__* (docs/gateway.md)",
+        "AIML021_POLICY_": "AIML021_GATEWAY_POLICY__* (docs/gateway.md)",
+    }
+    foreign_env: ClassVar[frozenset[str]] = frozenset({"AIML021_TRITON_VENV"})
+    renamed: ClassVar[dict[str, str]] = {
+        "host": "server.host",
+        "port": "server.port",
+        "port_file": "server.port_file",
+        "max_message_bytes": "server.max_message_bytes",
+        "keepalive_time_s": "server.keepalive_time_s",
+        "keepalive_timeout_s": "server.keepalive_timeout_s",
+        "metrics_port": "metrics.port",
+        "insecure": "tls.insecure",
+        "tls_dir": "tls.dir",
+        "max_batch_size": "batching.max_batch_size",
+        "max_queue_delay_ms": "batching.max_queue_delay_ms",
+        "max_queue_size": "batching.max_queue_size",
+        "backend_workers": "batching.workers",
+        "intra_op_threads": "onnxruntime.intra_op_threads",
+        "inter_op_threads": "onnxruntime.inter_op_threads",
+        "max_request_bytes": "session.max_request_bytes",
+        "max_chunk_bytes": "session.max_chunk_bytes",
+        "max_inflight_per_session": "session.max_inflight",
+        "session_buffer_bytes": "session.buffer_bytes",
+        "global_buffer_bytes": "session.global_buffer_bytes",
+        "reassembly_timeout_s": "session.reassembly_timeout_s",
+        "ping_interval_s": "session.ping_interval_s",
+        "idempotency_entries": "idempotency.entries",
+        "idempotency_ttl_s": "idempotency.ttl_s",
+        "triton_url": "triton.url",
+        "cache_full_models": "cache.full_models",
+        "cache_tail_segments": "cache.tail_segments",
+        "result_cache_entries": "cache.entries",
+        "policy_bundle": "policy.bundle",
+    }
+
+    models_dir: Path = Path("models")
+    """Directory of model bundles (each subdirectory with a manifest.json) and bare *.onnx files."""
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    """Inference engine: in-process onnxruntime (section ``onnxruntime``), or a Triton server
+    (section ``triton``)."""
+    control_services: bool = True
+    """Also serve ModelRegistryService, DeployService, CacheService, TelemetryService and
+    PolicyService on the gRPC port."""
+    drain_grace_s: float = Field(default=10.0, ge=0)
+    """On shutdown, how long in-flight work may take to finish after Drain."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    """The gRPC server: bind address, port, message and keepalive limits."""
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    """mTLS material, or plaintext for development."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """The Prometheus endpoint."""
+    rest: RestSettings = Field(default_factory=RestSettings)
+    """The REST endpoint (off unless a port is set)."""
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    """Per-session limits of the device stream."""
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    """Dynamic batching."""
+    onnxruntime: OnnxRuntimeSettings = Field(default_factory=OnnxRuntimeSettings)
+    """The onnxruntime engine."""
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    """The Triton engine."""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    """The result cache."""
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    """Idempotency keys."""
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    """Where idempotency keys, cached results and request metadata live."""
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    """The policy PolicyService serves."""
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
+        if self.session.max_chunk_bytes > self.server.max_message_bytes:
+            raise ValueError("session.max_chunk_bytes must not exceed server.max_message_bytes")
+        return self
+
+
+__all__ = [
+    "BatchingSettings",
+    "GatewaySettings",
+    "MetricsSettings",
+    "OnnxRuntimeSettings",
+    "RestSettings",
+    "ServerSettings",
+    "SessionSettings",
+    "TlsSettings",
+    "TritonSettings",
+]

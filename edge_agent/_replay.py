@@ -65,17 +65,17 @@ def load_key(queue_path: Path, key: str | None, key_file: Path | None) -> bytes:
         return parse_key(key)
     if key_file is None:
         raise InvalidArgument(
-            "replay queue needs a key: set replay_key_file (AIML021_EDGE_REPLAY_KEY_FILE) or "
-            "replay_key (AIML021_EDGE_REPLAY_KEY)"
+            "replay queue needs a key: set replay.key_file (AIML021_EDGE_REPLAY__KEY_FILE) or "
+            "replay.key (AIML021_EDGE_REPLAY__KEY)"
         )
     if key_file.resolve().parent == queue_path.resolve().parent:
         raise InvalidArgument(
-            f"replay_key_file {key_file} sits beside the queue {queue_path}; keep the key elsewhere"
+            f"replay.key_file {key_file} sits beside the queue {queue_path}; keep the key elsewhere"
         )
     try:
         return parse_key(key_file.read_bytes())
     except OSError as exc:
-        raise InvalidArgument(f"replay_key_file {key_file}: {exc.strerror}") from None
+        raise InvalidArgument(f"replay.key_file {key_file}: {exc.strerror}") from None
 
 
 @dataclasses.dataclass(frozen=True)

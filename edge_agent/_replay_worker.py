@@ -77,13 +77,13 @@ class ReplayWorker:
         """One pass over the queue; True when entries remain to retry."""
         self.rounds += 1
         st = self.agent.settings
-        sem = asyncio.Semaphore(st.replay_concurrency)
+        sem = asyncio.Semaphore(st.replay.concurrency)
         tasks: list[asyncio.Task[bool]] = []
         after = 0
         retry = False
         while self.client.connected:
             entries, reports = await self.agent._in_replay(
-                functools.partial(self.queue.peek, st.replay_concurrency * 4, after)
+                functools.partial(self.queue.peek, st.replay.concurrency * 4, after)
             )
             for report in reports:
                 self.agent.reconcile(report)
@@ -111,12 +111,12 @@ class ReplayWorker:
                 entry.idempotency_key,
                 str(entry.meta["cut_point"]),
                 features_of(entry),
-                time.time() + st.replay_deadline_s,
+                time.time() + st.replay.deadline_s,
                 deferred=True,
             )
             fut = self.client.submit(out)
             try:
-                answer = await asyncio.wait_for(fut, st.replay_deadline_s + 5.0)
+                answer = await asyncio.wait_for(fut, st.replay.deadline_s + 5.0)
             except TimeoutError:
                 self.client.cancel(out.request_id)
                 return False

@@ -1,40 +1,42 @@
-"""Edge agent settings: one pydantic-settings class, env prefix ``AIML021_EDGE_``."""
+"""Edge agent settings: one tree, env prefix ``AIML021_EDGE_``, sections joined with ``__``.
+
+``aiml021 edge run`` reads it from flags > env > ``--config FILE`` (TOML or JSON) > defaults
+(:meth:`EdgeSettings.load`); e.g. ``AIML021_EDGE_CACHE__ENTRIES`` is ``cache.entries``,
+``[cache] entries = 0`` in a TOML file. docs/edge_agent.md lists every key.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import TREE_CONFIG, LayeredSettings, Section
 
 
-class EdgeSettings(BaseSettings):
-    """Everything the edge agent reads at start-up. Every field has an env var
-    ``AIML021_EDGE_<FIELD>`` (e.g. ``AIML021_EDGE_GATEWAY=host:443``)."""
+class TlsSettings(Section):
+    """The device's mTLS material (``dir``), or a plaintext channel (``insecure``)."""
 
-    model_config = SettingsConfigDict(env_prefix="AIML021_EDGE_", extra="forbid")
-
-    # -- identity and transport ------------------------------------------------------------
-    device_id: str = "edge-dev"
-    """Device identity sent in Hello (the gateway trusts the client certificate, not this)."""
-    device_class: str = "generic-cpu"
-    """Device class reported to the gateway and the policy."""
-    gateway: str | None = None
-    """Gateway address ``host:port``; None runs the agent offline (local answers and replay)."""
     insecure: bool = False
     """Use a plaintext channel (tests and loopback demos only)."""
-    tls_dir: Path | None = None
-    """Directory with the device's mTLS material (see ``tls_*_file``)."""
-    tls_ca_file: str = "ca.pem"
-    """CA bundle that signed the gateway certificate, relative to ``tls_dir``."""
-    tls_cert_file: str | None = None
-    """Device certificate chain, relative to ``tls_dir``; default ``<device_id>.pem`` (the
-    layout ``aiml021 certs --device ID`` writes)."""
-    tls_key_file: str | None = None
-    """Device private key, relative to ``tls_dir``; default ``<device_id>.key``."""
-    tls_server_name: str | None = None
+    dir: Path | None = None
+    """Directory with the device's mTLS material (see the ``*_file`` keys)."""
+    ca_file: str = "ca.pem"
+    """CA bundle that signed the gateway certificate, relative to ``dir``."""
+    cert_file: str | None = None
+    """Device certificate chain, relative to ``dir``; default ``<device_id>.pem`` (the layout
+    ``aiml021 certs --device ID`` writes)."""
+    key_file: str | None = None
+    """Device private key, relative to ``dir``; default ``<device_id>.key``."""
+    server_name: str | None = None
     """Override of the TLS server name checked against the gateway certificate."""
+
+
+class SessionSettings(Section):
+    """The session stream to the gateway: reconnects, pings and the agent's own limits."""
+
     connect_timeout_s: float = Field(default=5.0, gt=0)
     """Time allowed for Hello -> Welcome on a new stream."""
     backoff_initial_s: float = Field(default=0.1, gt=0)
@@ -49,20 +51,32 @@ class EdgeSettings(BaseSettings):
     """Most requests the agent keeps open on the stream (capped by the gateway's limit)."""
     max_chunk_bytes: int = Field(default=64 * 1024, ge=1024)
     """Largest TensorChunk the agent sends (capped by the gateway's limit)."""
+    initial_bandwidth_bps: float = Field(default=10e6, gt=0)
+    """Uplink bandwidth assumed before traffic gives an estimate."""
+    initial_rtt_ms: float = Field(default=20.0, ge=0)
+    """Round-trip time assumed before the first Pong."""
 
-    # -- model and routing -----------------------------------------------------------------
-    bundle: Path | None = None
-    """Model bundle directory (see docs/bundles.md)."""
-    model_name: str | None = None
-    """Model name sent to the gateway; defaults to the bundle name."""
-    model_version: str = ""
-    """Model version sent to the gateway; empty lets the gateway's rollout choose."""
-    threads: int = Field(default=1, ge=1)
+    @model_validator(mode="after")
+    def _check(self) -> SessionSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("session.backoff_max_s must be >= session.backoff_initial_s")
+        return self
+
+
+class RuntimeSettings(Section):
+    """How the head segments run on the device."""
+
+    intra_op_threads: int = Field(default=1, ge=1)
     """onnxruntime intra-op threads for the head segments."""
     compute_in_thread: bool = True
     """Run head segments on one worker thread so the event loop (stream I/O, deadline timers)
     stays responsive under load; False runs them inline (a little faster for one request at a
     time, but a burst of local work then delays offloads and timeouts)."""
+
+
+class RoutingSettings(Section):
+    """Deadlines and the offload choice."""
+
     sla_ms: float = Field(default=200.0, gt=0)
     """Default per-request deadline, from the call until an answer is useless."""
     fallback_margin_ms: float = Field(default=5.0, ge=0)
@@ -73,61 +87,121 @@ class EdgeSettings(BaseSettings):
     """Codec spec overriding the bundle's default for the cut (e.g. ``"int8"``)."""
     defer_on_fallback: bool = False
     """Queue a request for deferred refinement when it fell back to the local answer."""
-    initial_bandwidth_bps: float = Field(default=10e6, gt=0)
-    """Uplink bandwidth assumed before traffic gives an estimate."""
-    initial_rtt_ms: float = Field(default=20.0, ge=0)
-    """Round-trip time assumed before the first Pong."""
 
-    # -- cache -----------------------------------------------------------------------------
-    cache_size: int = Field(default=1024, ge=0)
+
+class CacheSettings(Section):
+    """The device's result cache."""
+
+    entries: int = Field(default=1024, ge=0)
     """Most results cached (0 disables the cache)."""
-    cache_ttl_s: float = Field(default=300.0, gt=0)
+    ttl_s: float = Field(default=300.0, gt=0)
     """Seconds a cached result stays valid."""
-    cache_similarity: float | None = Field(default=None, gt=0, le=1)
+    similarity: float | None = Field(default=None, gt=0, le=1)
     """Cosine threshold for similarity hits; None keeps only exact (content-hash) hits."""
-    cache_embedding: str | None = None
+    embedding: str | None = None
     """Tensor whose global-average-pooled value is the similarity embedding (default: first cut)."""
 
-    # -- replay queue ----------------------------------------------------------------------
-    replay_path: Path | None = None
+
+class ReplaySettings(Section):
+    """The encrypted offline replay queue (off unless ``path`` is set)."""
+
+    path: Path | None = None
     """SQLite file of the encrypted replay queue; None disables offline replay."""
-    replay_key_file: Path | None = None
+    key_file: Path | None = None
     """File holding the 32-byte AES-256-GCM key (raw, hex or base64); must not sit beside the
     queue file."""
-    replay_key: str | None = None
-    """The key itself (hex or base64), e.g. from a secret store; prefer ``replay_key_file``."""
-    replay_retention_s: float = Field(default=24 * 3600.0, gt=0)
+    key: str | None = None
+    """The key itself (hex or base64), e.g. from a secret store; prefer ``key_file``."""
+    retention_s: float = Field(default=24 * 3600.0, gt=0)
     """Entries older than this are expired, reported and deleted instead of replayed."""
-    replay_max_entries: int = Field(default=100_000, ge=1)
+    max_entries: int = Field(default=100_000, ge=1)
     """Most entries the queue holds."""
-    replay_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     """Most ciphertext bytes the queue holds."""
-    replay_full_policy: Literal["reject_new", "drop_oldest"] = "reject_new"
+    full_policy: Literal["reject_new", "drop_oldest"] = "reject_new"
     """What enqueueing does when the queue is full: refuse the new entry (it keeps its local
     answer) or evict the oldest entries (reported as dropped)."""
-    replay_deadline_s: float = Field(default=30.0, gt=0)
+    deadline_s: float = Field(default=30.0, gt=0)
     """Deadline given to each replayed request."""
-    replay_concurrency: int = Field(default=32, ge=1)
+    concurrency: int = Field(default=32, ge=1)
     """Replayed requests in flight at once while draining."""
 
-    # -- telemetry -------------------------------------------------------------------------
-    telemetry_batch: int = Field(default=64, ge=1)
+
+class TelemetrySettings(Section):
+    """Telemetry batches sent on the session stream."""
+
+    batch: int = Field(default=64, ge=1)
     """Events per TelemetryBatch frame."""
-    telemetry_interval_s: float = Field(default=1.0, gt=0)
+    interval_s: float = Field(default=1.0, gt=0)
     """Longest time an event waits before its batch is sent."""
-    telemetry_buffer: int = Field(default=4096, ge=1)
+    buffer: int = Field(default=4096, ge=1)
     """Events buffered while disconnected; older ones are dropped (and counted) beyond this."""
+
+
+class EdgeSettings(LayeredSettings):
+    """Everything the edge agent reads at start-up; validated, errors name the setting."""
+
+    model_config = SettingsConfigDict(env_prefix="AIML021_EDGE_", **TREE_CONFIG)
+
+    renamed: ClassVar[dict[str, str]] = {
+        **{f"tls_{k}": f"tls.{k}" for k in ("dir", "ca_file", "cert_file", "key_file")},
+        "tls_server_name": "tls.server_name",
+        "insecure": "tls.insecure",
+        **{k: f"session.{k}" for k in SessionSettings.model_fields},
+        "threads": "runtime.intra_op_threads",
+        "compute_in_thread": "runtime.compute_in_thread",
+        **{k: f"routing.{k}" for k in RoutingSettings.model_fields},
+        "cache_size": "cache.entries",
+        **{f"cache_{k}": f"cache.{k}" for k in ("ttl_s", "similarity", "embedding")},
+        **{f"replay_{k}": f"replay.{k}" for k in ReplaySettings.model_fields},
+        **{f"telemetry_{k}": f"telemetry.{k}" for k in TelemetrySettings.model_fields},
+    }
+    """Flat names of the first release -> their place in the tree (quoted in errors)."""
+
+    device_id: str = "edge-dev"
+    """Device identity sent in Hello (the gateway trusts the client certificate, not this)."""
+    device_class: str = "generic-cpu"
+    """Device class reported to the gateway and the policy."""
+    gateway: str | None = None
+    """Gateway address ``host:port``; None runs the agent offline (local answers and replay)."""
+    bundle: Path | None = None
+    """Model bundle directory (see docs/bundles.md)."""
+    model_name: str | None = None
+    """Model name sent to the gateway; defaults to the bundle name."""
+    model_version: str = ""
+    """Model version sent to the gateway; empty lets the gateway's rollout choose."""
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    """mTLS material, or plaintext for tests."""
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    """The session stream to the gateway."""
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    """How head segments run."""
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    """Deadlines and the offload choice."""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    """The result cache."""
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    """The offline replay queue."""
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    """Telemetry batching."""
 
     @model_validator(mode="after")
     def _check(self) -> EdgeSettings:
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("backoff_max_s must be >= backoff_initial_s")
-        if self.gateway and not self.insecure and self.tls_dir is None:
+        if self.gateway and not self.tls.insecure and self.tls.dir is None:
             raise ValueError(
-                "gateway is set but neither tls_dir (AIML021_EDGE_TLS_DIR) nor insecure "
-                "(AIML021_EDGE_INSECURE) is; mTLS needs the device certificate directory"
+                "gateway is set but neither tls.dir (AIML021_EDGE_TLS__DIR) nor tls.insecure "
+                "(AIML021_EDGE_TLS__INSECURE) is; mTLS needs the device certificate directory"
             )
         return self
 
 
-__all__ = ["EdgeSettings"]
+__all__ = [
+    "CacheSettings",
+    "EdgeSettings",
+    "ReplaySettings",
+    "RoutingSettings",
+    "RuntimeSettings",
+    "SessionSettings",
+    "TelemetrySettings",
+    "TlsSettings",
+]

@@ -13,60 +13,68 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import InvalidArgument
+from common.settings import given
 from edge_agent._agent import EdgeAgent
 from edge_agent._inputs import load_inputs
 from edge_agent._settings import EdgeSettings
 from edge_agent._types import EdgeResult
+
+FLAGS: dict[str, str] = {
+    "bundle": "bundle",
+    "gateway": "gateway",
+    "tls_dir": "tls.dir",
+    "insecure": "tls.insecure",
+    "sla_ms": "routing.sla_ms",
+    "device_id": "device_id",
+    "replay": "replay.path",
+    "replay_key_file": "replay.key_file",
+}
+"""Flag (argparse dest) -> settings key it overrides."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``edge`` with its ``run`` subcommand."""
     edge = subparsers.add_parser("edge", help="edge agent")
     sub = edge.add_subparsers(dest="edge_command", metavar="ACTION")
-    run = sub.add_parser("run", help="run the agent over an IDX file or image folder")
-    run.add_argument("--bundle", type=Path, required=True, help="model bundle directory")
-    run.add_argument("--gateway", help="gateway host:port (omit to run offline)")
+    run = sub.add_parser(
+        "run",
+        help="run the agent over an IDX file or image folder",
+        description="Flags override AIML021_EDGE_* env vars, which override --config.",
+    )
+    run.add_argument(
+        "--config", type=Path, help="settings file (.toml or .json), see docs/edge_agent.md"
+    )
+    run.add_argument("--bundle", type=Path, help="model bundle directory [bundle]")
+    run.add_argument("--gateway", help="gateway host:port, omit to run offline [gateway]")
     sec = run.add_mutually_exclusive_group()
     sec.add_argument(
-        "--tls-dir", type=Path, help="device mTLS directory (ca.pem, device.pem, device.key)"
+        "--tls-dir", type=Path, help="device mTLS directory (ca.pem, ID.pem, ID.key) [tls.dir]"
     )
-    sec.add_argument("--insecure", action="store_true", help="plaintext channel (loopback only)")
+    sec.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="plaintext channel, loopback only [tls.insecure]",
+    )
     run.add_argument(
         "--input", type=Path, required=True, help="IDX images (.gz ok), .npy or folder"
     )
     run.add_argument("--limit", type=int, default=0, help="use the first N inputs (0 = all)")
     run.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    run.add_argument("--sla-ms", type=float, help="per-request deadline")
-    run.add_argument("--device-id", help="device id sent in Hello")
-    run.add_argument("--replay", type=Path, help="replay queue file (enables offline replay)")
-    run.add_argument("--replay-key-file", type=Path, help="AES-256-GCM key file for the queue")
+    run.add_argument("--sla-ms", type=float, help="per-request deadline [routing.sla_ms]")
+    run.add_argument("--device-id", help="device id sent in Hello [device_id]")
+    run.add_argument("--replay", type=Path, help="replay queue file [replay.path]")
+    run.add_argument("--replay-key-file", type=Path, help="queue key file [replay.key_file]")
     run.add_argument("--json", type=Path, help="write the summary as JSON here")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
     edge.set_defaults(func=lambda _a: edge.print_help() or 2)
 
 
-def _settings(args: argparse.Namespace) -> EdgeSettings:
-    overrides: dict[str, Any] = {"bundle": args.bundle}
-    if args.gateway:
-        overrides["gateway"] = args.gateway
-    if args.insecure:
-        overrides["insecure"] = True
-    if args.tls_dir:
-        overrides["tls_dir"] = args.tls_dir
-    if args.sla_ms:
-        overrides["sla_ms"] = args.sla_ms
-    if args.device_id:
-        overrides["device_id"] = args.device_id
-    if args.replay:
-        overrides["replay_path"] = args.replay
-    if args.replay_key_file:
-        overrides["replay_key_file"] = args.replay_key_file
-    try:
-        return EdgeSettings(**overrides)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+def settings_from_args(args: argparse.Namespace) -> EdgeSettings:
+    """The edge settings tree from flags > env > ``--config`` > defaults."""
+    flags = given(args, FLAGS)
+    return EdgeSettings.load(args.config, flags)
 
 
 async def run_inputs(
@@ -79,7 +87,7 @@ async def run_inputs(
     sem = asyncio.Semaphore(max(concurrency, 1))
     async with EdgeAgent(settings) as agent:
         if settings.gateway:
-            await agent.wait_connected(settings.connect_timeout_s)
+            await agent.wait_connected(settings.session.connect_timeout_s)
         bar = tqdm(total=len(images), unit="img", disable=not progress)
 
         async def one(i: int) -> None:
@@ -140,7 +148,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     images, labels = load_inputs(args.input)
     if args.limit:
         images = images[: args.limit]
@@ -155,4 +163,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run_inputs", "summarise"]
+__all__ = ["FLAGS", "register", "run_inputs", "settings_from_args", "summarise"]

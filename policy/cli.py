@@ -94,10 +94,18 @@ def _traces(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from common.errors import InvalidArgument
     from policy._settings import PolicySettings
     from policy._types import DecisionContext
 
-    settings = PolicySettings(kind=args.kind, profile=args.profile, epsilon=0.0)
+    try:
+        settings = PolicySettings(kind=args.kind, profile=args.profile, epsilon=0.0)
+    except ValidationError as exc:
+        raise InvalidArgument(
+            f"--kind: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
     policy = settings.build()
     confs = tuple(float(c) for c in args.confidences.split(","))
     ctx = DecisionContext(

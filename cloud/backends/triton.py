@@ -29,9 +29,8 @@ import grpc
 import numpy as np
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud._settings import TritonSettings
 from cloud.core import Backend, ModelKey, ModelSpec, TensorSpec
 from common import dtypes
 from common.errors import (
@@ -55,24 +54,6 @@ _STATUS_TO_ERROR: dict[grpc.StatusCode, type[AimlError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
-
-
-class TritonSettings(BaseSettings):
-    """How the gateway reaches Triton (env prefix ``AIML021_TRITON_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="AIML021_TRITON_")
-
-    url: str = "127.0.0.1:8001"
-    """host:port of Triton's gRPC endpoint."""
-    infer_timeout_s: float = Field(default=10.0, gt=0)
-    """Deadline of one inference call; a dead server is UNAVAILABLE well before it."""
-    control_timeout_s: float = Field(default=5.0, gt=0)
-    """Deadline of readiness and metadata calls."""
-    version_suffix: bool = True
-    """Address version ``v`` of ``name`` as Triton model ``<name>__<v>`` (how ``scripts/triton``
-    serves them); false: as Triton version ``v`` of ``name`` (numeric versions only)."""
-    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest gRPC message sent or received."""
 
 
 _BAD = re.compile(r"[^A-Za-z0-9._-]")

@@ -16,6 +16,7 @@ from aiml021.session.v1 import session_pb2, session_pb2_grpc
 
 from cloud._settings import GatewaySettings
 from cloud.grpc import Gateway
+from common.settings import nest
 from tests.support.tiny_cnn import build_bundle
 
 
@@ -28,9 +29,9 @@ def models_dir(tmp: Path) -> Path:
 
 @asynccontextmanager
 async def running_gateway(tmp: Path, **overrides: Any) -> AsyncIterator[Gateway]:
-    settings = GatewaySettings(
-        models_dir=models_dir(tmp), port=0, metrics_port=None, insecure=True, **overrides
-    )
+    """A plaintext gateway on a free port; ``overrides`` are dotted keys (``"session.max_inflight"``)."""
+    base = {"models_dir": models_dir(tmp), "server.port": 0, "tls.insecure": True}
+    settings = GatewaySettings(**nest({**base, "metrics.port": None, **overrides}))
     gw = Gateway(settings)
     await gw.start()
     try:

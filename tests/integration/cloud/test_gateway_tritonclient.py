@@ -30,11 +30,11 @@ async def test_tritonclient_gets_onnxruntime_results_and_batching(tmp_path: Path
     # The result cache would answer the repeated inputs; this test is about batching.
     settings = GatewaySettings(
         models_dir=models,
-        port=0,
-        metrics_port=0,
-        insecure=True,
-        max_queue_delay_ms=30,
-        cache_full_models=False,
+        server={"port": 0},
+        metrics={"port": 0},
+        tls={"insecure": True},
+        batching={"max_queue_delay_ms": 30},
+        cache={"full_models": False},
     )
     async with Gateway(settings) as gw:
         args = {"url": f"127.0.0.1:{gw.port}", "model": "tiny_cnn", "seed": 0, "n": 4}

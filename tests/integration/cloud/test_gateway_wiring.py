@@ -28,15 +28,18 @@ from cloud.core import ModelRepository, RequestRecord, TelemetryEvent, specs_fro
 from cloud.grpc import Gateway
 from common import codecs
 from common.bundle import load_bundle
+from common.settings import nest
 from tests.integration.cloud._gateway import SessionClient, header, hello, logits, models_dir
 
 
 def _settings(tmp: Path, **kw: Any) -> GatewaySettings:
-    base: dict[str, Any] = dict(
-        models_dir=models_dir(tmp), port=0, metrics_port=None, insecure=True
-    )
-    base.update(kw)
-    return GatewaySettings(**base)
+    base: dict[str, Any] = {
+        "models_dir": models_dir(tmp),
+        "server.port": 0,
+        "metrics.port": None,
+        "tls.insecure": True,
+    }
+    return GatewaySettings(**nest({**base, **kw}))
 
 
 def _two_versions(tmp: Path) -> ModelRepository:

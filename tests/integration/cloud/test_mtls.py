@@ -59,7 +59,10 @@ def pki(tmp_path: Path) -> Path:
 
 async def test_mtls_device_identity_and_refusals(tmp_path: Path, pki: Path) -> None:
     settings = GatewaySettings(
-        models_dir=models_dir(tmp_path), port=0, metrics_port=None, tls_dir=pki
+        models_dir=models_dir(tmp_path),
+        server={"port": 0},
+        metrics={"port": None},
+        tls={"dir": pki},
     )
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     async with Gateway(settings) as gw:

@@ -163,7 +163,7 @@ async def test_each_bad_input_gets_a_precise_error_and_the_stream_survives(tmp_p
 
 async def test_never_finished_request_times_out_and_frees_memory(tmp_path: Path) -> None:
     x = np.random.default_rng(3).random((1, 1, 28, 28), dtype=np.float32)
-    async with running_gateway(tmp_path, reassembly_timeout_s=0.2) as gw:
+    async with running_gateway(tmp_path, **{"session.reassembly_timeout_s": 0.2}) as gw:
         channel, c = await _session(gw)
         await c.send(header("slow", x.shape), chunk("slow", 0, x.tobytes()[:100], False))
         m = await c.recv()
@@ -178,9 +178,12 @@ async def test_never_finished_request_times_out_and_frees_memory(tmp_path: Path)
 async def test_session_and_global_budgets_refuse_excess(tmp_path: Path) -> None:
     x = np.random.default_rng(4).random((1, 1, 28, 28), dtype=np.float32)
     n = x.nbytes
-    async with running_gateway(
-        tmp_path, session_buffer_bytes=n * 2, global_buffer_bytes=n * 3, max_chunk_bytes=n
-    ) as gw:
+    limits = {
+        "session.buffer_bytes": n * 2,
+        "session.global_buffer_bytes": n * 3,
+        "session.max_chunk_bytes": n,
+    }
+    async with running_gateway(tmp_path, **limits) as gw:
         channel, c = await _session(gw)
         await c.send(header("a", x.shape), header("b", x.shape), header("c", x.shape))
         m = await c.recv()
@@ -253,7 +256,9 @@ async def test_first_frame_must_be_hello(tmp_path: Path) -> None:
 
 async def test_shutdown_sends_drain_and_finishes_in_flight(tmp_path: Path) -> None:
     x = np.random.default_rng(8).random((1, 1, 28, 28), dtype=np.float32)
-    async with running_gateway(tmp_path, max_queue_delay_ms=300, drain_grace_s=5) as gw:
+    async with running_gateway(
+        tmp_path, **{"batching.max_queue_delay_ms": 300, "drain_grace_s": 5}
+    ) as gw:
         channel, c = await _session(gw)
         await c.send(header("q", x.shape), chunk("q", 0, x.tobytes(), True))
         await asyncio.sleep(0.05)  # the request is queued (the batcher waits to fill)

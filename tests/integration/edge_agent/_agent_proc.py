@@ -30,14 +30,11 @@ async def main(argv: list[str]) -> None:
     settings = EdgeSettings(
         bundle=args.bundle,
         gateway=args.gateway,
-        insecure=True,
-        replay_path=args.replay,
-        replay_key_file=args.key_file,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.3,
-        sla_ms=2000,
-        cache_size=0,
-        replay_concurrency=16,
+        tls={"insecure": True},
+        replay={"path": args.replay, "key_file": args.key_file, "concurrency": 16},
+        session={"backoff_initial_s": 0.05, "backoff_max_s": 0.3},
+        routing={"sla_ms": 2000},
+        cache={"entries": 0},
     )
     imgs = images(args.count, seed=7)
     async with EdgeAgent(settings) as agent:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,11 +166,10 @@ async def test_gateway_restart_with_100_in_flight_completes_or_falls_back(tmp_pa
     settings = EdgeSettings(
         bundle=bundle,
         gateway=f"127.0.0.1:{port}",
-        insecure=True,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.2,
-        cache_size=0,
-        sla_ms=1500,
+        tls={"insecure": True},
+        session={"backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+        cache={"entries": 0},
+        routing={"sla_ms": 1500},
     )
     async with EdgeAgent(settings) as agent:
         assert await agent.wait_connected(5)
@@ -212,15 +212,13 @@ async def test_tampered_and_corrupted_queue_detected_reported_and_agent_keeps_ru
     key = os.urandom(32).hex()
     replay = tmp_path / "q" / "replay.db"
     port = _free_port()
-    base = dict(
+    base: dict[str, Any] = dict(
         bundle=bundle,
         gateway=f"127.0.0.1:{port}",
-        insecure=True,
-        replay_path=replay,
-        replay_key=key,
-        backoff_initial_s=0.05,
-        backoff_max_s=0.2,
-        cache_size=0,
+        tls={"insecure": True},
+        replay={"path": replay, "key": key},
+        session={"backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+        cache={"entries": 0},
     )
     async with EdgeAgent(EdgeSettings(**base)) as agent:  # type: ignore[arg-type]
         for i, im in enumerate(images(10)):

@@ -13,8 +13,11 @@ import pytest
 from cloud._settings import GatewaySettings
 from cloud.grpc import Gateway
 from common.auth import write_dev_pki
+from common.bundle import load_bundle
 from common.data import load_fashion_mnist
-from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, ThresholdRouting
+from common.settings import nest
+from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route
+from policy import FallbackPolicy, profile_from_manifest
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLE = ROOT / "models" / "fmnist_branchy"
@@ -31,25 +34,34 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _gateway(pki: Path, port: int = 0) -> Gateway:
     return Gateway(
         GatewaySettings(
-            models_dir=ROOT / "models", port=port, metrics_port=None, tls_dir=pki, drain_grace_s=2.0
+            models_dir=ROOT / "models",
+            server={"port": port},
+            metrics={"port": None},
+            tls={"dir": pki},
+            drain_grace_s=2.0,
         )
     )
 
 
 def _agent_settings(pki: Path, port: int, **kw: object) -> EdgeSettings:
-    base: dict[str, object] = dict(
-        bundle=BUNDLE,
-        gateway=f"127.0.0.1:{port}",
-        tls_dir=pki,
-        device_id=DEVICE,
-        tls_server_name="localhost",
-        backoff_initial_s=0.05,
-        backoff_max_s=0.3,
-        sla_ms=3000,
-        cache_size=0,
-    )
-    base.update(kw)
-    return EdgeSettings(**base)  # type: ignore[arg-type]
+    """Settings for the test device; ``kw`` overrides dotted keys (``"routing.codec"``)."""
+    base: dict[str, object] = {
+        "bundle": BUNDLE,
+        "gateway": f"127.0.0.1:{port}",
+        "tls.dir": pki,
+        "device_id": DEVICE,
+        "tls.server_name": "localhost",
+        "session.backoff_initial_s": 0.05,
+        "session.backoff_max_s": 0.3,
+        "routing.sla_ms": 3000,
+        "cache.entries": 0,
+    }
+    return EdgeSettings(**nest({**base, **kw}))
+
+
+def _fallback() -> FallbackPolicy:
+    """The agent's fallback rule as the only policy (its decisions are easy to predict)."""
+    return FallbackPolicy(profile_from_manifest(load_bundle(BUNDLE).manifest))
 
 
 def _test_images(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,10 +73,10 @@ async def test_offload_over_mtls_matches_local_final_exit(pki: Path) -> None:
     images, labels = _test_images(64)
     async with _gateway(pki) as gw:
         # Lossless features: the cut's default codec is lossy (2-bit), which may flip a few answers.
-        settings = _agent_settings(pki, gw.port, codec="raw")
-        async with EdgeAgent(settings, policy=ThresholdRouting()) as agent:
+        settings = _agent_settings(pki, gw.port, **{"routing.codec": "raw"})
+        async with EdgeAgent(settings, policy=_fallback()) as agent:
             assert await agent.wait_connected(10)
-            agent.runtime.set_thresholds({"exit1": 1.0, "exit2": 1.0})  # never exit early
+            agent.set_thresholds({"exit1": 1.0, "exit2": 1.0})  # never exit early
             results = await asyncio.gather(*(agent.infer(im) for im in images))
             assert {r.route for r in results} == {Route.CLOUD}
             for im, r in zip(images, results, strict=True):
@@ -96,10 +108,9 @@ async def test_replay_against_real_gateway_and_drain_on_stop(pki: Path, tmp_path
         port = gw.port
     # Gateway down: defer the requests the early exit is unsure about.
     reports: list[Reconciliation] = []
-    settings = _agent_settings(
-        pki, port, replay_path=tmp_path / "q" / "replay.db", replay_key=os.urandom(32).hex()
-    )
-    async with EdgeAgent(settings, policy=ThresholdRouting(), on_reconcile=reports.append) as agent:
+    replay = {"replay.path": tmp_path / "q" / "replay.db", "replay.key": os.urandom(32).hex()}
+    settings = _agent_settings(pki, port, **replay)
+    async with EdgeAgent(settings, policy=_fallback(), on_reconcile=reports.append) as agent:
         results = [await agent.infer(im, idempotency_key=f"r{i}") for i, im in enumerate(images)]
         deferred = [r for r in results if r.route is Route.DEFERRED]
         assert deferred, "some inputs should not be confident at exit1"

@@ -11,23 +11,24 @@ from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
 
 from common.errors import FailedPrecondition, InvalidArgument
+from common.settings import nest
 from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, SyncEdgeAgent
 from tests.support.edge_bundle import images
 from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
 
 
 def _settings(bundle: Path, port: int | None = None, **kw: object) -> EdgeSettings:
+    """Settings for a test agent; ``kw`` overrides dotted keys (``"cache.entries"``)."""
     base: dict[str, object] = {
         "bundle": bundle,
-        "insecure": True,
+        "tls.insecure": True,
         "gateway": f"127.0.0.1:{port}" if port else None,
-        "backoff_initial_s": 0.02,
-        "backoff_max_s": 0.2,
-        "telemetry_interval_s": 0.05,
-        "sla_ms": 2000,
+        "session.backoff_initial_s": 0.02,
+        "session.backoff_max_s": 0.2,
+        "telemetry.interval_s": 0.05,
+        "routing.sla_ms": 2000,
     }
-    base.update(kw)
-    return EdgeSettings(**base)  # type: ignore[arg-type]
+    return EdgeSettings(**nest({**base, **kw}))
 
 
 async def test_confident_exit_answers_locally_without_gateway(local_bundle_dir: Path) -> None:
@@ -44,7 +45,7 @@ async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(
     gw = FakeGateway(bundle=bundle_dir)
     server, port = await start_server(gw)
     try:
-        async with EdgeAgent(_settings(bundle_dir, port, cache_size=0)) as agent:
+        async with EdgeAgent(_settings(bundle_dir, port, **{"cache.entries": 0})) as agent:
             assert await agent.wait_connected(5)
             imgs = images(8)
             results = await asyncio.gather(*(agent.infer(im) for im in imgs))
@@ -74,10 +75,12 @@ async def test_deadline_falls_back_to_best_local_answer_and_queues(
     settings = _settings(
         bundle_dir,
         port,
-        sla_ms=150,
-        defer_on_fallback=True,
-        replay_path=tmp_path / "q" / "replay.db",
-        replay_key=replay_key,
+        **{
+            "routing.sla_ms": 150,
+            "routing.defer_on_fallback": True,
+            "replay.path": tmp_path / "q" / "replay.db",
+            "replay.key": replay_key,
+        },
     )
     try:
         async with EdgeAgent(settings) as agent:
@@ -101,7 +104,7 @@ async def test_offline_requests_are_deferred_then_replayed_exactly_once(
     server, port = await start_server(gw)
     await server.stop(None)  # the port is now closed: the agent starts offline
     settings = _settings(
-        bundle_dir, port, replay_path=tmp_path / "q" / "replay.db", replay_key=replay_key
+        bundle_dir, port, **{"replay.path": tmp_path / "q" / "replay.db", "replay.key": replay_key}
     )
     async with EdgeAgent(settings, on_reconcile=reports.append) as agent:
         results = [await agent.infer(im, idempotency_key=f"k{i}") for i, im in enumerate(images(5))]
@@ -128,7 +131,7 @@ async def test_exact_and_similarity_cache_hits(bundle_dir: Path) -> None:
     gw = FakeGateway(bundle=bundle_dir)
     server, port = await start_server(gw)
     try:
-        s = _settings(bundle_dir, port, cache_similarity=0.999)
+        s = _settings(bundle_dir, port, **{"cache.similarity": 0.999})
         async with EdgeAgent(s) as agent:
             assert await agent.wait_connected(5)
             img = images(1)[0]
@@ -151,7 +154,7 @@ async def test_policy_update_changes_exit_thresholds(bundle_dir: Path) -> None:
     gw = FakeGateway(bundle=bundle_dir)
     server, port = await start_server(gw)
     try:
-        async with EdgeAgent(_settings(bundle_dir, port, cache_size=0)) as agent:
+        async with EdgeAgent(_settings(bundle_dir, port, **{"cache.entries": 0})) as agent:
             assert await agent.wait_connected(5)
             assert (await agent.infer(images(1)[0])).route is Route.CLOUD
             update = policy_pb2.PolicyUpdate(

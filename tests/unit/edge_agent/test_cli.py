@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gzip
 import json
@@ -13,7 +14,10 @@ import pytest
 
 from common.cli import main
 from common.errors import InvalidArgument, NotFound
+from common.settings import unknown_key
 from edge_agent._inputs import load_inputs, read_pgm
+from edge_agent._settings import EdgeSettings
+from edge_agent.cli import FLAGS, register, settings_from_args
 from tests.support.edge_bundle import images
 from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
 
@@ -87,3 +91,75 @@ def test_edge_run_needs_tls_or_insecure_with_gateway(
     argv = ["edge", "run", "--bundle", str(local_bundle_dir), "--gateway", "127.0.0.1:1",
             "--input", str(_idx(tmp_path, 2))]  # fmt: skip
     assert main(argv) == 1
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["edge", "run", "--input", "x", *argv])
+
+
+EDGE_CONFIG = """
+device_id = "from-file"
+gateway = "gw:1"
+[tls]
+insecure = true
+[session]
+max_inflight = 8
+[cache]
+entries = 0
+[routing]
+sla_ms = 50
+"""
+
+
+def test_edge_reads_flags_over_env_over_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(EDGE_CONFIG)
+    s = settings_from_args(_parse("--config", str(cfg)))
+    assert (s.device_id, s.gateway, s.tls.insecure) == ("from-file", "gw:1", True)
+    assert (s.session.max_inflight, s.cache.entries, s.routing.sla_ms) == (8, 0, 50)
+    monkeypatch.setenv("AIML021_EDGE_DEVICE_ID", "from-env")
+    monkeypatch.setenv("AIML021_EDGE_ROUTING__SLA_MS", "60")
+    s = settings_from_args(_parse("--config", str(cfg)))
+    assert (s.device_id, s.routing.sla_ms, s.cache.entries) == ("from-env", 60, 0)
+    s = settings_from_args(_parse("--config", str(cfg), "--sla-ms", "70", "--device-id", "flag"))
+    assert (s.device_id, s.routing.sla_ms, s.gateway) == ("flag", 70, "gw:1")
+
+
+def test_every_edge_flag_names_a_key_of_the_tree() -> None:
+    for key in FLAGS.values():
+        assert unknown_key(EdgeSettings, key.split(".")) is None, key
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("file", "unknown key 'cache.size'"),
+        (
+            "env",
+            "AIML021_EDGE_CACHE_SIZE: unknown setting 'cache_size' (renamed to 'cache.entries')",
+        ),
+        ("value", "session.max_inflight (AIML021_EDGE_SESSION__MAX_INFLIGHT)"),
+    ],
+)
+def test_edge_refuses_a_wrong_key_and_names_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    local_bundle_dir: Path,
+    source: str,
+    named: str,
+) -> None:
+    argv = ["edge", "run", "--bundle", str(local_bundle_dir), "--input", str(_idx(tmp_path, 2))]
+    if source == "file":
+        (tmp_path / "e.json").write_text(json.dumps({"cache": {"size": 1}}))
+        argv += ["--config", str(tmp_path / "e.json")]
+    if source == "env":
+        monkeypatch.setenv("AIML021_EDGE_CACHE_SIZE", "1")
+    if source == "value":
+        monkeypatch.setenv("AIML021_EDGE_SESSION__MAX_INFLIGHT", "0")
+    assert main(argv) == 1
+    assert named in capsys.readouterr().err

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from common.errors import DeadlineExceeded
+from common.settings import nest
 from edge_agent._convert import OutboundRequest
 from edge_agent._features import encode_features
 from edge_agent._settings import EdgeSettings
@@ -36,9 +37,13 @@ def _req(n: int = 256, key: str | None = None, deadline_s: float = 5.0) -> Outbo
 
 
 def _settings(**kw: object) -> EdgeSettings:
-    base: dict[str, object] = {"insecure": True, "backoff_initial_s": 0.02, "backoff_max_s": 0.2}
-    base.update(kw)
-    return EdgeSettings(**base)  # type: ignore[arg-type]
+    """Settings for a test client; ``kw`` overrides dotted keys (``"tls.dir"``)."""
+    base: dict[str, object] = {
+        "tls.insecure": True,
+        "session.backoff_initial_s": 0.02,
+        "session.backoff_max_s": 0.2,
+    }
+    return EdgeSettings(**nest({**base, **kw}))
 
 
 def test_backoff_grows_caps_and_jitters() -> None:
@@ -220,7 +225,9 @@ async def test_mtls_device_identity_from_certificate(tmp_path: Path) -> None:
     server, port = await start_server(gw, server_credentials=creds)
     client_creds = grpc.ssl_channel_credentials(pem["ca.pem"], pem["device.key"], pem["device.pem"])
     try:
-        settings = _settings(insecure=False, tls_dir=tmp_path, tls_server_name="localhost")
+        settings = _settings(
+            **{"tls.insecure": False, "tls.dir": tmp_path, "tls.server_name": "localhost"}
+        )
         async with SessionClient(f"127.0.0.1:{port}", settings, credentials=client_creds) as c:
             answer = await asyncio.wait_for(c.submit(_req(16)), 5)
             assert answer.request_id
