@@ -35,7 +35,7 @@ def gateway_process(
     port_file = workdir / "gateway_ports.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if not result_cache:  # runs that repeat images would otherwise be answered from memory
-        env["AIML021_GATEWAY_CACHE_FULL_MODELS"] = "false"
+        env["AIML021_GATEWAY_CACHE__FULL_MODELS"] = "false"
     with open(workdir / "gateway.log", "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cloud", "serve", "--models", str(models), "--host", "127.0.0.1",
@@ -102,7 +102,7 @@ class CloudOnly:
 
         self.bundle = load_bundle(BUNDLE)
         settings = EdgeSettings(
-            gateway=target, tls_dir=tls_dir, device_id=device_id, tls_server_name="localhost"
+            gateway=target, device_id=device_id, tls={"dir": tls_dir, "server_name": "localhost"}
         )
         self.client = SessionClient(target, settings, credentials=channel_credentials(settings))
 

@@ -53,8 +53,9 @@ async def run_hybrid(target: str, certs: Path, images: np.ndarray, labels: np.nd
 
     from edge_agent import EdgeAgent, EdgeSettings
 
-    settings = EdgeSettings(bundle=BUNDLE, gateway=target, tls_dir=certs, device_id=DEVICE,
-                            tls_server_name="localhost", sla_ms=sla_ms)  # fmt: skip
+    settings = EdgeSettings(bundle=BUNDLE, gateway=target, device_id=DEVICE,
+                            tls={"dir": certs, "server_name": "localhost"},
+                            routing={"sla_ms": sla_ms})  # fmt: skip
     outcomes: list[Outcome] = []
     bar = tqdm(total=len(images), desc="hybrid (edge agent)", unit="img", disable=not progress)
     async with EdgeAgent(settings) as agent:

@@ -43,8 +43,9 @@ async def make_hybrid(
     from edge_agent import EdgeAgent, EdgeSettings, Route
 
     settings = EdgeSettings(
-        bundle=BUNDLE, gateway=args.target, tls_dir=args.tls_dir, device_id=args.device_id,
-        tls_server_name="localhost", sla_ms=args.sla_ms, cache_size=0, threads=1,
+        bundle=BUNDLE, gateway=args.target, device_id=args.device_id,
+        tls={"dir": args.tls_dir, "server_name": "localhost"}, routing={"sla_ms": args.sla_ms},
+        cache={"entries": 0}, runtime={"intra_op_threads": 1},
     )  # fmt: skip
     agent = EdgeAgent(settings)
     await agent.__aenter__()

@@ -53,7 +53,7 @@ routes = {}
 if mode == "agent":
     from edge_agent import EdgeAgent, EdgeSettings
     async def run():
-        async with EdgeAgent(EdgeSettings(bundle=bundle, cache_size=0)) as agent:
+        async with EdgeAgent(EdgeSettings(bundle=bundle, cache={"entries": 0})) as agent:
             for im in images[:50]:
                 await agent.infer(im)
             for im in images:

@@ -34,7 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 
 # The load generators repeat one input: with the gateway's result cache on they would measure
 # cache hits, not inference. No metadata store either: the bare server and Triton keep none.
-_NO_CACHE = {**os.environ, "AIML021_GATEWAY_CACHE_FULL_MODELS": "false"}
+_NO_CACHE = {**os.environ, "AIML021_GATEWAY_CACHE__FULL_MODELS": "false"}
 
 
 def _start(
