@@ -197,6 +197,35 @@ def describe(cls: type[LayeredSettings], exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def settings_rows(cls: type[LayeredSettings]) -> list[tuple[str, str, str, str]]:
+    """(dotted key, env var, default, description) for every leaf of the tree, in order."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            path = (*prefix, name)
+            sub = _section_type(field.annotation)
+            if sub is not None:
+                walk(sub, path)
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = "" if default is None else json.dumps(default, default=str)
+            text = " ".join((field.description or "").split())
+            rows.append((".".join(path), cls.env_name(path), shown, text))
+
+    walk(cls, ())
+    return rows
+
+
+def settings_table(cls: type[LayeredSettings]) -> str:
+    """The Markdown table of :func:`settings_rows` (what docs/ embeds)."""
+    lines = ["| key | env var | default | meaning |", "|---|---|---|---|"]
+    for key, env, default, text in settings_rows(cls):
+        cell = f"`{default}`" if default else ""
+        lines.append(f"| `{key}` | `{env}` | {cell} | {text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
 def _msg(err: Any) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
@@ -228,5 +257,7 @@ __all__ = [
     "given",
     "nest",
     "read_config_file",
+    "settings_rows",
+    "settings_table",
     "unknown_key",
 ]

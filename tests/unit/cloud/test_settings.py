@@ -158,3 +158,15 @@ async def test_every_knob_reaches_the_gateway(tmp_path: Path) -> None:
         assert (idem._max_keys, idem._ttl_s, idem._pending_ttl_s) == (11, 13.0, 17.0)
         assert gw.dataplane.cache_tail_segments and gw.dataplane.cache_full_models
         await gw.dataplane.backend.close()
+
+
+def test_docs_list_every_key_of_the_tree() -> None:
+    from common.settings import settings_table
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "gateway.md").read_text()
+    embedded = (
+        doc.split("<!-- settings-table:")[1].split("-->", 1)[1].split("<!-- /settings-table")[0]
+    )
+    assert embedded.strip() == settings_table(GatewaySettings).strip(), (
+        "docs/gateway.md is stale: paste common.settings.settings_table(GatewaySettings)"
+    )
