@@ -96,12 +96,14 @@ class Gateway:
         policy: Any = None,
     ) -> None:
         self.settings = s = settings
+        if s.rest.port is not None:
+            raise InvalidArgument("rest.port is set but this gateway does not serve REST yet")
         self.metrics = metrics or GatewayMetrics()
         self.stores = stores
         if backend is None:
             backend = _backend(s)
         if repository is None:
-            repository = ModelRepository(scan_models_dir(s.models_dir, s.max_batch_size))
+            repository = ModelRepository(scan_models_dir(s.models_dir, s.batching.max_batch_size))
         self.cache_store = _cache_store(s, stores)
         if stores is not None:
             from cloud.stores import DataPlaneIdempotency, MetadataSinkAdapter, TelemetrySinkAdapter
@@ -112,9 +114,9 @@ class Gateway:
                 metadata_sink = MetadataSinkAdapter(stores.metadata)
             if stores.metadata is not None and telemetry_sink is discard_telemetry:
                 telemetry_sink = TelemetrySinkAdapter(stores.metadata)
-        if idempotency is None and s.idempotency_entries > 0:
-            idempotency = MemoryIdempotencyStore(s.idempotency_entries, s.idempotency_ttl_s)
-        if result_cache is None and (s.cache_full_models or s.cache_tail_segments):
+        if idempotency is None:
+            idempotency = MemoryIdempotencyStore(s.idempotency.entries, s.idempotency.ttl_s)
+        if result_cache is None and (s.cache.full_models or s.cache.tail_segments):
             from cloud.stores import DataPlaneCache
 
             result_cache = DataPlaneCache(self.cache_store)
@@ -123,34 +125,34 @@ class Gateway:
             backend,
             DynamicBatching(
                 BatcherConfig(
-                    max_batch_size=s.max_batch_size,
-                    max_queue_delay_s=s.max_queue_delay_ms / 1000,
-                    max_queue_size=s.max_queue_size,
-                    workers=s.backend_workers,
+                    max_batch_size=s.batching.max_batch_size,
+                    max_queue_delay_s=s.batching.max_queue_delay_ms / 1000,
+                    max_queue_size=s.batching.max_queue_size,
+                    workers=s.batching.workers,
                 )
             ),
             self.metrics,
             idempotency,
             metadata_sink,
             result_cache,
-            cache_full_models=s.cache_full_models,
-            cache_tail_segments=s.cache_tail_segments,
+            cache_full_models=s.cache.full_models,
+            cache_tail_segments=s.cache.tail_segments,
             telemetry_sink=telemetry_sink,
         )
         self.rollouts = RolloutManager(self.dataplane.model_ready)
         self.router = RolloutRouter(self.dataplane, self.rollouts)
         self.dataplane.router = self.router
         self.limits = SessionLimits(
-            max_request_bytes=s.max_request_bytes,
-            max_chunk_bytes=s.max_chunk_bytes,
-            max_inflight_requests=s.max_inflight_per_session,
-            max_session_buffer_bytes=s.session_buffer_bytes,
-            reassembly_timeout_s=s.reassembly_timeout_s,
-            ping_interval_s=s.ping_interval_s,
+            max_request_bytes=s.session.max_request_bytes,
+            max_chunk_bytes=s.session.max_chunk_bytes,
+            max_inflight_requests=s.session.max_inflight,
+            max_session_buffer_bytes=s.session.buffer_bytes,
+            reassembly_timeout_s=s.session.reassembly_timeout_s,
+            ping_interval_s=s.session.ping_interval_s,
         )
-        budget = ByteBudget(s.global_buffer_bytes)
+        budget = ByteBudget(s.session.global_buffer_bytes)
         self.metrics.buffered_bytes.set_function(lambda: budget.used)
-        self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.insecure)
+        self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.tls.insecure)
         self.policy = policy
         self._extra: list[tuple[ServiceRegistration, tuple[str, ...]]] = []
         self.service_names: list[str] = []
@@ -175,13 +177,14 @@ class Gateway:
         from aiml021.telemetry.v1 import telemetry_pb2_grpc
 
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
-            TelemetryServicer(self.dataplane, self.settings.insecure), server
+            TelemetryServicer(self.dataplane, self.settings.tls.insecure), server
         )
         names.append(TELEMETRY_SERVICE)
         if self.policy is None:
             from cloud._policy import gateway_policy
 
-            self.policy = gateway_policy(self.settings.models_dir, self.settings.policy_bundle)
+            st = self.settings
+            self.policy = gateway_policy(st.models_dir, st.policy.bundle)
         if self.policy is not None:
             from aiml021.policy.v1 import policy_pb2
 
@@ -198,10 +201,10 @@ class Gateway:
             await self.stores.start()
         await self.dataplane.start()
         options = [
-            ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.max_receive_message_length", s.max_message_bytes),
-            ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
-            ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+            ("grpc.max_send_message_length", s.server.max_message_bytes),
+            ("grpc.max_receive_message_length", s.server.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(s.server.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(s.server.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.http2.max_pings_without_data", 0),
@@ -225,29 +228,29 @@ class Gateway:
             (*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         _ = session_pb2  # descriptors must be in the pool for reflection
-        address = f"{s.host}:{s.port}"
-        if s.insecure:
+        address = f"{s.server.host}:{s.server.port}"
+        if s.tls.insecure:
             log.warning("serving WITHOUT TLS on %s (--insecure): development only", address)
             self.port = server.add_insecure_port(address)
         else:
-            self.port = server.add_secure_port(address, server_credentials(s.tls_dir))
+            self.port = server.add_secure_port(address, server_credentials(s.tls.dir))
         await server.start()
         for name in ("", *served):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health = health_servicer
         self._server = server
-        if s.metrics_port is not None:
-            self.metrics_port = _start_metrics(self.metrics, s.host, s.metrics_port)
-        if s.port_file is not None:
-            s.port_file.write_text(
+        if s.metrics.port is not None:
+            self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
+        if s.server.port_file is not None:
+            s.server.port_file.write_text(
                 json.dumps({"port": self.port, "metrics_port": self.metrics_port})
             )
         log.info(
             "gateway serving %d model(s) on %s:%d (%s), metrics on %s; services: %s",
             len(self.dataplane.repository.specs()),
-            s.host,
+            s.server.host,
             self.port,
-            "insecure" if s.insecure else "mTLS",
+            "insecure" if s.tls.insecure else "mTLS",
             self.metrics_port,
             ", ".join(served),
         )
@@ -289,10 +292,10 @@ class Gateway:
 def _backend(s: GatewaySettings) -> Backend:
     if s.backend == "triton":
         from cloud.backends import TritonBackend
-        from cloud.backends.triton import TritonSettings
 
-        return TritonBackend(TritonSettings(url=s.triton_url) if s.triton_url else None)
-    return OnnxRuntimeBackend(s.intra_op_threads, s.inter_op_threads, s.backend_workers)
+        return TritonBackend(s.triton)
+    ort = s.onnxruntime
+    return OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
 
 
 def _cache_store(s: GatewaySettings, stores: Stores | None) -> Any:
@@ -301,7 +304,7 @@ def _cache_store(s: GatewaySettings, stores: Stores | None) -> Any:
         return stores.cache
     from cloud.stores import MemoryResultCache
 
-    return MemoryResultCache(max_entries=s.result_cache_entries)
+    return MemoryResultCache(default_ttl_s=s.cache.ttl_s, max_entries=s.cache.entries)
 
 
 def _start_metrics(metrics: GatewayMetrics, host: str, port: int) -> int:

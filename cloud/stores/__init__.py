@@ -41,10 +41,19 @@ from ._records import (
     SessionEvent,
 )
 from ._serde import decode_tensors, encode_tensors
-from ._settings import Stores, StoreSettings, build_stores, metadata_backend
+from ._settings import (
+    CacheSettings,
+    IdempotencySettings,
+    Stores,
+    StoreSettings,
+    build_stores,
+    metadata_backend,
+)
 from ._writer import MetadataWriter
 
 __all__ = [
+    "CacheSettings",
+    "IdempotencySettings",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "TABLES",

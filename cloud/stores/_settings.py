@@ -1,4 +1,5 @@
-"""Settings and factory for the gateway's stores (env prefix ``AIML021_STORES_``)."""
+"""Settings sections of the gateway's stores (``stores``, ``idempotency``, ``cache``) and the
+factory that builds the stores from them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import Section
 
 from ._cache import MemoryResultCache, RedisResultCache, ResultCache
 from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
@@ -15,25 +17,39 @@ from ._records import PriceTable
 from ._writer import MetadataWriter
 
 
-class StoreSettings(BaseSettings):
-    """Where idempotency keys, cached results and request metadata live."""
+class IdempotencySettings(Section):
+    """How long idempotency keys are kept, and how many (gateway section ``idempotency``)."""
 
-    model_config = SettingsConfigDict(env_prefix="AIML021_STORES_", env_nested_delimiter="__")
+    entries: int = Field(default=100_000, ge=1)
+    """Keys kept by the in-memory store (the oldest go first); Redis keeps them by TTL only."""
+    ttl_s: float = Field(default=86400.0, gt=0)
+    """How long a completed idempotency key keeps returning its stored result."""
+    pending_ttl_s: float = Field(default=60.0, gt=0)
+    """How long a claim on a key survives a replica that crashed while computing it."""
+    wait_s: float = Field(default=30.0, gt=0)
+    """How long a duplicate waits for another replica's in-progress computation."""
+
+
+class CacheSettings(Section):
+    """The gateway's result cache (section ``cache``): what it answers and how much it keeps."""
+
+    entries: int = Field(default=10_000, ge=1)
+    """Most results the in-memory cache keeps (Redis keeps them by TTL only)."""
+    ttl_s: float = Field(default=3600.0, gt=0)
+    """Seconds a cached result stays valid."""
+    full_models: bool = True
+    """Answer repeated inputs of full models from the cache (model, version, content hash)."""
+    tail_segments: bool = False
+    """Also cache tail-segment (offloaded feature) requests; their inputs rarely repeat."""
+
+
+class StoreSettings(Section):
+    """Where idempotency keys, cached results and request metadata live (section ``stores``)."""
 
     backend: Literal["memory", "redis"] = "memory"
     """Idempotency store and result cache: ``memory`` (one replica) or ``redis`` (shared)."""
     redis_url: str = ""
     """Redis URL when ``backend`` is ``redis``, e.g. ``redis://127.0.0.1:6379/0``."""
-    idempotency_ttl_s: float = Field(default=86400.0, gt=0)
-    """How long a completed idempotency key keeps returning its stored result."""
-    idempotency_pending_ttl_s: float = Field(default=60.0, gt=0)
-    """How long a claim on a key survives a replica that crashed while computing it."""
-    idempotency_wait_s: float = Field(default=30.0, gt=0)
-    """How long a duplicate waits for another replica's in-progress computation."""
-    cache_ttl_s: float = Field(default=3600.0, gt=0)
-    """Default time to live of result cache entries."""
-    cache_max_entries: int = Field(default=10_000, ge=1)
-    """Capacity of the in-memory result cache."""
     metadata_url: str = "sqlite:///aiml021-metadata.sqlite3"
     """``sqlite:///PATH``, ``sqlite:///:memory:``, ``postgresql://...`` or ``none``."""
     metadata_buffer: int = Field(default=10_000, ge=1)
@@ -43,19 +59,15 @@ class StoreSettings(BaseSettings):
     metadata_flush_interval_s: float = Field(default=0.2, gt=0)
     """Longest time a record waits in the buffer when traffic is light."""
     prices: PriceTable = Field(default_factory=PriceTable)
-    """Price table for request costs (``AIML021_STORES_PRICES__PER_GB_IN`` etc.)."""
+    """Price table for request costs (``stores.prices.per_gb_in`` etc.)."""
 
     @model_validator(mode="after")
     def _check(self) -> StoreSettings:
         if self.backend == "redis" and not self.redis_url:
-            raise ValueError(
-                "AIML021_STORES_REDIS_URL is required when AIML021_STORES_BACKEND=redis"
-            )
+            raise ValueError("stores.redis_url is required when stores.backend is redis")
         url = self.metadata_url
         if not (url == "none" or url.startswith(("sqlite:///", "postgresql://", "postgres://"))):
-            raise ValueError(
-                "AIML021_STORES_METADATA_URL must be sqlite:///PATH, postgresql://... or none"
-            )
+            raise ValueError("stores.metadata_url must be sqlite:///PATH, postgresql://... or none")
         return self
 
 
@@ -90,9 +102,15 @@ def metadata_backend(url: str, prices: PriceTable | None = None) -> MetadataBack
     raise ValueError(f"unsupported metadata URL {url!r}")
 
 
-def build_stores(settings: StoreSettings | None = None) -> Stores:
-    """Create (not yet start) the stores ``settings`` describe."""
+def build_stores(
+    settings: StoreSettings | None = None,
+    idempotency: IdempotencySettings | None = None,
+    cache_settings: CacheSettings | None = None,
+) -> Stores:
+    """Create (not yet start) the stores ``settings`` describe (defaults where None)."""
     s = settings or StoreSettings()
+    ids = idempotency or IdempotencySettings()
+    cs = cache_settings or CacheSettings()
     idem: IdempotencyStore
     cache: ResultCache
     if s.backend == "redis":
@@ -101,16 +119,16 @@ def build_stores(settings: StoreSettings | None = None) -> Stores:
         client = aioredis.Redis.from_url(s.redis_url)
         idem = RedisIdempotencyStore(
             client,
-            ttl_s=s.idempotency_ttl_s,
-            pending_ttl_s=s.idempotency_pending_ttl_s,
-            wait_timeout_s=s.idempotency_wait_s,
+            ttl_s=ids.ttl_s,
+            pending_ttl_s=ids.pending_ttl_s,
+            wait_timeout_s=ids.wait_s,
         )
-        cache = RedisResultCache(aioredis.Redis.from_url(s.redis_url), default_ttl_s=s.cache_ttl_s)
+        cache = RedisResultCache(aioredis.Redis.from_url(s.redis_url), default_ttl_s=cs.ttl_s)
     else:
         idem = MemoryIdempotencyStore(
-            ttl_s=s.idempotency_ttl_s, pending_ttl_s=s.idempotency_pending_ttl_s
+            ttl_s=ids.ttl_s, pending_ttl_s=ids.pending_ttl_s, max_keys=ids.entries
         )
-        cache = MemoryResultCache(default_ttl_s=s.cache_ttl_s, max_entries=s.cache_max_entries)
+        cache = MemoryResultCache(default_ttl_s=cs.ttl_s, max_entries=cs.entries)
     writer = None
     if s.metadata_url != "none":
         writer = MetadataWriter(
