@@ -8,10 +8,8 @@ from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
 from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline, validate_inputs
 from cloud.core._hooks import (
-    IdempotencyRecord,
+    CacheEntry,
     IdempotencyStore,
-    MemoryIdempotencyStore,
-    MemoryResultCache,
     MetadataSink,
     RequestRouter,
     ResultCache,
@@ -64,14 +62,12 @@ __all__ = [
     "Batcher",
     "BatcherFactory",
     "ByteBudget",
+    "CacheEntry",
     "Chunk",
     "DataPlane",
-    "IdempotencyRecord",
     "IdempotencyStore",
     "InferenceRequest",
     "InferenceResult",
-    "MemoryIdempotencyStore",
-    "MemoryResultCache",
     "MetadataSink",
     "ModelKey",
     "ModelRepository",

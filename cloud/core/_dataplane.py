@@ -25,6 +25,7 @@ from cloud.core._accounting import content_hash, record_telemetry, request_recor
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory
 from cloud.core._hooks import (
+    CacheEntry,
     IdempotencyStore,
     MetadataSink,
     RequestRouter,
@@ -261,7 +262,7 @@ class DataPlane:
             hit = None
         if hit is not None:
             m.child(m.cache_requests, spec.name, "hit").inc()
-            return _as_cached(hit)
+            return _as_cached(hit.result(spec.name, spec.version))
         m.child(m.cache_requests, spec.name, "miss").inc()
         fut = self._enqueue(request, spec, rows)
         if key:
@@ -272,7 +273,7 @@ class DataPlane:
             if key:
                 self._queued_keys.pop(key, None)
         try:
-            await self.result_cache.put(model, digest, result)
+            await self.result_cache.put(model, digest, CacheEntry.of(result))
         except Exception as exc:
             log.warning("result cache put failed: %s", exc)
         return result

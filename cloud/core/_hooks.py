@@ -1,18 +1,21 @@
-"""Hooks the data plane calls: idempotency store, result cache and metadata sink.
+"""The seams the data plane calls: idempotency store, result cache, metadata and telemetry
+sinks, and the rollout router.
 
-In-memory defaults live here; shared implementations (Redis, SQL) plug in through the same
-Protocols (see docs/gateway.md). Stores are asynchronous; the metadata sink is a plain callable
-that must return at once (queue the record, never block inference).
+One Protocol per store; the implementations (in-memory, Redis, the SQL metadata writer) live in
+:mod:`cloud.stores` and implement these Protocols directly (see docs/integrations.md). Stores are
+asynchronous; the sinks are plain callables that must return at once (queue the record, never
+block inference).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from cloud.core._types import (
     InferenceRequest,
@@ -21,15 +24,6 @@ from cloud.core._types import (
     RequestRecord,
     TelemetryEvent,
 )
-from common.errors import FailedPrecondition
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    """A stored answer for an idempotency key, with the digest of the payload that produced it."""
-
-    digest: bytes
-    result: InferenceResult
 
 
 @runtime_checkable
@@ -41,7 +35,17 @@ class IdempotencyStore(Protocol):
     digest, waits while another caller (another replica, for shared stores) computes the key,
     and returns None when the caller has claimed the key and must compute it. After computing
     the caller calls ``complete``; when computing fails it calls ``release`` so a retry can
-    compute.
+    compute::
+
+        stored = await store.reserve(key, digest)
+        if stored is not None:
+            return stored
+        try:
+            result = await compute()
+        except BaseException:
+            await store.release(key)
+            raise
+        await store.complete(key, digest, result)
     """
 
     async def reserve(self, key: str, digest: bytes) -> InferenceResult | None:
@@ -49,24 +53,68 @@ class IdempotencyStore(Protocol):
         ...
 
     async def complete(self, key: str, digest: bytes, result: InferenceResult) -> None:
-        """Store the result of a claimed key."""
+        """Store the result of a claimed key; ``reserve`` returns it until its TTL passes."""
         ...
 
     async def release(self, key: str) -> None:
-        """Drop the claim on ``key`` (the computation failed)."""
+        """Drop the claim on ``key`` (the computation failed) so that a retry can compute."""
         ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached answer: the outputs of one single-sample request and its top class."""
+
+    outputs: Mapping[str, np.ndarray]
+    top_class: int = 0
+    confidence: float = 0.0
+    model_version: str = ""
+    stored_at: float = field(default_factory=time.time)
+    """Seconds since the epoch when the entry was stored."""
+
+    @classmethod
+    def of(cls, result: InferenceResult) -> CacheEntry:
+        """The entry caching ``result`` (top class: argmax of a ``[1, N]`` first output)."""
+        first = next(iter(result.outputs.values()), None)
+        top = 0
+        if first is not None and first.ndim == 2 and first.shape[0] == 1:
+            top = int(np.asarray(first)[0].argmax())
+        return cls(outputs=result.outputs, top_class=top, model_version=result.model_version)
+
+    def result(self, model_name: str, model_version: str) -> InferenceResult:
+        """The answer this entry holds for ``model_name`` (its own version when it has one)."""
+        return InferenceResult(
+            model_name=model_name,
+            model_version=self.model_version or model_version,
+            outputs=dict(self.outputs),
+            batch_size=1,
+        )
 
 
 @runtime_checkable
 class ResultCache(Protocol):
-    """Content-addressed result cache (key: served model and version, content hash)."""
+    """Content-addressed result cache keyed by (served model, content hash).
 
-    async def get(self, model: str, content_hash: str) -> InferenceResult | None:
-        """The cached result, or None (a cache fault is a miss)."""
+    The data plane keys it by ``name:version`` and :func:`cloud.core.content_hash`; CacheService
+    serves the same cache to devices. Implementations reject malformed keys with InvalidArgument.
+    """
+
+    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
+        """The stored entry, or None when absent or expired (a shared cache's fault is a miss)."""
         ...
 
-    async def put(self, model: str, content_hash: str, result: InferenceResult) -> None:
-        """Cache ``result`` (a cache fault is logged, never raised)."""
+    async def put(
+        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
+    ) -> None:
+        """Store ``entry``; ``ttl_s`` None or 0 uses the cache's default time to live."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...
 
 
@@ -93,96 +141,6 @@ class RequestRouter(Protocol):
         ...
 
 
-class MemoryIdempotencyStore:
-    """Bounded idempotency store with a TTL, for one gateway process (claims are in-process)."""
-
-    def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0) -> None:
-        self._max = max_entries
-        self._ttl = ttl_s
-        # key -> (expires_at, digest, result or None while computing, event set when done)
-        self._items: OrderedDict[
-            str, tuple[float, bytes, InferenceResult | None, asyncio.Event]
-        ] = OrderedDict()
-
-    async def reserve(self, key: str, digest: bytes) -> InferenceResult | None:
-        while True:
-            item = self._items.get(key)
-            if item is None or (item[2] is not None and item[0] < time.monotonic()):
-                self._items[key] = (math.inf, digest, None, asyncio.Event())
-                self._items.move_to_end(key)
-                self._trim()
-                return None
-            _, stored, result, event = item
-            if stored != digest:
-                raise FailedPrecondition(
-                    f"idempotency key {key!r} was already used with a different payload"
-                )
-            if result is not None:
-                return result
-            await event.wait()
-
-    async def complete(self, key: str, digest: bytes, result: InferenceResult) -> None:
-        old = self._items.get(key)
-        if self._max <= 0:
-            self._items.pop(key, None)
-        else:
-            self._items[key] = (time.monotonic() + self._ttl, digest, result, asyncio.Event())
-            self._items.move_to_end(key)
-            self._trim()
-        if old is not None:
-            old[3].set()
-
-    async def release(self, key: str) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            old[3].set()
-
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        """The completed record of ``key``, or None."""
-        item = self._items.get(key)
-        if item is None or item[2] is None or item[0] < time.monotonic():
-            return None
-        return IdempotencyRecord(item[1], item[2])
-
-    def _trim(self) -> None:
-        excess = len(self._items) - max(self._max, 1)
-        if excess <= 0:
-            return
-        victims = []
-        for k, v in self._items.items():  # oldest first; claims being computed stay
-            if v[2] is not None:
-                victims.append(k)
-                if len(victims) >= excess:
-                    break
-        for k in victims:
-            del self._items[k]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class MemoryResultCache:
-    """Bounded LRU result cache."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[tuple[str, str], InferenceResult] = OrderedDict()
-
-    async def get(self, model: str, content_hash: str) -> InferenceResult | None:
-        key = (model, content_hash)
-        result = self._items.get(key)
-        if result is not None:
-            self._items.move_to_end(key)
-        return result
-
-    async def put(self, model: str, content_hash: str, result: InferenceResult) -> None:
-        key = (model, content_hash)
-        self._items[key] = result
-        self._items.move_to_end(key)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
-
-
 def discard_record(record: RequestRecord) -> None:
     """Default metadata sink: drops the record."""
 
@@ -192,10 +150,8 @@ def discard_telemetry(event: TelemetryEvent) -> None:
 
 
 __all__ = [
-    "IdempotencyRecord",
+    "CacheEntry",
     "IdempotencyStore",
-    "MemoryIdempotencyStore",
-    "MemoryResultCache",
     "MetadataSink",
     "RequestRouter",
     "ResultCache",

@@ -127,7 +127,8 @@ class InferenceResult:
 
 @dataclass(slots=True)
 class RequestRecord:
-    """What the metadata sink receives after each request (success or failure)."""
+    """What the metadata sink receives after each request (success or failure); the one record of
+    a request, written as is by ``cloud.stores`` to ``requests``/``results``/``costs``."""
 
     request_id: str
     device_id: str
@@ -154,7 +155,8 @@ class RequestRecord:
     """Bytes of the output tensors returned."""
     latency_ms: float | None = None
     """Gateway time from arrival of the whole request to its answer."""
-    extra: dict[str, str] = field(default_factory=dict)
+    recorded_at: float = field(default_factory=time.time)
+    """Seconds since the epoch when the record was made (the request had just finished)."""
 
 
 @dataclass(slots=True)

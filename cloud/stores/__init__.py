@@ -1,30 +1,16 @@
-"""Gateway stores: idempotency keys and result cache (memory or Redis), request metadata
-(SQLite or PostgreSQL, written in batches off the request path). See docs/integrations.md."""
+"""Gateway stores, implementing the core's store Protocols (``cloud.core.IdempotencyStore``,
+``ResultCache``, ``MetadataSink``, ``TelemetrySink``): idempotency keys and result cache (memory or
+Redis), request metadata (SQLite or PostgreSQL, written in batches off the request path by
+:class:`MetadataWriter`, the metadata and telemetry sink). See docs/integrations.md."""
 
 from ._cache import (
-    CacheEntry,
     MemoryResultCache,
     RedisResultCache,
-    ResultCache,
     check_cache_key,
     decode_entry,
     encode_entry,
 )
-from ._hooks import (
-    DataPlaneCache,
-    DataPlaneIdempotency,
-    MetadataSinkAdapter,
-    TelemetrySinkAdapter,
-    decode_result,
-    encode_result,
-)
-from ._idempotency import (
-    IdempotencyStore,
-    MemoryIdempotencyStore,
-    RedisIdempotencyStore,
-    Reservation,
-    payload_digest,
-)
+from ._idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from ._metadata_sql import (
     TABLES,
     MetadataBackend,
@@ -37,10 +23,10 @@ from ._records import (
     DeviceSeen,
     PriceTable,
     Record,
-    RequestRecord,
     SessionEvent,
+    telemetry_record,
 )
-from ._serde import decode_tensors, encode_tensors
+from ._serde import decode_result, decode_tensors, encode_result, encode_tensors
 from ._settings import (
     CacheSettings,
     IdempotencySettings,
@@ -52,34 +38,25 @@ from ._settings import (
 from ._writer import MetadataWriter
 
 __all__ = [
-    "CacheSettings",
-    "IdempotencySettings",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "TABLES",
-    "CacheEntry",
-    "DataPlaneCache",
-    "DataPlaneIdempotency",
+    "CacheSettings",
     "DeviceSeen",
-    "IdempotencyStore",
+    "IdempotencySettings",
     "MemoryIdempotencyStore",
     "MemoryResultCache",
     "MetadataBackend",
-    "MetadataSinkAdapter",
     "MetadataWriter",
     "PostgresMetadataBackend",
     "PriceTable",
     "Record",
     "RedisIdempotencyStore",
     "RedisResultCache",
-    "RequestRecord",
-    "Reservation",
-    "ResultCache",
     "SessionEvent",
     "SqliteMetadataBackend",
     "StoreSettings",
     "Stores",
-    "TelemetrySinkAdapter",
     "build_stores",
     "check_cache_key",
     "decode_entry",
@@ -89,5 +66,5 @@ __all__ = [
     "encode_result",
     "encode_tensors",
     "metadata_backend",
-    "payload_digest",
+    "telemetry_record",
 ]

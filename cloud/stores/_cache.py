@@ -1,7 +1,8 @@
-"""Result caches keyed by (model name, content hash): in-memory LRU (default) and Redis.
+"""Result caches (``cloud.core.ResultCache``) keyed by (model name, content hash): in-memory LRU
+(default) and Redis.
 
-Entries hold the outputs and the answer's top class and confidence. Values in Redis are framed by
-:mod:`._serde` (never pickled) and expire after their TTL.
+Entries (``cloud.core.CacheEntry``) hold the outputs and the answer's top class and confidence.
+Values in Redis are framed by :mod:`._serde` (never pickled) and expire after their TTL.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
+from cloud.core import CacheEntry
 from common.errors import InvalidArgument
 
 from ._serde import decode_tensors, encode_tensors
@@ -23,18 +21,6 @@ from ._serde import decode_tensors, encode_tensors
 log = logging.getLogger(__name__)
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """A cached answer."""
-
-    outputs: Mapping[str, np.ndarray]
-    top_class: int = 0
-    confidence: float = 0.0
-    model_version: str = ""
-    #: Seconds since the epoch when the entry was stored.
-    stored_at: float = field(default_factory=time.time)
 
 
 def check_cache_key(model_name: str, content_hash: str) -> None:
@@ -45,25 +31,6 @@ def check_cache_key(model_name: str, content_hash: str) -> None:
         raise InvalidArgument(
             "content_hash must be the lowercase hex sha256 of the input (64 characters)"
         )
-
-
-@runtime_checkable
-class ResultCache(Protocol):
-    """Shared cache of answers by content hash."""
-
-    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
-        """The stored entry, or None when absent or expired."""
-        ...
-
-    async def put(
-        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
-    ) -> None:
-        """Store ``entry``; ``ttl_s`` None or 0 uses the cache's default time to live."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
 
 
 def encode_entry(entry: CacheEntry) -> bytes:

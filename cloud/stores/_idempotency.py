@@ -1,81 +1,33 @@
-"""Idempotency stores: a repeated idempotency key returns the stored result, never recomputes.
+"""Idempotency stores (``cloud.core.IdempotencyStore``): a repeated idempotency key returns the
+stored result, never recomputes.
 
-Protocol for the caller (the data plane)::
-
-    outcome = await store.reserve(key, digest)     # FailedPrecondition if digest differs
-    if outcome.result is not None:                 # someone computed it already
-        return outcome.result
-    try:
-        result = await compute()
-    except BaseException:
-        await store.release(key)                   # let a retry compute it
-        raise
-    await store.complete(key, digest, result)
-
-``reserve`` claims the key atomically (Redis ``SET NX``) so that two replicas receiving the same
-key at the same time compute it once: the loser waits for the winner's result (bounded by
-``wait_timeout_s``; then UNAVAILABLE, retry later). Results are opaque bytes.
+``reserve`` claims a key atomically (in process for the memory store, Redis ``SET NX`` for the
+shared one) so that two requests with the same key compute it once: the later one waits for the
+first one's result (in Redis bounded by ``wait_timeout_s``; then UNAVAILABLE, retry later). A
+claim whose owner crashed expires after ``pending_ttl_s``; a completed key answers until
+``ttl_s`` passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
+from cloud.core import InferenceResult
 from common.errors import FailedPrecondition, InvalidArgument, Unavailable
+
+from ._serde import decode_result, encode_result
 
 log = logging.getLogger(__name__)
 
 _PENDING = "pending"
 _DONE = "done"
 MAX_KEY_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """Outcome of :meth:`IdempotencyStore.reserve`: ``result`` is None when the caller must compute."""
-
-    key: str
-    result: bytes | None
-
-
-@runtime_checkable
-class IdempotencyStore(Protocol):
-    """Shared record of idempotency keys and the results computed for them."""
-
-    async def reserve(self, key: str, digest: str) -> Reservation:
-        """Claim ``key`` for computing, or return its stored result (waiting if in progress)."""
-        ...
-
-    async def lookup(self, key: str) -> tuple[str, bytes] | None:
-        """(digest, result) of a completed key without claiming it, or None."""
-        ...
-
-    async def complete(self, key: str, digest: str, result: bytes) -> None:
-        """Store the result for ``key``; later ``reserve`` calls return it until the TTL passes."""
-        ...
-
-    async def release(self, key: str) -> None:
-        """Drop an unfinished claim (the computation failed), so that a retry can compute."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-def payload_digest(*parts: bytes) -> str:
-    """Hex sha256 over the request's payload parts, the digest stored with its key."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()
 
 
 def _check_key(key: str) -> None:
@@ -90,74 +42,83 @@ def _mismatch(key: str) -> FailedPrecondition:
     )
 
 
+@dataclass
+class _Entry:
+    digest: bytes
+    result: InferenceResult | None  # None while the claim's owner computes
+    expires_at: float
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class MemoryIdempotencyStore:
-    """In-process store (the default): one gateway replica, lost on restart."""
+    """In-process store (the default): one gateway replica, lost on restart.
+
+    Holds at most ``max_keys`` keys: the oldest completed (or expired) keys go first; claims
+    still being computed stay, so a duplicate never computes a key twice.
+    """
 
     def __init__(
         self, ttl_s: float = 86400.0, pending_ttl_s: float = 60.0, max_keys: int = 100_000
     ) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
         self._ttl_s = ttl_s
         self._pending_ttl_s = pending_ttl_s
         self._max_keys = max_keys
-        # key -> (state, digest, result, expires_at, event)
-        self._entries: dict[str, tuple[str, str, bytes | None, float, asyncio.Event]] = {}
+        # Oldest first: completing a key moves it to the end, so completed keys are in
+        # expiry order and eviction finds the oldest at the front.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def _expire(self, now: float) -> None:
-        if len(self._entries) < self._max_keys:
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _make_room(self, now: float) -> None:
+        excess = len(self._entries) - self._max_keys + 1
+        if excess <= 0:
             return
-        for k in [k for k, v in self._entries.items() if v[3] <= now]:
-            del self._entries[k]
-        while len(self._entries) >= self._max_keys:  # oldest first (dict keeps insertion order)
-            del self._entries[next(iter(self._entries))]
+        victims = []
+        for key, entry in self._entries.items():
+            if entry.result is not None or entry.expires_at <= now:
+                victims.append(key)
+                if len(victims) >= excess:
+                    break
+        for key in victims:
+            self._entries.pop(key).done.set()
 
-    async def reserve(self, key: str, digest: str) -> Reservation:
+    async def reserve(self, key: str, digest: bytes) -> InferenceResult | None:
         _check_key(key)
         while True:
             now = time.monotonic()
             entry = self._entries.get(key)
-            if entry is None or entry[3] <= now:
-                self._expire(now)
-                self._entries[key] = (
-                    _PENDING,
-                    digest,
-                    None,
-                    now + self._pending_ttl_s,
-                    asyncio.Event(),
-                )
-                return Reservation(key, None)
-            state, stored_digest, result, expires_at, event = entry
-            if stored_digest != digest:
+            if entry is None or entry.expires_at <= now:
+                if entry is not None:
+                    del self._entries[key]
+                    entry.done.set()
+                self._make_room(now)
+                self._entries[key] = _Entry(digest, None, now + self._pending_ttl_s)
+                return None
+            if entry.digest != digest:
                 raise _mismatch(key)
-            if state == _DONE:
-                return Reservation(key, result)
+            if entry.result is not None:
+                return entry.result
             try:
-                await asyncio.wait_for(event.wait(), timeout=max(0.0, expires_at - now))
+                await asyncio.wait_for(entry.done.wait(), timeout=max(0.0, entry.expires_at - now))
             except TimeoutError:
-                continue  # the claim expired; loop claims it
+                continue  # the claim expired; the loop claims it
 
-    async def lookup(self, key: str) -> tuple[str, bytes] | None:
-        """(digest, result) of a completed key, or None."""
-        entry = self._entries.get(key)
-        if entry is None or entry[0] != _DONE or entry[3] <= time.monotonic() or entry[2] is None:
-            return None
-        return entry[1], entry[2]
-
-    async def complete(self, key: str, digest: str, result: bytes) -> None:
-        old = self._entries.get(key)
-        self._entries[key] = (
-            _DONE,
-            digest,
-            result,
-            time.monotonic() + self._ttl_s,
-            asyncio.Event(),
-        )
+    async def complete(self, key: str, digest: bytes, result: InferenceResult) -> None:
+        now = time.monotonic()
+        old = self._entries.pop(key, None)
+        if old is None:
+            self._make_room(now)
+        self._entries[key] = _Entry(digest, result, now + self._ttl_s)
         if old is not None:
-            old[4].set()
+            old.done.set()
 
     async def release(self, key: str) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
-            old[4].set()
+            old.done.set()
 
     async def close(self) -> None:
         self._entries.clear()
@@ -166,8 +127,8 @@ class MemoryIdempotencyStore:
 class RedisIdempotencyStore:
     """Redis-backed store shared by every gateway replica (redis.asyncio).
 
-    Each key maps to one JSON-headed value ``{"s": state, "d": digest}`` followed by the result
-    bytes; claims are ``SET NX PX pending_ttl`` so a crashed replica's claim expires.
+    Each key maps to one JSON-headed value ``{"s": state, "d": hex digest}`` followed by the
+    framed result; claims are ``SET NX PX pending_ttl`` so a crashed replica's claim expires.
     """
 
     def __init__(
@@ -195,17 +156,17 @@ class RedisIdempotencyStore:
         return cls(aioredis.Redis.from_url(url), **kwargs)
 
     @staticmethod
-    def _pack(state: str, digest: str, result: bytes = b"") -> bytes:
-        head = json.dumps({"s": state, "d": digest}).encode()
+    def _pack(state: str, digest: bytes, result: bytes = b"") -> bytes:
+        head = json.dumps({"s": state, "d": digest.hex()}).encode()
         return len(head).to_bytes(4, "little") + head + result
 
     @staticmethod
-    def _unpack(value: bytes) -> tuple[str, str, bytes]:
+    def _unpack(value: bytes) -> tuple[str, bytes, bytes]:
         n = int.from_bytes(value[:4], "little")
         head = json.loads(value[4 : 4 + n])
-        return str(head["s"]), str(head["d"]), bytes(value[4 + n :])
+        return str(head["s"]), bytes.fromhex(head["d"]), bytes(value[4 + n :])
 
-    async def reserve(self, key: str, digest: str) -> Reservation:
+    async def reserve(self, key: str, digest: bytes) -> InferenceResult | None:
         _check_key(key)
         rkey = self._prefix + key
         deadline = time.monotonic() + self._wait_timeout_s
@@ -214,15 +175,15 @@ class RedisIdempotencyStore:
                 if await self._redis.set(
                     rkey, self._pack(_PENDING, digest), nx=True, px=self._pending_ttl_ms
                 ):
-                    return Reservation(key, None)
+                    return None
                 value = await self._redis.get(rkey)
                 if value is None:
                     continue  # expired between SET and GET: try to claim again
-                state, stored_digest, result = self._unpack(value)
+                state, stored_digest, frame = self._unpack(value)
                 if stored_digest != digest:
                     raise _mismatch(key)
                 if state == _DONE:
-                    return Reservation(key, result)
+                    return decode_result(frame)
                 if time.monotonic() >= deadline:
                     raise Unavailable(
                         f"request with idempotency key {key!r} is still being computed; retry later"
@@ -235,24 +196,10 @@ class RedisIdempotencyStore:
                 raise Unavailable(f"idempotency store unreachable: {exc}") from exc
             raise
 
-    async def lookup(self, key: str) -> tuple[str, bytes] | None:
-        """(digest, result) of a completed key, or None (Unavailable when Redis is down)."""
+    async def complete(self, key: str, digest: bytes, result: InferenceResult) -> None:
+        value = self._pack(_DONE, digest, encode_result(result))
         try:
-            value = await self._redis.get(self._prefix + key)
-        except Exception as exc:
-            if isinstance(exc, OSError) or _is_redis_error(exc):
-                raise Unavailable(f"idempotency store unreachable: {exc}") from exc
-            raise
-        if value is None:
-            return None
-        state, digest, result = self._unpack(value)
-        return (digest, result) if state == _DONE else None
-
-    async def complete(self, key: str, digest: str, result: bytes) -> None:
-        try:
-            await self._redis.set(
-                self._prefix + key, self._pack(_DONE, digest, result), px=self._ttl_ms
-            )
+            await self._redis.set(self._prefix + key, value, px=self._ttl_ms)
         except Exception as exc:
             if _is_redis_error(exc):
                 # The answer still goes to the caller; only replay protection is weakened.

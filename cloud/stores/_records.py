@@ -1,6 +1,9 @@
 """What the gateway records about devices, sessions and requests, and the schema that holds it.
 
-The same versioned migrations run on SQLite and PostgreSQL (portable SQL: TEXT, BIGINT,
+Requests arrive as the core's ``cloud.core.RequestRecord`` (from the data plane) or as device
+telemetry (``cloud.core.TelemetryEvent``, turned into a record by :func:`telemetry_record`); this
+module adds only what is the store's own: device and session events, prices and the schema. The
+same versioned migrations run on SQLite and PostgreSQL (portable SQL: TEXT, BIGINT,
 DOUBLE PRECISION, ``ON CONFLICT``); times are seconds since the epoch.
 """
 
@@ -10,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
+
+from cloud.core import RequestRecord, TelemetryEvent
 
 
 class PriceTable(BaseModel):
@@ -51,28 +56,24 @@ class SessionEvent:
     end_reason: str = ""
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request and its outcome; written to ``requests``, ``results`` and ``costs``."""
-
-    request_id: str
-    device_id: str
-    model_name: str
-    model_version: str
-    route: str
-    status: str
-    session_id: str = ""
-    deadline_ms: float | None = None
-    idempotency_key: str = ""
-    offload_reason: str = ""
-    codec: str = ""
-    received_at: float = field(default_factory=time.time)
-    top_class: int | None = None
-    confidence: float | None = None
-    latency_ms: float | None = None
-    bytes_in: int = 0
-    bytes_out: int = 0
-    compute_ms: float = 0.0
+def telemetry_record(event: TelemetryEvent) -> RequestRecord:
+    """The record of a request a device reports (route: the device's, e.g. ``edge``; a request
+    the gateway already recorded keeps the gateway's row)."""
+    return RequestRecord(
+        request_id=event.request_id,
+        device_id=event.device_id,
+        model_name=event.model_name,
+        model_version="",
+        route=event.route,
+        status="OK",
+        session_id=event.session_id,
+        codec=event.codec,
+        cut_point=event.cut_point,
+        confidence=event.confidence or None,
+        latency_ms=None if event.total_s is None else event.total_s * 1000.0,
+        bytes_in=event.bytes_sent,
+        bytes_out=event.bytes_received,
+    )
 
 
 Record = DeviceSeen | SessionEvent | RequestRecord
@@ -169,14 +170,16 @@ def statements(
         elif isinstance(r, SessionEvent):
             sessions.append((r.session_id, r.device_id, r.started_at, r.ended_at, r.end_reason))
         else:
+            route = "cache" if r.cached else r.route
             requests.append(
-                (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, r.route,
-                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.received_at)
+                (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, route,
+                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.recorded_at)
             )  # fmt: skip
             if r.top_class is not None or r.latency_ms is not None:
                 results.append((r.device_id, r.request_id, r.top_class, r.confidence, r.latency_ms))
-            cost = prices.cost(r.bytes_in, r.bytes_out, r.compute_ms)
-            costs.append((r.device_id, r.request_id, r.bytes_in, r.bytes_out, r.compute_ms, cost))
+            compute_ms = r.compute_s * 1000.0
+            cost = prices.cost(r.bytes_in, r.bytes_out, compute_ms)
+            costs.append((r.device_id, r.request_id, r.bytes_in, r.bytes_out, compute_ms, cost))
     out = [
         (_UPSERT_DEVICE, devices),
         (_UPSERT_SESSION, sessions),

@@ -1,4 +1,4 @@
-"""Byte framing of named tensors for shared stores (Redis values, cache entries).
+"""Byte framing of named tensors for shared stores (Redis values: results, cache entries).
 
 A frame is a little-endian u32 header length, a JSON header (names, dtypes, shapes, offsets and
 optional metadata) and the raw row-major bytes of every tensor. No pickle: a store shared by many
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud.core import InferenceResult
 from common import dtypes
 from common.errors import DataLoss
 
@@ -64,3 +65,24 @@ def decode_tensors(frame: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]
         return out, dict(header.get("meta", {}))
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise DataLoss(f"stored tensor frame is corrupt: {exc}") from exc
+
+
+def encode_result(result: InferenceResult) -> bytes:
+    """Frame an inference result for a shared store (outputs, model, version, batch size)."""
+    meta = {
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "batch_size": result.batch_size,
+    }
+    return encode_tensors(result.outputs, meta)
+
+
+def decode_result(frame: bytes) -> InferenceResult:
+    """Inverse of :func:`encode_result` (DataLoss on corruption)."""
+    outputs, meta = decode_tensors(frame)
+    return InferenceResult(
+        model_name=str(meta.get("model_name", "")),
+        model_version=str(meta.get("model_version", "")),
+        outputs=outputs,
+        batch_size=int(meta.get("batch_size", 1)),
+    )

@@ -8,10 +8,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from cloud.core import IdempotencyStore, ResultCache
 from common.settings import Section
 
-from ._cache import MemoryResultCache, RedisResultCache, ResultCache
-from ._idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
+from ._cache import MemoryResultCache, RedisResultCache
+from ._idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from ._metadata_sql import MetadataBackend, PostgresMetadataBackend, SqliteMetadataBackend
 from ._records import PriceTable
 from ._writer import MetadataWriter

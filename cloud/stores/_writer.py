@@ -3,6 +3,9 @@
 ``submit`` only appends to a bounded buffer (dropping and counting when it is full); one owned
 task flushes batches to the backend. A failed batch is counted as dropped and the writer backs
 off, so a database outage costs metadata, never latency.
+
+The writer is the data plane's metadata sink and telemetry sink (``cloud.core.MetadataSink``,
+``cloud.core.TelemetrySink``): calling it queues a record or a device event.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import time
 
 from prometheus_client import Counter, Gauge
 
+from cloud.core import TelemetryEvent
+
 from ._metadata_sql import MetadataBackend
-from ._records import Record
+from ._records import Record, telemetry_record
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,15 @@ class MetadataWriter:
         if self._wakeup is not None and len(self._buffer) >= self._max_batch:
             self._wakeup.set()
         return True
+
+    def __call__(self, record: Record | TelemetryEvent, /) -> None:
+        """Queue a record, or a device-reported request (events without a request id are not
+        recorded); never blocks or raises (see :meth:`submit`)."""
+        if isinstance(record, TelemetryEvent):
+            if not record.request_id:
+                return
+            record = telemetry_record(record)
+        self.submit(record)
 
     async def flush(self) -> None:
         """Write everything buffered now (used at shutdown and by tests)."""

@@ -4,6 +4,7 @@ metadata from the data plane lands in the SQL store."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,14 +17,7 @@ from cloud.backends import Backend, OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
 from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import DataPlane, InferenceRequest, ModelKey, ModelRepository, ModelSpec
-from cloud.stores import (
-    DataPlaneIdempotency,
-    MetadataSinkAdapter,
-    MetadataWriter,
-    RedisIdempotencyStore,
-    SqliteMetadataBackend,
-    payload_digest,
-)
+from cloud.stores import MetadataWriter, RedisIdempotencyStore, SqliteMetadataBackend
 from common.errors import FailedPrecondition
 from tests.integration._services import redis_server, redis_url
 from tests.support.tiny_models import tail_model
@@ -63,7 +57,7 @@ class CountingBackend(Backend):
 def _request(x: np.ndarray, key: str) -> InferenceRequest:
     return InferenceRequest(
         model_name="tiny", model_version="1", inputs={"features": x}, idempotency_key=key,
-        payload_digest=bytes.fromhex(payload_digest(x.tobytes())), request_id=key, device_id="dev",
+        payload_digest=hashlib.sha256(x.tobytes()).digest(), request_id=key, device_id="dev",
     )  # fmt: skip
 
 
@@ -79,10 +73,8 @@ async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Pat
             ModelRepository([spec]),
             b,
             DynamicBatching(),
-            idempotency=DataPlaneIdempotency(
-                RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
-            ),
-            metadata_sink=MetadataSinkAdapter(writer),
+            idempotency=RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix),
+            metadata_sink=writer,
         )
         for b in backends
     ]
@@ -104,7 +96,7 @@ async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Pat
     finally:
         for p in planes:
             await p.close()
-            assert isinstance(p.idempotency, DataPlaneIdempotency)
+            assert isinstance(p.idempotency, RedisIdempotencyStore)
             await p.idempotency.close()
     await writer.stop()
     assert await db.count("requests") == 1
@@ -127,10 +119,8 @@ async def test_concurrent_duplicates_on_two_replicas_compute_once(
             ModelRepository([spec]),
             b,
             DynamicBatching(BatcherConfig(max_batch_size=1)),
-            idempotency=DataPlaneIdempotency(
-                RedisIdempotencyStore(
-                    aioredis.Redis.from_url(redis_url), prefix=prefix, poll_interval_s=0.005
-                )
+            idempotency=RedisIdempotencyStore(
+                aioredis.Redis.from_url(redis_url), prefix=prefix, poll_interval_s=0.005
             ),
         )
         for b in backends
@@ -157,5 +147,5 @@ async def test_concurrent_duplicates_on_two_replicas_compute_once(
     finally:
         for p in planes:
             await p.close()
-            assert isinstance(p.idempotency, DataPlaneIdempotency)
+            assert isinstance(p.idempotency, RedisIdempotencyStore)
             await p.idempotency.close()

@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
+from cloud.core import RequestRecord
 from cloud.stores import (
     SCHEMA_VERSION,
     DeviceSeen,
     MetadataWriter,
     PostgresMetadataBackend,
     PriceTable,
-    RequestRecord,
     SessionEvent,
     SqliteMetadataBackend,
     metadata_backend,
@@ -28,7 +28,7 @@ def _req(i: int) -> RequestRecord:
         request_id=f"r{i}", device_id="d1", model_name="m", model_version="1", route="cloud",
         status="OK", deadline_ms=30.0, idempotency_key=f"k{i}", offload_reason="policy",
         codec="int8", top_class=i % 10, confidence=0.5, latency_ms=3.0, bytes_in=2000,
-        bytes_out=40, compute_ms=1.5,
+        bytes_out=40, compute_s=0.0015,
     )  # fmt: skip
 
 

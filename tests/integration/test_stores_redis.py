@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from cloud.core import CacheEntry, InferenceResult
 from cloud.stores import (
-    CacheEntry,
     RedisIdempotencyStore,
     RedisResultCache,
     StoreSettings,
     build_stores,
-    payload_digest,
 )
-from common.errors import FailedPrecondition, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from tests.integration._services import RedisServer, redis_server, redis_url
 
 __all__ = ["redis_server", "redis_url"]  # fixtures
@@ -26,6 +25,18 @@ __all__ = ["redis_server", "redis_url"]  # fixtures
 
 def _prefix() -> str:
     return f"test:{uuid.uuid4().hex}:"
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+def _result(payload: bytes) -> InferenceResult:
+    return InferenceResult("m", "1", {"y": np.frombuffer(payload, np.uint8)[None]}, batch_size=1)
+
+
+def _payload(result: InferenceResult) -> bytes:
+    return result.outputs["y"].tobytes()
 
 
 async def test_two_replicas_compute_once(redis_url: str) -> None:
@@ -38,14 +49,15 @@ async def test_two_replicas_compute_once(redis_url: str) -> None:
 
     async def serve(store: RedisIdempotencyStore, key: str, payload: bytes) -> bytes:
         nonlocal computed
-        digest = payload_digest(payload)
-        r = await store.reserve(key, digest)
-        if r.result is not None:
-            return r.result
+        digest = _digest(payload)
+        stored = await store.reserve(key, digest)
+        if stored is not None:
+            assert (stored.model_name, stored.model_version) == ("m", "1")
+            return _payload(stored)
         computed += 1
         await asyncio.sleep(0.02)  # the backend call
         result = b"answer:" + payload
-        await store.complete(key, digest, result)
+        await store.complete(key, digest, _result(result))
         return result
 
     # Sequential repeat on the other replica, then concurrent duplicates across both.
@@ -62,14 +74,17 @@ async def test_two_replicas_compute_once(redis_url: str) -> None:
 
 async def test_release_and_ttl(redis_url: str) -> None:
     store = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=_prefix(), ttl_s=0.2)
-    d = payload_digest(b"x")
-    assert (await store.reserve("k", d)).result is None
+    d = _digest(b"x")
+    assert await store.reserve("k", d) is None
     await store.release("k")
-    assert (await store.reserve("k", d)).result is None
-    await store.complete("k", d, b"r")
-    assert (await store.reserve("k", d)).result == b"r"
+    assert await store.reserve("k", d) is None
+    await store.complete("k", d, _result(b"r"))
+    stored = await store.reserve("k", d)
+    assert stored is not None and _payload(stored) == b"r"
     await asyncio.sleep(0.3)
-    assert (await store.reserve("k", d)).result is None
+    assert await store.reserve("k", d) is None
+    with pytest.raises(InvalidArgument):
+        await store.reserve("k" * 257, d)
     await store.close()
 
 
@@ -77,9 +92,9 @@ async def test_in_progress_duplicate_times_out_unavailable(redis_url: str) -> No
     prefix = _prefix()
     a = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
     b = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix, wait_timeout_s=0.1)
-    assert (await a.reserve("k", "d")).result is None
+    assert await a.reserve("k", b"d") is None
     with pytest.raises(Unavailable, match="still being computed"):
-        await b.reserve("k", "d")
+        await b.reserve("k", b"d")
     await a.close()
     await b.close()
 
@@ -119,8 +134,8 @@ async def test_redis_down_is_unavailable_and_cache_misses(
             aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5), prefix=_prefix()
         )
         with pytest.raises(Unavailable, match="unreachable"):
-            await store.reserve("k", "d")
-        await store.complete("k", "d", b"r")  # logged, not raised
+            await store.reserve("k", b"d")
+        await store.complete("k", b"d", _result(b"r"))  # logged, not raised
         await store.release("k")
         cache = RedisResultCache(aioredis.Redis.from_url(redis_url, socket_connect_timeout=0.5))
         h = hashlib.sha256(b"").hexdigest()
@@ -137,7 +152,8 @@ async def test_build_redis_stores(redis_url: str) -> None:
     stores = build_stores(StoreSettings(backend="redis", redis_url=redis_url, metadata_url="none"))
     assert isinstance(stores.idempotency, RedisIdempotencyStore)
     key = uuid.uuid4().hex
-    assert (await stores.idempotency.reserve(key, "d")).result is None
-    await stores.idempotency.complete(key, "d", b"ok")
-    assert (await stores.idempotency.reserve(key, "d")).result == b"ok"
+    assert await stores.idempotency.reserve(key, b"d") is None
+    await stores.idempotency.complete(key, b"d", _result(b"ok"))
+    stored = await stores.idempotency.reserve(key, b"d")
+    assert stored is not None and _payload(stored) == b"ok"
     await stores.close()

@@ -15,11 +15,10 @@ from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
     Backend,
     ByteBudget,
+    CacheEntry,
     Chunk,
     DataPlane,
     InferenceRequest,
-    MemoryIdempotencyStore,
-    MemoryResultCache,
     ModelKey,
     ModelRepository,
     ModelSpec,
@@ -32,6 +31,7 @@ from cloud.core import (
     scan_models_dir,
 )
 from cloud.grpc import STATUS_BY_CODE
+from cloud.stores import MemoryIdempotencyStore, MemoryResultCache
 from common.errors import (
     AimlError,
     ErrorCode,
@@ -119,7 +119,7 @@ async def test_dataplane_validates_and_computes() -> None:
 
 
 async def test_idempotency_store_semantics() -> None:
-    store = MemoryIdempotencyStore(max_entries=10)
+    store = MemoryIdempotencyStore(max_keys=10)
     dp, backend = await _plane(idempotency=store)
     x = {"x": np.ones((1, 4), np.float32)}
     req = InferenceRequest("m", "", x, idempotency_key="k", payload_digest=b"a")
@@ -128,10 +128,11 @@ async def test_idempotency_store_semantics() -> None:
     assert backend.calls == 1 and c.cached and (a.cached or b.cached)
     with pytest.raises(FailedPrecondition):
         await dp.infer(InferenceRequest("m", "", x, idempotency_key="k", payload_digest=b"b"))
-    cache = MemoryResultCache(1)
-    await cache.put("m:1", "a", c)
-    await cache.put("m:1", "b", c)
-    assert await cache.get("m:1", "a") is None and await cache.get("m:1", "b") is c
+    cache = MemoryResultCache(max_entries=1)
+    entry = CacheEntry.of(c)
+    await cache.put("m:1", "a" * 64, entry)
+    await cache.put("m:1", "b" * 64, entry)
+    assert await cache.get("m:1", "a" * 64) is None and await cache.get("m:1", "b" * 64) is entry
     await dp.close()
 
 

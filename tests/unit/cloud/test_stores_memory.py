@@ -9,28 +9,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud.core import CacheEntry, InferenceResult, RequestRecord, TelemetryEvent
 from cloud.stores import (
     SCHEMA_VERSION,
-    CacheEntry,
     DeviceSeen,
     MemoryIdempotencyStore,
     MemoryResultCache,
     MetadataWriter,
     PriceTable,
-    RequestRecord,
     SessionEvent,
     SqliteMetadataBackend,
     StoreSettings,
     build_stores,
     decode_entry,
+    decode_result,
     decode_tensors,
     encode_entry,
+    encode_result,
     encode_tensors,
-    payload_digest,
 )
 from common.errors import DataLoss, FailedPrecondition, InvalidArgument
 
 H = hashlib.sha256(b"x").hexdigest()
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+def _result(tag: float) -> InferenceResult:
+    return InferenceResult("m", "1", {"y": np.full((1, 2), tag, np.float32)})
 
 
 def test_tensor_frame_round_trip() -> None:
@@ -55,59 +63,92 @@ def test_tensor_frame_rejects_corruption() -> None:
         encode_tensors({"x": np.array(["a"])})
 
 
+def test_result_frame_round_trip() -> None:
+    result = InferenceResult("m", "2", {"y": np.eye(2, dtype=np.float32)}, batch_size=2)
+    back = decode_result(encode_result(result))
+    assert (back.model_name, back.model_version, back.batch_size) == ("m", "2", 2)
+    np.testing.assert_array_equal(back.outputs["y"], result.outputs["y"])
+
+
 async def test_memory_idempotency_returns_stored_result() -> None:
     store = MemoryIdempotencyStore()
-    d = payload_digest(b"payload")
-    first = await store.reserve("k1", d)
-    assert first.result is None
-    await store.complete("k1", d, b"answer")
-    again = await store.reserve("k1", d)
-    assert again.result == b"answer"
+    d = _digest(b"payload")
+    assert await store.reserve("k1", d) is None
+    answer = _result(1.0)
+    await store.complete("k1", d, answer)
+    assert await store.reserve("k1", d) is answer
     with pytest.raises(FailedPrecondition, match="different payload"):
-        await store.reserve("k1", payload_digest(b"other"))
+        await store.reserve("k1", _digest(b"other"))
     with pytest.raises(InvalidArgument):
         await store.reserve("", d)
+    with pytest.raises(InvalidArgument):
+        await store.reserve("k" * 257, d)
 
 
 async def test_memory_idempotency_concurrent_duplicate_waits_for_first() -> None:
     store = MemoryIdempotencyStore()
-    d = payload_digest(b"p")
+    d = _digest(b"p")
+    done = _result(2.0)
     calls = 0
 
-    async def handle() -> bytes:
+    async def handle() -> InferenceResult:
         nonlocal calls
         r = await store.reserve("k", d)
-        if r.result is not None:
-            return r.result
+        if r is not None:
+            return r
         calls += 1
         await asyncio.sleep(0.01)
-        await store.complete("k", d, b"done")
-        return b"done"
+        await store.complete("k", d, done)
+        return done
 
     results = await asyncio.gather(*(handle() for _ in range(5)))
-    assert results == [b"done"] * 5
+    assert all(r is done for r in results)
     assert calls == 1
+
+
+async def test_memory_idempotency_claim_of_a_crashed_owner_expires() -> None:
+    store = MemoryIdempotencyStore(pending_ttl_s=0.05)
+    d = _digest(b"p")
+    assert await store.reserve("k", d) is None  # the owner never completes nor releases
+    assert await asyncio.wait_for(store.reserve("k", d), 1.0) is None  # waited, then claimed
 
 
 async def test_memory_idempotency_release_allows_retry_and_ttl_expires() -> None:
     store = MemoryIdempotencyStore(ttl_s=0.05)
-    d = payload_digest(b"p")
-    assert (await store.reserve("k", d)).result is None
+    d = _digest(b"p")
+    assert await store.reserve("k", d) is None
     await store.release("k")
-    assert (await store.reserve("k", d)).result is None
-    await store.complete("k", d, b"r")
-    assert (await store.reserve("k", d)).result == b"r"
+    assert await store.reserve("k", d) is None
+    r = _result(3.0)
+    await store.complete("k", d, r)
+    assert await store.reserve("k", d) is r
     await asyncio.sleep(0.08)
-    assert (await store.reserve("k", d)).result is None  # expired: computes again
+    assert await store.reserve("k", d) is None  # expired: computes again
 
 
 async def test_memory_idempotency_bounded() -> None:
     store = MemoryIdempotencyStore(max_keys=3)
+    r = _result(4.0)
     for i in range(10):
-        await store.reserve(f"k{i}", "d")
-        await store.complete(f"k{i}", "d", b"r")
-    assert (await store.reserve("k9", "d")).result == b"r"
-    assert (await store.reserve("k0", "d")).result is None  # evicted
+        await store.reserve(f"k{i}", b"d")
+        await store.complete(f"k{i}", b"d", r)
+    assert len(store) == 3
+    assert await store.reserve("k9", b"d") is r
+    assert await store.reserve("k0", b"d") is None  # evicted
+
+
+async def test_memory_idempotency_never_evicts_a_claim_being_computed() -> None:
+    store = MemoryIdempotencyStore(max_keys=2)
+    assert await store.reserve("busy", b"d") is None
+    for i in range(5):
+        await store.reserve(f"k{i}", b"d")
+        await store.complete(f"k{i}", b"d", _result(float(i)))
+    waiter = asyncio.create_task(store.reserve("busy", b"d"))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # still claimed: the duplicate waits for the owner
+    done = _result(9.0)
+    await store.complete("busy", b"d", done)
+    assert await waiter is done
 
 
 async def test_memory_cache_get_put_ttl_and_lru() -> None:
@@ -148,7 +189,7 @@ def _request(i: int, **kw: object) -> RequestRecord:
         request_id=f"r{i}", device_id="dev1", model_name="m", model_version="1", route="cloud",
         status="OK", deadline_ms=50.0, idempotency_key=f"k{i}", offload_reason="low_confidence",
         codec="int8+ans", top_class=3, confidence=0.8, latency_ms=4.0, bytes_in=1_000_000,
-        bytes_out=100, compute_ms=2.0,
+        bytes_out=100, compute_s=0.002,
     )  # fmt: skip
     base.update(kw)
     return RequestRecord(**base)  # type: ignore[arg-type]
@@ -186,6 +227,28 @@ async def test_sqlite_migrations_and_writes(tmp_path: Path) -> None:
     assert (route, codec, reason) == ("cloud", "int8+ans", "low_confidence")
     with pytest.raises(ValueError):
         await db.count("sqlite_master")
+    await db.close()
+
+
+async def test_writer_is_the_metadata_and_telemetry_sink(tmp_path: Path) -> None:
+    db = SqliteMetadataBackend(tmp_path / "s.sqlite3")
+    writer = MetadataWriter(db, flush_interval_s=0.01)
+    await writer.start()
+    writer(_request(1, cached=True))  # answered from the result cache: route "cache"
+    writer(TelemetryEvent("dev1", "e1", "m", "edge", 0, 0.01, 10, 20, confidence=0.7))
+    writer(TelemetryEvent("dev1"))  # a device event without a request id is not recorded
+    await writer.stop()
+    assert writer.written == 2 and writer.dropped == 0
+    rows = await db.query(
+        "SELECT q.request_id, q.route, q.model_version, q.status, r.confidence, r.latency_ms, "
+        "c.bytes_in, c.bytes_out, c.compute_ms FROM requests q "
+        "JOIN results r USING (device_id, request_id) JOIN costs c USING (device_id, request_id) "
+        "ORDER BY q.request_id"
+    )
+    assert rows == [
+        ("e1", "edge", "", "OK", 0.7, 10.0, 10, 20, 0.0),
+        ("r1", "cache", "1", "OK", 0.8, 4.0, 1_000_000, 100, 2.0),
+    ]
     await db.close()
 
 
@@ -240,17 +303,20 @@ async def test_writer_never_blocks_on_a_stuck_database() -> None:
 
 
 def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIML021_STORES_BACKEND", "redis")
-    with pytest.raises(ValueError, match="AIML021_STORES_REDIS_URL"):
-        StoreSettings()
-    monkeypatch.delenv("AIML021_STORES_BACKEND")
-    monkeypatch.setenv("AIML021_STORES_METADATA_URL", "mysql://x")
-    with pytest.raises(ValueError, match="AIML021_STORES_METADATA_URL"):
-        StoreSettings()
-    monkeypatch.setenv("AIML021_STORES_METADATA_URL", "none")
-    monkeypatch.setenv("AIML021_STORES_PRICES__PER_GB_IN", "0.09")
-    s = StoreSettings()
-    assert s.prices.per_gb_in == 0.09
+    from cloud._settings import GatewaySettings
+
+    with pytest.raises(ValueError, match=r"stores\.redis_url"):
+        StoreSettings(backend="redis")
+    with pytest.raises(ValueError, match=r"stores\.metadata_url"):
+        StoreSettings(metadata_url="mysql://x")
+    monkeypatch.setenv("AIML021_GATEWAY_STORES__BACKEND", "redis")
+    with pytest.raises(ValueError, match=r"stores\.redis_url"):
+        GatewaySettings()
+    monkeypatch.delenv("AIML021_GATEWAY_STORES__BACKEND")
+    monkeypatch.setenv("AIML021_GATEWAY_STORES__METADATA_URL", "none")
+    monkeypatch.setenv("AIML021_GATEWAY_STORES__PRICES__PER_GB_IN", "0.09")
+    s = GatewaySettings().stores
+    assert (s.metadata_url, s.prices.per_gb_in) == ("none", 0.09)
 
 
 async def test_build_default_stores(tmp_path: Path) -> None:

@@ -20,25 +20,20 @@ from cloud.core import (
     Backend,
     DataPlane,
     InferenceRequest,
-    MemoryIdempotencyStore,
-    MemoryResultCache,
     ModelKey,
     ModelRepository,
     ModelSpec,
     RequestRecord,
+    TelemetryEvent,
     TensorSpec,
     content_hash,
 )
 from cloud.stores import (
-    DataPlaneCache,
-    DataPlaneIdempotency,
-    MetadataSinkAdapter,
+    MemoryIdempotencyStore,
+    MemoryResultCache,
     MetadataWriter,
     SqliteMetadataBackend,
-    TelemetrySinkAdapter,
 )
-from cloud.stores import MemoryIdempotencyStore as SharedMemoryStore
-from cloud.stores import MemoryResultCache as SharedMemoryCache
 from common.errors import FailedPrecondition, Unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -156,6 +151,7 @@ async def test_result_cache_full_models_only_unless_tails_enabled() -> None:
     a = await dp.infer(InferenceRequest("m", "", x))
     b = await dp.infer(InferenceRequest("m", "", {"x": x["x"].copy()}))
     assert not a.cached and b.cached and backend.calls == 1
+    assert (b.model_name, b.model_version) == ("m", "1")
     np.testing.assert_array_equal(a.outputs["y"], b.outputs["y"])
     await dp.infer(InferenceRequest("m.cut1", "", x))
     await dp.infer(InferenceRequest("m.cut1", "", x))
@@ -172,21 +168,9 @@ async def test_result_cache_full_models_only_unless_tails_enabled() -> None:
     assert content_hash(x) != content_hash(x, ("y",)) != content_hash({"x": x["x"] + 1})
 
 
-async def test_shared_cache_adapter_round_trips_results() -> None:
+async def test_idempotent_failure_releases_the_key_and_retry_computes() -> None:
     backend = _Slow()
-    dp = await _plane(backend, result_cache=DataPlaneCache(SharedMemoryCache()))
-    x = {"x": np.ones((1, 4), np.float32)}
-    await dp.infer(InferenceRequest("m", "", x))
-    hit = await dp.infer(InferenceRequest("m", "", x))
-    assert hit.cached and hit.model_version == "1" and backend.calls == 1
-    await dp.close()
-
-
-@pytest.mark.parametrize("shared", [False, True])
-async def test_idempotent_failure_releases_the_key_and_retry_computes(shared: bool) -> None:
-    backend = _Slow()
-    store = DataPlaneIdempotency(SharedMemoryStore()) if shared else MemoryIdempotencyStore()
-    dp = await _plane(backend, idempotency=store)
+    dp = await _plane(backend, idempotency=MemoryIdempotencyStore())
     req = InferenceRequest("m", "", {"x": np.ones((1, 4), np.float32)}, idempotency_key="k",
                            payload_digest=b"d")  # fmt: skip
     backend.fail = True
@@ -240,7 +224,7 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
     db = SqliteMetadataBackend(tmp_path / "m.sqlite3")
     writer = MetadataWriter(db, flush_interval_s=0.01)
     await writer.start()
-    MetadataSinkAdapter(writer)(
+    writer(
         RequestRecord(
             request_id="r1", device_id="d", model_name="m", model_version="1", route="session",
             status="OK", codec="q4|ans", idempotency_key="k", bytes_in=100, compute_s=0.002,
@@ -248,9 +232,7 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
             confidence=0.9, bytes_out=40, latency_ms=3.0,
         )
     )  # fmt: skip
-    from cloud.core import TelemetryEvent
-
-    TelemetrySinkAdapter(writer)(TelemetryEvent("d", "e1", "m", "edge", 0, 0.01, 10, 0))
+    writer(TelemetryEvent("d", "e1", "m", "edge", 0, 0.01, 10, 0))
     await writer.stop()
     rows = await db.query(
         "SELECT q.session_id, q.deadline_ms, q.offload_reason, r.top_class, r.confidence, "
