@@ -4,7 +4,7 @@ encrypted replay queue, telemetry and the ``aiml021 edge`` CLI.
 ::
 
     async with EdgeAgent(EdgeSettings(bundle="models/fmnist_branchy", gateway="gw:8443",
-                                      tls_dir="certs/device")) as agent:
+                                      tls={"dir": "certs/device"})) as agent:
         result = await agent.infer(image_uint8)   # EdgeResult: top_class, route, timing...
 
 See docs/edge_agent.md.

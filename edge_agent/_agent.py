@@ -40,16 +40,16 @@ AGENT_VERSION = "0.1.0"
 
 
 def channel_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | None:
-    """mTLS credentials from ``settings.tls_dir`` (None for an insecure channel)."""
-    if settings.insecure or settings.tls_dir is None:
+    """mTLS credentials from ``settings.tls.dir`` (None for an insecure channel)."""
+    if settings.tls.insecure or settings.tls.dir is None:
         return None
-    d = settings.tls_dir
+    d = settings.tls.dir
     try:
-        ca = (d / settings.tls_ca_file).read_bytes()
-        cert = (d / (settings.tls_cert_file or f"{settings.device_id}.pem")).read_bytes()
-        key = (d / (settings.tls_key_file or f"{settings.device_id}.key")).read_bytes()
+        ca = (d / settings.tls.ca_file).read_bytes()
+        cert = (d / (settings.tls.cert_file or f"{settings.device_id}.pem")).read_bytes()
+        key = (d / (settings.tls.key_file or f"{settings.device_id}.key")).read_bytes()
     except OSError as exc:
-        raise InvalidArgument(f"tls_dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
+        raise InvalidArgument(f"tls.dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
@@ -87,7 +87,7 @@ class EdgeAgent:
         if src is None:
             raise InvalidArgument("no bundle: pass bundle= or set bundle (AIML021_EDGE_BUNDLE)")
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
-        self.runtime = EdgeRuntime(self.bundle, threads=self.settings.threads)
+        self.runtime = EdgeRuntime(self.bundle, threads=self.settings.runtime.intra_op_threads)
         self._entropy_models = entropy_models(self.bundle)
         self._load = EdgeLoad()
         self.model_name = self.settings.model_name or self.bundle.name
@@ -99,11 +99,11 @@ class EdgeAgent:
         self._credentials = credentials
         self._on_reconcile = on_reconcile
         st = self.settings
-        self.cache = ResultCache(st.cache_size, st.cache_ttl_s, st.cache_similarity)
+        self.cache = ResultCache(st.cache.entries, st.cache.ttl_s, st.cache.similarity)
         first_cut = self.bundle.cut_points[0].name if self.bundle.cut_points else None
-        self._embedding_tensor = st.cache_embedding or first_cut
+        self._embedding_tensor = st.cache.embedding or first_cut
         self.stats = AgentStats()
-        self.telemetry = TelemetryBuffer(st.telemetry_buffer)
+        self.telemetry = TelemetryBuffer(st.telemetry.buffer)
         self.client: SessionClient | None = None
         self.replay: ReplayQueue | None = None
         self._replay_exec: concurrent.futures.ThreadPoolExecutor | None = None
@@ -126,19 +126,19 @@ class EdgeAgent:
             return
         self._started = True
         st = self.settings
-        if st.compute_in_thread:
+        if st.runtime.compute_in_thread:
             self._compute_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-head")
-        if st.replay_path is not None:
-            key = load_key(st.replay_path, st.replay_key, st.replay_key_file)
+        if st.replay.path is not None:
+            key = load_key(st.replay.path, st.replay.key, st.replay.key_file)
             self._replay_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-replay")
             self.replay = await self._in_replay(
                 lambda: ReplayQueue(
-                    st.replay_path,  # type: ignore[arg-type]
+                    st.replay.path,  # type: ignore[arg-type]
                     key,
-                    st.replay_retention_s,
-                    st.replay_max_entries,
-                    st.replay_max_bytes,
-                    st.replay_full_policy,
+                    st.replay.retention_s,
+                    st.replay.max_entries,
+                    st.replay.max_bytes,
+                    st.replay.full_policy,
                 )
             )
             for report in self.replay.lost_reports:
@@ -158,8 +158,8 @@ class EdgeAgent:
                     telemetry_loop(
                         self.telemetry,
                         self._send_telemetry,
-                        st.telemetry_batch,
-                        st.telemetry_interval_s,
+                        st.telemetry.batch,
+                        st.telemetry.interval_s,
                     )
                 )
             )
@@ -245,7 +245,7 @@ class EdgeAgent:
         if not self._started:
             raise FailedPrecondition("EdgeAgent.infer before start(); use 'async with'")
         t0 = time.perf_counter()
-        sla = (deadline_ms if deadline_ms is not None else self.settings.sla_ms) / 1e3
+        sla = (deadline_ms if deadline_ms is not None else self.settings.routing.sla_ms) / 1e3
         x = self.runtime.prepare(sample)
         rid = uuid.uuid4().hex
         req = _Request(
@@ -319,8 +319,8 @@ class EdgeAgent:
     def _cut_codec(self, cut: str, override: str | None = None) -> str:
         if override:
             return override
-        if self.settings.codec:
-            return self.settings.codec
+        if self.settings.routing.codec:
+            return self.settings.routing.codec
         if self._policy_codec:
             return self._policy_codec
         spec = self.bundle.cut_point(cut).codec
@@ -328,7 +328,7 @@ class EdgeAgent:
 
     def _context(self, req: _Request, ex: ExitOutput) -> RoutingContext:
         state = req.state
-        wanted = self.settings.cut_point or self._policy_cut
+        wanted = self.settings.routing.cut_point or self._policy_cut
         cuts = [
             CutOption(c.name, int(c.float32_bytes), self._cut_codec(c.name))
             for c in self.runtime.available_cuts(state)
@@ -449,7 +449,7 @@ class EdgeAgent:
         )
         t_send = time.perf_counter()
         fut = self.client.submit(out)
-        budget = req.deadline - time.time() - self.settings.fallback_margin_ms / 1e3
+        budget = req.deadline - time.time() - self.settings.routing.fallback_margin_ms / 1e3
         error: str
         try:
             answer = await asyncio.wait_for(asyncio.shield(fut), max(budget, 0.0))
@@ -490,7 +490,7 @@ class EdgeAgent:
         best = state.best_exit()
         assert best is not None
         queued = False
-        if self.settings.defer_on_fallback and self.replay is not None:
+        if self.settings.routing.defer_on_fallback and self.replay is not None:
             queued = await self._enqueue(req, name, feats, best)
         return self._local(
             req,

@@ -137,7 +137,8 @@ class SessionClient:
         self._on_policy = on_policy
         self._agent_version = agent_version
         self.net = NetStats(
-            rtt_s=settings.initial_rtt_ms / 1e3, bandwidth_bps=settings.initial_bandwidth_bps
+            rtt_s=settings.session.initial_rtt_ms / 1e3,
+            bandwidth_bps=settings.session.initial_bandwidth_bps,
         )
         self.metrics = StreamMetrics()
         self._inflight: dict[str, _Pending] = {}
@@ -247,8 +248,8 @@ class SessionClient:
         options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
         if self._credentials is None:
             return grpc.aio.insecure_channel(target, options=options)
-        if self.settings.tls_server_name:
-            options.append(("grpc.ssl_target_name_override", self.settings.tls_server_name))
+        if self.settings.tls.server_name:
+            options.append(("grpc.ssl_target_name_override", self.settings.tls.server_name))
         return grpc.aio.secure_channel(target, self._credentials, options=options)
 
     async def _supervise(self) -> None:
@@ -276,9 +277,9 @@ class SessionClient:
             else:
                 delay = backoff_delay(
                     attempt,
-                    self.settings.backoff_initial_s,
-                    self.settings.backoff_max_s,
-                    self.settings.backoff_jitter,
+                    self.settings.session.backoff_initial_s,
+                    self.settings.session.backoff_max_s,
+                    self.settings.session.backoff_jitter,
                 )
                 attempt += 1
             log.debug("reconnecting to %s in %.3f s", target, delay)
@@ -292,12 +293,12 @@ class SessionClient:
                 st.device_id,
                 st.device_class,
                 self._agent_version,
-                st.max_inflight,
-                st.max_chunk_bytes,
+                st.session.max_inflight,
+                st.session.max_chunk_bytes,
                 self._session_id,
             )
         )
-        msg = await asyncio.wait_for(call.read(), st.connect_timeout_s)
+        msg = await asyncio.wait_for(call.read(), st.session.connect_timeout_s)
         welcome = None if msg is grpc.aio.EOF else conv.incoming(msg)
         if not isinstance(welcome, conv.Welcome):
             call.cancel()
@@ -312,8 +313,12 @@ class SessionClient:
             s = _Session(
                 call=call,
                 welcome=w,
-                max_inflight=min(st.max_inflight, w.max_inflight or st.max_inflight),
-                chunk_bytes=min(st.max_chunk_bytes, w.max_chunk_bytes or st.max_chunk_bytes),
+                max_inflight=min(
+                    st.session.max_inflight, w.max_inflight or st.session.max_inflight
+                ),
+                chunk_bytes=min(
+                    st.session.max_chunk_bytes, w.max_chunk_bytes or st.session.max_chunk_bytes
+                ),
                 # A gateway that grants no initial credit does not meter bytes.
                 credit=w.initial_credit_bytes or None,
                 queue=asyncio.Queue(),
@@ -331,7 +336,7 @@ class SessionClient:
             self.metrics.sessions += 1
             self._connected.set()
             log.info("session %s open to %s (device %s)", w.session_id, target, w.device_id)
-            ping_s = w.ping_interval_s or st.ping_interval_s
+            ping_s = w.ping_interval_s or st.session.ping_interval_s
             tasks = [
                 asyncio.create_task(self._read_loop(s)),
                 asyncio.create_task(self._write_loop(s)),
