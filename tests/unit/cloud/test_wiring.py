@@ -103,9 +103,9 @@ def test_every_cloud_package_imports_first_in_a_fresh_interpreter() -> None:
 def test_serve_flags_and_env_select_backends_and_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    monkeypatch.setenv("AIML021_STORES_METADATA_URL", "postgresql://db/x")
-    monkeypatch.setenv("AIML021_GATEWAY_CACHE_TAIL_SEGMENTS", "true")
-    gw, st = settings_from_args(
+    monkeypatch.setenv("AIML021_GATEWAY_STORES__METADATA_URL", "postgresql://db/x")
+    monkeypatch.setenv("AIML021_GATEWAY_CACHE__TAIL_SEGMENTS", "true")
+    gw = settings_from_args(
         parser.parse_args(
             [
                 "serve",
@@ -121,14 +121,15 @@ def test_serve_flags_and_env_select_backends_and_stores(monkeypatch: pytest.Monk
             ]
         )
     )
-    assert (gw.backend, gw.triton_url, gw.insecure, gw.cache_tail_segments) == (
+    assert (gw.backend, gw.triton.url, gw.tls.insecure, gw.cache.tail_segments) == (
         "triton", "t:8001", True, True
     )  # fmt: skip
+    st = gw.stores
     assert (st.backend, st.redis_url, st.metadata_url) == (
         "redis", "redis://r:6379/0", "postgresql://db/x"
     )  # fmt: skip
-    gw, st = settings_from_args(parser.parse_args(["serve", "--metadata-url", "none"]))
-    assert (gw.backend, st.backend, st.metadata_url, gw.control_services) == (
+    gw = settings_from_args(parser.parse_args(["serve", "--metadata-url", "none"]))
+    assert (gw.backend, gw.stores.backend, gw.stores.metadata_url, gw.control_services) == (
         "onnxruntime", "memory", "none", True
     )  # fmt: skip
 
@@ -138,9 +139,12 @@ async def test_gateway_builds_a_triton_backend_from_settings(tmp_path: Path) -> 
     from cloud.backends import TritonBackend
     from cloud.grpc import Gateway
 
-    settings = GatewaySettings(models_dir=tmp_path, backend="triton", triton_url="127.0.0.1:1")
+    settings = GatewaySettings(
+        models_dir=tmp_path, backend="triton", triton={"url": "127.0.0.1:1", "infer_timeout_s": 3}
+    )
     gw = Gateway(settings)
     assert isinstance(gw.dataplane.backend, TritonBackend)
+    assert gw.dataplane.backend._settings == settings.triton  # the section, every key of it
     await gw.dataplane.backend.close()
 
 
