@@ -25,7 +25,6 @@ from cloud.core import (
     ByteBudget,
     DataPlane,
     IdempotencyStore,
-    MemoryIdempotencyStore,
     MetadataSink,
     ModelRepository,
     ResultCache,
@@ -106,20 +105,22 @@ class Gateway:
             repository = ModelRepository(scan_models_dir(s.models_dir, s.batching.max_batch_size))
         self.cache_store = _cache_store(s, stores)
         if stores is not None:
-            from cloud.stores import DataPlaneIdempotency, MetadataSinkAdapter, TelemetrySinkAdapter
-
             if idempotency is None:
-                idempotency = DataPlaneIdempotency(stores.idempotency)
+                idempotency = stores.idempotency
             if stores.metadata is not None and metadata_sink is discard_record:
-                metadata_sink = MetadataSinkAdapter(stores.metadata)
+                metadata_sink = stores.metadata
             if stores.metadata is not None and telemetry_sink is discard_telemetry:
-                telemetry_sink = TelemetrySinkAdapter(stores.metadata)
+                telemetry_sink = stores.metadata
         if idempotency is None:
-            idempotency = MemoryIdempotencyStore(s.idempotency.entries, s.idempotency.ttl_s)
-        if result_cache is None and (s.cache.full_models or s.cache.tail_segments):
-            from cloud.stores import DataPlaneCache
+            from cloud.stores import MemoryIdempotencyStore
 
-            result_cache = DataPlaneCache(self.cache_store)
+            idempotency = MemoryIdempotencyStore(
+                ttl_s=s.idempotency.ttl_s,
+                pending_ttl_s=s.idempotency.pending_ttl_s,
+                max_keys=s.idempotency.entries,
+            )
+        if result_cache is None and (s.cache.full_models or s.cache.tail_segments):
+            result_cache = self.cache_store
         self.dataplane = DataPlane(
             repository,
             backend,
@@ -298,7 +299,7 @@ def _backend(s: GatewaySettings) -> Backend:
     return OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
 
 
-def _cache_store(s: GatewaySettings, stores: Stores | None) -> Any:
+def _cache_store(s: GatewaySettings, stores: Stores | None) -> ResultCache:
     """The ``cloud.stores`` result cache CacheService serves and the data plane consults."""
     if stores is not None:
         return stores.cache

@@ -27,11 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud.core import InferenceRequest, InferenceResult, RolloutManager
+from cloud.core import InferenceRequest, InferenceResult, ResultCache, RolloutManager
 from cloud.grpc import STATUS_BY_CODE
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.services import CacheServicer, DeployServicer, RegistryServicer, RegistryView
-from cloud.stores import ResultCache
 from common.dtypes import DTYPES, dtype_from_v2, dtype_to_v2
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 

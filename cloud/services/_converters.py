@@ -9,8 +9,7 @@ from aiml021.deploy.v1 import deploy_pb2
 from aiml021.registry.v1 import registry_pb2
 from google.protobuf import timestamp_pb2
 
-from cloud.core import RollbackPolicy, Rollout, RolloutMode, RolloutState, RolloutStats, TensorSpec
-from cloud.stores import CacheEntry
+from cloud.core import CacheEntry, RollbackPolicy, Rollout, RolloutMode, RolloutState, RolloutStats, TensorSpec
 from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
 from common.tensors import from_raw, to_raw

@@ -7,9 +7,8 @@ from aiml021.cache.v1 import cache_pb2, cache_pb2_grpc
 from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from cloud.core import RolloutManager
+from cloud.core import ResultCache, RolloutManager
 from cloud.grpc import handle_unary
-from cloud.stores import ResultCache
 
 from ._converters import (
     cache_entry_from_pb,
