@@ -12,13 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.core import RequestRecord, TelemetryEvent
 
 
 class PriceTable(BaseModel):
     """Prices used to cost each cloud request (any currency; USD by convention)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     per_gb_in: float = Field(default=0.0, ge=0)
     """Price per 10^9 bytes received from the device."""
