@@ -7,8 +7,9 @@ import pytest
 
 from tests.support.aio import _collect_grpc_objects
 from tests.support.edge_bundle import make_bundle
+from tests.support.gateway import gateway_models_dir
 
-__all__ = ["_collect_grpc_objects"]  # fixture
+__all__ = ["_collect_grpc_objects", "gateway_models_dir"]  # fixtures
 
 
 @pytest.fixture(scope="session")

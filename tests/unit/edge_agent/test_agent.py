@@ -1,4 +1,4 @@
-"""EdgeAgent end to end against the in-test SessionService (real loopback sockets)."""
+"""EdgeAgent end to end against the real gateway (in-process, real loopback sockets)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiml021.policy.v1 import policy_pb2
-from aiml021.session.v1 import session_pb2
 
+from common.bundle import load_bundle
 from common.errors import FailedPrecondition, InvalidArgument
 from common.settings import nest
 from edge_agent import EdgeAgent, EdgeSettings, Reconciliation, Route, SyncEdgeAgent
+from policy import HeuristicPolicy, profile_from_manifest
 from tests.support.edge_bundle import images
-from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
+from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
 
 
 def _settings(bundle: Path, port: int | None = None, **kw: object) -> EdgeSettings:
@@ -40,12 +41,10 @@ async def test_confident_exit_answers_locally_without_gateway(local_bundle_dir: 
 
 
 async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(
-    bundle_dir: Path,
+    bundle_dir: Path, gateway_models_dir: Path
 ) -> None:
-    gw = FakeGateway(bundle=bundle_dir)
-    server, port = await start_server(gw)
-    try:
-        async with EdgeAgent(_settings(bundle_dir, port, **{"cache.entries": 0})) as agent:
+    async with running_gateway(gateway_models_dir) as gw:
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **{"cache.entries": 0})) as agent:
             assert await agent.wait_connected(5)
             imgs = images(8)
             results = await asyncio.gather(*(agent.infer(im) for im in imgs))
@@ -56,53 +55,39 @@ async def test_unconfident_exit_offloads_and_cloud_answer_matches_full_model(
                 st = agent.runtime.start(agent.runtime.prepare(im))
                 agent.runtime.run_to_end(st)
                 assert st.exits[-1].top_class == r.top_class
-            assert len(gw.hellos) == 1 and len(gw.headers) == 8
+            assert len(gw.frames.hellos) == 1 and len(gw.frames.headers) == 8
             await asyncio.sleep(0.3)
-            events = [e for b in gw.telemetry for e in b.events]
-            assert len(events) == 8 and all(e.bytes_sent > 0 for e in events)
+            assert len(gw.telemetry) == 8 and all(e.bytes_sent > 0 for e in gw.telemetry)
             m = agent.metrics()
             assert m["routes"] == {"cloud": 8} and m["stream"]["sent"] == 8
-    finally:
-        await server.stop(None)
 
 
 async def test_deadline_falls_back_to_best_local_answer_and_queues(
-    bundle_dir: Path, tmp_path: Path, replay_key: str
+    bundle_dir: Path, gateway_models_dir: Path, tmp_path: Path, replay_key: str
 ) -> None:
-    gw = FakeGateway(bundle=bundle_dir)
-    gw.hold.clear()  # the cloud never answers in time
-    server, port = await start_server(gw)
-    settings = _settings(
-        bundle_dir,
-        port,
-        **{
-            "routing.sla_ms": 150,
-            "routing.defer_on_fallback": True,
-            "replay.path": tmp_path / "q" / "replay.db",
-            "replay.key": replay_key,
-        },
-    )
-    try:
-        async with EdgeAgent(settings) as agent:
+    settings = {
+        "routing.sla_ms": 150,
+        "routing.defer_on_fallback": True,
+        "replay.path": tmp_path / "q" / "replay.db",
+        "replay.key": replay_key,
+    }
+    async with running_gateway(gateway_models_dir, hold=True) as gw:  # never answers in time
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **settings)) as agent:
             assert await agent.wait_connected(5)
             result = await agent.infer(images(1)[0])
             assert result.route is Route.EDGE_FALLBACK and result.queued
             assert result.exit_name == "final" and result.error and "deadline" in result.error
             assert result.timing.total_ms < 1000
             await asyncio.sleep(0.05)
-            assert gw.cancels == [gw.headers[0].request_id]
+            assert gw.frames.cancels == [gw.frames.headers[0].request_id]
             assert agent.replay is not None and len(agent.replay) == 1
-    finally:
-        await server.stop(None)
 
 
 async def test_offline_requests_are_deferred_then_replayed_exactly_once(
-    bundle_dir: Path, tmp_path: Path, replay_key: str
+    bundle_dir: Path, gateway_models_dir: Path, tmp_path: Path, replay_key: str
 ) -> None:
     reports: list[Reconciliation] = []
-    gw = FakeGateway(bundle=bundle_dir)
-    server, port = await start_server(gw)
-    await server.stop(None)  # the port is now closed: the agent starts offline
+    port = free_port()  # nothing listens yet: the agent starts offline
     settings = _settings(
         bundle_dir, port, **{"replay.path": tmp_path / "q" / "replay.db", "replay.key": replay_key}
     )
@@ -111,27 +96,23 @@ async def test_offline_requests_are_deferred_then_replayed_exactly_once(
         assert all(r.route is Route.DEFERRED and r.queued for r in results)
         again = await agent.infer(images(5)[0], idempotency_key="k0")  # same key: suppressed
         assert again.route in (Route.CACHE, Route.DEFERRED)
-        server, _ = await start_server(gw, port)
-        try:
+        async with running_gateway(gateway_models_dir, port) as gw:
             for _ in range(200):
                 if len([r for r in reports if r.status == "delivered"]) == 5:
                     break
                 await asyncio.sleep(0.02)
             delivered = [r for r in reports if r.status == "delivered"]
             assert sorted(r.idempotency_key for r in delivered) == [f"k{i}" for i in range(5)]
-            assert gw.store.computations() == {f"k{i}": 1 for i in range(5)}
-            assert all(h.deferred for h in gw.headers)
+            assert gw.computations() == {f"k{i}": 1 for i in range(5)}
+            assert all(h.deferred for h in gw.frames.headers)
+            assert {r.offload_reason for r in gw.records} == {"deferred"}
             m = agent.metrics()["replay"]
             assert m["queued"] == 5 and m["delivered"] == 5 and len(agent.replay or []) == 0
-        finally:
-            await server.stop(None)
 
 
-async def test_exact_and_similarity_cache_hits(bundle_dir: Path) -> None:
-    gw = FakeGateway(bundle=bundle_dir)
-    server, port = await start_server(gw)
-    try:
-        s = _settings(bundle_dir, port, **{"cache.similarity": 0.999})
+async def test_exact_and_similarity_cache_hits(bundle_dir: Path, gateway_models_dir: Path) -> None:
+    async with running_gateway(gateway_models_dir) as gw:
+        s = _settings(bundle_dir, gw.port, **{"cache.similarity": 0.999})
         async with EdgeAgent(s) as agent:
             assert await agent.wait_connected(5)
             img = images(1)[0]
@@ -145,32 +126,25 @@ async def test_exact_and_similarity_cache_hits(bundle_dir: Path) -> None:
             assert third.route is Route.CACHE and third.cache_hit
             c = agent.metrics()["cache"]
             assert c["exact_hits"] == 1 and c["similar_hits"] == 1 and c["hit_rate"] > 0
-            assert len(gw.headers) == 1
-    finally:
-        await server.stop(None)
+            assert len(gw.frames.headers) == 1
 
 
-async def test_policy_update_changes_exit_thresholds(bundle_dir: Path) -> None:
-    gw = FakeGateway(bundle=bundle_dir)
-    server, port = await start_server(gw)
-    try:
-        async with EdgeAgent(_settings(bundle_dir, port, **{"cache.entries": 0})) as agent:
+async def test_policy_update_changes_exit_thresholds(
+    bundle_dir: Path, gateway_models_dir: Path
+) -> None:
+    async with running_gateway(gateway_models_dir) as gw:
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **{"cache.entries": 0})) as agent:
             assert await agent.wait_connected(5)
             assert (await agent.infer(images(1)[0])).route is Route.CLOUD
-            update = policy_pb2.PolicyUpdate(
-                policy_id="p",
-                policy_version="2",
-                kind="heuristic",
-                exit_thresholds={"exit1": 0.0},
-            )
-            await gw.push(session_pb2.ConnectResponse(policy_update=update))
+            # The gateway publishes a policy whose first exit always answers; the session
+            # carries it to the agent as a PolicyUpdate.
+            profile = profile_from_manifest(load_bundle(bundle_dir).manifest)
+            gw.gateway.policies.publish(HeuristicPolicy(profile, thresholds=[0.0, 0.0, 0.0]))
             for _ in range(100):
                 if agent.runtime.thresholds["exit1"] == 0.0:
                     break
                 await asyncio.sleep(0.01)
             assert (await agent.infer(images(1)[0])).route is Route.EDGE
-    finally:
-        await server.stop(None)
 
 
 async def test_infer_before_start_and_missing_bundle_are_rejected(bundle_dir: Path) -> None:

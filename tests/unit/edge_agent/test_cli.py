@@ -1,4 +1,4 @@
-"""``aiml021 edge run`` over IDX, .npy and PGM inputs, offline and against the test gateway."""
+"""``aiml021 edge run`` over IDX, .npy and PGM inputs, offline and against the real gateway."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from edge_agent._inputs import load_inputs, read_pgm
 from edge_agent._settings import EdgeSettings
 from edge_agent.cli import FLAGS, register, settings_from_args
 from tests.support.edge_bundle import images
-from tests.unit.edge_agent._fake_gateway import FakeGateway, start_server
+from tests.support.gateway import running_gateway
 
 
 def _idx(tmp_path: Path, n: int) -> Path:
@@ -67,22 +67,21 @@ def test_edge_run_offline_prints_summary_and_json(
     assert "route edge" in capsys.readouterr().out
 
 
-async def test_edge_run_against_gateway(tmp_path: Path, bundle_dir: Path) -> None:
-    gw = FakeGateway(bundle=bundle_dir)
-    server, port = await start_server(gw)
-    try:
+async def test_edge_run_against_gateway(
+    tmp_path: Path, bundle_dir: Path, gateway_models_dir: Path
+) -> None:
+    async with running_gateway(gateway_models_dir) as gw:
         out = tmp_path / "s.json"
         argv = [
-            "edge", "run", "--bundle", str(bundle_dir), "--gateway", f"127.0.0.1:{port}",
+            "edge", "run", "--bundle", str(bundle_dir), "--gateway", gw.address,
             "--insecure", "--input", str(_idx(tmp_path, 12)), "--json", str(out), "--no-progress",
             "--sla-ms", "2000", "--device-id", "cli-dev",
         ]  # fmt: skip
         assert await asyncio.to_thread(main, argv) == 0
         summary = json.loads(out.read_text())
         assert summary["routes"] == {"cloud": 1.0} and summary["bytes_per_request"] > 0
-        assert gw.hellos[0].device_id == "cli-dev"
-    finally:
-        await server.stop(None)
+        assert gw.frames.hellos[0].device_id == "cli-dev"
+        assert {r.device_id for r in gw.records} == {"cli-dev"} and len(gw.records) == 12
 
 
 def test_edge_run_needs_tls_or_insecure_with_gateway(
