@@ -177,6 +177,11 @@ class RolloutManager:
             raise NotFound(f"no rollout set for model {model_name!r}")
         return r, self._stats[model_name]
 
+    def stable_version(self, model_name: str) -> str:
+        """The stable version of ``model_name``'s rollout ("" when none was set)."""
+        r = self._rollouts.get(model_name)
+        return r.stable_version if r is not None else ""
+
     def route(self, model_name: str, routing_key: str = "") -> RouteDecision | None:
         """Where a request for ``model_name`` (no explicit version) goes; None: no rollout."""
         r = self._rollouts.get(model_name)

@@ -27,6 +27,7 @@ from cloud.core import (
     IdempotencyStore,
     MetadataSink,
     ModelRepository,
+    RegistryView,
     ResultCache,
     RolloutManager,
     RolloutRouter,
@@ -36,7 +37,10 @@ from cloud.core import (
     discard_telemetry,
     scan_models_dir,
 )
+from cloud.grpc._cache import add_cache_service
+from cloud.grpc._deploy import add_deploy_service
 from cloud.grpc._inference import InferenceServicer
+from cloud.grpc._registry import add_registry_service
 from cloud.grpc._session import SERVICE as SESSION_SERVICE
 from cloud.grpc._session import SessionServicer
 from cloud.grpc._telemetry import SERVICE as TELEMETRY_SERVICE
@@ -170,11 +174,13 @@ class Gateway:
         self._extra.append((register, names))
 
     def _register_control_services(self, server: grpc.aio.Server) -> list[str]:
-        from cloud.services import RegistryView, add_services
-
-        names = add_services(
-            server, RegistryView(self.dataplane.repository), self.rollouts, self.cache_store
-        )
+        dp = self.dataplane
+        view = RegistryView(dp.repository, dp.model_ready, rollouts=self.rollouts)
+        names = [
+            add_registry_service(server, view),
+            add_deploy_service(server, self.rollouts),
+            add_cache_service(server, self.cache_store),
+        ]
         from aiml021.telemetry.v1 import telemetry_pb2_grpc
 
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(

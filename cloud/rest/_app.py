@@ -27,10 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud.core import InferenceRequest, InferenceResult, ResultCache, RolloutManager
-from cloud.grpc import STATUS_BY_CODE
+from cloud.core import InferenceRequest, InferenceResult, RegistryView, ResultCache, RolloutManager
+from cloud.grpc import STATUS_BY_CODE, CacheServicer, DeployServicer, RegistryServicer
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
-from cloud.services import CacheServicer, DeployServicer, RegistryServicer, RegistryView
 from common.dtypes import DTYPES, dtype_from_v2, dtype_to_v2
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 
@@ -89,7 +88,7 @@ class RestBridge:
         self._infer = infer
         self._ready = ready
         self._registry = RegistryServicer(view)
-        self._deploy = DeployServicer(rollouts, view)
+        self._deploy = DeployServicer(rollouts)
         self._cache = CacheServicer(cache)
         self._decide = decide
         self._report = report

@@ -15,8 +15,8 @@ from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from cloud.backends.triton import spec_from_onnx
-from cloud.core import ModelRepository, RolloutManager
-from cloud.services import RegistryView, add_services
+from cloud.core import ModelRepository, RegistryView, RolloutManager
+from cloud.grpc import add_cache_service, add_deploy_service, add_registry_service
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model
 
@@ -28,12 +28,14 @@ async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
         for n, v in [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1")]
     ]
     repo = ModelRepository(specs)
-    view = RegistryView(repo, max_page_size=2)
     manager = RolloutManager(
         lambda n, v: v in repo.versions(n) if n in {s.name for s in repo.specs()} else False
     )
+    view = RegistryView(repo, max_page_size=2, rollouts=manager)
     server = grpc.aio.server()
-    add_services(server, view, manager, MemoryResultCache())
+    add_registry_service(server, view)
+    add_deploy_service(server, manager)
+    add_cache_service(server, MemoryResultCache())
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:

@@ -18,9 +18,8 @@ import uvicorn
 from cloud.backends import OnnxRuntimeBackend
 from cloud.backends.triton import spec_from_onnx
 from cloud.batching import DynamicBatching
-from cloud.core import DataPlane, ModelRepository, RolloutManager, RolloutRouter
+from cloud.core import DataPlane, ModelRepository, RegistryView, RolloutManager, RolloutRouter
 from cloud.rest import RestBridge
-from cloud.services import RegistryView
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model
 
@@ -44,7 +43,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         bridge = RestBridge(
             router.infer,
             plane.ready,
-            RegistryView(repo),
+            RegistryView(repo, plane.model_ready, rollouts=manager),
             manager,
             MemoryResultCache(),
             max_body_bytes=64 * 1024,

@@ -1,4 +1,5 @@
-"""Protobuf <-> service types for the registry, deploy and cache services (pb2 stops here)."""
+"""Protobuf <-> core types for the registry, deploy and cache services (pb2 stops here; the REST
+bridge uses them too for its proto3-JSON bodies)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from aiml021.deploy.v1 import deploy_pb2
 from aiml021.registry.v1 import registry_pb2
 from google.protobuf import timestamp_pb2
 
-from cloud.core import CacheEntry, RollbackPolicy, Rollout, RolloutMode, RolloutState, RolloutStats, TensorSpec
+from cloud.core import (
+    CacheEntry,
+    ModelInfo,
+    RollbackPolicy,
+    Rollout,
+    RolloutMode,
+    RolloutState,
+    RolloutStats,
+    TensorSpec,
+)
 from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
 from common.tensors import from_raw, to_raw
-
-from ._registry import ModelInfo
 
 _MODE_TO_PB = {
     RolloutMode.NONE: deploy_pb2.ROLLOUT_MODE_NONE,
@@ -153,3 +161,13 @@ def cache_entry_to_pb(e: CacheEntry) -> cache_pb2.CacheEntry:
             name=name, dtype=dtype_to_proto(arr.dtype), shape=list(arr.shape), contents=to_raw(arr)
         )
     return out
+
+
+__all__ = [
+    "cache_entry_from_pb",
+    "cache_entry_to_pb",
+    "model_to_pb",
+    "rollout_from_pb",
+    "rollout_to_pb",
+    "stats_to_pb",
+]

@@ -1,18 +1,22 @@
-"""What the registry reports: served models, versions, cut points and exits (no grpc here).
+"""What the registry reports: served models, versions, cut points and exits.
 
 Built from the core's :class:`ModelRepository`; a bundle-backed model adds its manifest's cut
 points (with activation sizes) and exits. Tail models (``<bundle>.<cut>``) are listed as models
-of their own, like the inference service serves them.
+of their own, like the inference service serves them. A model's default version is the stable
+version of its rollout when one is set, else its newest version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.core import ModelRepository, ModelSpec, TensorSpec
+from cloud.core._repository import ModelRepository
+from cloud.core._rollout import RolloutManager
+from cloud.core._types import ModelSpec, TensorSpec
 from common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CutPointInfo:
+    """A cut point of a bundle-backed version (``shape`` without the batch dimension)."""
+
     name: str
     index: int
     shape: tuple[int, ...]
@@ -29,6 +35,8 @@ class CutPointInfo:
 
 @dataclass(frozen=True)
 class ExitInfo:
+    """An exit of a bundle-backed version."""
+
     name: str
     index: int
     logits_tensor: str
@@ -38,6 +46,8 @@ class ExitInfo:
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """One served version: readiness, tensors, cut points, exits, manifest digest."""
+
     version: str
     ready: bool
     inputs: tuple[TensorSpec, ...]
@@ -49,6 +59,8 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """One model with every served version."""
+
     name: str
     default_version: str
     versions: tuple[VersionInfo, ...] = field(default=())
@@ -86,16 +98,21 @@ def _bundle_details(spec: ModelSpec) -> tuple[tuple[CutPointInfo, ...], tuple[Ex
 
 
 class RegistryView:
-    """Answers ListModels/GetModel from a repository; ``default_version(name)`` may be
-    overridden by rollouts (the stable version)."""
+    """Answers ListModels/GetModel from a repository. ``is_ready(name, version)`` reports
+    readiness (all ready when None); ``rollouts`` supplies each model's stable version."""
 
     def __init__(
-        self, repository: ModelRepository, is_ready: object = None, max_page_size: int = 100
+        self,
+        repository: ModelRepository,
+        is_ready: Callable[[str, str], bool] | None = None,
+        max_page_size: int = 100,
+        *,
+        rollouts: RolloutManager | None = None,
     ) -> None:
         self._repo = repository
         self._is_ready = is_ready
         self._max_page = max_page_size
-        self.stable_versions: dict[str, str] = {}
+        self._rollouts = rollouts
 
     def _names(self) -> list[str]:
         return sorted({s.name for s in self._repo.specs()})
@@ -109,9 +126,10 @@ class RegistryView:
         for v in versions:
             spec = self._repo.resolve(name, v)
             cuts, exits, sha = _bundle_details(spec)
-            ready = bool(self._is_ready(name, v)) if callable(self._is_ready) else True
+            ready = self._is_ready(name, v) if self._is_ready is not None else True
             infos.append(VersionInfo(v, ready, spec.inputs, spec.outputs, cuts, exits, sha))
-        default = self.stable_versions.get(name) or versions[-1]
+        stable = self._rollouts.stable_version(name) if self._rollouts is not None else ""
+        default = stable or versions[-1]
         return ModelInfo(name, default, tuple(infos))
 
     def list(self, page_size: int = 0, page_token: str = "") -> tuple[list[ModelInfo], str]:
