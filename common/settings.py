@@ -36,7 +36,10 @@ from pydantic_settings import (
 from common.errors import InvalidArgument
 
 TREE_CONFIG = SettingsConfigDict(
-    env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
+    env_nested_delimiter="__",
+    env_parse_none_str="null",
+    extra="forbid",
+    use_attribute_docstrings=True,
 )
 """Config every settings tree shares (add ``env_prefix``)."""
 
