@@ -3,13 +3,7 @@
 Redis), request metadata (SQLite or PostgreSQL, written in batches off the request path by
 :class:`MetadataWriter`, the metadata and telemetry sink). See docs/integrations.md."""
 
-from ._cache import (
-    MemoryResultCache,
-    RedisResultCache,
-    check_cache_key,
-    decode_entry,
-    encode_entry,
-)
+from ._cache import MemoryResultCache, RedisResultCache, check_cache_key
 from ._idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from ._metadata_sql import (
     TABLES,
@@ -26,7 +20,14 @@ from ._records import (
     SessionEvent,
     telemetry_record,
 )
-from ._serde import decode_result, decode_tensors, encode_result, encode_tensors
+from ._serde import (
+    decode_entry,
+    decode_result,
+    decode_tensors,
+    encode_entry,
+    encode_result,
+    encode_tensors,
+)
 from ._settings import (
     CacheSettings,
     IdempotencySettings,

@@ -16,7 +16,7 @@ from typing import Any
 from cloud.core import CacheEntry
 from common.errors import InvalidArgument
 
-from ._serde import decode_tensors, encode_tensors
+from ._serde import decode_entry, encode_entry
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +31,6 @@ def check_cache_key(model_name: str, content_hash: str) -> None:
         raise InvalidArgument(
             "content_hash must be the lowercase hex sha256 of the input (64 characters)"
         )
-
-
-def encode_entry(entry: CacheEntry) -> bytes:
-    """Serialise an entry for a shared store."""
-    meta = {
-        "top_class": int(entry.top_class),
-        "confidence": float(entry.confidence),
-        "model_version": entry.model_version,
-        "stored_at": float(entry.stored_at),
-    }
-    return encode_tensors(entry.outputs, meta)
-
-
-def decode_entry(frame: bytes) -> CacheEntry:
-    """Inverse of :func:`encode_entry` (DataLoss on corruption)."""
-    outputs, meta = decode_tensors(frame)
-    return CacheEntry(
-        outputs=outputs,
-        top_class=int(meta.get("top_class", 0)),
-        confidence=float(meta.get("confidence", 0.0)),
-        model_version=str(meta.get("model_version", "")),
-        stored_at=float(meta.get("stored_at", 0.0)),
-    )
 
 
 class MemoryResultCache:

@@ -1,4 +1,5 @@
-"""Byte framing of named tensors for shared stores (Redis values: results, cache entries).
+"""Byte framing of named tensors for shared stores: Redis values of idempotent results and of
+cache entries.
 
 A frame is a little-endian u32 header length, a JSON header (names, dtypes, shapes, offsets and
 optional metadata) and the raw row-major bytes of every tensor. No pickle: a store shared by many
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud.core import InferenceResult
+from cloud.core import CacheEntry, InferenceResult
 from common import dtypes
 from common.errors import DataLoss
 
@@ -85,4 +86,27 @@ def decode_result(frame: bytes) -> InferenceResult:
         model_version=str(meta.get("model_version", "")),
         outputs=outputs,
         batch_size=int(meta.get("batch_size", 1)),
+    )
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    """Serialise an entry for a shared store."""
+    meta = {
+        "top_class": int(entry.top_class),
+        "confidence": float(entry.confidence),
+        "model_version": entry.model_version,
+        "stored_at": float(entry.stored_at),
+    }
+    return encode_tensors(entry.outputs, meta)
+
+
+def decode_entry(frame: bytes) -> CacheEntry:
+    """Inverse of :func:`encode_entry` (DataLoss on corruption)."""
+    outputs, meta = decode_tensors(frame)
+    return CacheEntry(
+        outputs=outputs,
+        top_class=int(meta.get("top_class", 0)),
+        confidence=float(meta.get("confidence", 0.0)),
+        model_version=str(meta.get("model_version", "")),
+        stored_at=float(meta.get("stored_at", 0.0)),
     )
