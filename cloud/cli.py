@@ -85,12 +85,9 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cloud.grpc import Gateway
-    from cloud.stores import build_stores
+    from cloud.app import Gateway
 
-    s = settings_from_args(args)
-    stores = build_stores(s.stores, s.idempotency, s.cache)
-    asyncio.run(Gateway(s, stores=stores).serve_forever())
+    asyncio.run(Gateway.from_settings(settings_from_args(args)).serve_forever())
     return 0
 
 

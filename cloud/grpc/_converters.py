@@ -33,6 +33,7 @@ from common.tensors import from_raw, to_raw
 
 # -- KServe v2 ---------------------------------------------------------------------------------
 
+
 def _param(params: object, name: str) -> object | None:
     p = params.get(name) if hasattr(params, "get") else None
     if p is None:

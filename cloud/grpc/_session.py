@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from cloud.core import ByteBudget, DataPlane, InferenceResult, ModelSpec, SessionCore, SessionLimits
 from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
 from cloud.grpc._errors import rpc_status
+from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError
 
@@ -61,16 +62,6 @@ class _Stream:
     def __init__(self, core: SessionCore, queue: asyncio.Queue[Any]) -> None:
         self.core = core
         self.queue = queue
-
-
-def device_id_from_context(context: grpc.aio.ServicerContext) -> str:
-    """Device id from the verified client certificate (its common name), or empty."""
-    auth = context.auth_context()
-    for key in ("x509_common_name",):
-        values = auth.get(key)
-        if values:
-            return bytes(values[0]).decode("utf-8", "replace")
-    return ""
 
 
 class SessionServicer:
@@ -268,4 +259,4 @@ def _replace(limits: SessionLimits, **kw: int) -> SessionLimits:
     return dataclasses.replace(limits, **kw)
 
 
-__all__ = ["PROTOCOL_VERSION", "SERVICE", "SessionServicer", "device_id_from_context"]
+__all__ = ["PROTOCOL_VERSION", "SERVICE", "SessionServicer"]

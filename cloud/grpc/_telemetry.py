@@ -13,6 +13,7 @@ from aiml021.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 from cloud.core import DataPlane, TelemetryEvent
 from cloud.grpc._errors import handle_unary
+from cloud.grpc._peer import device_id_from_context
 
 SERVICE = telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name
 _ROUTES = {
@@ -58,8 +59,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def Report(
         self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
     ) -> telemetry_pb2.ReportResponse:
-        from cloud.grpc._session import device_id_from_context
-
         device = device_id_from_context(context)
         if not device:
             device = request.batch.device_id or "anonymous"

@@ -1,8 +1,11 @@
-"""REST bridge: a Starlette app, thin over the same core as the gRPC services.
+"""REST bridge: a Starlette app that calls the gateway core directly.
 
-``/v1/*`` bodies are the canonical proto3 JSON of our messages (``google.protobuf.json_format``;
-unknown fields rejected); ``/v2/*`` follows the KServe-v2 REST protocol. Errors are JSON
-``{"code": ..., "message": ...}`` with the HTTP status from one table.
+Every endpoint is thin: parse the body, call the core (:class:`cloud.core.DataPlane`, the
+:class:`cloud.core.RegistryView`, the :class:`cloud.core.RolloutManager`, the result cache, the
+policy), answer. ``/v1/*`` bodies are the canonical proto3 JSON of our messages
+(``google.protobuf.json_format``; unknown fields rejected; the same converters as the gRPC
+services); ``/v2/*`` follows the KServe-v2 REST protocol. Errors are JSON
+``{"code": ..., "message": ...}`` with the HTTP status from one table (``_errors``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from aiml021.cache.v1 import cache_pb2
 from aiml021.deploy.v1 import deploy_pb2
 from aiml021.policy.v1 import policy_pb2
@@ -27,44 +29,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud.core import InferenceRequest, InferenceResult, RegistryView, ResultCache, RolloutManager
-from cloud.grpc import STATUS_BY_CODE, CacheServicer, DeployServicer, RegistryServicer
+from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager
+from cloud.grpc._cache import MAX_CACHE_ENTRY_BYTES
+from cloud.grpc._control_converters import (
+    cache_entry_from_pb,
+    cache_entry_to_pb,
+    model_to_pb,
+    rollout_from_pb,
+    rollout_to_pb,
+    stats_to_pb,
+)
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
-from common.dtypes import DTYPES, dtype_from_v2, dtype_to_v2
+from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 
-from ._openapi import build_openapi
+from ._errors import error_body, http_status
+from ._openapi import openapi_document
+from ._v2 import v2_request, v2_response
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.INVALID_ARGUMENT: 400,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.ALREADY_EXISTS: 409,
-    ErrorCode.FAILED_PRECONDITION: 412,
-    ErrorCode.RESOURCE_EXHAUSTED: 429,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-    ErrorCode.UNAUTHENTICATED: 401,
-    ErrorCode.PERMISSION_DENIED: 403,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.CANCELLED: 499,
-    ErrorCode.DATA_LOSS: 500,
-    ErrorCode.INTERNAL: 500,
-}
-
-Infer = Callable[[InferenceRequest], Awaitable[InferenceResult]]
 Decide = Callable[[policy_pb2.DecideRequest], Awaitable[policy_pb2.DecideResponse]]
-Report = Callable[[telemetry_pb2.ReportRequest], Awaitable[telemetry_pb2.ReportResponse]]
-
-
-class _Ctx:
-    """Stands in for a grpc context: the servicers' ``abort`` becomes an AimlError again."""
-
-    async def abort(self, code: object, details: str) -> None:
-        error_code = next((c for c, s in STATUS_BY_CODE.items() if s == code), ErrorCode.INTERNAL)
-        error = AimlError(details)
-        error.code = error_code
-        raise error
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -72,27 +57,27 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class RestBridge:
-    """Builds the Starlette app over the gateway's parts."""
+    """Builds the Starlette app over the gateway core (the composition root passes the same
+    objects the gRPC services use)."""
 
     def __init__(
         self,
-        infer: Infer,
-        ready: Callable[[], Awaitable[bool]],
-        view: RegistryView,
+        dataplane: DataPlane,
+        registry: RegistryView,
         rollouts: RolloutManager,
         cache: ResultCache,
         decide: Decide | None = None,
-        report: Report | None = None,
+        *,
         max_body_bytes: int = 4 * 1024 * 1024,
+        max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
     ) -> None:
-        self._infer = infer
-        self._ready = ready
-        self._registry = RegistryServicer(view)
-        self._deploy = DeployServicer(rollouts)
-        self._cache = CacheServicer(cache)
+        self._dp = dataplane
+        self._registry = registry
+        self._rollouts = rollouts
+        self._cache = cache
         self._decide = decide
-        self._report = report
         self.max_body_bytes = max_body_bytes
+        self.max_cache_entry_bytes = max_cache_entry_bytes
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -107,7 +92,7 @@ class RestBridge:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _parse(self, request: Request, message: Message) -> Message:
+    async def _parse(self, request: Request, message: Message) -> Any:
         body = await self._body(request)
         try:
             json_format.Parse(body or b"{}", message, ignore_unknown_fields=False)
@@ -127,57 +112,69 @@ class RestBridge:
 
     async def infer(self, request: Request) -> Response:
         msg = await self._parse(request, pb.ModelInferRequest())
-        core = infer_request_from_pb(msg, "rest", None)  # type: ignore[arg-type]
-        result = await self._infer(core)
+        core = infer_request_from_pb(msg, "rest", None)
+        result = await self._dp.infer(core)
         return self._json(infer_response_to_pb(result, core.request_id))
 
     async def models(self, request: Request) -> Response:
         page_size = request.query_params.get("page_size", "0")
         if not page_size.isdigit() or int(page_size) > 2**31 - 1:
             raise InvalidArgument("page_size must be a non-negative integer")
-        req = registry_pb2.ListModelsRequest(
-            page_size=int(page_size), page_token=request.query_params.get("page_token", "")
+        models, token = self._registry.list(
+            int(page_size), request.query_params.get("page_token", "")
         )
-        return self._json(await self._registry.ListModels(req, _Ctx()))
+        return self._json(
+            registry_pb2.ListModelsResponse(
+                models=[model_to_pb(m) for m in models], next_page_token=token
+            )
+        )
 
     async def model(self, request: Request) -> Response:
-        req = registry_pb2.GetModelRequest(name=request.path_params["name"])
-        return self._json(await self._registry.GetModel(req, _Ctx()))
+        info = self._registry.get(request.path_params["name"])
+        return self._json(registry_pb2.GetModelResponse(model=model_to_pb(info)))
 
     async def cache_get(self, request: Request) -> Response:
         msg = await self._parse(request, cache_pb2.GetRequest())
-        return self._json(await self._cache.Get(msg, _Ctx()))  # type: ignore[arg-type]
+        entry = await self._cache.get(msg.model_name, msg.content_hash)
+        if entry is None:
+            return self._json(cache_pb2.GetResponse(found=False))
+        return self._json(cache_pb2.GetResponse(found=True, entry=cache_entry_to_pb(entry)))
 
     async def cache_put(self, request: Request) -> Response:
         msg = await self._parse(request, cache_pb2.PutRequest())
-        return self._json(await self._cache.Put(msg, _Ctx()))  # type: ignore[arg-type]
+        entry = cache_entry_from_pb(msg.entry, self.max_cache_entry_bytes)
+        ttl = msg.ttl.ToNanoseconds() / 1e9 if msg.HasField("ttl") else None
+        await self._cache.put(msg.model_name, msg.content_hash, entry, ttl)
+        return self._json(cache_pb2.PutResponse())
 
     async def canary(self, request: Request) -> Response:
         msg = await self._parse(request, deploy_pb2.SetRolloutRequest())
-        return self._json(await self._deploy.SetRollout(msg, _Ctx()))  # type: ignore[arg-type]
+        rollout = self._rollouts.set(rollout_from_pb(msg.rollout))
+        return self._json(deploy_pb2.SetRolloutResponse(rollout=rollout_to_pb(rollout)))
 
     async def rollout(self, request: Request) -> Response:
-        req = deploy_pb2.GetRolloutRequest(model_name=request.path_params["name"])
-        return self._json(await self._deploy.GetRollout(req, _Ctx()))
+        rollout, stats = self._rollouts.get(request.path_params["name"])
+        return self._json(
+            deploy_pb2.GetRolloutResponse(rollout=rollout_to_pb(rollout), stats=stats_to_pb(stats))
+        )
 
     async def decide(self, request: Request) -> Response:
         msg = await self._parse(request, policy_pb2.DecideRequest())
         if self._decide is None:
             raise NotFound("no policy engine is configured on this gateway")
-        return self._json(await self._decide(msg))  # type: ignore[arg-type]
+        return self._json(await self._decide(msg))
 
     async def telemetry(self, request: Request) -> Response:
         msg = await self._parse(request, telemetry_pb2.ReportRequest())
-        if self._report is not None:
-            return self._json(await self._report(msg))  # type: ignore[arg-type]
-        accepted = len(msg.batch.events) if msg.HasField("batch") else 0  # type: ignore[attr-defined]
+        # No client certificate over REST: events are attributed to the batch's device id.
+        events = events_from_pb(msg.batch, msg.batch.device_id or "anonymous")
+        accepted = self._dp.record_telemetry(events, int(msg.batch.dropped))
         return self._json(telemetry_pb2.ReportResponse(accepted=accepted))
 
     # -- KServe v2 -----------------------------------------------------------------------------
 
     async def v2_ready(self, request: Request) -> Response:
-        ready = await self._ready()
-        return JSONResponse({"ready": ready}, status_code=200)
+        return JSONResponse({"ready": await self._dp.ready()}, status_code=200)
 
     async def v2_infer(self, request: Request) -> Response:
         body = await self._body(request)
@@ -186,7 +183,7 @@ class RestBridge:
         except (ValueError, RecursionError) as exc:
             raise InvalidArgument(f"body is not JSON: {exc}") from None
         core = v2_request(doc, request.path_params["name"], request.path_params.get("version", ""))
-        result = await self._infer(core)
+        result = await self._dp.infer(core)
         return JSONResponse(v2_response(result, core.request_id))
 
     def app(self) -> Starlette:
@@ -226,7 +223,7 @@ class _TooLarge(Exception):
 
 
 async def _aiml_error(request: Request, exc: AimlError) -> Response:
-    return _error(HTTP_STATUS.get(exc.code, 500), exc.code.value, exc.message)
+    return JSONResponse(error_body(exc), status_code=http_status(exc))
 
 
 async def _too_large(request: Request, exc: _TooLarge) -> Response:
@@ -246,185 +243,4 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return _error(500, "INTERNAL", "internal error")
 
 
-# -- KServe v2 JSON tensors -------------------------------------------------------------------
-
-_MAX_ELEMENTS = 16 * 1024 * 1024
-
-
-def v2_request(doc: Any, name: str, version: str) -> InferenceRequest:
-    """Core request of a KServe-v2 REST body ``{"id", "inputs": [{name, datatype, shape, data}], "outputs"}``."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
-        raise InvalidArgument('body must be an object with a non-empty "inputs" array')
-    inputs: dict[str, np.ndarray] = {}
-    for i, t in enumerate(doc["inputs"]):
-        if not isinstance(t, dict):
-            raise InvalidArgument(f"inputs[{i}] must be an object")
-        tname, datatype, shape, data = (
-            t.get("name"),
-            t.get("datatype"),
-            t.get("shape"),
-            t.get("data"),
-        )
-        if not isinstance(tname, str) or not tname or not isinstance(datatype, str):
-            raise InvalidArgument(f"inputs[{i}] needs a string name and datatype")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_ELEMENTS
-            for d in shape
-        ):
-            raise InvalidArgument(f"inputs[{i}].shape must be a list of non-negative integers")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if count > _MAX_ELEMENTS:
-            raise InvalidArgument(f"inputs[{i}] has {count} elements; the limit is {_MAX_ELEMENTS}")
-        dtype = dtype_from_v2(datatype)
-        flat = data
-        if not isinstance(flat, list):
-            raise InvalidArgument(f"inputs[{i}].data must be an array")
-        try:
-            arr = np.asarray(flat, dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidArgument(
-                f"inputs[{i}].data does not hold {datatype} values: {exc}"
-            ) from None
-        if arr.size != count:
-            raise InvalidArgument(f"inputs[{i}]: {arr.size} values but shape {shape} needs {count}")
-        if tname in inputs:
-            raise InvalidArgument(f"input {tname!r} given twice")
-        inputs[tname] = arr.reshape(shape)
-    outputs = doc.get("outputs") or []
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
-    ):
-        raise InvalidArgument('"outputs" must be an array of {"name": ...} objects')
-    rid = doc.get("id", "")
-    return InferenceRequest(
-        model_name=name,
-        model_version=version,
-        inputs=inputs,
-        outputs=tuple(o["name"] for o in outputs),
-        request_id=rid if isinstance(rid, str) else "",
-        route="rest",
-    )
-
-
-def v2_response(result: InferenceResult, request_id: str) -> dict[str, Any]:
-    """KServe-v2 REST response body of ``result``."""
-    return {
-        "model_name": result.model_name,
-        "model_version": result.model_version,
-        "id": request_id,
-        "outputs": [
-            {
-                "name": n,
-                "datatype": dtype_to_v2(a.dtype),
-                "shape": list(a.shape),
-                "data": a.reshape(-1).tolist(),
-            }
-            for n, a in result.outputs.items()
-        ],
-    }
-
-
-_V2_TENSOR = {
-    "type": "object",
-    "required": ["name", "datatype", "shape", "data"],
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {
-            "type": "string",
-            "enum": sorted(d.v2 for d in DTYPES),
-        },
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "data": {"type": "array"},
-    },
-}
-
-
-def openapi_document() -> dict[str, Any]:
-    """The bridge's OpenAPI document (proto3 JSON schemas of our messages)."""
-    md = pb.ModelInferRequest.DESCRIPTOR
-    routes = [
-        (
-            "post",
-            "/v1/infer",
-            md,
-            pb.ModelInferResponse.DESCRIPTOR,
-            "Run a model (ModelInferRequest as proto3 JSON)",
-        ),
-        (
-            "post",
-            "/v1/features",
-            md,
-            pb.ModelInferResponse.DESCRIPTOR,
-            "Run a tail model <bundle>.<cut point> on features",
-        ),
-        (
-            "get",
-            "/v1/models",
-            None,
-            registry_pb2.ListModelsResponse.DESCRIPTOR,
-            "List served models",
-        ),
-        ("get", "/v1/models/{name}", None, registry_pb2.GetModelResponse.DESCRIPTOR, "One model"),
-        (
-            "post",
-            "/v1/policy/decide",
-            policy_pb2.DecideRequest.DESCRIPTOR,
-            policy_pb2.DecideResponse.DESCRIPTOR,
-            "Policy decision",
-        ),
-        (
-            "post",
-            "/v1/telemetry",
-            telemetry_pb2.ReportRequest.DESCRIPTOR,
-            telemetry_pb2.ReportResponse.DESCRIPTOR,
-            "Report telemetry",
-        ),
-        (
-            "post",
-            "/v1/cache/get",
-            cache_pb2.GetRequest.DESCRIPTOR,
-            cache_pb2.GetResponse.DESCRIPTOR,
-            "Cache lookup by content hash",
-        ),
-        (
-            "post",
-            "/v1/cache/put",
-            cache_pb2.PutRequest.DESCRIPTOR,
-            cache_pb2.PutResponse.DESCRIPTOR,
-            "Cache store",
-        ),
-        (
-            "post",
-            "/v1/deploy/canary",
-            deploy_pb2.SetRolloutRequest.DESCRIPTOR,
-            deploy_pb2.SetRolloutResponse.DESCRIPTOR,
-            "Set a canary/shadow rollout",
-        ),
-        (
-            "get",
-            "/v1/deploy/rollouts/{name}",
-            None,
-            deploy_pb2.GetRolloutResponse.DESCRIPTOR,
-            "Rollout and its stats",
-        ),
-        ("get", "/v2/health/ready", None, None, "KServe v2 readiness"),
-        ("post", "/v2/models/{name}/infer", None, None, "KServe v2 inference (JSON tensors)"),
-        (
-            "post",
-            "/v2/models/{name}/versions/{version}/infer",
-            None,
-            None,
-            "KServe v2 inference of a version",
-        ),
-    ]
-    doc = build_openapi(routes)
-    body = {"type": "object", "required": ["inputs"], "properties": {
-        "id": {"type": "string"}, "inputs": {"type": "array", "items": _V2_TENSOR},
-        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
-    }}  # fmt: skip
-    for p in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        doc["paths"][p]["post"]["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
-    return doc
+__all__ = ["RestBridge"]

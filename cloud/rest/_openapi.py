@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiml021.cache.v1 import cache_pb2
+from aiml021.deploy.v1 import deploy_pb2
+from aiml021.policy.v1 import policy_pb2
+from aiml021.registry.v1 import registry_pb2
+from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from inference import grpc_service_pb2 as pb
+
+from ._v2 import V2_TENSOR_SCHEMA
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -115,3 +123,97 @@ def build_openapi(
         "paths": paths,
         "components": {"schemas": defs},
     }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The bridge's OpenAPI document (proto3 JSON schemas of our messages)."""
+    md = pb.ModelInferRequest.DESCRIPTOR
+    routes = [
+        (
+            "post",
+            "/v1/infer",
+            md,
+            pb.ModelInferResponse.DESCRIPTOR,
+            "Run a model (ModelInferRequest as proto3 JSON)",
+        ),
+        (
+            "post",
+            "/v1/features",
+            md,
+            pb.ModelInferResponse.DESCRIPTOR,
+            "Run a tail model <bundle>.<cut point> on features",
+        ),
+        (
+            "get",
+            "/v1/models",
+            None,
+            registry_pb2.ListModelsResponse.DESCRIPTOR,
+            "List served models",
+        ),
+        ("get", "/v1/models/{name}", None, registry_pb2.GetModelResponse.DESCRIPTOR, "One model"),
+        (
+            "post",
+            "/v1/policy/decide",
+            policy_pb2.DecideRequest.DESCRIPTOR,
+            policy_pb2.DecideResponse.DESCRIPTOR,
+            "Policy decision",
+        ),
+        (
+            "post",
+            "/v1/telemetry",
+            telemetry_pb2.ReportRequest.DESCRIPTOR,
+            telemetry_pb2.ReportResponse.DESCRIPTOR,
+            "Report telemetry",
+        ),
+        (
+            "post",
+            "/v1/cache/get",
+            cache_pb2.GetRequest.DESCRIPTOR,
+            cache_pb2.GetResponse.DESCRIPTOR,
+            "Cache lookup by content hash",
+        ),
+        (
+            "post",
+            "/v1/cache/put",
+            cache_pb2.PutRequest.DESCRIPTOR,
+            cache_pb2.PutResponse.DESCRIPTOR,
+            "Cache store",
+        ),
+        (
+            "post",
+            "/v1/deploy/canary",
+            deploy_pb2.SetRolloutRequest.DESCRIPTOR,
+            deploy_pb2.SetRolloutResponse.DESCRIPTOR,
+            "Set a canary/shadow rollout",
+        ),
+        (
+            "get",
+            "/v1/deploy/rollouts/{name}",
+            None,
+            deploy_pb2.GetRolloutResponse.DESCRIPTOR,
+            "Rollout and its stats",
+        ),
+        ("get", "/v2/health/ready", None, None, "KServe v2 readiness"),
+        ("post", "/v2/models/{name}/infer", None, None, "KServe v2 inference (JSON tensors)"),
+        (
+            "post",
+            "/v2/models/{name}/versions/{version}/infer",
+            None,
+            None,
+            "KServe v2 inference of a version",
+        ),
+    ]
+    doc = build_openapi(routes)
+    body = {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "inputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+    }}  # fmt: skip
+    for p in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        doc["paths"][p]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return doc
+
+
+__all__ = ["build_openapi", "openapi_document"]

@@ -39,10 +39,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         plane = DataPlane(repo, OnnxRuntimeBackend(), DynamicBatching())
         await plane.start()
         manager = RolloutManager(plane.model_ready)
-        router = RolloutRouter(plane, manager)
+        router = plane.router = RolloutRouter(plane, manager)
         bridge = RestBridge(
-            router.infer,
-            plane.ready,
+            plane,
             RegistryView(repo, plane.model_ready, rollouts=manager),
             manager,
             MemoryResultCache(),

@@ -31,10 +31,10 @@ import pytest
 from aiml021.session.v1 import session_pb2
 from onnx import TensorProto, helper, numpy_helper
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
 from cloud.backends import OnnxRuntimeBackend
 from cloud.core import Backend, ModelKey, ModelSpec, RequestRecord, TelemetryEvent
-from cloud.grpc import Gateway
 from cloud.stores import MemoryIdempotencyStore
 from common.errors import Unavailable
 from tests.support.edge_bundle import make_bundle

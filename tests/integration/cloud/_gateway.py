@@ -14,8 +14,8 @@ import numpy as np
 from aiml021.common.v1 import tensor_pb2
 from aiml021.session.v1 import session_pb2, session_pb2_grpc
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
-from cloud.grpc import Gateway
 from common.settings import nest
 from tests.support.tiny_cnn import build_bundle
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
-from cloud.grpc import Gateway
 from tests.integration.cloud._gateway import models_dir
 from tests.support.tritonclient import run_script
 

@@ -23,9 +23,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from inference import grpc_service_pb2 as kpb
 from inference import grpc_service_pb2_grpc as kgrpc
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
 from cloud.core import ModelRepository, RequestRecord, TelemetryEvent, specs_from_bundle
-from cloud.grpc import Gateway
 from common import codecs
 from common.bundle import load_bundle
 from common.settings import nest

@@ -12,8 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
-from cloud.grpc import Gateway
 from common.auth import create_ca, issue_device_cert, write_dev_pki
 from tests.integration.cloud._gateway import SessionClient, hello, models_dir
 

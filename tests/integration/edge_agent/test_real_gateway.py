@@ -1,4 +1,4 @@
-"""The edge agent against the real gateway (cloud.grpc.Gateway, in-process) over mTLS with
+"""The edge agent against the real gateway (cloud.Gateway, in-process) over mTLS with
 certificates from common.auth, using the reference Fashion-MNIST bundle."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud import Gateway
 from cloud._settings import GatewaySettings
-from cloud.grpc import Gateway
 from common.auth import write_dev_pki
 from common.bundle import load_bundle
 from common.data import load_fashion_mnist

@@ -114,14 +114,14 @@ def test_policy_kind_alone_is_honoured(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_rest_port_is_refused_until_rest_is_served(tmp_path: Path) -> None:
-    from cloud.grpc import Gateway
+    from cloud import Gateway
 
     with pytest.raises(InvalidArgument, match=r"rest\.port"):
         Gateway(GatewaySettings(models_dir=tmp_path, rest={"port": 0}))
 
 
 async def test_every_knob_reaches_the_gateway(tmp_path: Path) -> None:
-    from cloud.grpc import Gateway
+    from cloud import Gateway
     from cloud.stores import build_stores
 
     s = GatewaySettings.load(

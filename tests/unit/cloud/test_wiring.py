@@ -135,9 +135,9 @@ def test_serve_flags_and_env_select_backends_and_stores(monkeypatch: pytest.Monk
 
 
 async def test_gateway_builds_a_triton_backend_from_settings(tmp_path: Path) -> None:
+    from cloud import Gateway
     from cloud._settings import GatewaySettings
     from cloud.backends import TritonBackend
-    from cloud.grpc import Gateway
 
     settings = GatewaySettings(
         models_dir=tmp_path, backend="triton", triton={"url": "127.0.0.1:1", "infer_timeout_s": 3}

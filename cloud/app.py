@@ -1,0 +1,306 @@
+"""The composition root: builds the gateway's object graph from settings and mounts every
+front door.
+
+:class:`Gateway` is the only place that reads :class:`cloud._settings.GatewaySettings` to wire
+parts together: the backend and model repository, the stores (idempotency, result cache,
+metadata writer), the data plane with its batchers, rollouts and their router, the registry view,
+session limits and the policy; then the front doors on top of that core: one grpc.aio server
+(session, inference, registry, deploy, cache, telemetry and policy services, health and
+reflection), the REST bridge (:attr:`Gateway.rest`) and the Prometheus endpoint. Everything else
+is plain constructors and functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from typing import Any
+
+import grpc
+from aiml021.telemetry.v1 import telemetry_pb2_grpc
+from grpc_health.v1 import health, health_pb2
+from inference import grpc_service_pb2_grpc
+
+from cloud._metrics import GatewayMetrics
+from cloud._settings import GatewaySettings
+from cloud.backends import Backend, OnnxRuntimeBackend
+from cloud.batching import BatcherConfig, DynamicBatching
+from cloud.core import (
+    ByteBudget,
+    DataPlane,
+    IdempotencyStore,
+    MetadataSink,
+    ModelRepository,
+    RegistryView,
+    ResultCache,
+    RolloutManager,
+    RolloutRouter,
+    SessionLimits,
+    TelemetrySink,
+    discard_record,
+    discard_telemetry,
+    scan_models_dir,
+)
+from cloud.grpc import (
+    INFERENCE_SERVICE,
+    SESSION_SERVICE,
+    TELEMETRY_SERVICE,
+    InferenceServicer,
+    ServiceRegistration,
+    SessionServicer,
+    TelemetryServicer,
+    add_cache_service,
+    add_deploy_service,
+    add_registry_service,
+    bind,
+    enable_health_and_reflection,
+    grpc_server,
+)
+from cloud.rest import RestBridge
+from cloud.stores import MemoryResultCache, Stores, build_stores
+from common.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Builds and runs the gateway from settings (``async with`` or start/stop).
+
+    ``stores`` (``cloud.stores.build_stores``; :meth:`from_settings` builds them), when given,
+    supplies the idempotency store, the result cache and the metadata writer (unless passed
+    explicitly); the gateway starts and closes it. With ``settings.control_services`` the
+    registry, deploy, cache, telemetry and policy services are served on the same port;
+    :meth:`add_service` registers more.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        backend: Backend | None = None,
+        repository: ModelRepository | None = None,
+        idempotency: IdempotencyStore | None = None,
+        metadata_sink: MetadataSink = discard_record,
+        metrics: GatewayMetrics | None = None,
+        *,
+        stores: Stores | None = None,
+        result_cache: ResultCache | None = None,
+        telemetry_sink: TelemetrySink = discard_telemetry,
+        policy: Any = None,
+    ) -> None:
+        self.settings = s = settings
+        if s.rest.port is not None:
+            # Hook: the REST bridge below is built; serving it on rest.port is the REST issue's.
+            raise InvalidArgument("rest.port is set but this gateway does not serve REST yet")
+        self.metrics = metrics or GatewayMetrics()
+        self.stores = stores
+        if backend is None:
+            backend = _backend(s)
+        if repository is None:
+            repository = ModelRepository(scan_models_dir(s.models_dir, s.batching.max_batch_size))
+        self.cache_store = _cache_store(s, stores)
+        if stores is not None:
+            if idempotency is None:
+                idempotency = stores.idempotency
+            if stores.metadata is not None and metadata_sink is discard_record:
+                metadata_sink = stores.metadata
+            if stores.metadata is not None and telemetry_sink is discard_telemetry:
+                telemetry_sink = stores.metadata
+        if idempotency is None:
+            from cloud.stores import MemoryIdempotencyStore
+
+            idempotency = MemoryIdempotencyStore(
+                ttl_s=s.idempotency.ttl_s,
+                pending_ttl_s=s.idempotency.pending_ttl_s,
+                max_keys=s.idempotency.entries,
+            )
+        if result_cache is None and (s.cache.full_models or s.cache.tail_segments):
+            result_cache = self.cache_store
+        self.dataplane = DataPlane(
+            repository,
+            backend,
+            DynamicBatching(
+                BatcherConfig(
+                    max_batch_size=s.batching.max_batch_size,
+                    max_queue_delay_s=s.batching.max_queue_delay_ms / 1000,
+                    max_queue_size=s.batching.max_queue_size,
+                    workers=s.batching.workers,
+                )
+            ),
+            self.metrics,
+            idempotency,
+            metadata_sink,
+            result_cache,
+            cache_full_models=s.cache.full_models,
+            cache_tail_segments=s.cache.tail_segments,
+            telemetry_sink=telemetry_sink,
+        )
+        self.rollouts = RolloutManager(self.dataplane.model_ready)
+        self.router = RolloutRouter(self.dataplane, self.rollouts)
+        self.dataplane.router = self.router
+        self.registry = RegistryView(
+            self.dataplane.repository, self.dataplane.model_ready, rollouts=self.rollouts
+        )
+        self.limits = SessionLimits(
+            max_request_bytes=s.session.max_request_bytes,
+            max_chunk_bytes=s.session.max_chunk_bytes,
+            max_inflight_requests=s.session.max_inflight,
+            max_session_buffer_bytes=s.session.buffer_bytes,
+            reassembly_timeout_s=s.session.reassembly_timeout_s,
+            ping_interval_s=s.session.ping_interval_s,
+        )
+        budget = ByteBudget(s.session.global_buffer_bytes)
+        self.metrics.buffered_bytes.set_function(lambda: budget.used)
+        self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.tls.insecure)
+        self.policy = policy
+        self.rest = RestBridge(self.dataplane, self.registry, self.rollouts, self.cache_store)
+        """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
+        self._extra: list[tuple[ServiceRegistration, tuple[str, ...]]] = []
+        self.service_names: list[str] = []
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Gateway:
+        """The gateway ``aiml021 serve`` runs: stores built from the settings too."""
+        return cls(
+            settings, stores=build_stores(settings.stores, settings.idempotency, settings.cache)
+        )
+
+    def add_service(self, register: ServiceRegistration, *names: str) -> None:
+        """Serve more gRPC services on the gateway's port: ``register(server)`` is called at
+        start; ``names`` (full service names) are listed in reflection and health."""
+        if self._server is not None:
+            raise InvalidArgument("add_service must be called before start")
+        self._extra.append((register, names))
+
+    def _mount_control_services(self, server: grpc.aio.Server) -> list[str]:
+        names = [
+            add_registry_service(server, self.registry),
+            add_deploy_service(server, self.rollouts),
+            add_cache_service(server, self.cache_store),
+        ]
+        telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(
+            TelemetryServicer(self.dataplane, self.settings.tls.insecure), server
+        )
+        names.append(TELEMETRY_SERVICE)
+        if self.policy is None:
+            from cloud._policy import gateway_policy
+
+            st = self.settings
+            self.policy = gateway_policy(st.models_dir, st.policy.bundle)
+        if self.policy is not None:
+            from aiml021.policy.v1 import policy_pb2
+
+            from policy.service import add_to_server
+
+            add_to_server(server, self.policy)
+            names.append(policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name)
+        return names
+
+    def _mount_grpc(self, server: grpc.aio.Server) -> list[str]:
+        """Every gRPC service on ``server``; returns their full names."""
+        server.add_generic_rpc_handlers((self.sessions.handler(),))
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane), server
+        )
+        served = [SESSION_SERVICE, INFERENCE_SERVICE]
+        if self.settings.control_services:
+            served += self._mount_control_services(server)
+        for register, names in self._extra:
+            register(server)
+            served += names
+        return served
+
+    async def start(self) -> None:
+        """Load models, bind the port(s) and start serving."""
+        s = self.settings
+        if self.stores is not None:
+            await self.stores.start()
+        await self.dataplane.start()
+        server = grpc_server(s.server)
+        served = self._mount_grpc(server)
+        self.service_names = served
+        self._health = enable_health_and_reflection(server, served)
+        self.port = bind(server, s.server.host, s.server.port, s.tls)
+        await server.start()
+        for name in ("", *served):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        if s.metrics.port is not None:
+            self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
+        if s.server.port_file is not None:
+            s.server.port_file.write_text(
+                json.dumps({"port": self.port, "metrics_port": self.metrics_port})
+            )
+        log.info(
+            "gateway serving %d model(s) on %s:%d (%s), metrics on %s; services: %s",
+            len(self.dataplane.repository.specs()),
+            s.server.host,
+            self.port,
+            "insecure" if s.tls.insecure else "mTLS",
+            self.metrics_port,
+            ", ".join(served),
+        )
+
+    async def stop(self, reason: str = "gateway shutting down") -> None:
+        """Drain every session, finish in-flight work, stop the server and the backend."""
+        if self._server is None:
+            return
+        if self._health is not None:
+            for name in ("", *self.service_names):
+                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.sessions.drain(reason, self.settings.drain_grace_s)
+        await self._server.stop(grace=self.settings.drain_grace_s)
+        self._server = None
+        await self.router.close()
+        await self.dataplane.close()
+        if self.stores is not None:
+            await self.stores.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received: draining")
+        await self.stop()
+
+
+def _backend(s: GatewaySettings) -> Backend:
+    if s.backend == "triton":
+        from cloud.backends import TritonBackend
+
+        return TritonBackend(s.triton)
+    ort = s.onnxruntime
+    return OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
+
+
+def _cache_store(s: GatewaySettings, stores: Stores | None) -> ResultCache:
+    """The result cache CacheService serves and the data plane consults."""
+    if stores is not None:
+        return stores.cache
+    return MemoryResultCache(default_ttl_s=s.cache.ttl_s, max_entries=s.cache.entries)
+
+
+def _start_metrics(metrics: GatewayMetrics, host: str, port: int) -> int:
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return int(server.server_port)
+
+
+__all__ = ["Gateway"]
