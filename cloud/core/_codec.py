@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cloud.core._types import ModelSpec
 from common.errors import CodecError, InvalidArgument
 
 CODEC_RAW = 1
@@ -77,4 +78,32 @@ def decode_payload(
     return arr
 
 
-__all__ = ["CODEC_RAW", "PayloadFormat", "decode_payload"]
+def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> None:
+    """Reject a header whose declared payload (dtype, shape, batch) ``spec`` cannot take: checked
+    before any byte of it is buffered."""
+    t = spec.inputs[0]
+    if len(spec.inputs) != 1:
+        raise InvalidArgument(
+            f"model {spec.key} takes {len(spec.inputs)} inputs; sessions send one"
+        )
+    if fmt.dtype != t.dtype:
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r} needs dtype {t.dtype}, header declares {fmt.dtype}"
+        )
+    shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
+    if (
+        len(shape) != len(t.shape)
+        or shape[0] < 1
+        or any(w not in (-1, g) for w, g in zip(t.shape[1:], shape[1:], strict=True))
+    ):
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r} needs shape {list(t.shape)} (-1 = any), header "
+            f"declares {list(fmt.shape)}"
+        )
+    if shape[0] > spec.max_batch_size:
+        raise InvalidArgument(
+            f"model {spec.key}: batch of {shape[0]} exceeds max batch size {spec.max_batch_size}"
+        )
+
+
+__all__ = ["CODEC_RAW", "PayloadFormat", "check_payload_format", "decode_payload"]

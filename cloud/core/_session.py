@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from cloud.core._codec import PayloadFormat, decode_payload
+from cloud.core._codec import check_payload_format, decode_payload
 from cloud.core._dataplane import DataPlane
 from cloud.core._session_types import (
     ByteBudget,
@@ -164,7 +164,7 @@ class SessionCore:
                 f"{lim.max_request_bytes}"
             )
         spec = self._dp.repository.resolve_cut(h.model_name, h.model_version, h.cut_point)
-        _check_format(spec, h.payload)
+        check_payload_format(spec, h.payload)
         if h.payload.raw_bytes() > lim.max_request_bytes * 64:
             raise ResourceExhausted(
                 f"declared tensor shape {list(h.payload.shape)} decodes to "
@@ -389,32 +389,6 @@ class SessionCore:
             self._grant_bytes = self._grant_requests = 0
             self._credit_left += nbytes
             self._sink.credit(nbytes, nreq)
-
-
-def _check_format(spec: ModelSpec, fmt: PayloadFormat) -> None:
-    t = spec.inputs[0]
-    if len(spec.inputs) != 1:
-        raise InvalidArgument(
-            f"model {spec.key} takes {len(spec.inputs)} inputs; sessions send one"
-        )
-    if fmt.dtype != t.dtype:
-        raise InvalidArgument(
-            f"model {spec.key}: input {t.name!r} needs dtype {t.dtype}, header declares {fmt.dtype}"
-        )
-    shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
-    if (
-        len(shape) != len(t.shape)
-        or shape[0] < 1
-        or any(w not in (-1, g) for w, g in zip(t.shape[1:], shape[1:], strict=True))
-    ):
-        raise InvalidArgument(
-            f"model {spec.key}: input {t.name!r} needs shape {list(t.shape)} (-1 = any), header "
-            f"declares {list(fmt.shape)}"
-        )
-    if shape[0] > spec.max_batch_size:
-        raise InvalidArgument(
-            f"model {spec.key}: batch of {shape[0]} exceeds max batch size {spec.max_batch_size}"
-        )
 
 
 __all__ = ["ByteBudget", "Chunk", "RequestHeader", "SessionCore", "SessionLimits", "SessionSink"]
