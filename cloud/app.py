@@ -59,7 +59,7 @@ from cloud.grpc import (
     grpc_server,
 )
 from cloud.rest import RestBridge
-from cloud.stores import MemoryResultCache, Stores, build_stores
+from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
 from common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,6 @@ class Gateway:
             if stores.metadata is not None and telemetry_sink is discard_telemetry:
                 telemetry_sink = stores.metadata
         if idempotency is None:
-            from cloud.stores import MemoryIdempotencyStore
-
             idempotency = MemoryIdempotencyStore(
                 ttl_s=s.idempotency.ttl_s,
                 pending_ttl_s=s.idempotency.pending_ttl_s,
