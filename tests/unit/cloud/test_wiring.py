@@ -83,8 +83,8 @@ async def _plane(backend: Backend, **kw: object) -> DataPlane:
 
 
 def test_every_cloud_package_imports_first_in_a_fresh_interpreter() -> None:
-    mods = ["cloud.batching", "cloud.stores", "cloud.rest",
-            "cloud.grpc"]  # fmt: skip
+    mods = ["cloud.core", "cloud.batching", "cloud.stores", "cloud.rest", "cloud.grpc",
+            "cloud.app"]  # fmt: skip
     procs = [
         subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT, stderr=subprocess.PIPE)
         for m in mods
@@ -95,7 +95,17 @@ def test_every_cloud_package_imports_first_in_a_fresh_interpreter() -> None:
         "assert cloud.backends.TritonBackend.__name__ == 'TritonBackend'\n"
     )
     procs.append(subprocess.Popen([sys.executable, "-c", lazy], cwd=ROOT, stderr=subprocess.PIPE))
-    for m, p in zip([*mods, "lazy triton"], procs, strict=True):
+    core_alone = (
+        "import sys, cloud.core\n"
+        "outer = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'starlette')\n"
+        "               or m.startswith(('cloud.app', 'cloud.grpc', 'cloud.rest', 'cloud.stores')))\n"
+        "assert not outer, f'cloud.core pulled in {outer}'\n"
+        "assert cloud.Gateway.__name__ == 'Gateway'  # the composition root loads on demand\n"
+    )
+    procs.append(
+        subprocess.Popen([sys.executable, "-c", core_alone], cwd=ROOT, stderr=subprocess.PIPE)
+    )
+    for m, p in zip([*mods, "lazy triton", "core alone"], procs, strict=True):
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, (m, err.decode()[-2000:])
 
