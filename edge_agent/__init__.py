@@ -12,16 +12,8 @@ See docs/edge_agent.md.
 
 from edge_agent._agent import AGENT_VERSION, EdgeAgent, channel_credentials
 from edge_agent._cache import CachedAnswer, CacheMetrics, ResultCache, content_key
-from edge_agent._policy_engine import PolicyEngineAdapter, bundle_profile, engine_heuristic
+from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
 from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
-from edge_agent._routing import (
-    Action,
-    CutOption,
-    RoutingContext,
-    RoutingDecision,
-    RoutingPolicy,
-    ThresholdRouting,
-)
 from edge_agent._runtime import EdgeRuntime, HeadState, entropy
 from edge_agent._settings import EdgeSettings
 from edge_agent._stream import SessionClient, StreamMetrics, backoff_delay
@@ -30,37 +22,31 @@ from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route, Tim
 
 __all__ = [
     "AGENT_VERSION",
-    "Action",
     "CacheMetrics",
     "CachedAnswer",
-    "CutOption",
     "EdgeAgent",
     "EdgeResult",
     "EdgeRuntime",
     "EdgeSettings",
     "ExitOutput",
     "HeadState",
-    "PolicyEngineAdapter",
     "Reconciliation",
     "ReplayEntry",
     "ReplayMetrics",
     "ReplayQueue",
     "ResultCache",
     "Route",
-    "RoutingContext",
-    "RoutingDecision",
-    "RoutingPolicy",
     "SessionClient",
     "StreamMetrics",
     "SyncEdgeAgent",
-    "ThresholdRouting",
     "Timing",
     "backoff_delay",
-    "bundle_profile",
     "channel_credentials",
     "content_key",
-    "engine_heuristic",
+    "default_policy",
+    "device_profile",
     "entropy",
+    "guarded_decide",
     "load_key",
     "parse_key",
 ]

@@ -24,15 +24,15 @@ from edge_agent import _convert as conv
 from edge_agent._cache import CachedAnswer, ResultCache, content_key
 from edge_agent._features import EncodedFeatures, encode_features, entropy_models, model_for
 from edge_agent._load import EdgeLoad
-from edge_agent._policy_engine import engine_heuristic
+from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
-from edge_agent._routing import Action, CutOption, RoutingContext, RoutingPolicy
 from edge_agent._runtime import EdgeRuntime, HeadState
 from edge_agent._settings import EdgeSettings
 from edge_agent._stream import SessionClient
 from edge_agent._telemetry import AgentStats, TelemetryBuffer, event_of, telemetry_loop
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route, Timing
+from policy import Action, DecisionContext, FallbackPolicy, Policy
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class EdgeAgent:
     """Embeddable edge agent. ``async with EdgeAgent(settings) as agent: await agent.infer(x)``.
 
     ``policy`` decides after each non-confident exit (default: the policy engine's heuristic
-    when available, else :class:`ThresholdRouting`); ``on_reconcile`` is called for every replay
+    on this device's measured profile; a fault or an answer the device cannot carry out falls back
+    to :class:`policy.FallbackPolicy`); ``on_reconcile`` is called for every replay
     entry that is delivered, expires, is lost (tampered/corrupted) or dropped.
     """
 
@@ -78,7 +79,7 @@ class EdgeAgent:
         settings: EdgeSettings | None = None,
         *,
         bundle: Bundle | str | Path | None = None,
-        policy: RoutingPolicy | None = None,
+        policy: Policy | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         on_reconcile: Callable[[Reconciliation], None] | None = None,
     ) -> None:
@@ -93,9 +94,12 @@ class EdgeAgent:
         self.model_name = self.settings.model_name or self.bundle.name
         self._policy_cut: str | None = None
         self._policy_codec: str | None = None
-        self.policy = policy or engine_heuristic(
+        profile = device_profile(
             self.runtime, {c.name: self._cut_codec(c.name) for c in self.bundle.cut_points}
         )
+        self.policy: Policy = policy or default_policy(profile)
+        self._fallback = FallbackPolicy(profile)
+        self._applied_policy: tuple[str, str] | None = None
         self._credentials = credentials
         self._on_reconcile = on_reconcile
         st = self.settings
@@ -218,11 +222,20 @@ class EdgeAgent:
         """Wait for the session stream (False without a gateway or on timeout)."""
         return self.client is not None and await self.client.wait_connected(timeout)
 
+    def set_thresholds(self, by_exit: dict[str, float]) -> None:
+        """Replace per-exit confidence thresholds (by exit name) in the runtime, the policy and
+        the fallback rule; unknown exit names are ignored."""
+        self.runtime.set_thresholds(by_exit)
+        self.policy.set_thresholds(by_exit)
+        self._fallback.set_thresholds(by_exit)
+
     def _apply_policy(self, p: conv.PolicyThresholds) -> None:
-        self.runtime.set_thresholds(p.exit_thresholds)
-        setter = getattr(self.policy, "set_thresholds", None)
-        if callable(setter):
-            setter(p.exit_thresholds)
+        # Welcome repeats the current policy on every reconnect: apply each version once, so a
+        # reconnect does not undo what was applied since.
+        if self._applied_policy == (p.policy_id, p.policy_version):
+            return
+        self._applied_policy = (p.policy_id, p.policy_version)
+        self.set_thresholds(p.exit_thresholds)
         self._policy_cut = p.cut_point or None
         self._policy_codec = p.codec or None
         log.info("policy %s v%s applied", p.policy_id, p.policy_version)
@@ -296,13 +309,13 @@ class EdgeAgent:
             if rt.done(state):
                 return self._local(req, ex, Route.EDGE)
             ctx = self._context(req, ex)
-            decision = self.policy.decide(ctx)
+            decision = guarded_decide(self.policy, self._fallback, ctx)
             action = decision.action
             if (
                 action is Action.CONTINUE_LOCAL
-                and not ctx.connected
+                and not ctx.link_up
                 and ctx.replay_available
-                and ctx.cuts
+                and ctx.cut_points
                 and not ex.confident
             ):
                 # Offline with a replay queue: the rest of the chain still gives the local
@@ -326,31 +339,30 @@ class EdgeAgent:
         spec = self.bundle.cut_point(cut).codec
         return spec.default if spec is not None else "raw"
 
-    def _context(self, req: _Request, ex: ExitOutput) -> RoutingContext:
+    def _context(self, req: _Request, ex: ExitOutput) -> DecisionContext:
         state = req.state
         wanted = self.settings.routing.cut_point or self._policy_cut
-        cuts = [
-            CutOption(c.name, int(c.float32_bytes), self._cut_codec(c.name))
-            for c in self.runtime.available_cuts(state)
-            if wanted is None or c.name == wanted
-        ]
         client = self.client
-        return RoutingContext(
-            device_id=self.settings.device_id,
-            model_name=self.model_name,
+        connected = client is not None and client.connected
+        elapsed_ms = (time.perf_counter() - req.t0) * 1e3
+        return DecisionContext(
             exit_index=ex.index,
-            exit_confidences=tuple(e.confidence for e in state.exits),
+            confidences=tuple(e.confidence for e in state.exits),
             entropy=ex.entropy,
-            threshold=ex.threshold,
-            rtt_s=client.net.rtt_s if client else 0.0,
-            bandwidth_bps=client.net.bandwidth_bps if client else 0.0,
-            deadline_s=req.deadline - time.time(),
-            connected=client is not None and client.connected,
-            can_continue=not self.runtime.done(state),
-            cuts=cuts,
-            device_class=self.settings.device_class,
-            replay_available=self.replay is not None,
+            rtt_ms=client.net.rtt_s * 1e3 if client else 0.0,
+            bandwidth_mbps=client.net.bandwidth_bps / 1e6 if client and connected else 0.0,
             edge_load=self._load.value(),
+            deadline_ms=elapsed_ms + (req.deadline - time.time()) * 1e3,
+            elapsed_ms=elapsed_ms,
+            device_class=self.settings.device_class,
+            device_id=self.settings.device_id,
+            request_id=req.request_id,
+            cut_points=tuple(
+                c.name
+                for c in self.runtime.available_cuts(state)
+                if wanted is None or c.name == wanted
+            ),
+            replay_available=self.replay is not None,
         )
 
     def _timing(self, req: _Request, **parts: float) -> Timing:

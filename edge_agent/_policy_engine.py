@@ -1,24 +1,20 @@
-"""Bridge to the policy engine (package ``policy``): builds the engine's BundleProfile from the
-bundle and timings measured on this device, and adapts the engine's DecisionContext/Decision to
-the agent's RoutingContext/RoutingDecision."""
+"""The device's policy: the ``policy`` package's types and policies, with a profile measured on
+this device and a guard that never lets a policy fault or an impossible answer fail inference.
+
+The agent builds a :class:`policy.DecisionContext` (milliseconds, Mbit/s) and asks any
+:class:`policy.Policy`; there is no edge-side copy of the vocabulary and no unit conversion.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+import policy
 from edge_agent._features import encode_features, entropy_models, model_for
-from edge_agent._routing import (
-    Action,
-    RoutingContext,
-    RoutingDecision,
-    RoutingPolicy,
-    ThresholdRouting,
-)
 
 if TYPE_CHECKING:
     from edge_agent._runtime import EdgeRuntime
@@ -32,7 +28,7 @@ def _zero_input(runtime: EdgeRuntime) -> np.ndarray:
 
 
 def _segment_ms(runtime: EdgeRuntime, repeats: int = 5) -> dict[str, float]:
-    """Median wall time of each chain segment on a zero input, measured here."""
+    """Median wall time of each chain segment on a zero input, measured here, milliseconds."""
     x = _zero_input(runtime)
     times: dict[str, list[float]] = {name: [] for name in runtime.chain}
     for _ in range(repeats):
@@ -44,11 +40,9 @@ def _segment_ms(runtime: EdgeRuntime, repeats: int = 5) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
-    """The engine's ``BundleProfile`` for this bundle on this device (compute measured now;
-    codec sizes from encoding one real activation of each cut)."""
-    import policy
-
+def device_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> policy.BundleProfile:
+    """The bundle's profile on this device: compute measured now, and per cut the coded size of
+    one real activation with the codec the device uses there."""
     state = runtime.start(_zero_input(runtime))
     models = entropy_models(runtime.bundle)
     runtime.run_to_end(state)
@@ -63,80 +57,27 @@ def bundle_profile(runtime: EdgeRuntime, codec_for: dict[str, str]) -> Any:
     )
 
 
-class PolicyEngineAdapter:
-    """Runs a ``policy.Policy`` for the agent; an engine fault or an answer the agent cannot
-    carry out (offload while offline, an unknown cut) falls back to :class:`ThresholdRouting`."""
-
-    def __init__(self, engine: Any, exit_names: list[str] | None = None) -> None:
-        self.engine = engine
-        self.exit_names = exit_names or []
-        self._fallback = ThresholdRouting()
-
-    def set_thresholds(self, thresholds: dict[str, float]) -> None:
-        """Apply per-exit thresholds from a PolicyUpdate to engines that keep them."""
-        current = getattr(self.engine, "thresholds", None)
-        if not isinstance(current, list) or len(current) != len(self.exit_names):
-            return
-        self.engine.thresholds = [
-            float(thresholds.get(name, old))
-            for name, old in zip(self.exit_names, current, strict=True)
-        ]
-
-    def decide(self, ctx: RoutingContext) -> RoutingDecision:
-        import policy
-
-        try:
-            decision = self.engine.decide(
-                policy.DecisionContext(
-                    exit_index=ctx.exit_index,
-                    confidences=tuple(ctx.exit_confidences),
-                    entropy=ctx.entropy,
-                    rtt_ms=ctx.rtt_s * 1e3,
-                    bandwidth_mbps=ctx.bandwidth_bps / 1e6 if ctx.connected else 0.0,
-                    edge_load=ctx.edge_load,
-                    deadline_ms=max(ctx.deadline_s, 0.0) * 1e3,
-                    elapsed_ms=0.0,
-                    device_class=ctx.device_class or "default",
-                    device_id=ctx.device_id,
-                )
-            )
-            action = Action[decision.action.name]
-        except Exception as exc:  # an engine fault must never fail inference
-            log.warning("policy engine failed (%s); using the threshold rule", exc)
-            return self._fallback.decide(ctx)
-        cuts = {c.name: c for c in ctx.cuts}
-        cut = decision.cut_point or ""
-        if action is Action.OFFLOAD and (not ctx.connected or cut not in cuts):
-            return self._fallback.decide(ctx)
-        if action is Action.CONTINUE_LOCAL and not ctx.can_continue:
-            return self._fallback.decide(ctx)
-        thr = decision.threshold
-        latency = decision.expected_latency_ms
-        return RoutingDecision(
-            action,
-            cut_point=cut,
-            codec=decision.codec or (cuts[cut].codec if cut in cuts else ""),
-            threshold=0.0 if math.isnan(thr) else float(thr),
-            expected_latency_s=0.0 if math.isnan(latency) else latency / 1e3,
-            policy_id=decision.policy_id or self.engine.kind,
-            policy_version=str(decision.policy_version),
-            propensity=float(decision.propensity),
-        )
+def default_policy(profile: policy.BundleProfile) -> policy.HeuristicPolicy:
+    """The heuristic on the device's own measured profile (no slowdown factor)."""
+    model = policy.LatencyModel(profile, edge_slowdown=1.0)
+    return policy.HeuristicPolicy(profile, latency_model=model)
 
 
-def engine_heuristic(runtime: EdgeRuntime, codec_for: dict[str, str]) -> RoutingPolicy:
-    """The engine's HeuristicPolicy for this bundle (device-measured profile, no slowdown),
-    or :class:`ThresholdRouting` when the engine is not installed or cannot be built."""
+def guarded_decide(
+    chosen: policy.Policy, fallback: policy.Policy, ctx: policy.DecisionContext
+) -> policy.Decision:
+    """``chosen``'s decision, or ``fallback``'s when ``chosen`` raises or wants to offload where
+    the device cannot (link down, or a cut point it may not use now)."""
     try:
-        import policy
+        decision = chosen.decide(ctx)
+    except Exception as exc:  # a policy fault must never fail inference
+        log.warning("policy %s failed (%s); using the fallback rule", chosen.policy_id, exc)
+        return fallback.decide(ctx)
+    if decision.action is policy.Action.OFFLOAD and not (
+        ctx.link_up and ctx.may_offload_at(decision.cut_point)
+    ):
+        return fallback.decide(ctx)
+    return decision
 
-        profile = bundle_profile(runtime, codec_for)
-        model = policy.LatencyModel(profile, edge_slowdown=1.0)
-        engine = policy.HeuristicPolicy(profile, latency_model=model)
-        return PolicyEngineAdapter(engine, [e.name for e in runtime.exits])
-    except Exception as exc:
-        log.warning("policy engine heuristic unavailable (%s); using the threshold rule", exc)
-        return ThresholdRouting()
 
-
-__all__ = ["PolicyEngineAdapter", "bundle_profile", "engine_heuristic"]
+__all__ = ["default_policy", "device_profile", "guarded_decide"]

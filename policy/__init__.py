@@ -1,5 +1,6 @@
 """Decisions: heuristic, LinUCB, Thompson sampling, DQN, cut-point selection, trace simulator and
-off-policy evaluation. The core never imports grpc (the transport lives in ``policy.service``).
+off-policy evaluation, online learning from reported outcomes and the versioned policy devices
+run. Never imports grpc: PolicyService and the PolicyUpdate converters live in ``cloud.grpc``.
 
 One interface, :class:`Policy`: ``decide(DecisionContext) -> Decision``, ``update(Outcome)``,
 ``state_dict()`` / ``load_state()``. See docs/policy.md.
@@ -10,6 +11,7 @@ from policy._base import ArmSpace, Featurizer, Policy
 from policy._cut import AdaptiveCutSelector, CutChoice
 from policy._dqn import MLP, DQNPolicy
 from policy._experiments import ArmMetrics, Experiment, Guardrail
+from policy._fallback import FallbackPolicy
 from policy._heuristic import (
     EpsilonGreedy,
     HeuristicPolicy,
@@ -17,11 +19,13 @@ from policy._heuristic import (
     arm_probabilities,
 )
 from policy._learned import LearnedPolicy, expected_latency_ms
+from policy._learning import OnlineLearner, ReportedOutcome
 from policy._manifest import DISABLED_EXIT_THRESHOLD, profile_from_manifest
 from policy._network import PROFILES, NetworkProfile, NetworkSample
 from policy._objective import ObjectiveWeights
 from policy._ope import Estimate, RewardModel, off_policy_evaluate, on_policy_value
 from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec, ExitSpec, LatencyModel
+from policy._publish import DEFAULT_CLASS, PolicyPublisher, PolicySnapshot, snapshot
 from policy._registry import KINDS, dumps_state, make_policy, policy_from_state
 from policy._simulator import Environment, SimConfig, SimResult, Simulator, Step
 from policy._static_eval import StaticConfig, evaluate_static, static_grid, tune_static
@@ -29,6 +33,7 @@ from policy._trace import Trace, entropy_from_confidence, synthetic_profile, syn
 from policy._types import Action, Arm, Decision, DecisionContext, Outcome
 
 __all__ = [
+    "DEFAULT_CLASS",
     "DISABLED_EXIT_THRESHOLD",
     "INPUT_CUT",
     "KINDS",
@@ -51,6 +56,7 @@ __all__ = [
     "Estimate",
     "ExitSpec",
     "Experiment",
+    "FallbackPolicy",
     "Featurizer",
     "Guardrail",
     "HeuristicPolicy",
@@ -60,8 +66,12 @@ __all__ = [
     "NetworkProfile",
     "NetworkSample",
     "ObjectiveWeights",
+    "OnlineLearner",
     "Outcome",
     "Policy",
+    "PolicyPublisher",
+    "PolicySnapshot",
+    "ReportedOutcome",
     "RewardModel",
     "SimConfig",
     "SimResult",
@@ -81,6 +91,7 @@ __all__ = [
     "on_policy_value",
     "policy_from_state",
     "profile_from_manifest",
+    "snapshot",
     "static_grid",
     "synthetic_profile",
     "synthetic_trace",

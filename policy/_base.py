@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,16 @@ class Policy(abc.ABC):
         """Restore what :meth:`state_dict` produced."""
         self.policy_id = str(state.get("policy_id", self.policy_id))
         self.version = int(state.get("version", self.version))
+
+    def set_thresholds(self, by_exit: Mapping[str, float]) -> None:
+        """Replace per-exit confidence thresholds by exit name (what a PolicyUpdate carries) in
+        policies that keep them; unknown exit names are ignored."""
+        profile: BundleProfile | None = getattr(self, "profile", None)
+        current = getattr(self, "thresholds", None)
+        if profile is None or not isinstance(current, list) or len(current) != profile.n_exits:
+            return
+        new = [float(by_exit.get(e.name, t)) for e, t in zip(profile.exits, current, strict=True)]
+        setattr(self, "thresholds", new)  # noqa: B010 - declared by the subclasses that keep them
 
 
 class ArmSpace:

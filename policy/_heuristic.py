@@ -70,6 +70,8 @@ class HeuristicPolicy(Policy):
         for cut in self.profile.cuts:
             if not (cut.after_exit == k or (cut.name == INPUT_CUT and k == 0)):
                 continue
+            if not ctx.may_offload_at(cut.name):
+                continue
             for codec, cost in cut.codecs.items():
                 if cost.accuracy_drop > self.selector.accuracy_budget:
                     continue

@@ -48,21 +48,26 @@ class DecisionContext:
     entropy: float = 0.0
     """Predictive entropy (nats) of the current exit's calibrated distribution."""
     rtt_ms: float = 20.0
-    """Current round-trip-time estimate to the gateway."""
+    """Current round-trip-time estimate to the gateway, milliseconds."""
     bandwidth_mbps: float = 10.0
-    """Current uplink bandwidth estimate; 0 means the link is down."""
+    """Current uplink bandwidth estimate, Mbit/s; 0 means the link is down."""
     edge_load: float = 0.0
     """Device load in [0, 1]; local compute slows down as it rises."""
     deadline_ms: float = 100.0
-    """Latency budget (SLA) for the whole request, measured from its arrival."""
+    """Latency budget (SLA) for the whole request, milliseconds from its arrival."""
     elapsed_ms: float = 0.0
-    """Time already spent on this request."""
+    """Time already spent on this request, milliseconds."""
     modality: str = "image"
     cost_budget: float = math.inf
     """Cloud cost the request may spend, in the objective's cost units (inf: no limit; 0: none)."""
     device_class: str = "default"
     device_id: str = ""
     request_id: str = ""
+    cut_points: tuple[str, ...] | None = None
+    """Cut points the device may offload at now (features computed, cut allowed); None: every
+    cut point of the profile."""
+    replay_available: bool = False
+    """The device keeps a replay queue: deferring (answer now, refine later) is possible."""
 
     @property
     def confidence(self) -> float:
@@ -72,6 +77,15 @@ class DecisionContext:
     @property
     def link_up(self) -> bool:
         return self.bandwidth_mbps > 0.0
+
+    @property
+    def remaining_ms(self) -> float:
+        """Time left until the deadline, milliseconds."""
+        return self.deadline_ms - self.elapsed_ms
+
+    def may_offload_at(self, cut_point: str) -> bool:
+        """Whether the device may offload at ``cut_point`` now."""
+        return self.cut_points is None or cut_point in self.cut_points
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ class Decision:
     cut_point: str = ""
     codec: str = ""
     expected_latency_ms: float = math.nan
+    """Predicted end-to-end latency of the request under this decision, milliseconds."""
     threshold: float = math.nan
     policy_id: str = ""
     policy_version: int = 0

@@ -26,6 +26,8 @@ import numpy as np
 from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from benchmarks.policy._machine import machine_info
+from cloud.grpc._policy import add_to_server
+from cloud.grpc._policy_converters import context_to_proto
 from policy import (
     PROFILES,
     DecisionContext,
@@ -38,7 +40,6 @@ from policy import (
     make_policy,
     synthetic_trace,
 )
-from policy.service import add_to_server, context_to_proto
 
 RESULTS = Path("benchmarks/results")
 TRACE = RESULTS / "policy_trace_fmnist_branchy.npz"

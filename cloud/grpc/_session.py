@@ -21,9 +21,11 @@ from google.protobuf.message import DecodeError
 from cloud.core import ByteBudget, DataPlane, InferenceResult, ModelSpec, SessionCore, SessionLimits
 from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
 from cloud.grpc._errors import rpc_status
+from cloud.grpc._policy import push_policy_updates, welcome_policy
 from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError
+from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,15 @@ class SessionServicer:
     """Holds every open session; ``drain`` is called on shutdown."""
 
     def __init__(
-        self, dataplane: DataPlane, limits: SessionLimits, global_budget: ByteBudget, insecure: bool
+        self,
+        dataplane: DataPlane,
+        limits: SessionLimits,
+        global_budget: ByteBudget,
+        insecure: bool,
+        policies: PolicyPublisher | None = None,
     ) -> None:
         self._dp = dataplane
+        self._policies = policies
         self._limits = limits
         self._budget = global_budget
         self._insecure = insecure
@@ -150,6 +158,14 @@ class SessionServicer:
         w.initial_credit_bytes = core.initial_credit_bytes
         w.gateway_version = "0.1.0"
         w.inline_payloads = True
+        stop_policy_updates = None
+        if self._policies is not None and caps.accepts_policy_updates:
+            policy = welcome_policy(self._policies, hello.device_class)
+            if policy is not None:
+                w.policy.CopyFrom(policy)
+            stop_policy_updates = push_policy_updates(
+                self._policies, hello.device_class, queue.put_nowait
+            )
         self._streams.add(stream)
         gauge = self._dp.metrics.open_streams.labels("session")
         gauge.inc()
@@ -170,6 +186,8 @@ class SessionServicer:
                 if eof and core.inflight == 0:
                     break
         finally:
+            if stop_policy_updates is not None:
+                stop_policy_updates()
             gauge.dec()
             self._streams.discard(stream)
             reader.cancel()

@@ -9,8 +9,9 @@ import pytest
 from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
 from google.protobuf import duration_pb2
 
+from cloud.grpc._policy import PolicyServicer, add_to_server
+from cloud.grpc._policy_converters import context_to_proto
 from policy import DecisionContext, LinUCBPolicy, dumps_state, policy_from_state, synthetic_profile
-from policy.service import PolicyServicer, add_to_server, context_to_proto
 
 
 @pytest.fixture

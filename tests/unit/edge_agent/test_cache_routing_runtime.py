@@ -1,4 +1,4 @@
-"""Cache, routing rule, calibration maths and the head runtime."""
+"""Cache, calibration maths and the head runtime (the fallback rule: tests/unit/policy)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import pytest
 from common.bundle import load_bundle
 from common.confidence import softmax
 from edge_agent import (
-    Action,
     CachedAnswer,
-    CutOption,
     EdgeRuntime,
     ResultCache,
-    RoutingContext,
-    ThresholdRouting,
     content_key,
     entropy,
 )
@@ -56,39 +52,6 @@ def test_content_key_depends_on_bytes_shape_and_dtype() -> None:
     assert content_key(x) == content_key(x.copy())
     assert content_key(x) != content_key(x.reshape(4))
     assert content_key(x) != content_key(x.astype(np.float32))
-
-
-def _ctx(**kw: object) -> RoutingContext:
-    base: dict[str, object] = dict(
-        device_id="d",
-        model_name="m",
-        exit_index=0,
-        exit_confidences=(0.5,),
-        entropy=1.0,
-        threshold=0.9,
-        rtt_s=0.01,
-        bandwidth_bps=10e6,
-        deadline_s=0.2,
-        connected=True,
-        can_continue=True,
-        cuts=[CutOption("cut1", 25088, "raw")],
-    )
-    base.update(kw)
-    return RoutingContext(**base)  # type: ignore[arg-type]
-
-
-def test_threshold_routing_decisions() -> None:
-    r = ThresholdRouting()
-    assert r.decide(_ctx(exit_confidences=(0.95,))).action is Action.EXIT_LOCAL
-    off = r.decide(_ctx())
-    assert off.action is Action.OFFLOAD and off.cut_point == "cut1" and off.codec == "raw"
-    # 25 kB at 100 kbit/s takes 2 s: does not fit a 200 ms deadline -> continue locally.
-    assert r.decide(_ctx(bandwidth_bps=1e5)).action is Action.CONTINUE_LOCAL
-    assert r.decide(_ctx(bandwidth_bps=1e5, can_continue=False)).action is Action.EXIT_LOCAL
-    assert r.decide(_ctx(connected=False)).action is Action.CONTINUE_LOCAL
-    assert r.decide(_ctx(connected=False, replay_available=True)).action is Action.DEFER
-    assert r.decide(_ctx(connected=False, can_continue=False)).action is Action.EXIT_LOCAL
-    assert r.decide(_ctx(threshold=None)).action is Action.OFFLOAD  # disabled exit
 
 
 def test_calibration_maths() -> None:

@@ -1,17 +1,16 @@
-"""Proto <-> core conversions for PolicyService; the only module here that touches *_pb2 types.
+"""Proto <-> policy conversions (PolicyService and the PolicyUpdate pushed on session streams).
 Incoming messages are validated and rejected with INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
 import math
-import time
 
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.policy.v1 import policy_pb2
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from common.errors import InvalidArgument
-from policy._types import Action, Decision, DecisionContext
+from policy import Action, Decision, DecisionContext, PolicySnapshot, ReportedOutcome
 
 _ACTION_TO_PB = {
     Action.EXIT_LOCAL: policy_pb2.ACTION_EXIT_LOCAL,
@@ -139,14 +138,31 @@ def decision_from_proto(msg: policy_pb2.Decision) -> Decision:
     )
 
 
-def latency_ms_from_proto(d: duration_pb2.Duration) -> float:
-    return _ms(d)
+def outcome_from_proto(msg: policy_pb2.Outcome) -> ReportedOutcome:
+    """A reported outcome (latency in milliseconds)."""
+    return ReportedOutcome(
+        decision_id=msg.decision_id,
+        correct=msg.correct,
+        latency_ms=_ms(msg.latency),
+        cloud_cost=msg.cloud_cost,
+        bytes_sent=msg.bytes_sent,
+    )
 
 
-def now_timestamp() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(time.time_ns())
-    return ts
+def snapshot_to_proto(snap: PolicySnapshot) -> policy_pb2.PolicyUpdate:
+    """The PolicyUpdate that carries ``snap`` to devices."""
+    msg = policy_pb2.PolicyUpdate(
+        policy_id=snap.policy_id,
+        policy_version=str(snap.policy_version),
+        kind=snap.kind,
+        exit_thresholds=snap.exit_thresholds,
+        cut_point=snap.cut_point,
+        state=snap.state,
+    )
+    msg.created_at.FromNanoseconds(round(snap.created_at * 1e9))
+    if snap.codec:
+        msg.codec.CopyFrom(tensor_pb2.CodecSpec(text=snap.codec))
+    return msg
 
 
 __all__ = [
@@ -154,6 +170,6 @@ __all__ = [
     "context_to_proto",
     "decision_from_proto",
     "decision_to_proto",
-    "latency_ms_from_proto",
-    "now_timestamp",
+    "outcome_from_proto",
+    "snapshot_to_proto",
 ]

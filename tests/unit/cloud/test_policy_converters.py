@@ -7,14 +7,14 @@ import math
 import pytest
 from aiml021.policy.v1 import policy_pb2
 
-from common.errors import InvalidArgument
-from policy import Action, Decision, DecisionContext
-from policy.service import (
+from cloud.grpc._policy_converters import (
     context_from_proto,
     context_to_proto,
     decision_from_proto,
     decision_to_proto,
 )
+from common.errors import InvalidArgument
+from policy import Action, Decision, DecisionContext
 
 
 def good() -> DecisionContext:
