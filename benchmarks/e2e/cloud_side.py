@@ -58,7 +58,8 @@ async def main() -> None:
         triton = None
         triton_name = ""
         if not args.no_triton:
-            from cloud.backends.triton import spec_from_onnx, triton_model_ref
+            from cloud.backends.triton import triton_model_ref
+            from cloud.core import spec_from_onnx
             from scripts.triton import TritonServer
 
             spec = spec_from_onnx(args.models / "fmnist_branchy" / "full.onnx", name=TRITON_MODEL)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -31,7 +30,7 @@ from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
 from cloud._settings import TritonSettings
-from cloud.core import Backend, ModelKey, ModelSpec, TensorSpec
+from cloud.core import Backend, ModelKey, ModelSpec
 from common import dtypes
 from common.errors import (
     AimlError,
@@ -176,35 +175,4 @@ def _decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     return out
 
 
-def spec_from_onnx(
-    path: str | Path, name: str | None = None, version: str = "1", max_batch_size: int = 64
-) -> ModelSpec:
-    """A :class:`ModelSpec` read from an ONNX file's graph inputs and outputs (batch dim first)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-
-    def specs(values: Sequence[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
-        out = []
-        for v in values:
-            if v.name in initializers:
-                continue
-            t = v.type.tensor_type
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
-            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-            out.append(TensorSpec(v.name, dtype, shape))
-        return tuple(out)
-
-    p = Path(path)
-    return ModelSpec(
-        name=name or p.stem,
-        version=version,
-        onnx_path=p,
-        inputs=specs(model.graph.input),
-        outputs=specs(model.graph.output),
-        max_batch_size=max_batch_size,
-    )
-
-
-__all__ = ["TritonBackend", "TritonSettings", "spec_from_onnx", "triton_model_ref"]
+__all__ = ["TritonBackend", "TritonSettings", "triton_model_ref"]

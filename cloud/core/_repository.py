@@ -79,8 +79,11 @@ def specs_from_bundle(root: Path, max_batch_size: int) -> list[ModelSpec]:
     return specs
 
 
-def spec_from_onnx(path: Path, max_batch_size: int, version: str = "1") -> ModelSpec:
-    """Model spec of a bare ONNX file (inputs and outputs read from its graph)."""
+def spec_from_onnx(
+    path: str | Path, max_batch_size: int = 64, version: str = "1", *, name: str | None = None
+) -> ModelSpec:
+    """Model spec of a bare ONNX file (inputs and outputs read from its graph, initializers
+    excluded; the first dimension is the batch); served as ``name`` (default: the file stem)."""
     import onnx
     from onnx import helper
 
@@ -93,8 +96,9 @@ def spec_from_onnx(path: Path, max_batch_size: int, version: str = "1") -> Model
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
         return TensorSpec(vi.name, dtype, dims)
 
+    path = Path(path)
     return ModelSpec(
-        name=path.stem,
+        name=name or path.stem,
         version=version,
         onnx_path=path,
         inputs=tuple(conv(v) for v in graph.input if v.name not in inits),

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.backends.triton import spec_from_onnx, triton_model_ref
-from cloud.core import ModelSpec
+from cloud.backends.triton import triton_model_ref
+from cloud.core import ModelSpec, spec_from_onnx
 from common.errors import Unavailable
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,7 @@ from aiml021.common.v1 import tensor_pb2
 from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from cloud.backends.triton import spec_from_onnx
-from cloud.core import ModelRepository, RegistryView, RolloutManager
+from cloud.core import ModelRepository, RegistryView, RolloutManager, spec_from_onnx
 from cloud.grpc import add_cache_service, add_deploy_service, add_registry_service
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model

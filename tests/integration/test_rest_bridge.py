@@ -16,9 +16,15 @@ import schemathesis
 import uvicorn
 
 from cloud.backends import OnnxRuntimeBackend
-from cloud.backends.triton import spec_from_onnx
 from cloud.batching import DynamicBatching
-from cloud.core import DataPlane, ModelRepository, RegistryView, RolloutManager, RolloutRouter
+from cloud.core import (
+    DataPlane,
+    ModelRepository,
+    RegistryView,
+    RolloutManager,
+    RolloutRouter,
+    spec_from_onnx,
+)
 from cloud.rest import RestBridge
 from cloud.stores import MemoryResultCache
 from tests.support.tiny_models import tail_model

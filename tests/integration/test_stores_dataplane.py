@@ -14,9 +14,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from cloud.backends import Backend, OnnxRuntimeBackend
-from cloud.backends.triton import spec_from_onnx
 from cloud.batching import BatcherConfig, DynamicBatching
-from cloud.core import DataPlane, InferenceRequest, ModelKey, ModelRepository, ModelSpec
+from cloud.core import (
+    DataPlane,
+    InferenceRequest,
+    ModelKey,
+    ModelRepository,
+    ModelSpec,
+    spec_from_onnx,
+)
 from cloud.stores import MetadataWriter, RedisIdempotencyStore, SqliteMetadataBackend
 from common.errors import FailedPrecondition
 from tests.integration._services import redis_server, redis_url

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from cloud.backends import OnnxRuntimeBackend
-from cloud.backends.triton import TritonBackend, TritonSettings, spec_from_onnx, triton_model_ref
-from cloud.core import ModelKey, ModelSpec
+from cloud.backends.triton import TritonBackend, TritonSettings, triton_model_ref
+from cloud.core import ModelKey, ModelSpec, spec_from_onnx
 from common.errors import InvalidArgument, NotFound, Unavailable
 from scripts.triton import REPO_ROOT, TritonServer
 from tests.support.tiny_models import tail_model

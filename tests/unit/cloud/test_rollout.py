@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from cloud.backends import OnnxRuntimeBackend
-from cloud.backends.triton import spec_from_onnx
 from cloud.batching import DynamicBatching
 from cloud.core import (
     DataPlane,
@@ -23,6 +22,7 @@ from cloud.core import (
     RolloutRouter,
     RolloutState,
     hash_fraction,
+    spec_from_onnx,
 )
 from common.errors import InvalidArgument, NotFound, Unavailable
 from tests.support.tiny_models import tail_model
