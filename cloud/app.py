@@ -61,6 +61,7 @@ from cloud.grpc import (
 from cloud.rest import RestBridge
 from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
 from common.errors import InvalidArgument
+from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,11 @@ class Gateway:
         )
         budget = ByteBudget(s.session.global_buffer_bytes)
         self.metrics.buffered_bytes.set_function(lambda: budget.used)
-        self.sessions = SessionServicer(self.dataplane, self.limits, budget, s.tls.insecure)
+        self.policies = PolicyPublisher()
+        """What devices run, pushed as PolicyUpdate on their session streams."""
+        self.sessions = SessionServicer(
+            self.dataplane, self.limits, budget, s.tls.insecure, self.policies
+        )
         self.policy = policy
         self.rest = RestBridge(self.dataplane, self.registry, self.rollouts, self.cache_store)
         """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
@@ -189,14 +194,14 @@ class Gateway:
             from cloud._policy import gateway_policy
 
             st = self.settings
-            self.policy = gateway_policy(st.models_dir, st.policy.bundle)
+            self.policy = gateway_policy(st.models_dir, st.policy.bundle, st.policy)
         if self.policy is not None:
-            from aiml021.policy.v1 import policy_pb2
+            from cloud.grpc._policy import SERVICE as POLICY_SERVICE
+            from cloud.grpc._policy import add_to_server
 
-            from policy.service import add_to_server
-
-            add_to_server(server, self.policy)
-            names.append(policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name)
+            self.policies.publish(self.policy)
+            add_to_server(server, self.policy, self.policies)
+            names.append(POLICY_SERVICE)
         return names
 
     def _mount_grpc(self, server: grpc.aio.Server) -> list[str]:
