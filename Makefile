@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 setup: system-deps $(STAMP) $(BUF) triton
 
 # Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
-# PostgreSQL and Redis server binaries for the integration tests.
+# PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames.
 system-deps:
 	@need=()
 	[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
@@ -24,6 +24,7 @@ system-deps:
 	command -v grpc_java_plugin >/dev/null || need+=(protobuf-compiler-grpc-java-plugin)
 	command -v redis-server >/dev/null || need+=(redis-server)
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 	if [ $${#need[@]} -gt 0 ]; then
 	  echo "installing Debian packages: $${need[*]}"
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${need[@]}"
