@@ -10,6 +10,7 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class GatewayMetrics:
@@ -103,6 +104,14 @@ class GatewayMetrics:
         self.telemetry_dropped = Counter(
             "aiml021_gateway_telemetry_dropped",
             "Telemetry events devices report having dropped (their buffer was full).",
+            registry=r,
+        )
+        self.offload_confidence = Histogram(
+            "aiml021_gateway_offload_exit_confidence",
+            "Calibrated confidence of the device's last exit when it offloaded (its request "
+            "context): how sure devices were when they asked the cloud, by model and device class.",
+            ["model", "device_class"],
+            buckets=_CONFIDENCE_BUCKETS,
             registry=r,
         )
         self._children: dict[tuple[object, ...], Any] = {}

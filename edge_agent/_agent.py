@@ -492,6 +492,7 @@ class EdgeAgent:
                     network_ms=max(rtt_ms - server_ms, 0.0),
                     cloud_compute_ms=answer.cloud_compute_ms,
                     queue_ms=answer.queue_ms,
+                    decode_ms=answer.decode_ms,
                 ),
                 bytes_sent=len(feats.payload),
                 cut_point=name,

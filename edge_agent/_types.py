@@ -32,6 +32,8 @@ class Timing:
     network_ms: float = 0.0
     cloud_compute_ms: float = 0.0
     queue_ms: float = 0.0
+    decode_ms: float = 0.0
+    """Gateway time decoding the offloaded features (from the answer's timing)."""
     total_ms: float = 0.0
 
 

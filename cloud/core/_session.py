@@ -16,6 +16,7 @@ chunk that follows it fails the request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class _Pending:
     future: asyncio.Future[InferenceResult] | None = None
     request: InferenceRequest | None = None
     inline: bool = False
+    decode_s: float = 0.0
 
 
 class SessionCore:
@@ -284,7 +286,7 @@ class SessionCore:
             model_version=h.model_version,  # empty: the rollout (if any) picks the version
             inputs={},
             request_id=h.request_id,
-            deadline=h.deadline,
+            deadline=h.answer_deadline(),
             priority=h.priority,
             idempotency_key=h.idempotency_key,
             payload_digest=h.payload_digest,
@@ -296,13 +298,20 @@ class SessionCore:
             offload_reason="deferred" if h.deferred else "offload",
         )
         p.request = req
+        if h.context is not None:  # how sure the device was when it asked the cloud
+            m = self._dp.metrics
+            m.child(m.offload_confidence, h.model_name, h.context.device_class).observe(
+                h.context.confidence
+            )
         try:
+            t0 = time.perf_counter()
             arr = decode_payload(
                 payload,
                 h.payload,
                 self.limits.max_request_bytes * 64,
                 self._dp.entropy_models(p.spec),
             )
+            p.decode_s = time.perf_counter() - t0
             if arr.ndim == len(p.spec.inputs[0].shape) - 1:
                 arr = arr[None]
             req.inputs = {p.spec.inputs[0].name: arr}
@@ -329,7 +338,7 @@ class SessionCore:
             return
         exc = fut.exception()
         if exc is None:
-            result = fut.result()
+            result = dataclasses.replace(fut.result(), decode_s=p.decode_s)
             self._sink.result(rid, result, p.spec)
             self._dp.record(p.request, "OK", result, p.header.total_bytes)
             return

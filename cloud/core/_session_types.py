@@ -8,6 +8,7 @@ from typing import Protocol
 from cloud.core._codec import PayloadFormat
 from cloud.core._types import InferenceResult, ModelSpec, Priority
 from common.errors import AimlError
+from policy import DecisionContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,15 @@ class RequestHeader:
     """A deferred refinement replayed from the device's offline queue."""
     inline_payload: bytes = b""
     """The whole payload when the header carries it inline; empty when chunks follow."""
+    context: DecisionContext | None = None
+    """What the device knew when it offloaded (InferHeader.context), in the policy's terms."""
+
+    def answer_deadline(self) -> float | None:
+        """The last instant an answer is worth computing: the device's deadline less the half
+        of its RTT the answer needs to travel back (monotonic; None: no deadline)."""
+        if self.deadline is None or self.context is None:
+            return self.deadline
+        return self.deadline - self.context.rtt_ms / 2e3
 
 
 @dataclass(slots=True)

@@ -119,6 +119,8 @@ class InferenceResult:
     queue_s: float = 0.0
     compute_s: float = 0.0
     batch_size: int = 1
+    decode_s: float = 0.0
+    """Time the gateway spent decoding the request's coded payload (sessions)."""
     top_class: int | None = None
     """Top class of a single-sample classifier answer (set once by ``calibrate``)."""
     confidence: float | None = None

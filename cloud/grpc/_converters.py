@@ -26,6 +26,7 @@ from cloud.core import (
     SessionLimits,
     calibrate,
 )
+from cloud.grpc._policy_converters import request_context_from_proto
 from common import dtypes
 from common.dtypes import dtype_from_proto, dtype_to_proto, dtype_to_v2
 from common.errors import InvalidArgument
@@ -161,6 +162,7 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         payload_digest=h.payload_digest,
         deferred=h.deferred,
         inline_payload=h.payload,
+        context=request_context_from_proto(h.context) if h.HasField("context") else None,
     )
 
 
@@ -209,6 +211,8 @@ def result_to_pb(
     if result.queue_s or result.compute_s:
         r.timing.queue.CopyFrom(_duration(result.queue_s))
         r.timing.cloud_compute.CopyFrom(_duration(result.compute_s))
+    if result.decode_s:
+        r.timing.decode.CopyFrom(_duration(result.decode_s))
     return msg
 
 

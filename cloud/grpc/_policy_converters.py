@@ -80,6 +80,33 @@ def context_from_proto(msg: policy_pb2.DecisionContext) -> DecisionContext:
     )
 
 
+def request_context_from_proto(msg: request_pb2.RequestContext) -> DecisionContext:
+    """What a device knew when it offloaded (``InferHeader.context``) as a decision context:
+    the exit index is that of its last confidence; the deadline travels in the header itself.
+    Values outside their ranges are rejected naming ``InferHeader.context.<field>``."""
+    confs = tuple(float(c) for c in msg.exit_confidences)
+    where = "InferHeader.context"
+    if any(not 0.0 <= c <= 1.0 for c in confs):
+        raise InvalidArgument(f"{where}.exit_confidences: every confidence must lie in [0, 1]")
+    if not math.isfinite(msg.bandwidth_bps) or msg.bandwidth_bps < 0:
+        raise InvalidArgument(f"{where}.bandwidth_bps: must be finite and >= 0 (0: link down)")
+    if not 0.0 <= msg.edge_load <= 1.0:
+        raise InvalidArgument(f"{where}.edge_load: must lie in [0, 1], got {msg.edge_load}")
+    rtt = _ms(msg.rtt)
+    if rtt < 0:
+        raise InvalidArgument(f"{where}.rtt: must not be negative")
+    return DecisionContext(
+        exit_index=max(len(confs) - 1, 0),
+        confidences=confs,
+        entropy=float(msg.entropy),
+        rtt_ms=rtt,
+        bandwidth_mbps=msg.bandwidth_bps / 1e6,
+        edge_load=float(msg.edge_load),
+        modality=_MODALITY.get(msg.modality, "image"),
+        device_class=msg.device_class,
+    )
+
+
 def context_to_proto(ctx: DecisionContext, model_name: str = "") -> policy_pb2.DecisionContext:
     """The proto form of ``ctx`` (deadline sent as the time left)."""
     return policy_pb2.DecisionContext(
@@ -171,5 +198,6 @@ __all__ = [
     "decision_from_proto",
     "decision_to_proto",
     "outcome_from_proto",
+    "request_context_from_proto",
     "snapshot_to_proto",
 ]

@@ -83,3 +83,20 @@ async def test_welcome_carries_the_served_policy_and_publishes_reach_the_agent(
         assert await _until(lambda: cam.runtime.thresholds["exit1"] == 0.5)
         await asyncio.sleep(0.1)
         assert phone.runtime.thresholds["exit1"] == 0.0
+
+
+async def test_the_gateway_reads_the_offload_context_and_reports_decode_time(
+    models: Path, gateway: Gateway
+) -> None:
+    async with _agent(models, gateway, "phone") as phone:
+        assert await phone.wait_connected(10)
+        result = await phone.infer(images(1)[0])
+    assert result.route is Route.CLOUD
+    # The answer's timing carries the gateway's decode time of the coded payload.
+    assert result.timing.decode_ms > 0
+    # The device's confidence when it offloaded, counted by model and device class: below the
+    # served threshold of its exit (0.97 at exit1, 0.96 at exit2).
+    labels = {"model": load_bundle(models / "edge").name, "device_class": "phone"}
+    sample = gateway.metrics.registry.get_sample_value
+    assert sample("aiml021_gateway_offload_exit_confidence_count", labels) == 1
+    assert sample("aiml021_gateway_offload_exit_confidence_bucket", {**labels, "le": "0.99"}) == 1
