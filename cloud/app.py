@@ -16,9 +16,9 @@ import asyncio
 import json
 import logging
 import signal
-from typing import Any
 
 import grpc
+from aiml021.policy.v1 import policy_pb2_grpc
 from aiml021.telemetry.v1 import telemetry_pb2_grpc
 from grpc_health.v1 import health, health_pb2
 from inference import grpc_service_pb2_grpc
@@ -58,10 +58,12 @@ from cloud.grpc import (
     enable_health_and_reflection,
     grpc_server,
 )
+from cloud.grpc._policy import SERVICE as POLICY_SERVICE
+from cloud.grpc._policy import PolicyServicer
 from cloud.rest import RestBridge
 from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
 from common.errors import InvalidArgument
-from policy import PolicyPublisher
+from policy import OnlineLearner, Policy, PolicyPublisher
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class Gateway:
         stores: Stores | None = None,
         result_cache: ResultCache | None = None,
         telemetry_sink: TelemetrySink = discard_telemetry,
-        policy: Any = None,
+        policy: Policy | None = None,
     ) -> None:
         self.settings = s = settings
         if s.rest.port is not None:
@@ -157,7 +159,20 @@ class Gateway:
             self.dataplane, self.limits, budget, s.tls.insecure, self.policies
         )
         self.policy = policy
-        self.rest = RestBridge(self.dataplane, self.registry, self.rollouts, self.cache_store)
+        """The policy PolicyService and REST decide with, and devices are pushed (control
+        services only; by default built from the ``policy`` settings section)."""
+        self.learner: OnlineLearner | None = None
+        if s.control_services:
+            if self.policy is None:
+                from cloud._policy import gateway_policy
+
+                self.policy = gateway_policy(s.models_dir, s.policy.bundle, s.policy)
+            if self.policy is not None:
+                self.learner = OnlineLearner(self.policy)
+                self.policies.publish(self.policy)
+        self.rest = RestBridge(
+            self.dataplane, self.registry, self.rollouts, self.cache_store, self.learner
+        )
         """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
         self._extra: list[tuple[ServiceRegistration, tuple[str, ...]]] = []
         self.service_names: list[str] = []
@@ -190,17 +205,10 @@ class Gateway:
             TelemetryServicer(self.dataplane, self.settings.tls.insecure), server
         )
         names.append(TELEMETRY_SERVICE)
-        if self.policy is None:
-            from cloud._policy import gateway_policy
-
-            st = self.settings
-            self.policy = gateway_policy(st.models_dir, st.policy.bundle, st.policy)
-        if self.policy is not None:
-            from cloud.grpc._policy import SERVICE as POLICY_SERVICE
-            from cloud.grpc._policy import add_to_server
-
-            self.policies.publish(self.policy)
-            add_to_server(server, self.policy, self.policies)
+        if self.learner is not None:
+            policy_pb2_grpc.add_PolicyServiceServicer_to_server(
+                PolicyServicer(self.learner, self.policies), server
+            )
             names.append(POLICY_SERVICE)
         return names
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiml021.cache.v1 import cache_pb2
@@ -40,16 +39,16 @@ from cloud.grpc._control_converters import (
     stats_to_pb,
 )
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
+from cloud.grpc._policy_converters import context_from_proto, decision_to_proto
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
+from policy import OnlineLearner
 
 from ._errors import error_body, http_status
 from ._openapi import openapi_document
 from ._v2 import v2_request, v2_response
 
 log = logging.getLogger(__name__)
-
-Decide = Callable[[policy_pb2.DecideRequest], Awaitable[policy_pb2.DecideResponse]]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -58,7 +57,8 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 class RestBridge:
     """Builds the Starlette app over the gateway core (the composition root passes the same
-    objects the gRPC services use)."""
+    objects the gRPC services use; ``learner`` answers ``/v1/policy/decide`` like PolicyService
+    and shares its decision table)."""
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class RestBridge:
         registry: RegistryView,
         rollouts: RolloutManager,
         cache: ResultCache,
-        decide: Decide | None = None,
+        learner: OnlineLearner | None = None,
         *,
         max_body_bytes: int = 4 * 1024 * 1024,
         max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
@@ -75,7 +75,7 @@ class RestBridge:
         self._registry = registry
         self._rollouts = rollouts
         self._cache = cache
-        self._decide = decide
+        self._learner = learner
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
 
@@ -160,9 +160,14 @@ class RestBridge:
 
     async def decide(self, request: Request) -> Response:
         msg = await self._parse(request, policy_pb2.DecideRequest())
-        if self._decide is None:
+        if self._learner is None:
             raise NotFound("no policy engine is configured on this gateway")
-        return self._json(await self._decide(msg))
+        if not msg.HasField("context"):
+            raise InvalidArgument("context: required")
+        decision_id, decision = self._learner.decide(context_from_proto(msg.context))
+        return self._json(
+            policy_pb2.DecideResponse(decision=decision_to_proto(decision, decision_id))
+        )
 
     async def telemetry(self, request: Request) -> Response:
         msg = await self._parse(request, telemetry_pb2.ReportRequest())

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import schemathesis
 import uvicorn
+from aiml021.policy.v1 import policy_pb2
+from google.protobuf import json_format
 
 from cloud.backends import OnnxRuntimeBackend
 from cloud.batching import DynamicBatching
@@ -25,8 +27,10 @@ from cloud.core import (
     RolloutRouter,
     spec_from_onnx,
 )
+from cloud.grpc._policy_converters import context_to_proto
 from cloud.rest import RestBridge
 from cloud.stores import MemoryResultCache
+from policy import DecisionContext, LinUCBPolicy, OnlineLearner, synthetic_profile
 from tests.support.tiny_models import tail_model
 
 
@@ -210,3 +214,28 @@ def test_schemathesis_finds_no_5xx(base_url: str) -> None:
         if time.monotonic() < deadline:
             check()
     assert not failures, failures
+
+
+async def test_decide_answers_from_the_learner_policy_service_shares() -> None:
+    learner = OnlineLearner(LinUCBPolicy(synthetic_profile(), seed=0))
+    repo = ModelRepository([])
+    plane = DataPlane(repo, OnnxRuntimeBackend(), DynamicBatching())
+    bridge = RestBridge(
+        plane, RegistryView(repo), RolloutManager(plane.model_ready), MemoryResultCache(), learner
+    )
+    ctx = DecisionContext(
+        exit_index=0, confidences=(0.4,), bandwidth_mbps=20.0, rtt_ms=10.0, deadline_ms=100.0
+    )
+    body = json_format.MessageToJson(
+        policy_pb2.DecideRequest(context=context_to_proto(ctx, model_name="m"))
+    )
+    transport = httpx.ASGITransport(app=bridge.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://rest") as c:
+        r = await c.post("/v1/policy/decide", content=body)
+        assert r.status_code == 200, r.text
+        decision = r.json()["decision"]
+        assert decision["decisionId"] and decision["policyId"] == "linucb"
+        assert learner.pending == 1  # the outcome can be reported over gRPC or REST alike
+        missing = await c.post("/v1/policy/decide", content=b"{}")
+        assert missing.status_code == 400 and "context" in missing.json()["message"]
+    await plane.close()
