@@ -32,7 +32,7 @@ from edge_agent._settings import EdgeSettings
 from edge_agent._stream import SessionClient
 from edge_agent._telemetry import AgentStats, TelemetryBuffer, event_of, telemetry_loop
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route, Timing
-from policy import Action, DecisionContext, FallbackPolicy, Policy
+from policy import Action, DecisionContext, FallbackPolicy, Policy, PolicySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class EdgeAgent:
         )
         self.policy: Policy = policy or default_policy(profile)
         self._fallback = FallbackPolicy(profile)
-        self._applied_policy: tuple[str, str] | None = None
+        self._applied_policy: tuple[str, int] | None = None
         self._credentials = credentials
         self._on_reconcile = on_reconcile
         st = self.settings
@@ -229,7 +229,7 @@ class EdgeAgent:
         self.policy.set_thresholds(by_exit)
         self._fallback.set_thresholds(by_exit)
 
-    def _apply_policy(self, p: conv.PolicyThresholds) -> None:
+    def _apply_policy(self, p: PolicySnapshot) -> None:
         # Welcome repeats the current policy on every reconnect: apply each version once, so a
         # reconnect does not undo what was applied since.
         if self._applied_policy == (p.policy_id, p.policy_version):

@@ -9,6 +9,7 @@ import dataclasses
 import time
 
 from aiml021.common.v1 import request_pb2, tensor_pb2
+from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -16,6 +17,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from common.dtypes import dtype_to_proto
 from edge_agent._features import RAW, EncodedFeatures
 from edge_agent._types import Route
+from policy import PolicySnapshot
 
 PROTOCOL_VERSION = 1
 _ROUTES = {
@@ -74,7 +76,7 @@ class Welcome:
     max_inflight: int
     ping_interval_s: float
     initial_credit_bytes: int
-    policy: PolicyThresholds | None
+    policy: PolicySnapshot | None
     inline_payloads: bool = False
     """The gateway accepts InferHeader.payload (one frame per small request)."""
 
@@ -118,17 +120,7 @@ class Pong:
     nonce: int
 
 
-@dataclasses.dataclass(frozen=True)
-class PolicyThresholds:
-    policy_id: str
-    policy_version: str
-    kind: str
-    exit_thresholds: dict[str, float]
-    cut_point: str
-    codec: str
-
-
-Incoming = Welcome | CloudAnswer | CloudFailure | Credit | Drain | Pong | PolicyThresholds
+Incoming = Welcome | CloudAnswer | CloudFailure | Credit | Drain | Pong | PolicySnapshot
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -288,14 +280,18 @@ def telemetry(
     return session_pb2.ConnectRequest(telemetry_batch=batch)
 
 
-def _policy(p: object) -> PolicyThresholds:
-    return PolicyThresholds(
-        policy_id=p.policy_id,  # type: ignore[attr-defined]
-        policy_version=p.policy_version,  # type: ignore[attr-defined]
-        kind=p.kind,  # type: ignore[attr-defined]
-        exit_thresholds=dict(p.exit_thresholds),  # type: ignore[attr-defined]
-        cut_point=p.cut_point,  # type: ignore[attr-defined]
-        codec=p.codec.text,  # type: ignore[attr-defined]
+def _policy(p: policy_pb2.PolicyUpdate) -> PolicySnapshot:
+    # Versions are integers (policy.PolicyPublisher); another gateway's text version reads as -1.
+    version = int(p.policy_version) if p.policy_version.lstrip("-").isdigit() else -1
+    return PolicySnapshot(
+        policy_id=p.policy_id,
+        policy_version=version,
+        kind=p.kind,
+        exit_thresholds=dict(p.exit_thresholds),
+        cut_point=p.cut_point,
+        codec=p.codec.text,
+        state=p.state,
+        created_at=p.created_at.ToNanoseconds() / 1e9,
     )
 
 
@@ -361,7 +357,6 @@ __all__ = [
     "Drain",
     "Incoming",
     "OutboundRequest",
-    "PolicyThresholds",
     "Pong",
     "Welcome",
     "cancel",

@@ -41,6 +41,7 @@ from common.errors import (
 from edge_agent import _convert as conv
 from edge_agent._netstats import NetStats
 from edge_agent._settings import EdgeSettings
+from policy import PolicySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class SessionClient:
         settings: EdgeSettings,
         *,
         credentials: grpc.ChannelCredentials | None = None,
-        on_policy: Callable[[conv.PolicyThresholds], None] | None = None,
+        on_policy: Callable[[PolicySnapshot], None] | None = None,
         agent_version: str = "0.1.0",
     ) -> None:
         self.target = target
@@ -379,7 +380,7 @@ class SessionClient:
                     self.net.observe_rtt(time.monotonic() - sent)
             elif isinstance(item, conv.Drain):
                 self._drain(s, item)
-            elif isinstance(item, conv.PolicyThresholds) and self._on_policy is not None:
+            elif isinstance(item, PolicySnapshot) and self._on_policy is not None:
                 self._on_policy(item)
 
     def _finish(
