@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "split": "common.bundle.cli",
     "profile": "common.bundle.cli",
     "calibrate": "common.bundle.cli",
+    "frames": "common.frames.cli",
     "codec-sweep": "common.codecs.cli",
     "certs": "common.auth.cli",
     "serve": "cloud.cli",
