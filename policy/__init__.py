@@ -18,13 +18,21 @@ from policy._heuristic import (
     StaticThresholdPolicy,
     arm_probabilities,
 )
-from policy._learned import LearnedPolicy, expected_latency_ms
+from policy._learned import LearnedPolicy
 from policy._learning import OnlineLearner, ReportedOutcome
 from policy._manifest import DISABLED_EXIT_THRESHOLD, profile_from_manifest
 from policy._network import PROFILES, NetworkProfile, NetworkSample
 from policy._objective import ObjectiveWeights
 from policy._ope import Estimate, RewardModel, off_policy_evaluate, on_policy_value
-from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec, ExitSpec, LatencyModel
+from policy._profile import (
+    INPUT_CUT,
+    BundleProfile,
+    CodecCost,
+    CutSpec,
+    ExitSpec,
+    LatencyModel,
+    expected_latency_ms,
+)
 from policy._publish import DEFAULT_CLASS, PolicyPublisher, PolicySnapshot, snapshot
 from policy._registry import KINDS, dumps_state, make_policy, policy_from_state
 from policy._simulator import Environment, SimConfig, SimResult, Simulator, Step

@@ -13,8 +13,7 @@ import numpy as np
 from common.errors import InvalidArgument
 from policy._base import ArmSpace, FloatArray, Policy
 from policy._cut import AdaptiveCutSelector
-from policy._learned import expected_latency_ms
-from policy._profile import INPUT_CUT, BundleProfile, LatencyModel
+from policy._profile import INPUT_CUT, BundleProfile, LatencyModel, expected_latency_ms
 from policy._types import Action, Arm, Decision, DecisionContext
 
 

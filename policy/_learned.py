@@ -9,19 +9,9 @@ from typing import Any
 import numpy as np
 
 from policy._base import ArmSpace, Featurizer, FloatArray, Policy
-from policy._profile import BundleProfile, LatencyModel
-from policy._types import Action, Arm, Decision, DecisionContext, Outcome
-
-
-def expected_latency_ms(model: LatencyModel, ctx: DecisionContext, arm: Arm) -> float:
-    """Predicted total latency of the request if ``arm`` is taken now (later steps exit)."""
-    if arm.action is Action.CONTINUE_LOCAL:
-        return ctx.elapsed_ms + model.local_ms(ctx.exit_index, ctx.exit_index + 1, ctx.edge_load)
-    if arm.action is Action.OFFLOAD:
-        return ctx.elapsed_ms + model.offload_ms(
-            arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
-        )
-    return ctx.elapsed_ms
+from policy._heuristic import HeuristicPolicy
+from policy._profile import BundleProfile, LatencyModel, expected_latency_ms
+from policy._types import Action, Decision, DecisionContext, Outcome
 
 
 class ArmLatency:
@@ -90,8 +80,6 @@ class LearnedPolicy(Policy):
         """With ``hint=True``, a stateless heuristic whose choice is one more feature per arm:
         the learner then only has to learn where to deviate from the latency model's rule."""
         if hint:
-            from policy._heuristic import HeuristicPolicy  # the heuristic imports this module
-
             self.hint = HeuristicPolicy(profile, latency_model=self.latency_model, hysteresis=0.0)
 
     @property

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidArgument, NotFound
+from policy._types import Action, Arm, DecisionContext
 
 INPUT_CUT = "input"
 """Name of the pseudo cut point that sends the raw (preprocessed) input to the full cloud model."""
@@ -148,4 +149,23 @@ class LatencyModel:
         )
 
 
-__all__ = ["INPUT_CUT", "BundleProfile", "CodecCost", "CutSpec", "ExitSpec", "LatencyModel"]
+def expected_latency_ms(model: LatencyModel, ctx: DecisionContext, arm: Arm) -> float:
+    """Predicted total latency of the request if ``arm`` is taken now (later steps exit)."""
+    if arm.action is Action.CONTINUE_LOCAL:
+        return ctx.elapsed_ms + model.local_ms(ctx.exit_index, ctx.exit_index + 1, ctx.edge_load)
+    if arm.action is Action.OFFLOAD:
+        return ctx.elapsed_ms + model.offload_ms(
+            arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
+        )
+    return ctx.elapsed_ms
+
+
+__all__ = [
+    "INPUT_CUT",
+    "BundleProfile",
+    "CodecCost",
+    "CutSpec",
+    "ExitSpec",
+    "LatencyModel",
+    "expected_latency_ms",
+]
