@@ -444,6 +444,7 @@ class EdgeAgent:
             exit_confidences=confidences,
             entropy=entropy,
             device_class=self.settings.device_class,
+            edge_load=self._load.value(),
         )
 
     async def _offload(self, req: _Request, cut: str, codec: str) -> EdgeResult:

@@ -65,6 +65,7 @@ class OutboundRequest:
     exit_confidences: tuple[float, ...] = ()
     entropy: float = 0.0
     device_class: str = ""
+    edge_load: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +209,7 @@ def infer_frames(
         context=request_pb2.RequestContext(
             rtt=_duration(req.rtt_s),
             bandwidth_bps=req.bandwidth_bps,
+            edge_load=req.edge_load,
             exit_confidences=list(req.exit_confidences),
             entropy=req.entropy,
             modality=request_pb2.MODALITY_IMAGE,
