@@ -79,7 +79,8 @@ class PolicyPublisher:
 
     def publish(self, policy: Policy, device_class: str = DEFAULT_CLASS) -> PolicySnapshot:
         """Serve ``policy`` to ``device_class`` (the default class: every class without its
-        own) under a version above every earlier publish; subscribers hear of it."""
+        own) under a version above every earlier publish; subscribers hear of it (at once, in
+        this thread: in the gateway, call it on the event loop that runs the sessions)."""
         # One counter for all classes: a (policy id, version) pair names one publish.
         self._version = max(self._version + 1, policy.version)
         policy.version = self._version
