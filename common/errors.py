@@ -1,8 +1,10 @@
 """One error hierarchy for the whole product, transport-neutral.
 
 Every error carries an :class:`ErrorCode`; transports map codes to their own statuses in one
-table each (``cloud`` maps to gRPC, the REST bridge to HTTP). Domain code raises these and never
-mentions a transport.
+table each (``cloud.grpc._errors`` to gRPC, ``cloud.rest._errors`` to HTTP). Domain code raises
+these and never mentions a transport. A failure received from a peer becomes one of these again
+through :meth:`ErrorCode.from_name` / :meth:`ErrorCode.from_rpc_code` and :func:`error_from_code`
+(unknown codes become INTERNAL: a received failure never turns into a success).
 
     AimlError
     ├── InvalidArgument        bad shape, dtype, size, name, malformed payload or manifest
@@ -41,6 +43,43 @@ class ErrorCode(enum.Enum):
     CANCELLED = "CANCELLED"
     DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
+
+    @property
+    def rpc_code(self) -> int:
+        """The ``google.rpc.Code`` number (the same as the gRPC status code number)."""
+        return _RPC_CODES[self]
+
+    @classmethod
+    def from_name(cls, name: str) -> ErrorCode:
+        """The code named ``name`` (a gRPC status or google.rpc.Code name); INTERNAL when this
+        product has no such code (UNKNOWN, ABORTED, UNIMPLEMENTED, ...)."""
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.INTERNAL
+
+    @classmethod
+    def from_rpc_code(cls, number: int) -> ErrorCode:
+        """The code of a ``google.rpc.Code`` number; INTERNAL for numbers without one."""
+        return _BY_RPC_CODE.get(int(number), cls.INTERNAL)
+
+
+# google.rpc.Code numbers (google/rpc/code.proto); fixed by the standard, so no protobuf import.
+_RPC_CODES: dict[ErrorCode, int] = {
+    ErrorCode.CANCELLED: 1,
+    ErrorCode.INVALID_ARGUMENT: 3,
+    ErrorCode.DEADLINE_EXCEEDED: 4,
+    ErrorCode.NOT_FOUND: 5,
+    ErrorCode.ALREADY_EXISTS: 6,
+    ErrorCode.PERMISSION_DENIED: 7,
+    ErrorCode.RESOURCE_EXHAUSTED: 8,
+    ErrorCode.FAILED_PRECONDITION: 9,
+    ErrorCode.INTERNAL: 13,
+    ErrorCode.UNAVAILABLE: 14,
+    ErrorCode.DATA_LOSS: 15,
+    ErrorCode.UNAUTHENTICATED: 16,
+}
+_BY_RPC_CODE = {n: c for c, n in _RPC_CODES.items()}
 
 
 class AimlError(Exception):
@@ -112,7 +151,30 @@ class Internal(AimlError):
     code = ErrorCode.INTERNAL
 
 
+ERROR_TYPES: dict[ErrorCode, type[AimlError]] = {
+    ErrorCode.INVALID_ARGUMENT: InvalidArgument,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.ALREADY_EXISTS: AlreadyExists,
+    ErrorCode.FAILED_PRECONDITION: FailedPrecondition,
+    ErrorCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    ErrorCode.UNAUTHENTICATED: Unauthenticated,
+    ErrorCode.PERMISSION_DENIED: PermissionDenied,
+    ErrorCode.UNAVAILABLE: Unavailable,
+    ErrorCode.CANCELLED: Cancelled,
+    ErrorCode.DATA_LOSS: DataLoss,
+    ErrorCode.INTERNAL: Internal,
+}
+"""The error class raised for each code (the base class of the tree above for that code)."""
+
+
+def error_from_code(code: ErrorCode, message: str) -> AimlError:
+    """The error of ``code`` carrying ``message`` (a failure received from a peer)."""
+    return ERROR_TYPES[code](message)
+
+
 __all__ = [
+    "ERROR_TYPES",
     "AimlError",
     "AlreadyExists",
     "BundleError",
@@ -129,4 +191,5 @@ __all__ = [
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "error_from_code",
 ]

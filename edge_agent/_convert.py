@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import grpc
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
@@ -15,6 +16,7 @@ from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from common.dtypes import dtype_to_proto
+from common.errors import AimlError, ErrorCode, error_from_code
 from edge_agent._features import RAW, EncodedFeatures
 from edge_agent._types import Route
 from policy import PolicySnapshot
@@ -28,21 +30,6 @@ _ROUTES = {
     request_pb2.ROUTE_DEFERRED: Route.DEFERRED,
 }
 _ROUTE_IDS = {v: k for k, v in _ROUTES.items()}
-# google.rpc.Code numbers -> transport-neutral names (common.errors.ErrorCode values).
-_RPC_CODES = {
-    1: "CANCELLED",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +85,7 @@ class CloudAnswer:
 @dataclasses.dataclass(frozen=True)
 class CloudFailure:
     request_id: str
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -331,7 +318,7 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
         e = msg.infer_error
         return CloudFailure(
             request_id=e.request_id,
-            code=_RPC_CODES.get(e.status.code, "INTERNAL"),
+            code=ErrorCode.from_rpc_code(e.status.code),
             message=e.status.message,
         )
     if kind == "credit":
@@ -351,6 +338,15 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
     return None
 
 
+def error_from_rpc_error(exc: grpc.RpcError) -> AimlError:
+    """Our error for a failed call to the gateway (the one place the agent turns a
+    ``grpc.RpcError`` into an :class:`AimlError`)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return error_from_code(ErrorCode.from_name(name), f"gateway: {details or name}")
+
+
 __all__ = [
     "PROTOCOL_VERSION",
     "CloudAnswer",
@@ -362,6 +358,7 @@ __all__ = [
     "Pong",
     "Welcome",
     "cancel",
+    "error_from_rpc_error",
     "hello",
     "incoming",
     "infer_frames",

@@ -25,18 +25,11 @@ from aiml021.session.v1 import session_pb2, session_pb2_grpc
 
 from common.errors import (
     AimlError,
-    AlreadyExists,
-    Cancelled,
-    DataLoss,
     DeadlineExceeded,
-    FailedPrecondition,
     Internal,
     InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
     Unavailable,
+    error_from_code,
 )
 from edge_agent import _convert as conv
 from edge_agent._netstats import NetStats
@@ -44,20 +37,6 @@ from edge_agent._settings import EdgeSettings
 from policy import PolicySnapshot
 
 log = logging.getLogger(__name__)
-
-_ERRORS: dict[str, type[AimlError]] = {
-    "CANCELLED": Cancelled,
-    "INVALID_ARGUMENT": InvalidArgument,
-    "DEADLINE_EXCEEDED": DeadlineExceeded,
-    "NOT_FOUND": NotFound,
-    "ALREADY_EXISTS": AlreadyExists,
-    "PERMISSION_DENIED": PermissionDenied,
-    "RESOURCE_EXHAUSTED": ResourceExhausted,
-    "FAILED_PRECONDITION": FailedPrecondition,
-    "UNAVAILABLE": Unavailable,
-    "DATA_LOSS": DataLoss,
-    "UNAUTHENTICATED": Unauthenticated,
-}
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float, jitter: float) -> float:
@@ -265,6 +244,8 @@ class SessionClient:
                 raise
             except Exception as exc:
                 self.metrics.connect_failures += 1
+                if isinstance(exc, grpc.RpcError):
+                    exc = conv.error_from_rpc_error(exc)
                 log.info("session to %s ended: %s", target, exc)
             finally:
                 self._session = None
@@ -368,7 +349,7 @@ class SessionClient:
             if isinstance(item, conv.CloudAnswer):
                 self._finish(s, item.request_id, item, None)
             elif isinstance(item, conv.CloudFailure):
-                err = _ERRORS.get(item.code, Internal)(f"gateway: {item.message}")
+                err = error_from_code(item.code, f"gateway: {item.message}")
                 self._finish(s, item.request_id, None, err)
             elif isinstance(item, conv.Credit):
                 if s.credit is not None:

@@ -34,25 +34,29 @@ from cloud.core import Backend, ModelKey, ModelSpec
 from common import dtypes
 from common.errors import (
     AimlError,
-    DeadlineExceeded,
+    ErrorCode,
     Internal,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
-    Unavailable,
+    error_from_code,
 )
 
 log = logging.getLogger(__name__)
 
-_STATUS_TO_ERROR: dict[grpc.StatusCode, type[AimlError]] = {
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.CANCELLED: Unavailable,
-    grpc.StatusCode.UNKNOWN: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-}
+# Triton's status says what went wrong between the gateway and Triton: a dropped, cancelled or
+# unexplained call is UNAVAILABLE (retry), these pass on, anything else is the gateway's INTERNAL.
+_RETRY = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
+_PASSED_ON = frozenset(
+    {
+        ErrorCode.DEADLINE_EXCEEDED,
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.RESOURCE_EXHAUSTED,
+        ErrorCode.UNAVAILABLE,
+    }
+)
 
 
 _BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -67,8 +71,11 @@ def triton_model_ref(key: ModelKey, version_suffix: bool = True) -> tuple[str, s
 
 
 def _error(exc: grpc.aio.AioRpcError, what: str) -> AimlError:
-    cls = _STATUS_TO_ERROR.get(exc.code(), Internal)
-    return cls(f"Triton {what}: {exc.code().name}: {exc.details()}")
+    status = exc.code()
+    code = ErrorCode.UNAVAILABLE if status in _RETRY else ErrorCode.from_name(status.name)
+    if code not in _PASSED_ON:
+        code = ErrorCode.INTERNAL
+    return error_from_code(code, f"Triton {what}: {status.name}: {exc.details()}")
 
 
 class TritonBackend(Backend):

@@ -1,20 +1,25 @@
-"""One table from :class:`common.errors.ErrorCode` to gRPC status, and the servicer decorators.
+"""The one table between :class:`common.errors.ErrorCode` and gRPC status, and the servicer
+decorators.
 
-Unary methods abort with the mapped status; streaming methods do the same for stream-level
-faults (per-request faults travel inside the stream as InferError / error_message).
+Servicers raise :class:`common.errors.AimlError` and never name a status: unary methods abort
+with the mapped status (:func:`handle_unary`), streaming methods do the same for stream-level
+faults (:func:`handle_stream`; per-request faults travel inside the stream as InferError /
+error_message with :func:`rpc_status`). A status received from a gRPC peer becomes our error
+again through :func:`error_from_status` / :func:`error_from_rpc_error`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import grpc
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 
-from common.errors import AimlError, ErrorCode
+from common.errors import AimlError, ErrorCode, error_from_code
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,8 @@ STATUS_BY_CODE: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
-RPC_CODE_BY_CODE: dict[ErrorCode, int] = {c: getattr(code_pb2, c.value) for c in ErrorCode}
+CODE_BY_STATUS: dict[grpc.StatusCode, ErrorCode] = {s: c for c, s in STATUS_BY_CODE.items()}
+"""The reverse; statuses we never send (UNKNOWN, ABORTED, UNIMPLEMENTED, ...) are INTERNAL."""
 
 
 def grpc_status(error: AimlError) -> grpc.StatusCode:
@@ -43,7 +49,20 @@ def grpc_status(error: AimlError) -> grpc.StatusCode:
 
 def rpc_status(error: AimlError) -> status_pb2.Status:
     """``google.rpc.Status`` for a per-request error inside a stream."""
-    return status_pb2.Status(code=RPC_CODE_BY_CODE[error.code], message=error.message)
+    return status_pb2.Status(code=error.code.rpc_code, message=error.message)
+
+
+def error_from_status(status: grpc.StatusCode, details: str) -> AimlError:
+    """Our error for a gRPC status received from a peer (OK and unknown statuses: INTERNAL)."""
+    return error_from_code(CODE_BY_STATUS.get(status, ErrorCode.INTERNAL), details)
+
+
+def error_from_rpc_error(exc: grpc.RpcError) -> AimlError:
+    """Our error for a failed gRPC call (the one place a client turns ``grpc.RpcError`` into an
+    :class:`AimlError`)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return error_from_status(code, details or code.name)
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -68,18 +87,24 @@ def handle_stream(method: G) -> G:
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except AimlError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+        # aclosing: the method's own cleanup (finally blocks) runs when the call ends, not when
+        # the garbage collector finds the suspended generator.
+        items = cast(AsyncGenerator[Any, None], method(self, request, context))
+        async with contextlib.aclosing(items):
+            try:
+                async for item in items:
+                    yield item
+            except AimlError as exc:
+                await context.abort(grpc_status(exc), exc.message)
 
     return wrapper  # type: ignore[return-value]
 
 
 __all__ = [
-    "RPC_CODE_BY_CODE",
+    "CODE_BY_STATUS",
     "STATUS_BY_CODE",
+    "error_from_rpc_error",
+    "error_from_status",
     "grpc_status",
     "handle_stream",
     "handle_unary",

@@ -15,7 +15,7 @@ from inference import model_config_pb2 as mc
 
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
-from cloud.grpc._errors import handle_unary
+from cloud.grpc._errors import grpc_status, handle_unary
 from common import dtypes
 from common.errors import AimlError, Internal, Unavailable
 
@@ -177,7 +177,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except AimlError as exc:
             self._count(None, key, start)
             self._record(req, request, exc.code.value)
-            await context.abort(_grpc_code(exc), exc.message)
+            await context.abort(grpc_status(exc), exc.message)
             raise  # unreachable: abort raises
         self._count(result, (result.model_name, result.model_version), start)
         self._dp.record(req, "OK", result)
@@ -262,12 +262,6 @@ def _stream_error(err: AimlError, msg: pb.ModelInferRequest) -> pb.ModelStreamIn
             model_name=msg.model_name, model_version=msg.model_version, id=msg.id
         ),
     )
-
-
-def _grpc_code(exc: AimlError) -> grpc.StatusCode:
-    from cloud.grpc._errors import grpc_status
-
-    return grpc_status(exc)
 
 
 __all__ = ["SERVER_NAME", "SERVER_VERSION", "InferenceServicer", "Unavailable"]

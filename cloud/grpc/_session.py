@@ -20,11 +20,18 @@ from google.protobuf.message import DecodeError
 
 from cloud.core import ByteBudget, DataPlane, InferenceResult, ModelSpec, SessionCore, SessionLimits
 from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
-from cloud.grpc._errors import rpc_status
+from cloud.grpc._errors import handle_stream, rpc_status
 from cloud.grpc._policy import push_policy_updates, welcome_policy
 from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._telemetry import events_from_pb
-from common.errors import AimlError
+from common.errors import (
+    AimlError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
@@ -103,37 +110,36 @@ class SessionServicer:
             },
         )
 
+    @handle_stream
     async def Connect(
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[session_pb2.ConnectResponse]:
         device = device_id_from_context(context)
         if not device and not self._insecure:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
+            raise Unauthenticated("a client certificate is required")
         it = request_iterator.__aiter__()
         try:
             first = _parse(await it.__anext__())
         except StopAsyncIteration:
             return
         except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed first frame")
+            raise InvalidArgument("malformed first frame") from None
         if first.WhichOneof("frame") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be Hello")
+            raise InvalidArgument("the first frame must be Hello")
         hello = first.hello
         if hello.protocol_version not in (0, PROTOCOL_VERSION):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise FailedPrecondition(
                 f"protocol version {hello.protocol_version} unsupported (gateway speaks "
-                f"{PROTOCOL_VERSION})",
+                f"{PROTOCOL_VERSION})"
             )
         if device and hello.device_id and hello.device_id != device:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"Hello.device_id {hello.device_id!r} disagrees with the certificate ({device!r})",
+            raise PermissionDenied(
+                f"Hello.device_id {hello.device_id!r} disagrees with the certificate ({device!r})"
             )
         if not device:
             device = hello.device_id or "anonymous"
         if self._draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway is draining")
+            raise Unavailable("gateway is draining")
         limits = self._limits
         caps = hello.capabilities
         if caps.max_inflight_requests:
@@ -181,7 +187,7 @@ class SessionServicer:
                     eof = True
                     continue
                 if isinstance(item, AimlError):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, item.message)
+                    raise item  # a stream-level fault ends the stream (handle_stream aborts)
                 yield item
                 if eof and core.inflight == 0:
                     break
@@ -261,7 +267,7 @@ class SessionServicer:
             s.queue.put_nowait(_CLOSE)
 
 
-class _StreamFault(AimlError):
+class _StreamFault(InvalidArgument):
     """A stream-level fault: the stream ends with INVALID_ARGUMENT."""
 
 
