@@ -146,6 +146,8 @@ class DynamicBatcher:
                 continue
             if rows and rows + item.rows > self._cfg.max_batch_size:
                 break
+            if batch and not _stackable(batch[0], item):
+                break  # another shape along a dynamic dimension: it leads the next batch
             heapq.heappop(self._heap)
             item.queued = False
             self._queued -= 1
@@ -265,6 +267,15 @@ class DynamicBatcher:
                 item.inputs = None
                 item.future.set_exception(Unavailable(f"model {self.key} is shutting down"))
         self._queued = self._rows = 0
+
+
+def _stackable(first: _Item, item: _Item) -> bool:
+    """True when ``item``'s inputs concatenate onto ``first``'s along the batch dimension (same
+    names, same sizes in every other dimension: models may leave those dynamic)."""
+    a, b = first.inputs, item.inputs
+    if a is None or b is None or a.keys() != b.keys():
+        return False
+    return all(a[n].shape[1:] == b[n].shape[1:] for n in a)
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,3 +124,22 @@ async def test_backend_errors_reach_every_request_of_the_batch() -> None:
         with pytest.raises(Unavailable, match="engine down"):
             await f
     await b.close()
+
+
+async def test_requests_of_other_shapes_go_in_separate_batches() -> None:
+    # A model with a dynamic non-batch dimension: inputs of different widths cannot be stacked.
+    seen: list[tuple[int, ...]] = []
+
+    async def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(feeds["x"].shape)
+        return {"y": feeds["x"].sum(axis=1, keepdims=True)}
+
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.05))
+    b.start()
+    widths = [3, 3, 5, 3, 5]
+    futs = [b.submit({"x": np.ones((1, w), np.float32)}, 1) for w in widths]
+    results = await asyncio.wait_for(asyncio.gather(*futs), 5)
+    assert [float(r.outputs["y"][0, 0]) for r in results] == [float(w) for w in widths]
+    # Arrival order is kept; a batch ends where the width changes.
+    assert seen == [(2, 3), (1, 5), (1, 3), (1, 5)]
+    await b.close()
