@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import onnxruntime as ort
 from aiml021.common.v1 import request_pb2
@@ -135,6 +136,32 @@ async def test_canary_applies_to_modelinfer_and_session_requests(tmp_path: Path)
     assert full.infer_result.served_model_version == "1"
     assert tail.infer_result.served_model_version == "1"
     assert stats.candidate_requests == 3, stats  # ModelInfer, session full, session tail
+
+
+async def test_rest_and_grpc_front_doors_share_one_core(tmp_path: Path) -> None:
+    """A rollout set over gRPC is what the REST bridge (built by the composition root over the
+    same core) reports, and the registry's default version follows the rollout's stable one."""
+    async with Gateway(_settings(tmp_path), repository=_two_versions(tmp_path)) as gw:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
+            await deploy_pb2_grpc.DeployServiceStub(ch).SetRollout(
+                deploy_pb2.SetRolloutRequest(
+                    rollout=deploy_pb2.Rollout(
+                        model_name="tiny_cnn",
+                        stable_version="1",
+                        candidate_version="2",
+                        mode=deploy_pb2.ROLLOUT_MODE_CANARY,
+                        traffic_fraction=0.5,
+                    )
+                )
+            )
+        transport = httpx.ASGITransport(app=gw.rest.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as rest:
+            model = (await rest.get("/v1/models/tiny_cnn")).json()["model"]
+            rollout = (await rest.get("/v1/deploy/rollouts/tiny_cnn")).json()["rollout"]
+            ready = (await rest.get("/v2/health/ready")).json()
+    assert model["defaultVersion"] == "1"  # the stable version, not the newest
+    assert rollout["mode"] == "ROLLOUT_MODE_CANARY" and rollout["candidateVersion"] == "2"
+    assert ready == {"ready": True}
 
 
 async def test_result_cache_answers_repeated_full_model_inputs(tmp_path: Path) -> None:
