@@ -6,17 +6,24 @@ This is the only module of the agent that touches generated ``*_pb2`` code.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import grpc
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
-from google.protobuf import duration_pb2, timestamp_pb2
 
 from common.dtypes import dtype_to_proto
 from common.errors import AimlError, ErrorCode, error_from_code
+from common.prototime import (
+    duration_from_ms,
+    duration_from_s,
+    duration_to_ms,
+    duration_to_s,
+    now_timestamp,
+    timestamp_from_s,
+    timestamp_to_s,
+)
 from edge_agent._features import RAW, EncodedFeatures
 from edge_agent._types import Route
 from policy import PolicySnapshot
@@ -111,22 +118,6 @@ class Pong:
 Incoming = Welcome | CloudAnswer | CloudFailure | Credit | Drain | Pong | PolicySnapshot
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
-def _timestamp(epoch_s: float) -> timestamp_pb2.Timestamp:
-    t = timestamp_pb2.Timestamp()
-    t.FromNanoseconds(int(epoch_s * 1e9))
-    return t
-
-
-def _ms(d: duration_pb2.Duration) -> float:
-    return d.seconds * 1e3 + d.nanos / 1e6
-
-
 def hello(
     device_id: str,
     device_class: str,
@@ -191,10 +182,10 @@ def infer_frames(
         cut_point=req.cut_point,
         encoding=_encoding(req.features),
         total_bytes=len(payload),
-        deadline=_timestamp(req.deadline),
+        deadline=timestamp_from_s(req.deadline),
         priority=request_pb2.PRIORITY_HIGH if req.high_priority else request_pb2.PRIORITY_NORMAL,
         context=request_pb2.RequestContext(
-            rtt=_duration(req.rtt_s),
+            rtt=duration_from_s(req.rtt_s),
             bandwidth_bps=req.bandwidth_bps,
             edge_load=req.edge_load,
             exit_confidences=list(req.exit_confidences),
@@ -233,9 +224,7 @@ def cancel(request_id: str) -> session_pb2.ConnectRequest:
 
 def ping(nonce: int) -> session_pb2.ConnectRequest:
     """A Ping frame stamped now."""
-    return session_pb2.ConnectRequest(
-        ping=session_pb2.Ping(nonce=nonce, sent_at=_timestamp(time.time()))
-    )
+    return session_pb2.ConnectRequest(ping=session_pb2.Ping(nonce=nonce, sent_at=now_timestamp()))
 
 
 def telemetry(
@@ -245,16 +234,16 @@ def telemetry(
     batch = telemetry_pb2.TelemetryBatch(device_id=device_id, dropped=dropped)
     for e in events:
         t = request_pb2.TimingBreakdown(
-            edge_compute=_duration(float(e["edge_compute_ms"]) / 1e3),  # type: ignore[arg-type]
-            encode=_duration(float(e["encode_ms"]) / 1e3),  # type: ignore[arg-type]
-            network=_duration(float(e["network_ms"]) / 1e3),  # type: ignore[arg-type]
-            cloud_compute=_duration(float(e["cloud_compute_ms"]) / 1e3),  # type: ignore[arg-type]
-            total=_duration(float(e["total_ms"]) / 1e3),  # type: ignore[arg-type]
+            edge_compute=duration_from_ms(float(e["edge_compute_ms"])),  # type: ignore[arg-type]
+            encode=duration_from_ms(float(e["encode_ms"])),  # type: ignore[arg-type]
+            network=duration_from_ms(float(e["network_ms"])),  # type: ignore[arg-type]
+            cloud_compute=duration_from_ms(float(e["cloud_compute_ms"])),  # type: ignore[arg-type]
+            total=duration_from_ms(float(e["total_ms"])),  # type: ignore[arg-type]
         )
         batch.events.append(
             telemetry_pb2.TelemetryEvent(
                 request_id=str(e["request_id"]),
-                finished_at=_timestamp(float(e["finished_at"])),  # type: ignore[arg-type]
+                finished_at=timestamp_from_s(float(e["finished_at"])),  # type: ignore[arg-type]
                 model_name=str(e["model_name"]),
                 route=_ROUTE_IDS[Route(e["route"])],
                 exit_index=int(e["exit_index"]),  # type: ignore[call-overload]
@@ -280,7 +269,7 @@ def _policy(p: policy_pb2.PolicyUpdate) -> PolicySnapshot:
         cut_point=p.cut_point,
         codec=p.codec.text,
         state=p.state,
-        created_at=p.created_at.ToNanoseconds() / 1e9,
+        created_at=timestamp_to_s(p.created_at),
     )
 
 
@@ -296,7 +285,7 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
             max_request_bytes=lim.max_request_bytes,
             max_chunk_bytes=lim.max_chunk_bytes,
             max_inflight=lim.max_inflight_requests,
-            ping_interval_s=_ms(lim.ping_interval) / 1e3,
+            ping_interval_s=duration_to_s(lim.ping_interval),
             initial_credit_bytes=w.initial_credit_bytes,
             policy=_policy(w.policy) if w.HasField("policy") else None,
             inline_payloads=w.inline_payloads,
@@ -310,9 +299,9 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
             route=_ROUTES.get(r.route, Route.CLOUD),
             served_model_version=r.served_model_version,
             cached=r.cached,
-            queue_ms=_ms(r.timing.queue),
-            cloud_compute_ms=_ms(r.timing.cloud_compute),
-            decode_ms=_ms(r.timing.decode),
+            queue_ms=duration_to_ms(r.timing.queue),
+            cloud_compute_ms=duration_to_ms(r.timing.cloud_compute),
+            decode_ms=duration_to_ms(r.timing.decode),
         )
     if kind == "infer_error":
         e = msg.infer_error
@@ -327,9 +316,9 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
         d = msg.drain
         return Drain(
             reason=d.reason,
-            reconnect_after_s=_ms(d.reconnect_after) / 1e3,
+            reconnect_after_s=duration_to_s(d.reconnect_after),
             alternate_endpoint=d.alternate_endpoint,
-            close_at=d.close_at.ToNanoseconds() / 1e9 if d.HasField("close_at") else None,
+            close_at=timestamp_to_s(d.close_at) if d.HasField("close_at") else None,
         )
     if kind == "pong":
         return Pong(nonce=msg.pong.nonce)

@@ -9,6 +9,7 @@ from aiml021.cache.v1 import cache_pb2, cache_pb2_grpc
 from cloud.core import ResultCache
 from cloud.grpc._control_converters import cache_entry_from_pb, cache_entry_to_pb
 from cloud.grpc._errors import handle_unary
+from common.prototime import duration_to_s
 
 SERVICE = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
 
@@ -37,7 +38,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         self, request: cache_pb2.PutRequest, context: grpc.aio.ServicerContext
     ) -> cache_pb2.PutResponse:
         entry = cache_entry_from_pb(request.entry, self.max_entry_bytes)
-        ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else None
+        ttl = duration_to_s(request.ttl) if request.HasField("ttl") else None
         await self.cache.put(request.model_name, request.content_hash, entry, ttl)
         return cache_pb2.PutResponse()
 

@@ -8,7 +8,6 @@ from aiml021.cache.v1 import cache_pb2
 from aiml021.common.v1 import tensor_pb2
 from aiml021.deploy.v1 import deploy_pb2
 from aiml021.registry.v1 import registry_pb2
-from google.protobuf import timestamp_pb2
 
 from cloud.core import (
     CacheEntry,
@@ -22,6 +21,7 @@ from cloud.core import (
 )
 from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
+from common.prototime import timestamp_from_s, timestamp_to_s
 from common.tensors import from_raw, to_raw
 
 _MODE_TO_PB = {
@@ -98,8 +98,7 @@ def rollout_from_pb(msg: deploy_pb2.Rollout) -> Rollout:
 
 def rollout_to_pb(r: Rollout) -> deploy_pb2.Rollout:
     """Rollout message of ``r``."""
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(r.updated_at * 1e9))
+    ts = timestamp_from_s(r.updated_at)
     return deploy_pb2.Rollout(
         model_name=r.model_name,
         stable_version=r.stable_version,
@@ -140,7 +139,7 @@ def cache_entry_from_pb(msg: cache_pb2.CacheEntry, max_bytes: int) -> CacheEntry
         if not t.name or t.name in outputs:
             raise InvalidArgument("cache outputs need unique, non-empty names")
         outputs[t.name] = from_raw(dtype_from_proto(t.dtype), list(t.shape), t.contents)
-    stored = msg.stored_at.ToNanoseconds() / 1e9 if msg.HasField("stored_at") else 0.0
+    stored = timestamp_to_s(msg.stored_at) if msg.HasField("stored_at") else 0.0
     entry = CacheEntry(outputs, msg.top_class, msg.confidence, msg.model_version)
     return (
         entry
@@ -151,8 +150,7 @@ def cache_entry_from_pb(msg: cache_pb2.CacheEntry, max_bytes: int) -> CacheEntry
 
 def cache_entry_to_pb(e: CacheEntry) -> cache_pb2.CacheEntry:
     """CacheEntry message of ``e``."""
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(e.stored_at * 1e9))
+    ts = timestamp_from_s(e.stored_at)
     out = cache_pb2.CacheEntry(
         top_class=e.top_class, confidence=e.confidence, model_version=e.model_version, stored_at=ts
     )

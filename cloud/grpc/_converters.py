@@ -12,7 +12,6 @@ import time
 import numpy as np
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.session.v1 import session_pb2
-from google.protobuf import duration_pb2
 from inference import grpc_service_pb2 as pb
 
 from cloud.core import (
@@ -30,6 +29,7 @@ from cloud.grpc._policy_converters import request_context_from_proto
 from common import dtypes
 from common.dtypes import dtype_from_proto, dtype_to_proto, dtype_to_v2
 from common.errors import InvalidArgument
+from common.prototime import duration_from_s, monotonic_from_timestamp
 from common.tensors import from_raw, to_raw
 
 # -- KServe v2 ---------------------------------------------------------------------------------
@@ -147,8 +147,7 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
     )
     deadline = None
     if h.HasField("deadline"):
-        wall = h.deadline.seconds + h.deadline.nanos / 1e9
-        deadline = time.monotonic() + (wall - time.time())
+        deadline = monotonic_from_timestamp(h.deadline)
     return RequestHeader(
         request_id=h.request_id,
         model_name=h.model_name,
@@ -171,12 +170,6 @@ def chunk_from_pb(c: session_pb2.TensorChunk) -> Chunk:
     return Chunk(c.request_id, c.offset, c.data, c.last)
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
 def limits_to_pb(limits: SessionLimits) -> session_pb2.NegotiatedLimits:
     """NegotiatedLimits for Welcome."""
     return session_pb2.NegotiatedLimits(
@@ -184,8 +177,8 @@ def limits_to_pb(limits: SessionLimits) -> session_pb2.NegotiatedLimits:
         max_chunk_bytes=limits.max_chunk_bytes,
         max_inflight_requests=limits.max_inflight_requests,
         max_session_buffer_bytes=limits.max_session_buffer_bytes,
-        reassembly_timeout=_duration(limits.reassembly_timeout_s),
-        ping_interval=_duration(limits.ping_interval_s),
+        reassembly_timeout=duration_from_s(limits.reassembly_timeout_s),
+        ping_interval=duration_from_s(limits.ping_interval_s),
     )
 
 
@@ -209,10 +202,10 @@ def result_to_pb(
         r.top_class = top
         r.confidence = confidence
     if result.queue_s or result.compute_s:
-        r.timing.queue.CopyFrom(_duration(result.queue_s))
-        r.timing.cloud_compute.CopyFrom(_duration(result.compute_s))
+        r.timing.queue.CopyFrom(duration_from_s(result.queue_s))
+        r.timing.cloud_compute.CopyFrom(duration_from_s(result.compute_s))
     if result.decode_s:
-        r.timing.decode.CopyFrom(_duration(result.decode_s))
+        r.timing.decode.CopyFrom(duration_from_s(result.decode_s))
     return msg
 
 

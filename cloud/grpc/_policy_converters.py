@@ -7,9 +7,9 @@ import math
 
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.policy.v1 import policy_pb2
-from google.protobuf import duration_pb2
 
 from common.errors import InvalidArgument
+from common.prototime import duration_from_ms, duration_to_ms, timestamp_from_s
 from policy import Action, Decision, DecisionContext, PolicySnapshot, ReportedOutcome
 
 _ACTION_TO_PB = {
@@ -26,16 +26,6 @@ _MODALITY = {
     request_pb2.MODALITY_SENSOR: "sensor",
 }
 _MODALITY_TO_PB = {v: k for k, v in _MODALITY.items()}
-
-
-def _ms(d: duration_pb2.Duration) -> float:
-    return d.seconds * 1e3 + d.nanos / 1e6
-
-
-def _duration(ms: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(ms * 1e6))
-    return d
 
 
 def context_from_proto(msg: policy_pb2.DecisionContext) -> DecisionContext:
@@ -55,13 +45,13 @@ def context_from_proto(msg: policy_pb2.DecisionContext) -> DecisionContext:
         raise InvalidArgument("context.bandwidth_bps: must be finite and >= 0 (0: link down)")
     if not 0.0 <= msg.edge_load <= 1.0:
         raise InvalidArgument(f"context.edge_load: must lie in [0, 1], got {msg.edge_load}")
-    if not msg.HasField("deadline") or _ms(msg.deadline) <= 0:
+    if not msg.HasField("deadline") or duration_to_ms(msg.deadline) <= 0:
         raise InvalidArgument("context.deadline: required, the time left must be positive")
     if msg.modality not in _MODALITY:
         raise InvalidArgument("context.modality: MODALITY_UNSPECIFIED or unknown value")
     if msg.cost_budget < 0 or not math.isfinite(msg.cost_budget):
         raise InvalidArgument("context.cost_budget: must be finite and >= 0 (0: no limit)")
-    rtt = _ms(msg.rtt)
+    rtt = duration_to_ms(msg.rtt)
     if rtt < 0:
         raise InvalidArgument("context.rtt: must not be negative")
     return DecisionContext(
@@ -71,7 +61,7 @@ def context_from_proto(msg: policy_pb2.DecisionContext) -> DecisionContext:
         rtt_ms=rtt,
         bandwidth_mbps=msg.bandwidth_bps / 1e6,
         edge_load=float(msg.edge_load),
-        deadline_ms=_ms(msg.deadline),
+        deadline_ms=duration_to_ms(msg.deadline),
         elapsed_ms=0.0,
         modality=_MODALITY[msg.modality],
         cost_budget=msg.cost_budget if msg.cost_budget > 0 else math.inf,
@@ -92,7 +82,7 @@ def request_context_from_proto(msg: request_pb2.RequestContext) -> DecisionConte
         raise InvalidArgument(f"{where}.bandwidth_bps: must be finite and >= 0 (0: link down)")
     if not 0.0 <= msg.edge_load <= 1.0:
         raise InvalidArgument(f"{where}.edge_load: must lie in [0, 1], got {msg.edge_load}")
-    rtt = _ms(msg.rtt)
+    rtt = duration_to_ms(msg.rtt)
     if rtt < 0:
         raise InvalidArgument(f"{where}.rtt: must not be negative")
     return DecisionContext(
@@ -115,10 +105,10 @@ def context_to_proto(ctx: DecisionContext, model_name: str = "") -> policy_pb2.D
         exit_index=ctx.exit_index,
         exit_confidences=list(ctx.confidences),
         entropy=ctx.entropy,
-        rtt=_duration(ctx.rtt_ms),
+        rtt=duration_from_ms(ctx.rtt_ms),
         bandwidth_bps=ctx.bandwidth_mbps * 1e6,
         edge_load=ctx.edge_load,
-        deadline=_duration(max(ctx.deadline_ms - ctx.elapsed_ms, 0.0)),
+        deadline=duration_from_ms(max(ctx.deadline_ms - ctx.elapsed_ms, 0.0)),
         modality=_MODALITY_TO_PB.get(ctx.modality, request_pb2.MODALITY_UNSPECIFIED),
         cost_budget=0.0 if math.isinf(ctx.cost_budget) else ctx.cost_budget,
         device_class=ctx.device_class,
@@ -139,7 +129,7 @@ def decision_to_proto(decision: Decision, decision_id: str = "") -> policy_pb2.D
     if decision.codec:
         msg.codec.CopyFrom(tensor_pb2.CodecSpec(text=decision.codec))
     if math.isfinite(decision.expected_latency_ms):
-        msg.expected_latency.CopyFrom(_duration(decision.expected_latency_ms))
+        msg.expected_latency.CopyFrom(duration_from_ms(decision.expected_latency_ms))
     return msg
 
 
@@ -155,7 +145,7 @@ def decision_from_proto(msg: policy_pb2.Decision) -> Decision:
         action=_ACTION_FROM_PB[msg.action],
         cut_point=msg.cut_point,
         codec=msg.codec.text,
-        expected_latency_ms=_ms(msg.expected_latency)
+        expected_latency_ms=duration_to_ms(msg.expected_latency)
         if msg.HasField("expected_latency")
         else math.nan,
         threshold=msg.threshold,
@@ -170,7 +160,7 @@ def outcome_from_proto(msg: policy_pb2.Outcome) -> ReportedOutcome:
     return ReportedOutcome(
         decision_id=msg.decision_id,
         correct=msg.correct,
-        latency_ms=_ms(msg.latency),
+        latency_ms=duration_to_ms(msg.latency),
         cloud_cost=msg.cloud_cost,
         bytes_sent=msg.bytes_sent,
     )
@@ -186,7 +176,7 @@ def snapshot_to_proto(snap: PolicySnapshot) -> policy_pb2.PolicyUpdate:
         cut_point=snap.cut_point,
         state=snap.state,
     )
-    msg.created_at.FromNanoseconds(round(snap.created_at * 1e9))
+    msg.created_at.CopyFrom(timestamp_from_s(snap.created_at))
     if snap.codec:
         msg.codec.CopyFrom(tensor_pb2.CodecSpec(text=snap.codec))
     return msg

@@ -32,6 +32,7 @@ from common.errors import (
     Unauthenticated,
     Unavailable,
 )
+from common.prototime import duration_from_s
 from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ class SessionServicer:
         self._draining = True
         close_at = session_pb2.ConnectResponse()
         close_at.drain.reason = reason
-        close_at.drain.reconnect_after.FromMilliseconds(1000)
+        close_at.drain.reconnect_after.CopyFrom(duration_from_s(1.0))
         for s in list(self._streams):
             s.core.draining = True
             s.queue.put_nowait(close_at)

@@ -14,6 +14,7 @@ from aiml021.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 from cloud.core import DataPlane, TelemetryEvent
 from cloud.grpc._errors import handle_unary
 from cloud.grpc._peer import device_id_from_context
+from common.prototime import duration_to_s
 
 SERVICE = telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name
 _ROUTES = {
@@ -35,7 +36,7 @@ def events_from_pb(
                 model_name=e.model_name,
                 route=_ROUTES.get(e.route, "unspecified"),
                 exit_index=e.exit_index,
-                total_s=None if total is None else total.ToNanoseconds() / 1e9,
+                total_s=None if total is None else duration_to_s(total),
                 bytes_sent=e.bytes_sent,
                 bytes_received=e.bytes_received,
                 cache_hit=e.cache_hit,

@@ -42,6 +42,7 @@ from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.grpc._policy_converters import context_from_proto, decision_to_proto
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
+from common.prototime import duration_to_s
 from policy import OnlineLearner
 
 from ._errors import error_body, http_status
@@ -143,7 +144,7 @@ class RestBridge:
     async def cache_put(self, request: Request) -> Response:
         msg = await self._parse(request, cache_pb2.PutRequest())
         entry = cache_entry_from_pb(msg.entry, self.max_cache_entry_bytes)
-        ttl = msg.ttl.ToNanoseconds() / 1e9 if msg.HasField("ttl") else None
+        ttl = duration_to_s(msg.ttl) if msg.HasField("ttl") else None
         await self._cache.put(msg.model_name, msg.content_hash, entry, ttl)
         return self._json(cache_pb2.PutResponse())
 
