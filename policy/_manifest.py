@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from common.errors import InvalidArgument
-from policy._profile import BundleProfile, CodecCost, CutSpec, ExitSpec
+from policy._profile import BundleProfile, CodecCost, CutPointCost, ExitCost
 
 if TYPE_CHECKING:  # importing common.bundle pulls in onnx: keep ``import policy`` light
     from common.bundle import Manifest
@@ -29,7 +29,7 @@ def profile_from_manifest(
     default_segment_ms: float = 1.0,
     tail_ms: Mapping[str, float] | None = None,
     codecs: Mapping[str, Mapping[str, CodecCost]] | None = None,
-    extra_cuts: Sequence[CutSpec] = (),
+    extra_cuts: Sequence[CutPointCost] = (),
     model: str | None = None,
 ) -> BundleProfile:
     """A policy's view of the bundle described by ``manifest``.
@@ -56,13 +56,13 @@ def profile_from_manifest(
             )
         return chain.index(segment)
 
-    exits: list[ExitSpec] = []
+    exits: list[ExitCost] = []
     exit_pos: list[int] = []
     prev = -1
     for ex in sorted(manifest.exits, key=lambda e: e.index):
         pos = position(ex.segment, f"exit {ex.name}")
         exits.append(
-            ExitSpec(
+            ExitCost(
                 name=ex.name,
                 segment_ms=ms(chain[prev + 1 : pos + 1]),
                 threshold=float(
@@ -80,7 +80,9 @@ def profile_from_manifest(
         rest = chain[pos + 1 :]
         tail = (tail_ms or {}).get(cut.name, ms(rest) if rest else default_segment_ms)
         costs = dict((codecs or {}).get(cut.name) or {"raw": CodecCost(bytes=cut.float32_bytes)})
-        cuts.append(CutSpec(name=cut.name, after_exit=after, tail_ms=float(tail), codecs=costs))
+        cuts.append(
+            CutPointCost(name=cut.name, after_exit=after, tail_ms=float(tail), codecs=costs)
+        )
     return BundleProfile(
         model=manifest.name if model is None else model, exits=tuple(exits), cuts=tuple(cuts)
     )

@@ -16,8 +16,8 @@ INPUT_CUT = "input"
 
 
 @dataclass(frozen=True, slots=True)
-class ExitSpec:
-    """One exit of the backbone. ``segment_ms`` is the compute from the previous exit (or the
+class ExitCost:
+    """An exit as the cost model sees it (the manifest declares exits as ``common.bundle.ExitSpec``). ``segment_ms`` is the compute from the previous exit (or the
     input) up to and including this exit's head, measured on the profiling CPU."""
 
     name: str
@@ -38,8 +38,8 @@ class CodecCost:
 
 
 @dataclass(frozen=True, slots=True)
-class CutSpec:
-    """A cut point. Its features exist once exit ``after_exit`` has run (-1: the raw input)."""
+class CutPointCost:
+    """A cut point as the cost model sees it (declared by ``common.bundle.CutPointSpec``). Its features exist once exit ``after_exit`` has run (-1: the raw input)."""
 
     name: str
     after_exit: int
@@ -52,8 +52,8 @@ class BundleProfile:
     """Exits in order and the cut points the cloud can resume from."""
 
     model: str
-    exits: tuple[ExitSpec, ...]
-    cuts: tuple[CutSpec, ...]
+    exits: tuple[ExitCost, ...]
+    cuts: tuple[CutPointCost, ...]
 
     def __post_init__(self) -> None:
         if not self.exits:
@@ -68,7 +68,7 @@ class BundleProfile:
     def n_exits(self) -> int:
         return len(self.exits)
 
-    def cut(self, name: str) -> CutSpec:
+    def cut(self, name: str) -> CutPointCost:
         for cut in self.cuts:
             if cut.name == name:
                 return cut
@@ -81,9 +81,9 @@ class BundleProfile:
     def from_dict(cls, data: dict[str, Any]) -> BundleProfile:
         """Build from :meth:`to_dict` output; errors name the missing key."""
         try:
-            exits = tuple(ExitSpec(**e) for e in data["exits"])
+            exits = tuple(ExitCost(**e) for e in data["exits"])
             cuts = tuple(
-                CutSpec(
+                CutPointCost(
                     name=c["name"],
                     after_exit=int(c["after_exit"]),
                     tail_ms=float(c["tail_ms"]),
@@ -164,8 +164,8 @@ __all__ = [
     "INPUT_CUT",
     "BundleProfile",
     "CodecCost",
-    "CutSpec",
-    "ExitSpec",
+    "CutPointCost",
+    "ExitCost",
     "LatencyModel",
     "expected_latency_ms",
 ]

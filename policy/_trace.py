@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidArgument
-from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec, ExitSpec
+from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutPointCost, ExitCost
 
 
 @dataclass(frozen=True)
@@ -126,13 +126,13 @@ def synthetic_profile() -> BundleProfile:
     return BundleProfile(
         model="synthetic-branchy",
         exits=(
-            ExitSpec("exit1", 0.13, threshold=0.93),
-            ExitSpec("exit2", 0.12, threshold=0.88),
-            ExitSpec("final", 0.09, threshold=0.0),
+            ExitCost("exit1", 0.13, threshold=0.93),
+            ExitCost("exit2", 0.12, threshold=0.88),
+            ExitCost("final", 0.09, threshold=0.0),
         ),
         cuts=(
-            CutSpec(INPUT_CUT, -1, 0.34, {"raw": CodecCost(784)}),
-            CutSpec(
+            CutPointCost(INPUT_CUT, -1, 0.34, {"raw": CodecCost(784)}),
+            CutPointCost(
                 "cut1",
                 0,
                 0.22,
@@ -142,7 +142,7 @@ def synthetic_profile() -> BundleProfile:
                     "q2|ans": CodecCost(520, 0.08, 0.1, accuracy_drop=0.9),
                 },
             ),
-            CutSpec(
+            CutPointCost(
                 "cut2",
                 1,
                 0.1,

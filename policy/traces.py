@@ -21,7 +21,7 @@ import numpy.typing as npt
 from common.confidence import softmax
 from common.errors import InvalidArgument
 from policy._manifest import profile_from_manifest
-from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutSpec
+from policy._profile import INPUT_CUT, BundleProfile, CodecCost, CutPointCost
 from policy._trace import Trace
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,9 @@ def _profile(
             for j, (cut, spec) in enumerate(options)
             if cut == c.name
         }
-    raw_input = CutSpec(INPUT_CUT, -1, full_ms, {"raw": CodecCost(round(n_bytes[options[0]] / n))})
+    raw_input = CutPointCost(
+        INPUT_CUT, -1, full_ms, {"raw": CodecCost(round(n_bytes[options[0]] / n))}
+    )
     return profile_from_manifest(
         m,
         segment_ms=seg_ms,

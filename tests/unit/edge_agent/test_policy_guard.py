@@ -10,18 +10,18 @@ from policy import (
     Action,
     BundleProfile,
     CodecCost,
-    CutSpec,
+    CutPointCost,
     Decision,
     DecisionContext,
-    ExitSpec,
+    ExitCost,
     FallbackPolicy,
     Policy,
 )
 
 PROFILE = BundleProfile(
     model="m",
-    exits=(ExitSpec("exit1", 1.0, threshold=0.9), ExitSpec("final", 1.0, threshold=0.0)),
-    cuts=(CutSpec("cut1", 0, 1.0, {"raw": CodecCost(25088)}),),
+    exits=(ExitCost("exit1", 1.0, threshold=0.9), ExitCost("final", 1.0, threshold=0.0)),
+    cuts=(CutPointCost("cut1", 0, 1.0, {"raw": CodecCost(25088)}),),
 )
 
 

@@ -9,8 +9,8 @@ from policy import (
     AdaptiveCutSelector,
     BundleProfile,
     CodecCost,
-    CutSpec,
-    ExitSpec,
+    CutPointCost,
+    ExitCost,
     LatencyModel,
 )
 
@@ -20,10 +20,10 @@ def model() -> LatencyModel:
     # Raw input is big but needs no device compute; cut2 is small but needs two segments.
     profile = BundleProfile(
         "m",
-        (ExitSpec("e1", 1.0), ExitSpec("e2", 1.0), ExitSpec("final", 1.0)),
+        (ExitCost("e1", 1.0), ExitCost("e2", 1.0), ExitCost("final", 1.0)),
         (
-            CutSpec(INPUT_CUT, -1, 0.0, {"raw": CodecCost(10_000)}),
-            CutSpec(
+            CutPointCost(INPUT_CUT, -1, 0.0, {"raw": CodecCost(10_000)}),
+            CutPointCost(
                 "cut2", 1, 0.0, {"q4": CodecCost(1_000), "lossy": CodecCost(10, accuracy_drop=3.0)}
             ),
         ),
@@ -65,8 +65,8 @@ def test_hysteresis_holds_the_choice_near_the_switch_point(model: LatencyModel) 
 def test_without_candidates_there_is_no_choice() -> None:
     profile = BundleProfile(
         "m",
-        (ExitSpec("e", 1.0),),
-        (CutSpec(INPUT_CUT, -1, 0.0, {"x": CodecCost(1, accuracy_drop=9.0)}),),
+        (ExitCost("e", 1.0),),
+        (CutPointCost(INPUT_CUT, -1, 0.0, {"x": CodecCost(1, accuracy_drop=9.0)}),),
     )
     sel = AdaptiveCutSelector(LatencyModel(profile), accuracy_budget=0.5)
     assert sel.select(10.0, 10.0) is None

@@ -10,9 +10,9 @@ from policy import (
     Action,
     BundleProfile,
     CodecCost,
-    CutSpec,
+    CutPointCost,
     DecisionContext,
-    ExitSpec,
+    ExitCost,
     FallbackPolicy,
 )
 
@@ -21,8 +21,8 @@ from policy import (
 def profile() -> BundleProfile:
     return BundleProfile(
         model="m",
-        exits=(ExitSpec("exit1", 1.0, threshold=0.9), ExitSpec("final", 1.0, threshold=0.0)),
-        cuts=(CutSpec("cut1", 0, 1.0, {"raw": CodecCost(25088)}),),
+        exits=(ExitCost("exit1", 1.0, threshold=0.9), ExitCost("final", 1.0, threshold=0.0)),
+        cuts=(CutPointCost("cut1", 0, 1.0, {"raw": CodecCost(25088)}),),
     )
 
 

@@ -14,7 +14,7 @@ from policy import (
     DISABLED_EXIT_THRESHOLD,
     INPUT_CUT,
     CodecCost,
-    CutSpec,
+    CutPointCost,
     HeuristicPolicy,
     profile_from_manifest,
 )
@@ -54,7 +54,7 @@ def test_measured_times_codecs_and_extra_cuts_are_used() -> None:
         segment_ms={"stage1": 0.5, "stage2": 0.25, "stage3": 2.0},
         tail_ms={"cut2": 7.0},
         codecs={"cut1": {"q4|ans": CodecCost(bytes=1676, encode_ms=0.1)}},
-        extra_cuts=(CutSpec(INPUT_CUT, -1, 3.0, {"raw": CodecCost(784)}),),
+        extra_cuts=(CutPointCost(INPUT_CUT, -1, 3.0, {"raw": CodecCost(784)}),),
         model="fmnist_branchy:1.0.0",
     )
     assert p.model == "fmnist_branchy:1.0.0"
