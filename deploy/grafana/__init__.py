@@ -14,7 +14,7 @@ from typing import Any
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from ._dashboards import DASHBOARDS
+from ._devices import devices, policy
 from ._exporter import (
     ExportedMetric,
     exported_metrics,
@@ -22,6 +22,10 @@ from ._exporter import (
     promql_metric_names,
     recorded_series,
 )
+from ._gateway import cache, gateway
+
+DASHBOARDS = {"gateway": gateway, "cache": cache, "devices": devices, "policy": policy}
+"""File stem (``aiml021-<stem>.json``) -> the function that builds that dashboard."""
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 """Where the generated JSON is committed."""

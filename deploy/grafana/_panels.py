@@ -32,6 +32,9 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 Query = tuple[str, str]
 """(PromQL, legend format)."""
 
+RATE = "[$__rate_interval]"
+"""The range of every rate(): Grafana's interval that always spans enough scrapes."""
+
 
 class Layout:
     """Panel ids in build order (Grafana wants them unique within a dashboard)."""
@@ -131,12 +134,26 @@ def stat(
     )
 
 
+def quantiles(metric: str, by: str, where: str, qs: tuple[float, ...]) -> list[tuple[str, str]]:
+    """(histogram_quantile of ``metric`` by ``by`` at each of ``qs``, legend) queries."""
+    selector = f"{metric}_bucket{{{where}}}" if where else f"{metric}_bucket"
+    return [
+        (
+            f"histogram_quantile({q}, sum by ({by}, le) (rate({selector}{RATE})))",
+            " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(",")) + f" p{round(q * 100)}",
+        )
+        for q in qs
+    ]
+
+
 __all__ = [
     "DATASOURCE",
+    "RATE",
     "Layout",
     "Query",
     "dashboard",
     "label_variable",
+    "quantiles",
     "row",
     "stat",
     "timeseries",
