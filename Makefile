@@ -10,13 +10,14 @@ VPY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps venv triton proto proto-check lint typecheck check test ci demo bench mobile clean
+.PHONY: setup system-deps venv triton proto proto-check lint typecheck observability check test ci demo bench mobile clean
 
 ## setup: everything the project needs on a fresh machine (idempotent).
 setup: system-deps $(STAMP) $(BUF) triton
 
 # Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
-# PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames.
+# PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames,
+# Prometheus (server and promtool) for the alert rules and their tests.
 system-deps:
 	@need=()
 	[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
@@ -25,6 +26,7 @@ system-deps:
 	command -v redis-server >/dev/null || need+=(redis-server)
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+	command -v promtool >/dev/null || need+=(prometheus)
 	if [ $${#need[@]} -gt 0 ]; then
 	  echo "installing Debian packages: $${need[*]}"
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${need[@]}"
@@ -75,8 +77,14 @@ lint: $(STAMP) $(BUF)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+## observability: Prometheus rules pass promtool (syntax and unit tests); dashboards are fresh.
+observability: $(STAMP)
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/tests/*.test.yml
+	$(VPY) -m deploy.grafana --check
+
 ## check: everything CI checks besides the tests.
-check: lint proto-check typecheck
+check: lint proto-check typecheck observability
 
 ## test: all tests (unit, integration, e2e smoke) with a coverage report.
 test: setup
