@@ -362,7 +362,7 @@ class DataPlane:
     ) -> None:
         """Count a finished request and hand its record to the metadata sink (never raises)."""
         m = self.metrics
-        m.child(m.requests, request.model_name, request.route, status).inc()
+        m.child(m.requests, request.model_name, request.api, status).inc()
         if status != "OK" and result is None:
             m.child(m.rejections, status).inc()
         if self.metadata_sink is discard_record:

@@ -291,7 +291,7 @@ class SessionCore:
             idempotency_key=h.idempotency_key,
             payload_digest=h.payload_digest,
             device_id=self.device_id,
-            route="session",
+            api="session",
             codec=h.payload.codec_name,
             cut_point=h.cut_point,
             session_id=self.session_id,

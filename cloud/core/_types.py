@@ -96,8 +96,10 @@ class InferenceRequest:
     idempotency_key: str = ""
     payload_digest: bytes = b""
     device_id: str = ""
-    route: str = "infer"
-    """Which front door: ``infer`` (ModelInfer), ``stream`` (ModelStreamInfer), ``session``."""
+    api: str = "infer"
+    """The API that brought it: ``infer`` (ModelInfer), ``stream`` (ModelStreamInfer),
+    ``session`` (the device session stream) or ``rest``. (A *route* is where a request was
+    answered: edge, cloud, cache...)"""
     codec: str = "raw"
     cut_point: str = ""
     session_id: str = ""
@@ -137,7 +139,11 @@ class RequestRecord:
     model_name: str
     model_version: str
     route: str
+    """Where it was answered (``aiml021.common.v1.Route`` names): ``cloud`` or ``cache`` for the
+    gateway's own records; the device's route (``edge``, ``edge_fallback``...) for a report."""
     status: str
+    api: str = ""
+    """The API that brought it (``InferenceRequest.api``); empty for a device's report."""
     codec: str = ""
     cut_point: str = ""
     idempotency_key: str = ""

@@ -44,7 +44,7 @@ def _param(params: object, name: str) -> object | None:
 
 
 def infer_request_from_pb(
-    msg: pb.ModelInferRequest, route: str, time_remaining: float | None
+    msg: pb.ModelInferRequest, api: str, time_remaining: float | None
 ) -> InferenceRequest:
     """Core request of a ModelInferRequest (raw_input_contents or typed contents)."""
     raw = msg.raw_input_contents
@@ -92,7 +92,7 @@ def infer_request_from_pb(
         deadline=deadline,
         priority=priority,
         idempotency_key=idem if isinstance(idem, str) else "",
-        route=route,
+        api=api,
     )
 
 

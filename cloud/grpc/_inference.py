@@ -187,7 +187,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         from cloud.core import InferenceRequest
 
         if not isinstance(req, InferenceRequest):
-            req = InferenceRequest(msg.model_name, msg.model_version, {}, route="infer")
+            req = InferenceRequest(msg.model_name, msg.model_version, {}, api="infer")
         self._dp.record(req, status)
 
     async def ModelStreamInfer(

@@ -68,7 +68,7 @@ def v2_request(doc: Any, name: str, version: str) -> InferenceRequest:
         inputs=inputs,
         outputs=tuple(o["name"] for o in outputs),
         request_id=rid if isinstance(rid, str) else "",
-        route="rest",
+        api="rest",
     )
 
 

@@ -128,6 +128,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 PRIMARY KEY (device_id, request_id))""",
         ],
     ),
+    (
+        2,
+        [
+            # ``route`` held two things: the gateway wrote the API (infer, session...) and devices
+            # the route (edge, cloud...). From here ``route`` is only the route; the API has its
+            # own column ('' for device reports and for rows written before this version).
+            "ALTER TABLE requests ADD COLUMN api TEXT NOT NULL DEFAULT ''",
+            "UPDATE requests SET api = route, route = 'cloud' "
+            "WHERE route IN ('infer', 'stream', 'session', 'rest')",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -144,8 +155,8 @@ _UPSERT_SESSION = (
 )
 _INSERT_REQUEST = (
     "INSERT INTO requests (device_id, request_id, session_id, model_name, model_version, route, "
-    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at, api) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
 )
 _INSERT_RESULT = (
     "INSERT INTO results (device_id, request_id, top_class, confidence, latency_ms) "
@@ -172,10 +183,10 @@ def statements(
         elif isinstance(r, SessionEvent):
             sessions.append((r.session_id, r.device_id, r.started_at, r.ended_at, r.end_reason))
         else:
-            route = "cache" if r.cached else r.route
             requests.append(
-                (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, route,
-                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.recorded_at)
+                (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, r.route,
+                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.recorded_at,
+                 r.api)
             )  # fmt: skip
             if r.top_class is not None or r.latency_ms is not None:
                 results.append((r.device_id, r.request_id, r.top_class, r.confidence, r.latency_ms))

@@ -106,8 +106,8 @@ async def test_two_replicas_one_redis_compute_once(redis_url: str, tmp_path: Pat
             await p.idempotency.close()
     await writer.stop()
     assert await db.count("requests") == 1
-    assert await db.query("SELECT route, status, idempotency_key FROM requests") == [
-        ("infer", "OK", "key-1")
+    assert await db.query("SELECT route, api, status, idempotency_key FROM requests") == [
+        ("cloud", "infer", "OK", "key-1")
     ]
     await db.close()
 

@@ -46,7 +46,7 @@ async def test_postgres_schema_matches_sqlite(database_url: str, tmp_path: objec
         await db.write([SessionEvent("s1", "d1", 1.0, ended_at=5.0, end_reason="closed")])
     for table in ("devices", "sessions", "requests", "results", "costs"):
         assert await pg.count(table) == await lite.count(table), table
-    q = "SELECT route, status, deadline_ms, idempotency_key, offload_reason, codec FROM requests ORDER BY request_id"
+    q = "SELECT route, api, status, deadline_ms, idempotency_key, offload_reason, codec FROM requests ORDER BY request_id"
     assert await pg.query(q) == await lite.query(q)
     q = "SELECT bytes_in, bytes_out, compute_ms, cost FROM costs ORDER BY request_id"
     assert await pg.query(q) == await lite.query(q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from cloud.core import CacheEntry, InferenceResult, RequestRecord, TelemetryEvent
 from cloud.stores import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     DeviceSeen,
     MemoryIdempotencyStore,
@@ -230,11 +232,37 @@ async def test_sqlite_migrations_and_writes(tmp_path: Path) -> None:
     await db.close()
 
 
+async def test_migration_2_moves_the_api_out_of_route(tmp_path: Path) -> None:
+    """Rows written at schema 1 held the API (infer, session...) in ``route``; after migration 2
+    ``route`` is only where the request was answered and the API has its own column."""
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+    )
+    for stmt in MIGRATIONS[0][1]:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, 0.0)")
+    for rid, route in (("g", "session"), ("d", "edge"), ("c", "cache")):
+        conn.execute(
+            "INSERT INTO requests (device_id, request_id, model_name, model_version, route, "
+            "status, received_at) VALUES ('dev', ?, 'm', '1', ?, 'OK', 0.0)",
+            (rid, route),
+        )
+    conn.commit()
+    conn.close()
+    db = SqliteMetadataBackend(path)
+    assert await db.migrate() == SCHEMA_VERSION
+    rows = await db.query("SELECT request_id, route, api FROM requests ORDER BY request_id")
+    assert rows == [("c", "cache", ""), ("d", "edge", ""), ("g", "cloud", "session")]
+    await db.close()
+
+
 async def test_writer_is_the_metadata_and_telemetry_sink(tmp_path: Path) -> None:
     db = SqliteMetadataBackend(tmp_path / "s.sqlite3")
     writer = MetadataWriter(db, flush_interval_s=0.01)
     await writer.start()
-    writer(_request(1, cached=True))  # answered from the result cache: route "cache"
+    writer(_request(1, route="cache", api="session", cached=True))  # the result cache answered
     writer(TelemetryEvent("dev1", "e1", "m", "edge", 0, 0.01, 10, 20, confidence=0.7))
     writer(TelemetryEvent("dev1"))  # a device event without a request id is not recorded
     await writer.stop()

@@ -240,8 +240,8 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
     await writer.start()
     writer(
         RequestRecord(
-            request_id="r1", device_id="d", model_name="m", model_version="1", route="session",
-            status="OK", codec="q4|ans", idempotency_key="k", bytes_in=100, compute_s=0.002,
+            request_id="r1", device_id="d", model_name="m", model_version="1", route="cloud",
+            api="session", status="OK", codec="q4|ans", idempotency_key="k", bytes_in=100, compute_s=0.002,
             session_id="s1", deadline_ms=150.0, offload_reason="deferred", top_class=7,
             confidence=0.9, bytes_out=40, latency_ms=3.0,
         )
@@ -254,7 +254,10 @@ async def test_core_records_land_in_sql_with_every_field(tmp_path: Path) -> None
         "JOIN costs c USING (device_id, request_id) WHERE request_id = 'r1'"
     )
     assert rows == [("s1", 150.0, "deferred", 7, 0.9, 3.0, 40)]
-    assert await db.query("SELECT route FROM requests WHERE request_id = 'e1'") == [("edge",)]
+    assert await db.query("SELECT request_id, route, api FROM requests ORDER BY request_id") == [
+        ("e1", "edge", ""),  # a device's report: its route, no API
+        ("r1", "cloud", "session"),
+    ]
     await db.close()
 
 
