@@ -38,9 +38,19 @@ from common.bundle._manifest import (
     read_manifest,
     write_manifest,
 )
+from common.bundle._multicut import frontier_cuts
 from common.bundle._profile import SCHEMA as PROFILE_SCHEMA
 from common.bundle._profile import format_table, profile
 from common.bundle._runner import run_exits, run_segment
+from common.bundle._shapes import (
+    ImagePreprocessing,
+    image_input,
+    load_feeds,
+    load_labelled,
+    make_feeds,
+    parse_shape,
+    tensor_shapes,
+)
 from common.bundle._split import (
     CutCandidate,
     SplitResult,
@@ -64,6 +74,7 @@ __all__ = [
     "CutPointSpec",
     "ExitSpec",
     "FileEntry",
+    "ImagePreprocessing",
     "InputSpec",
     "Manifest",
     "Preprocessing",
@@ -82,10 +93,16 @@ __all__ = [
     "find_cut",
     "fit_temperature",
     "format_table",
+    "frontier_cuts",
+    "image_input",
     "load_bundle",
+    "load_feeds",
+    "load_labelled",
     "load_model",
+    "make_feeds",
     "nll",
     "parse_manifest",
+    "parse_shape",
     "profile",
     "read_manifest",
     "risk_coverage",
@@ -94,6 +111,7 @@ __all__ = [
     "select_thresholds",
     "sha256_file",
     "split_model",
+    "tensor_shapes",
     "verify_split",
     "write_manifest",
     "write_split",

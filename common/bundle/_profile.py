@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ import onnx
 
 from common.bundle._bundle import Bundle, load_bundle
 from common.bundle._manifest import MANIFEST_NAME, CutPointSpec
-from common.bundle._split import candidate_cuts, load_model, random_inputs, split_model
+from common.bundle._multicut import frontier_cuts
+from common.bundle._shapes import run_session
+from common.bundle._split import (
+    CutCandidate,
+    candidate_cuts,
+    load_model,
+    random_inputs,
+    split_model,
+)
 
 SCHEMA = "aiml021.profile/1"
 
@@ -87,10 +95,16 @@ def profile(
     warmup: int = 10,
     threads: int = 1,
     progress: bool = True,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    raw: Path | None = None,
+    multi: bool = False,
 ) -> dict[str, Any]:
     """Profile every cut point of a bundle, or every candidate cut of a bare ONNX model.
 
-    Returns the ``aiml021.profile/1`` JSON document described in docs/bundles.md.
+    ``feeds`` (a real input for a bare model) give every cut its concrete shape and bytes;
+    ``raw`` is an ``.npy`` of raw images for a bundle (preprocessed by its manifest); ``multi``
+    adds the multi-tensor cuts of a bare model. Returns the ``aiml021.profile/1`` JSON document
+    described in docs/bundles.md.
     """
     from tqdm import tqdm
 
@@ -108,20 +122,37 @@ def profile(
     }
     if is_bundle:
         bundle = load_bundle(path)
-        doc.update(_profile_bundle(bundle, batch, repeats, warmup, threads, progress, tqdm))
+        images = None if raw is None else np.load(raw, allow_pickle=False)
+        doc.update(_profile_bundle(bundle, batch, repeats, warmup, threads, progress, tqdm, images))
     else:
-        doc.update(_profile_onnx(load_model(path), batch, repeats, warmup, threads, progress, tqdm))
+        model = load_model(path)
+        feeds = dict(feeds) if feeds is not None else random_inputs(model, batch=batch)
+        doc["input_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
+        cands = candidate_cuts(model, feeds)
+        if multi:
+            cands += frontier_cuts(model, feeds)
+        doc.update(_profile_onnx(model, cands, feeds, repeats, warmup, threads, progress, tqdm))
     return doc
 
 
 def _profile_bundle(
-    bundle: Bundle, batch: int, repeats: int, warmup: int, threads: int, progress: bool, tqdm: Any
+    bundle: Bundle,
+    batch: int,
+    repeats: int,
+    warmup: int,
+    threads: int,
+    progress: bool,
+    tqdm: Any,
+    images: np.ndarray | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     shape = bundle.manifest.input.shape
     c, h, w = (d or 1 for d in shape[1:4])
     nhw = bundle.manifest.input.preprocessing.source_layout == "NHW"
-    raw = rng.integers(0, 256, (batch, h, w) if nhw else (batch, h, w, c), dtype=np.uint8)
+    if images is not None:
+        raw = images[:batch]
+    else:
+        raw = rng.integers(0, 256, (batch, h, w) if nhw else (batch, h, w, c), dtype=np.uint8)
     x = bundle.preprocess(raw)
     input_name = bundle.manifest.input.name
     sessions = {s.name: bundle.session(s.name, threads) for s in bundle.manifest.segments}
@@ -150,6 +181,7 @@ def _profile_bundle(
                 "name": cut.name,
                 "shape": cut.shape,
                 "float32_bytes": cut.float32_bytes,
+                "tensors": {cut.name: list(act.shape)},
                 "codec_bytes": _codec_bytes(bundle, cut, act),
                 "head_ms": time_call(lambda c=cut: chain(c.head), repeats, warmup),  # type: ignore[misc]
                 "tail_ms": time_call(
@@ -164,37 +196,35 @@ def _profile_bundle(
 
 def _profile_onnx(
     model: onnx.ModelProto,
-    batch: int,
+    cands: list[CutCandidate],
+    feeds: dict[str, np.ndarray],
     repeats: int,
     warmup: int,
     threads: int,
     progress: bool,
     tqdm: Any,
 ) -> dict[str, Any]:
-    feeds = random_inputs(model, batch=batch)
     full = _session(model.SerializeToString(), threads)
     result: dict[str, Any] = {
         "input_bytes": {"float32": int(sum(v[0].nbytes for v in feeds.values()))},
         "full_ms": time_call(lambda: full.run(None, feeds), repeats, warmup),
         "cut_points": [],
     }
-    for cand in tqdm(candidate_cuts(model), desc="profile", disable=not progress):
-        split = split_model(model, cand.name)
+    for cand in tqdm(cands, desc="profile", disable=not progress):
+        split = split_model(model, cand, feeds)
         head = _session(split.head.SerializeToString(), threads)
         tail = _session(split.tail.SerializeToString(), threads)
-        act = head.run([cand.name], feeds)[0]
+        names = list(cand.tensors)
+        acts = dict(zip(names, run_session(head, names, feeds, f"cut {cand.name!r}"), strict=True))
         result["cut_points"].append(
             {
                 "name": cand.name,
                 "shape": cand.shape,
                 "float32_bytes": cand.float32_bytes,
+                "tensors": {t: list(a.shape) for t, a in acts.items()},
                 "codec_bytes": {},
                 "head_ms": time_call(lambda h=head: h.run(None, feeds), repeats, warmup),  # type: ignore[misc]
-                "tail_ms": time_call(
-                    lambda t=tail, c=cand.name, a=act: t.run(None, {c: a}),  # type: ignore[misc]
-                    repeats,
-                    warmup,
-                ),
+                "tail_ms": time_call(lambda t=tail, a=acts: t.run(None, a), repeats, warmup),  # type: ignore[misc]
             }
         )
     return result
@@ -206,13 +236,15 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{doc['model']} ({doc['kind']}), batch {doc['batch']}, {doc['threads']} thread(s), "
         f"median of {doc['repeats']} after {doc['warmup']} warm-up; full "
         f"{doc['full_ms']['median']:.3f} ms",
-        f"{'cut point':<48} {'shape':<18} {'f32 bytes':>10} {'head ms':>9} {'tail ms':>9}",
+        f"{'cut point':<48} {'shape':<24} {'f32 bytes':>10} {'head ms':>9} {'tail ms':>9}",
     ]
     for c in doc["cut_points"]:
-        shape = "x".join("N" if d is None else str(d) for d in c["shape"])
+        shape = " + ".join(
+            "x".join(map(str, s)) for s in c.get("tensors", {}).values()
+        ) or "x".join("N" if d is None else str(d) for d in c["shape"])
         name = c["name"] if len(c["name"]) <= 48 else "..." + c["name"][-45:]
         lines.append(
-            f"{name:<48} {shape:<18} {c['float32_bytes'] or 0:>10} "
+            f"{name:<48} {shape:<24} {c['float32_bytes'] or 0:>10} "
             f"{c['head_ms']['median']:>9.3f} {c['tail_ms']['median']:>9.3f}"
         )
     return "\n".join(lines)

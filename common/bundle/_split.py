@@ -1,46 +1,47 @@
-"""Cut any ONNX model at an internal tensor into a head and a tail, and check the cut is exact.
+"""Cut any ONNX model at internal tensors into a head and a tail, and check the cut is exact.
 
-A tensor ``T`` is a *candidate cut point* when the graph outputs that depend on it depend on the
-graph inputs only through ``T``: the tail then needs nothing but ``T`` (and constants), and the
-head computes ``T`` plus every output that does not depend on it (e.g. early-exit logits).
+A set of tensors ``S`` (usually one tensor) is a *cut* when the graph outputs that depend on it
+depend on the graph inputs only through ``S``: the tail then needs nothing but ``S`` (and
+constants), and the head computes ``S`` plus every output that does not depend on it (e.g.
+early-exit logits). With a real input (or explicit dimensions) the cut tensors get their
+concrete shapes, and verification compares ``tail(head(x))`` with the full model on that input.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import onnx.utils
 from onnx import shape_inference
 
-from common.errors import BundleError, InvalidArgument, NotFound
+from common.bundle._graph import CutCandidate, Graph, graph_inputs
+from common.bundle._shapes import make_feeds, run_session, session, tensor_shapes
+from common.errors import BundleError, NotFound
+
+__all__ = [
+    "EXACT_TOLERANCE",
+    "CutCandidate",
+    "Graph",
+    "SplitResult",
+    "attach_shapes",
+    "candidate_cuts",
+    "extract",
+    "find_cut",
+    "load_model",
+    "random_inputs",
+    "split_model",
+    "verify_split",
+    "write_split",
+]
 
 log = logging.getLogger(__name__)
 
 EXACT_TOLERANCE = 1e-5
-
-
-@dataclass(frozen=True)
-class CutCandidate:
-    """An internal tensor at which the model can be split."""
-
-    name: str
-    """Tensor name."""
-    shape: list[int | None]
-    """Shape from ONNX shape inference (None for symbolic/unknown dims)."""
-    float32_bytes: int | None
-    """Bytes per sample as float32 (dims after the first), None when a dim is unknown."""
-    head_outputs: list[str]
-    """What the head returns: graph outputs computed before the cut, then the cut tensor."""
-    tail_outputs: list[str]
-    """Graph outputs the tail computes from the cut tensor."""
-    depth: int
-    """Number of graph nodes on the head side (the cut's position, for ordering)."""
 
 
 @dataclass
@@ -65,211 +66,230 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         raise BundleError(f"{p}: not a readable ONNX model: {exc}") from None
 
 
-def _graph_inputs(model: onnx.ModelProto) -> list[str]:
-    inits = {i.name for i in model.graph.initializer}
-    return [i.name for i in model.graph.input if i.name not in inits]
-
-
 def _shape(vi: onnx.ValueInfoProto) -> list[int | None]:
     dims = vi.type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
-class _Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        g = model.graph
-        self.inputs = _graph_inputs(model)
-        self.outputs = [o.name for o in g.output]
-        self.constants = {i.name for i in g.initializer}
-        self.producer: dict[str, int] = {}
-        for idx, node in enumerate(g.node):
-            for out in node.output:
-                if out:
-                    self.producer[out] = idx
-            if node.op_type == "Constant":
-                self.constants.update(o for o in node.output if o)
-        self.nodes = list(g.node)
-
-    def upstream(
-        self, targets: Iterable[str], stop: str | None = None
-    ) -> tuple[set[int], set[str]]:
-        """Nodes and leaf tensors reached walking back from ``targets`` (not through ``stop``)."""
-        seen_nodes: set[int] = set()
-        leaves: set[str] = set()
-        stack = [t for t in targets if t != stop]
-        seen_tensors = set(stack)
-        while stack:
-            t = stack.pop()
-            idx = self.producer.get(t)
-            if idx is None:
-                leaves.add(t)
-                continue
-            if idx in seen_nodes:
-                continue
-            seen_nodes.add(idx)
-            for inp in self.nodes[idx].input:
-                if inp and inp != stop and inp not in seen_tensors:
-                    seen_tensors.add(inp)
-                    stack.append(inp)
-        return seen_nodes, leaves
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception as exc:  # inference is advisory: a model it cannot follow still splits
+        log.warning("shape inference failed (%s); shapes come from the real input only", exc)
+        return {}
+    return {
+        vi.name: _shape(vi)
+        for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+        if vi.type.tensor_type.HasField("shape")
+    }
 
 
-def candidate_cuts(model: onnx.ModelProto) -> list[CutCandidate]:
+def _with_shapes(
+    cand: CutCandidate,
+    inferred: Mapping[str, list[int | None]],
+    real: Mapping[str, tuple[tuple[int, ...], np.dtype]] | None,
+) -> CutCandidate:
+    shape = list(inferred.get(cand.tensors[0], []))
+    concrete = {t: real[t][0] for t in cand.tensors} if real else {}
+    dtypes = {t: str(real[t][1]) for t in cand.tensors} if real else {}
+    per_sample: list[int | None] = []
+    for t in cand.tensors:
+        dims: Sequence[int | None] = concrete.get(t) or inferred.get(t) or []
+        if t in concrete and not dims:
+            per_sample.append(4)  # a scalar
+        elif dims and all(d is not None for d in dims[1:]):
+            per_sample.append(4 * int(np.prod([d for d in dims[1:] if d is not None])))
+        else:
+            per_sample.append(None)
+    nbytes = None if None in per_sample or not per_sample else sum(p or 0 for p in per_sample)
+    return replace(cand, shape=shape, float32_bytes=nbytes, concrete=concrete, dtypes=dtypes)
+
+
+def candidate_cuts(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | None = None
+) -> list[CutCandidate]:
     """Every internal tensor at which ``model`` can be split, in graph order.
 
     Only cuts that leave the main output (the one with the most upstream tensors) on the tail
-    side are listed.
+    side are listed. With ``feeds`` (a real input) every candidate carries its concrete shape and
+    bytes, and tensors that turn out not to carry data (empty) are dropped.
     """
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {
-        vi.name: _shape(vi)
-        for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
-    }
-    graph = _Graph(model)
-    inputs = set(graph.inputs)
-    # The main output (the one with the most upstream work, i.e. the final logits) must be on
-    # the tail side: cutting inside an early-exit branch is not an edge/cloud split.
-    main = max(graph.outputs, key=lambda o: len(_tensors(graph, o)))
-    out: list[CutCandidate] = []
+    graph = Graph(model)
+    found: list[CutCandidate] = []
     for node in graph.nodes:
         if node.op_type == "Constant":
             continue
         for t in node.output:
-            if not t or t in graph.constants:
-                continue
-            # Outputs that depend on t: those whose upstream (not stopping at t) contains t.
-            dependent = [o for o in graph.outputs if o != t and t in _tensors(graph, o)]
-            if main not in dependent:
-                continue
-            _, leaves = graph.upstream(dependent, stop=t)
-            if leaves & inputs:
-                continue
-            head_nodes, _ = graph.upstream([t])
-            before = [o for o in graph.outputs if o not in dependent and o != t]
-            shape = shapes.get(t, [])
-            tail_dims = shape[1:]
-            known = [d for d in tail_dims if d is not None]
-            nbytes = 4 * int(np.prod(known)) if shape and len(known) == len(tail_dims) else None
-            out.append(CutCandidate(t, shape, nbytes, [*before, t], dependent, len(head_nodes)))
+            if t and t not in graph.constants and (c := graph.cut([t])) is not None:
+                found.append(c)
+    return attach_shapes(model, found, feeds)
+
+
+def attach_shapes(
+    model: onnx.ModelProto,
+    cands: list[CutCandidate],
+    feeds: Mapping[str, np.ndarray] | None,
+) -> list[CutCandidate]:
+    """Candidates with inferred shapes and, given ``feeds``, concrete shapes and bytes."""
+    inferred = _inferred_shapes(model)
+    real = None
+    if feeds is not None:
+        real = tensor_shapes(model, feeds, [t for c in cands for t in c.tensors])
+    out = [_with_shapes(c, inferred, real) for c in cands]
+    if real is not None:
+        out = [c for c in out if all(np.prod(s) > 0 for s in c.concrete.values())]
     return out
 
 
-def _tensors(graph: _Graph, output: str) -> set[str]:
-    """All tensors upstream of ``output`` (memoised per graph)."""
-    cache: dict[str, set[str]] = graph.__dict__.setdefault("_tensor_cache", {})
-    if output not in cache:
-        nodes, leaves = graph.upstream([output])
-        tensors = set(leaves)
-        for n in nodes:
-            tensors.update(o for o in graph.nodes[n].output if o)
-        cache[output] = tensors
-    return cache[output]
+def find_cut(model: onnx.ModelProto, name: str | Sequence[str]) -> CutCandidate:
+    """The cut at tensor ``name`` (or the tensor set); a precise error naming the tensor otherwise."""
+    tensors = [t.strip() for t in name.split(",")] if isinstance(name, str) else list(name)
+    graph = Graph(model)
+    known = set(graph.producer) | set(graph.inputs)
+    for t in tensors:
+        if t not in known:
+            cands = candidate_cuts(model)
+            names = ", ".join(c.name for c in cands[:20]) + (" ..." if len(cands) > 20 else "")
+            raise NotFound(f"tensor {t!r} is not in the model; candidate cut points: {names}")
+        if t in graph.inputs or t in graph.constants:
+            raise BundleError(f"tensor {t!r} is a graph input or a constant, not a cut point")
+    cand = graph.cut(tensors)
+    if cand is None:
+        what = (
+            f"tensor {tensors[0]!r} does"
+            if len(tensors) == 1
+            else f"tensors {','.join(tensors)!r} do"
+        )
+        names = ", ".join(c.name for c in candidate_cuts(model)[:20])
+        raise BundleError(
+            f"{what} not separate the model (some output also depends on the input "
+            f"through another path); candidate cut points: {names}"
+        )
+    return cand
 
 
-def find_cut(model: onnx.ModelProto, name: str) -> CutCandidate:
-    """The candidate called ``name``; a precise error listing candidates otherwise."""
-    cands = candidate_cuts(model)
-    for c in cands:
-        if c.name == name:
-            return c
-    names = ", ".join(c.name for c in cands[:20]) + (" ..." if len(cands) > 20 else "")
-    known = {t for n in model.graph.node for t in n.output} | set(_graph_inputs(model))
-    if name not in known:
-        raise NotFound(f"tensor {name!r} is not in the model; candidate cut points: {names}")
-    raise InvalidArgument(
-        f"tensor {name!r} does not separate the model (some output also depends on the input "
-        f"through another path); candidate cut points: {names}"
-    )
+def extract(
+    model: onnx.ModelProto,
+    inputs: list[str],
+    outputs: list[str],
+    ranks: Mapping[str, int] | None = None,
+) -> onnx.ModelProto:
+    """Sub-model computing ``outputs`` from ``inputs`` (onnx.utils extraction).
 
-
-def extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
-    """Sub-model computing ``outputs`` from ``inputs`` (onnx.utils extraction)."""
-    # The extractor needs a value_info for every cut tensor: give it a shape-inferred model.
-    extractor = onnx.utils.Extractor(shape_inference.infer_shapes(model))
-    sub = extractor.extract_model(inputs, outputs)
-    # Keep dims symbolic as in the source (the extractor copies value_info from shape inference).
-    onnx.checker.check_model(sub)
+    The extractor needs a typed, shaped value_info for every boundary tensor; where shape
+    inference lost one (PaddlePaddle exports), a shape of ``ranks[t]`` symbolic dims is supplied.
+    """
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:  # advisory, as above
+        inferred = model
+    infos = {vi.name: vi for vi in inferred.graph.value_info}
+    for t in [*inputs, *outputs]:
+        vi = infos.get(t)
+        if vi is not None and vi.type.tensor_type.HasField("shape"):
+            continue
+        if ranks is None or t not in ranks:
+            continue
+        elem = vi.type.tensor_type.elem_type if vi is not None else onnx.TensorProto.FLOAT
+        dims = [f"{t}_d{i}" for i in range(ranks[t])]
+        if vi is not None:
+            inferred.graph.value_info.remove(vi)
+        inferred.graph.value_info.append(onnx.helper.make_tensor_value_info(t, elem, dims))
+    try:
+        sub = onnx.utils.Extractor(inferred).extract_model(inputs, outputs)
+        onnx.checker.check_model(sub)
+    except Exception as exc:  # onnx raises ValidationError, KeyError, ...
+        raise BundleError(
+            f"cannot extract {','.join(inputs)} -> {','.join(outputs)}: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        ) from None
     return sub
 
 
-def split_model(model: onnx.ModelProto, cut: str) -> SplitResult:
-    """Head (inputs -> earlier outputs + cut) and tail (cut -> dependent outputs)."""
-    cand = find_cut(model, cut)
-    head = extract(model, _graph_inputs(model), cand.head_outputs)
-    tail = extract(model, [cand.name], cand.tail_outputs)
+def split_model(
+    model: onnx.ModelProto,
+    cut: str | Sequence[str] | CutCandidate,
+    feeds: Mapping[str, np.ndarray] | None = None,
+) -> SplitResult:
+    """Head (inputs -> earlier outputs + cut tensors) and tail (cut tensors -> dependent outputs).
+
+    ``feeds`` (a real input) give the cut tensors their concrete shapes; without them the
+    tensors' ranks come from shape inference or, failing that, one run on random input.
+    """
+    cand = cut if isinstance(cut, CutCandidate) else find_cut(model, cut)
+    if not cand.concrete:
+        inferred = _inferred_shapes(model)
+        if feeds is None and any(not inferred.get(t) for t in cand.tensors):
+            feeds = make_feeds(model)
+        cand = attach_shapes(model, [cand], feeds)[0] if feeds is not None else cand
+        if feeds is not None and not cand.concrete:
+            raise BundleError(f"cut {cand.name!r}: the tensor is empty on this input")
+    ranks = {t: len(s) for t, s in cand.concrete.items()}
+    try:
+        head = extract(model, graph_inputs(model), cand.head_outputs, ranks)
+        tail = extract(model, list(cand.tensors), cand.tail_outputs, ranks)
+    except BundleError as exc:
+        raise BundleError(f"cut {cand.name!r}: {exc.message}") from None
     return SplitResult(cand, head, tail)
-
-
-def _session(model: onnx.ModelProto, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-_NP_TYPES: dict[int, Any] = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.UINT8: np.uint8,
-}
 
 
 def random_inputs(model: onnx.ModelProto, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random feeds for the graph inputs (dynamic dims: ``batch`` first, 1 elsewhere)."""
-    rng = np.random.default_rng(seed)
-    inits = {i.name for i in model.graph.initializer}
-    feeds: dict[str, np.ndarray] = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        dims = [d if d is not None else (batch if i == 0 else 1) for i, d in enumerate(_shape(vi))]
-        dtype = _NP_TYPES.get(vi.type.tensor_type.elem_type)
-        if dtype is None:
-            raise InvalidArgument(f"input {vi.name!r}: unsupported element type for verification")
-        if dtype == np.float32:
-            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
-        else:
-            feeds[vi.name] = rng.integers(0, 10, dims).astype(dtype)
-    return feeds
+    return make_feeds(model, batch=batch, seed=seed)
 
 
 def verify_split(
     model: onnx.ModelProto,
     result: SplitResult,
-    feeds: dict[str, np.ndarray] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
     tolerance: float = EXACT_TOLERANCE,
 ) -> float:
-    """Run full vs tail(head(x)); return max abs diff, :class:`InvalidArgument` above tolerance."""
+    """Run full vs tail(head(x)); return max abs diff, :class:`BundleError` above tolerance.
+
+    All three run without graph optimizations: fusions across the cut would otherwise round
+    differently on each side (about 1e-5 on PP-OCR's detector) and hide what the split changed.
+    """
     feeds = feeds if feeds is not None else random_inputs(model)
-    full_sess = _session(model)
+    name = result.cut.name
     full_names = [o.name for o in model.graph.output]
-    full = dict(zip(full_names, full_sess.run(full_names, feeds), strict=True))
-    head_sess = _session(result.head)
-    head_out = dict(
-        zip(result.cut.head_outputs, head_sess.run(result.cut.head_outputs, feeds), strict=True)
-    )
-    tail_sess = _session(result.tail)
-    tail_out = dict(
+    full = dict(
         zip(
-            result.cut.tail_outputs,
-            tail_sess.run(result.cut.tail_outputs, {result.cut.name: head_out[result.cut.name]}),
+            full_names,
+            run_session(session(model, optimize=False), full_names, feeds, "full model"),
             strict=True,
         )
     )
+    head_names = result.cut.head_outputs
+    head_vals = run_session(
+        session(result.head, optimize=False), head_names, feeds, f"cut {name!r}: head"
+    )
+    head_out = dict(zip(head_names, head_vals, strict=True))
+    tail_in = {t: head_out[t] for t in result.cut.tensors}
+    tail_vals = run_session(
+        session(result.tail, optimize=False),
+        result.cut.tail_outputs,
+        tail_in,
+        f"cut {name!r}: tail",
+    )
+    tail_out = dict(zip(result.cut.tail_outputs, tail_vals, strict=True))
     diff = 0.0
     compared = []
-    for name, value in [*head_out.items(), *tail_out.items()]:
-        if name in full:
-            diff = max(diff, float(np.max(np.abs(full[name].astype(np.float64) - value))))
-            compared.append(name)
+    for out_name, value in [*head_out.items(), *tail_out.items()]:
+        if out_name in full:
+            ref = full[out_name].astype(np.float64)
+            if ref.shape != value.shape:
+                raise BundleError(
+                    f"cut {name!r}: output {out_name!r} has shape {value.shape} after the split, "
+                    f"{ref.shape} in the full model"
+                )
+            if ref.size:
+                diff = max(diff, float(np.max(np.abs(ref - value))))
+            compared.append(out_name)
     result.max_abs_diff = diff
     result.compared = compared
     if not diff <= tolerance:
-        raise InvalidArgument(
-            f"cut {result.cut.name!r}: tail(head(x)) differs from the full model by {diff:.3g} "
+        raise BundleError(
+            f"cut {name!r}: tail(head(x)) differs from the full model by {diff:.3g} "
             f"(tolerance {tolerance:g})"
         )
     return diff

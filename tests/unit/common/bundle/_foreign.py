@@ -13,8 +13,11 @@ RESIDUAL_OUT = "res1"
 CONCAT_OUT = "cat"
 
 
-def build_foreign(seed: int = 0, early_exit: bool = False) -> onnx.ModelProto:
-    """The foreign graph; ``early_exit`` adds ``exit1_logits`` computed from ``pool1``."""
+def build_foreign(
+    seed: int = 0, early_exit: bool = False, dynamic: bool = False
+) -> onnx.ModelProto:
+    """The foreign graph; ``early_exit`` adds ``exit1_logits`` computed from ``pool1``;
+    ``dynamic`` declares the input ``x[N,3,H,W]`` (the global pooling accepts any size)."""
     rng = np.random.default_rng(seed)
     inits: list[TensorProto] = []
 
@@ -58,7 +61,11 @@ def build_foreign(seed: int = 0, early_exit: bool = False) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "foreign",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, ["N", 3, "H", "W"] if dynamic else ["N", 3, 16, 16]
+            )
+        ],
         outputs,
         initializer=inits,
     )

@@ -82,3 +82,16 @@ def test_cli_calibrate_on_a_synthetic_idx_directory(
     assert [r["risk"] for r in rows] == sorted(r["risk"] for r in rows)  # risk grows with coverage
     assert main(["calibrate", str(edge_bundle_dir), "--data", str(data)]) == 0
     assert load_bundle(edge_bundle_dir).manifest.calibration["n"] == 5000  # type: ignore[index]
+
+
+def test_cli_calibrate_on_labelled_data_of_your_own(
+    edge_bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = load_slice(SLICE)
+    data = tmp_path / "mine.npz"
+    np.savez(data, images=images[:600], labels=labels[:600])
+    assert main(["calibrate", str(edge_bundle_dir), "--input", str(data), "--dry-run"]) == 0
+    assert f"calibrated on {data} (n=600)" in capsys.readouterr().out
+    np.savez(tmp_path / "bad.npz", images=images[:5], labels=labels[:4])
+    assert main(["calibrate", str(edge_bundle_dir), "--input", str(tmp_path / "bad.npz")]) == 1
+    assert "5 images but 4 labels" in capsys.readouterr().err

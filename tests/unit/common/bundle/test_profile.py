@@ -23,7 +23,10 @@ def _check_schema(doc: dict[str, Any]) -> None:
     assert set(doc["full_ms"]) == STATS and doc["full_ms"]["median"] > 0
     assert isinstance(doc["input_bytes"]["float32"], int)
     for cut in doc["cut_points"]:
-        assert set(cut) == {"name", "shape", "float32_bytes", "codec_bytes", "head_ms", "tail_ms"}
+        assert set(cut) == {
+            "name", "shape", "float32_bytes", "tensors", "codec_bytes", "head_ms", "tail_ms"
+        }  # fmt: skip
+        assert all(isinstance(s, list) and all(d > 0 for d in s) for s in cut["tensors"].values())
         assert set(cut["head_ms"]) == STATS and set(cut["tail_ms"]) == STATS
         assert cut["head_ms"]["p10"] <= cut["head_ms"]["median"] <= cut["head_ms"]["p90"]
         assert isinstance(cut["codec_bytes"], dict)
@@ -72,3 +75,25 @@ def test_profile_reports_codec_bytes_for_a_cut_with_a_default_codec(
     assert len(cut1["codec_bytes"]) == 1
     # int8 values: about a quarter of float32 plus a small self-describing header.
     assert 12544 // 4 <= cut2["codec_bytes"]["q8"] < 12544 // 2
+
+
+def test_profile_with_explicit_dims_reports_real_bytes_and_multi_tensor_cuts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    from ._foreign import build_foreign
+
+    path = tmp_path / "dyn.onnx"
+    onnx.save(build_foreign(dynamic=True), str(path))
+    out = tmp_path / "p.json"
+    args = ["profile", str(path), "--shape", "x=1x3x8x8", "--multi", "--repeats", "1"]
+    assert main([*args, "--warmup", "0", "--json", str(out), "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    _check_schema(doc)
+    assert doc["input_shapes"] == {"x": [1, 3, 8, 8]}
+    cuts = {c["name"]: c for c in doc["cut_points"]}
+    assert all(c["float32_bytes"] for c in cuts.values())  # no '?' with real dims
+    assert cuts["br_a,br_b"]["tensors"] == {"br_a": [1, 6, 4, 4], "br_b": [1, 6, 4, 4]}
+    assert cuts["br_a,br_b"]["float32_bytes"] == 768
+    assert "1x6x4x4 + 1x6x4x4" in capsys.readouterr().out
