@@ -8,8 +8,8 @@ gateway, so tritonclient is used only in child processes: see tests/support/trit
 This hook turns an accidental in-process import into an immediate, explanatory failure instead of
 a collection error that depends on test order.
 
-Every test is marked by the folder it lives in (``unit``, ``integration`` or ``e2e``, declared in
-pyproject.toml), so ``pytest -m unit`` runs the fast tests alone.
+Every test is marked by the folder it lives in (``unit``, ``integration``, ``e2e`` or
+``adversarial``, declared in pyproject.toml), so ``pytest -m unit`` runs the fast tests alone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from types import ModuleType
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-FOLDER_MARKERS = ("unit", "integration", "e2e")
+FOLDER_MARKERS = ("unit", "integration", "e2e", "adversarial")
 """Test folders, each also the name of the marker its tests carry."""
 
 

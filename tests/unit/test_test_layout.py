@@ -1,6 +1,6 @@
 """The test tree's import rules, read from the source with ast.
 
-- A test folder (tests/unit, tests/integration, tests/e2e) imports test code only from itself and
+- A test folder (tests/unit, tests/integration, tests/e2e, tests/adversarial) imports test code only from itself and
   from tests/support; tests/support imports no test folder.
 - Benchmarks import nothing from tests.
 """
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
-FOLDERS = ("unit", "integration", "e2e")
+FOLDERS = ("unit", "integration", "e2e", "adversarial")
 SUPPORT = "support"
 
 
