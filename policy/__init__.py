@@ -21,7 +21,7 @@ from policy._heuristic import (
 from policy._learned import LearnedPolicy
 from policy._learning import OnlineLearner, ReportedOutcome
 from policy._manifest import DISABLED_EXIT_THRESHOLD, profile_from_manifest
-from policy._network import PROFILES, NetworkProfile, NetworkSample
+from policy._network import SCENARIOS, NetworkSample, NetworkScenario
 from policy._objective import ObjectiveWeights
 from policy._ope import Estimate, RewardModel, off_policy_evaluate, on_policy_value
 from policy._profile import (
@@ -46,7 +46,7 @@ __all__ = [
     "INPUT_CUT",
     "KINDS",
     "MLP",
-    "PROFILES",
+    "SCENARIOS",
     "Action",
     "AdaptiveCutSelector",
     "Arm",
@@ -71,8 +71,8 @@ __all__ = [
     "LatencyModel",
     "LearnedPolicy",
     "LinUCBPolicy",
-    "NetworkProfile",
     "NetworkSample",
+    "NetworkScenario",
     "ObjectiveWeights",
     "OnlineLearner",
     "Outcome",

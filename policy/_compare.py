@@ -18,7 +18,7 @@ import numpy as np
 from policy._base import ArmSpace, Policy
 from policy._heuristic import EpsilonGreedy, HeuristicPolicy, StaticThresholdPolicy
 from policy._learned import LearnedPolicy
-from policy._network import NetworkProfile
+from policy._network import NetworkScenario
 from policy._ope import off_policy_evaluate, on_policy_value
 from policy._registry import make_policy
 from policy._simulator import SimConfig, SimResult, Simulator
@@ -176,7 +176,7 @@ def train_policy(
 
 
 def compare(
-    trace: Trace, network: NetworkProfile, sim_config: SimConfig, cfg: CompareConfig
+    trace: Trace, network: NetworkScenario, sim_config: SimConfig, cfg: CompareConfig
 ) -> dict[str, Any]:
     """Run the protocol; returns a JSON-serialisable report."""
     per_seed: list[dict[str, Any]] = []
@@ -273,7 +273,7 @@ def compare(
 
 def ope_check(
     trace: Trace,
-    network: NetworkProfile,
+    network: NetworkScenario,
     sim_config: SimConfig,
     *,
     seed: int = 0,

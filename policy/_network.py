@@ -1,4 +1,4 @@
-"""Network profiles for the simulator: steady, varying bandwidth (a Markov chain over link
+"""Network scenarios for the simulator: steady, varying bandwidth (a Markov chain over link
 levels, each with its own RTT) and periodic outages, plus the lagged, noisy estimate the device
 sees (it measures the network from past traffic, so it is always a little behind)."""
 
@@ -13,7 +13,7 @@ from common.errors import InvalidArgument
 
 Floats = npt.NDArray[np.float64]
 
-# (bandwidth Mbit/s, RTT ms) per level of the varying profile: 3G-ish to Wi-Fi.
+# (bandwidth Mbit/s, RTT ms) per level of the varying scenario: 3G-ish to Wi-Fi.
 VARYING_LEVELS: tuple[tuple[float, float], ...] = (
     (0.25, 180.0),
     (1.0, 120.0),
@@ -35,16 +35,16 @@ class NetworkSample:
 
 
 @dataclass(frozen=True, slots=True)
-class NetworkProfile:
+class NetworkScenario:
     """A network scenario. ``kind`` is ``steady``, ``varying`` or ``outages``."""
 
     kind: str = "varying"
     bandwidth_mbps: float = 10.0
-    """Steady/outage profiles: link bandwidth."""
+    """Steady/outage scenarios: link bandwidth."""
     rtt_ms: float = 40.0
-    """Steady/outage profiles: round-trip time."""
+    """Steady/outage scenarios: round-trip time."""
     dwell_s: float = 4.0
-    """Varying profile: mean time spent at one level."""
+    """Varying scenario: mean time spent at one level."""
     outage_every_s: float = 30.0
     outage_s: float = 4.0
     jitter: float = 0.15
@@ -57,7 +57,7 @@ class NetworkProfile:
 
     def __post_init__(self) -> None:
         if self.kind not in ("steady", "varying", "outages"):
-            raise InvalidArgument(f"network profile: unknown kind {self.kind!r}")
+            raise InvalidArgument(f"network scenario: unknown kind {self.kind!r}")
 
     def _levels(self, times: Floats, rng: np.random.Generator) -> tuple[Floats, Floats]:
         if self.kind == "varying":
@@ -104,12 +104,12 @@ class NetworkProfile:
         return NetworkSample(bw, rtt, est_bw, est_rtt, load)
 
 
-PROFILES: dict[str, NetworkProfile] = {
-    "steady": NetworkProfile("steady", bandwidth_mbps=10.0, rtt_ms=40.0),
-    "varying": NetworkProfile("varying"),
-    "outages": NetworkProfile("outages", bandwidth_mbps=10.0, rtt_ms=40.0),
+SCENARIOS: dict[str, NetworkScenario] = {
+    "steady": NetworkScenario("steady", bandwidth_mbps=10.0, rtt_ms=40.0),
+    "varying": NetworkScenario("varying"),
+    "outages": NetworkScenario("outages", bandwidth_mbps=10.0, rtt_ms=40.0),
 }
 """Named profiles used by the simulator CLI and benchmarks."""
 
 
-__all__ = ["PROFILES", "VARYING_LEVELS", "NetworkProfile", "NetworkSample"]
+__all__ = ["SCENARIOS", "VARYING_LEVELS", "NetworkSample", "NetworkScenario"]

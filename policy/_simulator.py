@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policy._base import Policy
-from policy._network import NetworkProfile, NetworkSample
+from policy._network import NetworkSample, NetworkScenario
 from policy._objective import ObjectiveWeights
 from policy._profile import LatencyModel
 from policy._trace import Trace
@@ -90,7 +90,7 @@ class SimResult:
 class Simulator:
     """Replays ``trace`` under ``network`` for any :class:`Policy`."""
 
-    def __init__(self, trace: Trace, network: NetworkProfile, config: SimConfig | None = None):
+    def __init__(self, trace: Trace, network: NetworkScenario, config: SimConfig | None = None):
         self.trace = trace
         self.network = network
         self.config = config or SimConfig()

@@ -35,10 +35,10 @@ def _sim_config(args: argparse.Namespace) -> Any:
 
 def _simulate(args: argparse.Namespace) -> int:
     from policy._compare import CompareConfig, compare, ope_check
-    from policy._network import PROFILES
+    from policy._network import SCENARIOS
 
     trace = _load_trace(args)
-    network = PROFILES[args.profile]
+    network = SCENARIOS[args.network]
     cfg = CompareConfig(
         kinds=tuple(args.policies.split(",")),
         seeds=tuple(range(args.seeds)),
@@ -126,11 +126,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("policy", help="policy engine: traces, simulator, decisions")
     sub = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
 
-    sim = sub.add_parser("simulate", help="compare policies on a trace under a network profile")
+    sim = sub.add_parser("simulate", help="compare policies on a trace under a network scenario")
     sim.add_argument("--trace", help="trace .npz (default: a synthetic trace)")
     sim.add_argument("--synthetic", type=int, default=10_000, help="synthetic trace size")
     sim.add_argument("--device-exits", type=int, default=0, help="exits the device holds (0: all)")
-    sim.add_argument("--profile", default="varying", choices=["steady", "varying", "outages"])
+    sim.add_argument("--network", default="varying", choices=["steady", "varying", "outages"])
     sim.add_argument("--policies", default="heuristic,linucb,thompson,dqn")
     sim.add_argument("--seeds", type=int, default=5)
     sim.add_argument("--epochs", type=int, default=3)

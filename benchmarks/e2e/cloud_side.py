@@ -5,7 +5,7 @@ Started by ``benchmarks.e2e.run`` inside the cloud network namespace; speaks JSO
 stdout's first line is ``{"gateway": port, "triton": port}`` (the emulated ports); then each line
 on stdin is a command answered by one line on stdout:
 
-* ``{"cmd": "profile", ...LinkProfile fields}`` — impairments for connections opened from now on;
+* ``{"cmd": "impair", ...Impairment fields}`` — impairments for connections opened from now on;
 * ``{"cmd": "counters"}`` — bytes through each emulator and cloud compute seconds so far
   (gateway: sum of ``aiml021_gateway_compute_seconds``; Triton: ``nv_inference_compute_infer_duration_us``).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.e2e._shared import ROOT, gateway_process, metric_sum
-from benchmarks.e2e.linkem import LinkEmulator, LinkProfile
+from benchmarks.e2e.linkem import Impairment, LinkEmulator
 
 log = logging.getLogger(__name__)
 TRITON_MODEL = "fmnist_full"
@@ -54,7 +54,7 @@ async def main() -> None:
         ports = stack.enter_context(
             gateway_process(workdir, args.models, args.tls_dir, result_cache=False)
         )
-        emulators = {"gateway": LinkEmulator(("127.0.0.1", ports["port"]), LinkProfile())}
+        emulators = {"gateway": LinkEmulator(("127.0.0.1", ports["port"]), Impairment())}
         triton = None
         triton_name = ""
         if not args.no_triton:
@@ -66,7 +66,7 @@ async def main() -> None:
             triton = TritonServer([spec], log_path=workdir / "triton.log")
             stack.callback(triton.stop)
             await asyncio.to_thread(triton.start)
-            emulators["triton"] = LinkEmulator(("127.0.0.1", triton.grpc_port), LinkProfile())
+            emulators["triton"] = LinkEmulator(("127.0.0.1", triton.grpc_port), Impairment())
             triton_name = triton_model_ref(spec.key)[0]
         try:
             listen = {name: await em.start(args.listen, 0) for name, em in emulators.items()}
@@ -85,13 +85,13 @@ async def _serve_commands(
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    names = {f.name for f in fields(LinkProfile)}
+    names = {f.name for f in fields(Impairment)}
     while line := await reader.readline():
         cmd = json.loads(line)
-        if cmd["cmd"] == "profile":
-            profile = LinkProfile(**{k: v for k, v in cmd.items() if k in names})
+        if cmd["cmd"] == "impair":
+            impairment = Impairment(**{k: v for k, v in cmd.items() if k in names})
             for em in emulators.values():
-                em.profile = profile
+                em.impairment = impairment
             reply: dict[str, object] = {"ok": True}
         elif cmd["cmd"] == "counters":
             triton_us = metric_sum(triton.metrics_port, TRITON_COMPUTE) if triton else 0.0

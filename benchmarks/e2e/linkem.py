@@ -35,8 +35,8 @@ CHUNK = 16 * 1024
 
 
 @dataclass(frozen=True)
-class LinkProfile:
-    """One direction's impairments (both directions use the same profile)."""
+class Impairment:
+    """One direction's impairments (both directions use the same impairment)."""
 
     delay_s: float = 0.0
     jitter_s: float = 0.0
@@ -50,7 +50,7 @@ class LinkProfile:
 
 @dataclass
 class _Direction:
-    profile: LinkProfile
+    impairment: Impairment
     start: float
     rng: random.Random
     last_departure: float = 0.0
@@ -59,7 +59,7 @@ class _Direction:
 
     def outage_end(self, now: float) -> float:
         """When the outage covering ``now`` ends, or ``now`` if the link is up."""
-        p = self.profile
+        p = self.impairment
         if p.outage_period_s <= 0 or p.outage_duration_s <= 0:
             return now
         phase = (now - self.start) % p.outage_period_s
@@ -67,7 +67,7 @@ class _Direction:
         return now + (p.outage_period_s - phase) if phase >= down_from else now
 
     def departure(self, arrival: float, size: int) -> float:
-        p = self.profile
+        p = self.impairment
         t = arrival
         if p.bandwidth_bps > 0:
             # Token bucket without burst: serialise each chunk at the link rate.
@@ -85,13 +85,13 @@ class _Direction:
 class LinkEmulator:
     """Accepts TCP connections on ``listen`` and forwards them to ``target`` through the link."""
 
-    def __init__(self, target: tuple[str, int], profile: LinkProfile) -> None:
+    def __init__(self, target: tuple[str, int], impairment: Impairment) -> None:
         self.target = target
-        self.profile = profile
+        self.impairment = impairment
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self._rng = random.Random(profile.seed)
+        self._rng = random.Random(impairment.seed)
         self._start = time.monotonic()
         self.bytes_up = 0
         self.bytes_down = 0
@@ -135,7 +135,7 @@ class LinkEmulator:
             return
         self._writers.update((writer, up_writer))
         for src, dst, up in ((reader, up_writer, True), (up_reader, writer, False)):
-            direction = _Direction(self.profile, self._start, random.Random(self._rng.random()))
+            direction = _Direction(self.impairment, self._start, random.Random(self._rng.random()))
             self._spawn(self._pump(src, dst, direction, up))
 
     async def _pump(
@@ -177,7 +177,7 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    profile = LinkProfile(
+    impairment = Impairment(
         delay_s=args.delay_ms / 1000,
         jitter_s=args.jitter_ms / 1000,
         loss=args.loss,
@@ -186,7 +186,7 @@ async def _serve(args: argparse.Namespace) -> None:
         outage_duration_s=args.outage_duration_s,
         seed=args.seed,
     )
-    emulator = LinkEmulator(_hostport(args.target), profile)
+    emulator = LinkEmulator(_hostport(args.target), impairment)
     host, port = _hostport(args.listen)
     bound = await emulator.start(host, port)
     print(bound, flush=True)

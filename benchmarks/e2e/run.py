@@ -1,8 +1,8 @@
 """Hybrid vs cloud-only (our gateway) vs cloud-only (real Triton) vs edge-only, over an emulated
 network, at open-loop rates relative to the measured capacity of cloud-only.
 
-    sudo .venv/bin/python -m benchmarks.e2e.run            # all profiles (needs root: netns, tc, cgroups)
-    .venv/bin/python -m benchmarks.e2e.run --profiles 4g --rates 0.8 --n 1500
+    sudo .venv/bin/python -m benchmarks.e2e.run            # all network scenarios (needs root: netns, tc, cgroups)
+    .venv/bin/python -m benchmarks.e2e.run --networks 4g --rates 0.8 --n 1500
 
 Topology: an edge and a cloud network namespace joined by a veth pair; tbf shapes each direction
 to the profile's bandwidth; in the cloud namespace a userspace link emulator (benchmarks.e2e.linkem)
@@ -42,7 +42,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
-class NetProfile:
+class NetworkScenario:
     name: str
     rtt_ms: float
     bandwidth_mbit: float
@@ -58,14 +58,14 @@ class NetProfile:
         }  # fmt: skip
 
 
-PROFILES = {
+SCENARIOS = {
     p.name: p
     for p in (
-        NetProfile("lan", rtt_ms=2, bandwidth_mbit=1000),
-        NetProfile("wifi", rtt_ms=20, bandwidth_mbit=50, jitter_ms=4, loss=0.001),
-        NetProfile("4g", rtt_ms=50, bandwidth_mbit=10, jitter_ms=10, loss=0.005),
-        NetProfile("3g", rtt_ms=150, bandwidth_mbit=1, jitter_ms=30, loss=0.01),
-        NetProfile(
+        NetworkScenario("lan", rtt_ms=2, bandwidth_mbit=1000),
+        NetworkScenario("wifi", rtt_ms=20, bandwidth_mbit=50, jitter_ms=4, loss=0.001),
+        NetworkScenario("4g", rtt_ms=50, bandwidth_mbit=10, jitter_ms=10, loss=0.005),
+        NetworkScenario("3g", rtt_ms=150, bandwidth_mbit=1, jitter_ms=30, loss=0.01),
+        NetworkScenario(
             "outages",
             rtt_ms=50,
             bandwidth_mbit=10,
@@ -180,7 +180,7 @@ def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    parser.add_argument("--networks", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--rates", nargs="+", type=float, default=[0.25, 0.5, 0.8])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--n", type=int, default=2000, help="most requests per run")
@@ -209,10 +209,10 @@ def main() -> int:
     with topo, CpuQuota("aiml021-edge", args.edge_cores) as quota:
         cloud = CloudSide(topo, tls_dir)
         try:
-            for name in args.profiles:
-                prof = PROFILES[name]
+            for name in args.networks:
+                prof = SCENARIOS[name]
                 topo.shape(prof.bandwidth_mbit)
-                cloud.call(cmd="profile", **prof.link())
+                cloud.call(cmd="impair", **prof.link())
                 cap = measure(
                     topo,
                     quota,

@@ -29,7 +29,7 @@ from benchmarks.policy._machine import machine_info
 from cloud.grpc._policy import add_to_server
 from cloud.grpc._policy_converters import context_to_proto
 from policy import (
-    PROFILES,
+    SCENARIOS,
     DecisionContext,
     HeuristicPolicy,
     Policy,
@@ -74,7 +74,7 @@ def contexts(n: int, n_exits: int, seed: int = 0) -> list[DecisionContext]:
 
 
 def policies(trace: Trace) -> dict[str, Policy]:
-    sim = Simulator(trace, PROFILES["varying"], SimConfig())
+    sim = Simulator(trace, SCENARIOS["varying"], SimConfig())
     out: dict[str, Policy] = {
         "heuristic": HeuristicPolicy(trace.profile, latency_model=sim.model),
         "static": StaticThresholdPolicy(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.policy._machine import machine_info
-from policy import PROFILES, ObjectiveWeights, SimConfig, Trace, synthetic_trace
+from policy import SCENARIOS, ObjectiveWeights, SimConfig, Trace, synthetic_trace
 from policy._compare import CompareConfig, compare, ope_check
 
 RESULTS = Path("benchmarks/results")
@@ -114,7 +114,7 @@ def main() -> int:
     for name, exits, prof, slowdown in scenarios:
         t0 = time.time()
         tr = trace.truncate(exits)
-        rep = compare(tr, PROFILES[prof], replace(sim_config, edge_slowdown=slowdown), cfg)
+        rep = compare(tr, SCENARIOS[prof], replace(sim_config, edge_slowdown=slowdown), cfg)
         rep["seconds"] = time.time() - t0
         report["scenarios"][name] = rep
         md += scenario_rows(name, rep)
@@ -124,7 +124,7 @@ def main() -> int:
                 g = v["gain"]
                 print(f"  {kind:<10} gain {g['mean'] * 100:+.1f}% [{g['low'] * 100:+.1f}, {g['high'] * 100:+.1f}]"
                       f"  Δacc {v['accuracy_delta']['mean'] * 100:+.2f} pt")  # fmt: skip
-    ope = ope_check(trace.truncate(1), PROFILES["varying"], sim_config)
+    ope = ope_check(trace.truncate(1), SCENARIOS["varying"], sim_config)
     report["ope"] = ope
     md += ["", "## Off-policy evaluation (logging: heuristic + ε=0.3, head-only device, varying)", "",
            "| target | on-policy | IPS [95% CI] | DR [95% CI] |", "|---|---|---|---|"]  # fmt: skip

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from benchmarks.e2e.linkem import LinkEmulator, LinkProfile, _Direction
+from benchmarks.e2e.linkem import Impairment, LinkEmulator, _Direction
 
 
 def _direction(**kw: float) -> _Direction:
-    return _Direction(LinkProfile(**kw), start=0.0, rng=random.Random(0))  # type: ignore[arg-type]
+    return _Direction(Impairment(**kw), start=0.0, rng=random.Random(0))  # type: ignore[arg-type]
 
 
 def test_delay_is_added_and_order_is_kept() -> None:
@@ -57,7 +57,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def test_forwards_bytes_intact_both_ways() -> None:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    emulator = LinkEmulator(("127.0.0.1", port), LinkProfile(delay_s=0.002, jitter_s=0.001, seed=3))
+    emulator = LinkEmulator(("127.0.0.1", port), Impairment(delay_s=0.002, jitter_s=0.001, seed=3))
     listen = await emulator.start()
     payload = random.Random(1).randbytes(300_000)
     reader, writer = await asyncio.open_connection("127.0.0.1", listen)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policy import (
-    PROFILES,
+    SCENARIOS,
     ArmSpace,
     EpsilonGreedy,
     HeuristicPolicy,
@@ -18,7 +18,7 @@ from policy import (
 
 def test_ips_and_dr_agree_with_on_policy_values(trace: Trace) -> None:
     head = trace.truncate(2)
-    sim = Simulator(head, PROFILES["varying"], SimConfig())
+    sim = Simulator(head, SCENARIOS["varying"], SimConfig())
     env = sim.environment(4)
     logger = EpsilonGreedy(
         HeuristicPolicy(head.profile, latency_model=sim.model), head.profile, 0.4, seed=0

@@ -1,4 +1,4 @@
-"""Simulator, network profiles, traces and the vectorised static baseline."""
+"""Simulator, network scenarios, traces and the vectorised static baseline."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from common.errors import InvalidArgument
 from policy import (
-    PROFILES,
+    SCENARIOS,
     Action,
     HeuristicPolicy,
-    NetworkProfile,
+    NetworkScenario,
     SimConfig,
     Simulator,
     StaticConfig,
@@ -27,7 +27,7 @@ from policy._compare import CompareConfig, compare, mean_ci, ope_check
 
 def test_vectorised_static_matches_the_simulator(trace: Trace) -> None:
     for name in ("varying", "outages"):
-        sim = Simulator(trace, PROFILES[name])
+        sim = Simulator(trace, SCENARIOS[name])
         env = sim.environment(3)
         for cfg in (
             StaticConfig((0.9, 0.8, 0.0), "cut1", "q4|ans"),
@@ -44,7 +44,7 @@ def test_vectorised_static_matches_the_simulator(trace: Trace) -> None:
 
 
 def test_runs_are_deterministic_per_seed(trace: Trace) -> None:
-    sim = Simulator(trace, PROFILES["varying"])
+    sim = Simulator(trace, SCENARIOS["varying"])
     a = sim.run(HeuristicPolicy(trace.profile, latency_model=sim.model), sim.environment(1))
     b = sim.run(HeuristicPolicy(trace.profile, latency_model=sim.model), sim.environment(1))
     np.testing.assert_array_equal(a.cost, b.cost)
@@ -55,7 +55,7 @@ def test_runs_are_deterministic_per_seed(trace: Trace) -> None:
 
 
 def test_outages_cut_the_link_and_offloads_fall_back(trace: Trace) -> None:
-    prof = NetworkProfile("outages", outage_every_s=10.0, outage_s=5.0, estimate_lag_s=0.0)
+    prof = NetworkScenario("outages", outage_every_s=10.0, outage_s=5.0, estimate_lag_s=0.0)
     sim = Simulator(trace, prof)
     env = sim.environment(0)
     down = env.net.bandwidth_mbps == 0.0
@@ -64,11 +64,11 @@ def test_outages_cut_the_link_and_offloads_fall_back(trace: Trace) -> None:
     # with no lag the device knows the link is down and keeps everything local then
     assert not res.offloaded[down].any() and res.offloaded[~down].all()
     with pytest.raises(InvalidArgument):
-        NetworkProfile("bogus")
+        NetworkScenario("bogus")
 
 
 def test_stale_estimate_makes_offloads_time_out(trace: Trace) -> None:
-    prof = NetworkProfile("outages", outage_every_s=10.0, outage_s=5.0, estimate_lag_s=1.0)
+    prof = NetworkScenario("outages", outage_every_s=10.0, outage_s=5.0, estimate_lag_s=1.0)
     sim = Simulator(trace, prof)
     env = sim.environment(0)
     res = sim.run(StaticThresholdPolicy(trace.profile, [1.01, 1.01, 0.0], "input", "raw"), env)
@@ -105,7 +105,7 @@ def test_synthetic_trace_is_calibrated() -> None:
 
 def test_head_only_device_offloads_at_its_last_exit(trace: Trace) -> None:
     head = trace.truncate(1)
-    sim = Simulator(head, PROFILES["steady"], SimConfig(edge_slowdown=100.0))
+    sim = Simulator(head, SCENARIOS["steady"], SimConfig(edge_slowdown=100.0))
     pol = HeuristicPolicy(head.profile, latency_model=sim.model, thresholds=[0.9])
     res = sim.run(pol, sim.environment(0))
     assert 0.0 < res.offloaded.mean() < 1.0
@@ -120,20 +120,20 @@ def test_compare_and_ope_report_shapes(trace: Trace) -> None:
     head = trace.truncate(1).subset(np.arange(600))
     report = compare(
         head,
-        PROFILES["varying"],
+        SCENARIOS["varying"],
         SimConfig(),
         CompareConfig(kinds=("heuristic", "linucb"), seeds=(0, 1), epochs=1),
     )
     assert set(report["summary"]) >= {"heuristic", "linucb", "static"}
     assert report["summary"]["linucb"]["gain"]["n"] == 2
-    ope = ope_check(head, PROFILES["varying"], SimConfig(), epochs=1)
+    ope = ope_check(head, SCENARIOS["varying"], SimConfig(), epochs=1)
     assert ope["heuristic"]["dr"]["low"] <= ope["heuristic"]["dr"]["high"]
     ci = mean_ci([1.0, 2.0, 3.0])
     assert ci["mean"] == 2.0 and ci["low"] < 2.0 < ci["high"]
 
 
 def test_every_action_can_happen_in_the_simulator(trace: Trace) -> None:
-    sim = Simulator(trace, PROFILES["outages"])
+    sim = Simulator(trace, SCENARIOS["outages"])
     seen: set[Action] = set()
 
     class Spy(HeuristicPolicy):
