@@ -6,7 +6,7 @@ from cloud.core._accounting import calibrate
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
-from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline, validate_inputs
+from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline
 from cloud.core._hooks import (
     CacheEntry,
     IdempotencyStore,
@@ -55,6 +55,7 @@ from cloud.core._types import (
     TelemetryEvent,
     TensorSpec,
 )
+from cloud.core._validate import check_payload_format, validate_inputs
 
 __all__ = [
     "CODEC_RAW",
@@ -100,6 +101,7 @@ __all__ = [
     "TensorSpec",
     "VersionInfo",
     "calibrate",
+    "check_payload_format",
     "content_hash",
     "decode_payload",
     "discard_record",

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from cloud.core._types import ModelSpec
+from common import dtypes
 from common.errors import CodecError, InvalidArgument
 
 CODEC_RAW = 1
 """Wire id of the raw codec (aiml021.common.v1.CodecKind.CODEC_KIND_RAW)."""
-_ITEMSIZE: dict[str, int] = {}
 
 
 @dataclass(slots=True)
@@ -34,10 +33,7 @@ class PayloadFormat:
 
     def raw_bytes(self) -> int:
         """Bytes of the decoded tensor (computed with Python ints: no overflow, no allocation)."""
-        size = _ITEMSIZE.get(self.dtype)
-        if size is None:
-            size = _ITEMSIZE[self.dtype] = np.dtype(self.dtype).itemsize
-        return math.prod(self.shape) * size
+        return math.prod(self.shape) * dtypes.lookup(self.dtype).itemsize
 
 
 def decode_payload(
@@ -64,46 +60,24 @@ def decode_payload(
     limits = codecs.DecodeLimits(
         max_elements=max(1, max_decoded_bytes // 4), max_bytes=max_decoded_bytes
     )
+
+    def as_declared(frame: Any) -> None:
+        # The frame is held to the header (already checked against the model) before its payload
+        # is decoded: nothing is allocated for a frame that disagrees.
+        if frame.dtype != fmt.dtype or tuple(frame.shape) != fmt.shape:
+            raise InvalidArgument(
+                f"frame holds {frame.dtype.name}{list(frame.shape)} but the header declared "
+                f"{fmt.dtype}{list(fmt.shape)}"
+            )
+
     try:
-        arr = np.asarray(codecs.decode(payload, limits=limits, entropy_models=entropy_models))
-    except CodecError:
+        return np.asarray(
+            codecs.decode(payload, limits=limits, entropy_models=entropy_models, check=as_declared)
+        )
+    except InvalidArgument:
         raise
     except Exception as exc:
         raise CodecError(f"cannot decode {fmt.codec_name!r} payload: {exc}") from exc
-    if arr.dtype != fmt.dtype or tuple(arr.shape) != fmt.shape:
-        raise InvalidArgument(
-            f"decoded tensor is {arr.dtype.name}{list(arr.shape)} but the header declared "
-            f"{fmt.dtype}{list(fmt.shape)}"
-        )
-    return arr
 
 
-def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> None:
-    """Reject a header whose declared payload (dtype, shape, batch) ``spec`` cannot take: checked
-    before any byte of it is buffered."""
-    t = spec.inputs[0]
-    if len(spec.inputs) != 1:
-        raise InvalidArgument(
-            f"model {spec.key} takes {len(spec.inputs)} inputs; sessions send one"
-        )
-    if fmt.dtype != t.dtype:
-        raise InvalidArgument(
-            f"model {spec.key}: input {t.name!r} needs dtype {t.dtype}, header declares {fmt.dtype}"
-        )
-    shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
-    if (
-        len(shape) != len(t.shape)
-        or shape[0] < 1
-        or any(w not in (-1, g) for w, g in zip(t.shape[1:], shape[1:], strict=True))
-    ):
-        raise InvalidArgument(
-            f"model {spec.key}: input {t.name!r} needs shape {list(t.shape)} (-1 = any), header "
-            f"declares {list(fmt.shape)}"
-        )
-    if shape[0] > spec.max_batch_size:
-        raise InvalidArgument(
-            f"model {spec.key}: batch of {shape[0]} exceeds max batch size {spec.max_batch_size}"
-        )
-
-
-__all__ = ["CODEC_RAW", "PayloadFormat", "check_payload_format", "decode_payload"]
+__all__ = ["CODEC_RAW", "PayloadFormat", "decode_payload"]

@@ -36,46 +36,10 @@ from cloud.core._hooks import (
 )
 from cloud.core._repository import ModelRepository
 from cloud.core._types import InferenceRequest, InferenceResult, ModelKey, ModelSpec, TelemetryEvent
-from common.errors import AimlError, InvalidArgument, Unavailable
+from cloud.core._validate import validate_inputs
+from common.errors import AimlError, Unavailable
 
 log = logging.getLogger(__name__)
-
-
-def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
-    """Check names, dtypes and shapes against ``spec``; returns the batch size (rows)."""
-    wanted = {t.name for t in spec.inputs}
-    unknown = set(inputs) - wanted
-    if unknown:
-        raise InvalidArgument(
-            f"model {spec.key}: unknown input(s) {sorted(unknown)} (inputs: {sorted(wanted)})"
-        )
-    rows = -1
-    for t in spec.inputs:
-        arr = inputs.get(t.name)
-        if arr is None:
-            raise InvalidArgument(f"model {spec.key}: missing input {t.name!r}")
-        if arr.dtype != t.dtype:
-            raise InvalidArgument(
-                f"model {spec.key}: input {t.name!r} has dtype {arr.dtype.name}, expected {t.dtype}"
-            )
-        if arr.ndim != len(t.shape) or any(
-            w != -1 and w != g for w, g in zip(t.shape[1:], arr.shape[1:], strict=True)
-        ):
-            raise InvalidArgument(
-                f"model {spec.key}: input {t.name!r} has shape {list(arr.shape)}, expected "
-                f"{list(t.shape)} (-1 = any)"
-            )
-        n = int(arr.shape[0])
-        if rows not in (-1, n):
-            raise InvalidArgument(f"model {spec.key}: inputs disagree on the batch size")
-        rows = n
-    if rows < 1:
-        raise InvalidArgument(f"model {spec.key}: empty batch")
-    if rows > spec.max_batch_size:
-        raise InvalidArgument(
-            f"model {spec.key}: batch of {rows} exceeds max batch size {spec.max_batch_size}"
-        )
-    return rows
 
 
 class DataPlane:
@@ -199,27 +163,31 @@ class DataPlane:
         m.child(m.compute_seconds, key.name).observe(compute_s)
 
     def submit(
-        self, request: InferenceRequest, spec: ModelSpec | None = None
+        self, request: InferenceRequest, spec: ModelSpec | None = None, rows: int | None = None
     ) -> asyncio.Future[InferenceResult]:
         """Validate and queue ``request``; the future resolves to its result.
 
         A request that names no version goes through the router (rollouts) first. Bad input
         raises at once (InvalidArgument, NotFound, ResourceExhausted, DeadlineExceeded);
-        cancelling the future withdraws the request.
+        cancelling the future withdraws the request. ``rows``: the batch size when the inputs
+        were already validated against ``spec`` (a session request, checked from its header);
+        they are validated again only if another version serves them.
         """
         if self.router is not None and not request.model_version:
             routed = self.router.submit(request, spec)
             if routed is not None:
                 return routed
-        return self.submit_direct(request, spec)
+        return self.submit_direct(request, spec, rows)
 
     def submit_direct(
-        self, request: InferenceRequest, spec: ModelSpec | None = None
+        self, request: InferenceRequest, spec: ModelSpec | None = None, rows: int | None = None
     ) -> asyncio.Future[InferenceResult]:
         """:meth:`submit` without the router (the router itself calls this)."""
         if spec is None or (request.model_version and request.model_version != spec.version):
             spec = self.repository.resolve(request.model_name, request.model_version)
-        rows = validate_inputs(spec, request.inputs)
+            rows = None
+        if rows is None:
+            rows = validate_inputs(spec, request.inputs)
         if request.idempotency_key and self.idempotency is not None:
             return asyncio.ensure_future(self._infer_idempotent(request, spec, rows))
         if self._cache_applies(spec):
@@ -393,4 +361,4 @@ def monotonic_deadline(seconds_left: float | None) -> float | None:
     return None if seconds_left is None else time.monotonic() + seconds_left
 
 
-__all__ = ["DataPlane", "content_hash", "monotonic_deadline", "validate_inputs"]
+__all__ = ["DataPlane", "content_hash", "monotonic_deadline"]

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from cloud.core._codec import check_payload_format, decode_payload
+from cloud.core._codec import decode_payload
 from cloud.core._dataplane import DataPlane
 from cloud.core._session_types import (
     ByteBudget,
@@ -31,6 +31,7 @@ from cloud.core._session_types import (
     SessionSink,
 )
 from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
+from cloud.core._validate import check_payload_format
 from common.errors import (
     AimlError,
     AlreadyExists,
@@ -315,7 +316,7 @@ class SessionCore:
             if arr.ndim == len(p.spec.inputs[0].shape) - 1:
                 arr = arr[None]
             req.inputs = {p.spec.inputs[0].name: arr}
-            fut = self._dp.submit(req, p.spec)
+            fut = self._dp.submit(req, p.spec, rows=arr.shape[0])  # checked at the header
         except AimlError as exc:
             self._open.pop(h.request_id, None)
             self._grant_requests += 1

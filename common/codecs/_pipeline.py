@@ -8,7 +8,7 @@ elements (raw, f16), bit-packed symbols (int8/qN), one byte per symbol (qN|zstd)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -241,16 +241,21 @@ def decode(
     *,
     limits: DecodeLimits | None = None,
     entropy_models: EntropyModels = None,
+    check: Callable[[FrameHeader], None] | None = None,
 ) -> np.ndarray:
     """Decode a frame written by :func:`encode`.
 
     Everything is validated before anything is allocated from a declared size: header fields,
     ``limits`` (default :class:`DecodeLimits`), truncation, trailing bytes, the CRC32C, and every
     section length. Any problem raises CodecError with a precise message, never another error.
+    ``check`` sees the parsed header first (e.g. to hold the frame to a dtype and shape declared
+    elsewhere, or to read its pipeline), so the header is parsed once; what it raises propagates.
     """
     limits = limits or DecodeLimits()
     view = memoryview(frame).cast("B")
     header = parse_header(view, limits)
+    if check is not None:
+        check(header)
     expected = header.frame_bytes
     if len(view) < expected:
         raise CodecError(f"frame truncated: {len(view)} bytes, header declares {expected}")

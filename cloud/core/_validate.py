@@ -1,0 +1,82 @@
+"""Inputs against a model spec: the one place names, dtypes, shapes and batch sizes are checked.
+
+KServe and REST requests arrive as arrays and are checked by :func:`validate_inputs`; a session
+request is checked once, from what its header declares, by :func:`check_payload_format` before a
+byte of it is buffered (its decoded tensor is then held to that declaration by the codec, so the
+data plane does not check it again: ``DataPlane.submit(..., rows=...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cloud.core._codec import PayloadFormat
+from cloud.core._types import ModelSpec, TensorSpec
+from common.errors import InvalidArgument
+
+
+def check_input(
+    spec: ModelSpec, t: TensorSpec, dtype: object, shape: Sequence[int], where: str = ""
+) -> int:
+    """Check one input's dtype and shape (batch dimension first) against ``t``; returns the
+    batch size. ``where`` names what declared them, for the message."""
+    if dtype != t.dtype:
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r}{where} has dtype {dtype}, expected {t.dtype}"
+        )
+    if (
+        len(shape) != len(t.shape)
+        or not shape
+        or any(w != -1 and w != g for w, g in zip(t.shape[1:], shape[1:], strict=True))
+    ):
+        raise InvalidArgument(
+            f"model {spec.key}: input {t.name!r}{where} has shape {list(shape)}, expected "
+            f"{list(t.shape)} (-1 = any)"
+        )
+    rows = int(shape[0])
+    if rows < 1:
+        raise InvalidArgument(f"model {spec.key}: empty batch")
+    if rows > spec.max_batch_size:
+        raise InvalidArgument(
+            f"model {spec.key}: batch of {rows} exceeds max batch size {spec.max_batch_size}"
+        )
+    return rows
+
+
+def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
+    """Check names, dtypes and shapes against ``spec``; returns the batch size (rows)."""
+    wanted = {t.name for t in spec.inputs}
+    unknown = set(inputs) - wanted
+    if unknown:
+        raise InvalidArgument(
+            f"model {spec.key}: unknown input(s) {sorted(unknown)} (inputs: {sorted(wanted)})"
+        )
+    rows = -1
+    for t in spec.inputs:
+        arr = inputs.get(t.name)
+        if arr is None:
+            raise InvalidArgument(f"model {spec.key}: missing input {t.name!r}")
+        n = check_input(spec, t, arr.dtype, arr.shape)
+        if rows not in (-1, n):
+            raise InvalidArgument(f"model {spec.key}: inputs disagree on the batch size")
+        rows = n
+    if rows < 1:
+        raise InvalidArgument(f"model {spec.key}: empty batch")
+    return rows
+
+
+def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
+    """Check a session header's declared payload against ``spec`` (its one input; the shape may
+    omit the batch dimension of one sample); returns the batch size."""
+    if len(spec.inputs) != 1:
+        raise InvalidArgument(
+            f"model {spec.key} takes {len(spec.inputs)} inputs; sessions send one"
+        )
+    t = spec.inputs[0]
+    shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
+    return check_input(spec, t, fmt.dtype, shape, " (InferHeader.encoding)")
+
+
+__all__ = ["check_input", "check_payload_format", "validate_inputs"]
