@@ -112,6 +112,7 @@ class ServeProcess:
 
     port: int
     metrics_port: int
+    log: Path
 
 
 @contextlib.contextmanager
@@ -133,7 +134,7 @@ def run_serve(models: Path, workdir: Path) -> Iterator[ServeProcess]:
             with contextlib.suppress(OSError, ValueError):  # not there, or half written
                 ports = json.loads(port_file.read_text())
             time.sleep(0.05)
-        yield ServeProcess(ports["port"], ports["metrics_port"])
+        yield ServeProcess(ports["port"], ports["metrics_port"], log)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -82,15 +82,17 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServeProcess, Prometheus]]:
             yield gw, prom
 
 
-def _wait(what: str, prom: Prometheus, check: Any, timeout_s: float = 45.0) -> Any:
+def _wait(
+    what: str, stack: tuple[ServeProcess, Prometheus], check: Any, timeout_s: float = 45.0
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         got = check()
         if got:
             return got
-        assert time.monotonic() < deadline, (
-            f"{what} not seen in {timeout_s}s; " + (prom.log.read_text()[-3000:])
-        )
+        if time.monotonic() > deadline:
+            logs = [f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (s.log for s in stack)]
+            raise AssertionError(f"{what} not seen in {timeout_s}s\n" + "\n".join(logs))
         time.sleep(0.5)
 
 
@@ -117,14 +119,14 @@ def test_induced_sla_breach_fires_the_alert_in_a_real_prometheus(
     with Traffic(gw.port, BREACHED) as traffic:
         firing = _wait(
             "Aiml021GatewayLatencySLABreach firing",
-            prom,
+            stack,
             lambda: _firing(prom, "Aiml021GatewayLatencySLABreach"),
         )
         assert [a["labels"]["model"] for a in firing] == [BREACHED]
         assert firing[0]["labels"]["severity"] == "page"
         assert "over its target" in firing[0]["annotations"]["summary"]
         # Every rule has been evaluated against the real series and none failed.
-        rules = _wait("every rule evaluated", prom, lambda: _evaluated_rules(prom))
+        rules = _wait("every rule evaluated", stack, lambda: _evaluated_rules(prom))
         assert len(rules) == 33  # 2 targets + 30 gateway rules + the test override
         assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
         targets = prom.api("targets")["activeTargets"]
@@ -149,7 +151,7 @@ def test_dashboard_queries_are_valid_promql_with_data_for_the_gateway_panels(
     with Traffic(gw.port, BREACHED):
         _wait(
             "a request rate",  # two scrapes with traffic between them
-            prom,
+            stack,
             lambda: prom.api("query", query="rate(aiml021_gateway_batch_size_count[1m]) > 0")[
                 "result"
             ],
