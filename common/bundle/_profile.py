@@ -19,7 +19,9 @@ from common.bundle._multicut import frontier_cuts
 from common.bundle._shapes import run_session
 from common.bundle._split import (
     CutCandidate,
+    attach_shapes,
     candidate_cuts,
+    find_cut,
     load_model,
     random_inputs,
     split_model,
@@ -98,12 +100,14 @@ def profile(
     feeds: Mapping[str, np.ndarray] | None = None,
     raw: Path | None = None,
     multi: bool = False,
+    cuts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Profile every cut point of a bundle, or every candidate cut of a bare ONNX model.
 
     ``feeds`` (a real input for a bare model) give every cut its concrete shape and bytes;
     ``raw`` is an ``.npy`` of raw images for a bundle (preprocessed by its manifest); ``multi``
-    adds the multi-tensor cuts of a bare model. Returns the ``aiml021.profile/1`` JSON document
+    adds the multi-tensor cuts of a bare model; ``cuts`` profiles only these cuts of a bare model
+    (tensor names, comma-joined for a set). Returns the ``aiml021.profile/1`` JSON document
     described in docs/bundles.md.
     """
     from tqdm import tqdm
@@ -128,9 +132,12 @@ def profile(
         model = load_model(path)
         feeds = dict(feeds) if feeds is not None else random_inputs(model, batch=batch)
         doc["input_shapes"] = {k: list(v.shape) for k, v in feeds.items()}
-        cands = candidate_cuts(model, feeds)
-        if multi:
-            cands += frontier_cuts(model, feeds)
+        if cuts:
+            cands = attach_shapes(model, [find_cut(model, c) for c in cuts], feeds)
+        else:
+            cands = candidate_cuts(model, feeds)
+            if multi:
+                cands += frontier_cuts(model, feeds)
         doc.update(_profile_onnx(model, cands, feeds, repeats, warmup, threads, progress, tqdm))
     return doc
 

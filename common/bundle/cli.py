@@ -97,6 +97,7 @@ def _profile(args: argparse.Namespace) -> int:
         feeds=feeds,
         raw=Path(args.input) if args.input and Path(args.target).is_dir() else None,
         multi=args.multi,
+        cuts=args.cut,
         batch=args.batch,
         repeats=args.repeats,
         warmup=args.warmup,
@@ -188,6 +189,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _input_args(p)
     p.add_argument("--multi", action="store_true", help="also profile multi-tensor cuts")
+    p.add_argument(
+        "--cut", action="append", help="profile only this cut (TENSOR or T1,T2; repeat; bare model)"
+    )
     p.set_defaults(func=_profile)
 
     p = subparsers.add_parser("calibrate", help="fit exit temperatures and thresholds")

@@ -97,3 +97,22 @@ def test_profile_with_explicit_dims_reports_real_bytes_and_multi_tensor_cuts(
     assert cuts["br_a,br_b"]["tensors"] == {"br_a": [1, 6, 4, 4], "br_b": [1, 6, 4, 4]}
     assert cuts["br_a,br_b"]["float32_bytes"] == 768
     assert "1x6x4x4 + 1x6x4x4" in capsys.readouterr().out
+    args = ["profile", str(path), "--shape", "x=1x3x8x8", "--cut", "br_a,br_b", "--cut", "pool1"]
+    assert (
+        main([*args, "--repeats", "1", "--warmup", "0", "--json", str(out), "--no-progress"]) == 0
+    )
+    assert [c["name"] for c in json.loads(out.read_text())["cut_points"]] == ["br_a,br_b", "pool1"]
+
+
+def test_profile_bundle_on_raw_images_of_your_own(tmp_path: Path) -> None:
+    import numpy as np
+
+    from common.data import load_slice
+
+    from .conftest import SLICE
+
+    images, _ = load_slice(SLICE)
+    np.save(tmp_path / "raw.npy", images[:3])
+    doc = profile(BRANCHY, batch=2, repeats=1, warmup=0, progress=False, raw=tmp_path / "raw.npy")
+    _check_schema(doc)
+    assert doc["cut_points"][0]["tensors"] == {"cut1": [2, 32, 14, 14]}
