@@ -77,7 +77,8 @@ lint: $(STAMP) $(BUF)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-## observability: Prometheus rules pass promtool (syntax and unit tests); dashboards are fresh.
+## observability: Prometheus rules pass promtool (syntax and unit tests); dashboards and the
+## generated tables of docs/observability.md are fresh.
 observability: $(STAMP)
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/tests/*.test.yml

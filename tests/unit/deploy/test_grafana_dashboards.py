@@ -54,10 +54,15 @@ def test_check_mode_reports_a_stale_dashboard(
 
     for stem, build in DASHBOARDS.items():
         (tmp_path / f"aiml021-{stem}.json").write_text(render(build()))
+    doc = tmp_path / "observability.md"
+    doc.write_text(cli.DOC.read_text())
     monkeypatch.setattr(cli, "OUT_DIR", tmp_path)
+    monkeypatch.setattr(cli, "DOC", doc)
     assert main(["--check"]) == 0
     (tmp_path / "aiml021-cache.json").write_text("{}\n")
     assert main(["--check"]) == 1
+    assert main([]) == 0 and main(["--check"]) == 0  # rewritten
+    assert json.loads((tmp_path / "aiml021-cache.json").read_text())["uid"] == "aiml021-cache"
 
 
 @pytest.mark.parametrize("stem", sorted(DASHBOARDS))
