@@ -18,6 +18,7 @@ of the gateway is replaced; tests see what they need through the gateway's own s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -168,18 +169,14 @@ class FrameLog:
             self.telemetry_batches += 1
 
 
-_END = object()
-
-
 class _SessionTap:
     """Wraps the real SessionServicer.Connect: logs every request frame before the servicer
-    reads it, and lets a test add frames to the answers (:meth:`LiveGateway.push`)."""
+    reads it; passes every answer through (``inline_payloads=False`` clears that Welcome flag)."""
 
     def __init__(self, connect: Any, frames: FrameLog, inline_payloads: bool) -> None:
         self._connect = connect
         self.frames = frames
         self._inline = inline_payloads
-        self.outs: list[asyncio.Queue[Any]] = []
 
     async def connect(
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -189,31 +186,12 @@ class _SessionTap:
                 self.frames.add(raw)
                 yield raw
 
-        out: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for msg in self._connect(logged(), context):
-                    if not self._inline and msg.WhichOneof("frame") == "welcome":
-                        msg.welcome.inline_payloads = False
-                    out.put_nowait(msg)
-            except BaseException as exc:  # the servicer's abort: re-raised in the RPC's task
-                out.put_nowait(exc)
-                raise
-            finally:
-                out.put_nowait(_END)
-
-        task = asyncio.get_running_loop().create_task(pump())
-        self.outs.append(out)
-        try:
-            while (item := await out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.outs.remove(out)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        # aclosing: the servicer's own cleanup runs when the stream ends, not at garbage collection
+        async with contextlib.aclosing(self._connect(logged(), context)) as answers:
+            async for msg in answers:
+                if not self._inline and msg.WhichOneof("frame") == "welcome":
+                    msg.welcome.inline_payloads = False
+                yield msg
 
 
 @dataclass
@@ -226,7 +204,6 @@ class LiveGateway:
     frames: FrameLog
     records: list[RequestRecord]
     telemetry: list[TelemetryEvent]
-    _tap: _SessionTap
 
     @property
     def port(self) -> int:
@@ -243,11 +220,6 @@ class LiveGateway:
             if r.status == "OK" and not r.cached and r.idempotency_key:
                 counts[r.idempotency_key] = counts.get(r.idempotency_key, 0) + 1
         return counts
-
-    async def push(self, msg: session_pb2.ConnectResponse) -> None:
-        """Send ``msg`` on every open session stream, after what the gateway already sent."""
-        for out in self._tap.outs:
-            out.put_nowait(msg)
 
     async def stop(self) -> None:
         """The gateway's own shutdown: Drain on every session, in-flight work finishes (within
@@ -316,7 +288,7 @@ async def running_gateway(
     # handler() registers whatever ``Connect`` is when the gateway starts; grpc needs an async
     # generator function there.
     gw.sessions.Connect = tap.connect  # type: ignore[method-assign]
-    live = LiveGateway(gw, backend, store, frames, records, telemetry, tap)
+    live = LiveGateway(gw, backend, store, frames, records, telemetry)
     await gw.start()
     try:
         yield live

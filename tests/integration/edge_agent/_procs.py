@@ -37,10 +37,15 @@ def serve_gateway(
         env={**os.environ, "AIML021_GATEWAY_DRAIN_GRACE_S": "2", **env},
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None, "gateway exited"
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.05)
+    try:
+        while not port_file.exists():
+            assert proc.poll() is None, f"gateway exited with {proc.returncode}"
+            assert time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait(20)
+        raise
     time.sleep(0.05)  # the file is written in one call; let it land
     return proc, int(json.loads(port_file.read_text())["metrics_port"])
 
@@ -67,6 +72,29 @@ def stop(proc: subprocess.Popen[str], sig: int) -> str:
         return proc.stdout.read()
     finally:
         proc.stdout.close()
+
+
+class Processes:
+    """Child processes a test started; whatever still runs when the test ends is killed, so a
+    failing test leaves no gateway or agent behind."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def add(self, proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        self._procs.append(proc)
+        return proc
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(20)
+            if proc.stdout is not None and not proc.stdout.closed:
+                proc.stdout.close()
 
 
 def metric(metrics_port: int, name: str, labels: str = "") -> float:
@@ -155,11 +183,18 @@ class CompletionWatch:
         self._pubsub.close()
         self._client.close()
 
+    def __enter__(self) -> CompletionWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 __all__ = [
     "IDEM_PREFIX",
     "ROOT",
     "CompletionWatch",
+    "Processes",
     "agent_proc",
     "computed",
     "idle_count",

@@ -25,6 +25,7 @@ from tests.integration._services import redis_server, redis_url
 from tests.integration.edge_agent._procs import (
     IDEM_PREFIX,
     CompletionWatch,
+    Processes,
     agent_proc,
     serve_gateway,
     stop,
@@ -50,7 +51,6 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(
     replay, skip = tmp_path / "q" / "replay.db", tmp_path / "acked"
     client = redis.Redis.from_url(redis_url)
     client.delete(*[f"{IDEM_PREFIX}req-{i}" for i in range(n)])
-    watch = CompletionWatch(redis_url)
     # A claim of the gateway killed below expires quickly, so its successor computes the key.
     gateway_env = {"AIML021_GATEWAY_IDEMPOTENCY__PENDING_TTL_S": "2"}
     port = free_port()
@@ -60,9 +60,9 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(
         if line.startswith("ACK "):
             acked.add(int(line.split()[1]))
 
-    try:
+    with CompletionWatch(redis_url) as watch, Processes() as procs:
         # 1. Gateway down: the agent queues; kill -9 once half the requests are acknowledged.
-        a = agent_proc(bundle, port, replay, key, skip, n)
+        a = procs.add(agent_proc(bundle, port, replay, key, skip, n))
         assert a.stdout is not None
         routes = set()
         while len(acked) < n // 2:
@@ -75,8 +75,8 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(
         skip.write_text(" ".join(map(str, sorted(acked))))
 
         # 2. Gateway up; a new agent drains the queue and sends the rest; kill -9 both mid-way.
-        gw, _ = serve_gateway(models, port, redis_url, tmp_path, "g1", **gateway_env)
-        b = agent_proc(bundle, port, replay, key, skip, n)
+        gw = procs.add(serve_gateway(models, port, redis_url, tmp_path, "g1", **gateway_env)[0])
+        b = procs.add(agent_proc(bundle, port, replay, key, skip, n))
         deadline = time.monotonic() + 60
         while len(watch.completed()) < 300 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -88,16 +88,12 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(
         assert 300 <= len(watch.completed()) < n, "the kills landed mid-way"
 
         # 3. Restart both; the agent finishes.
-        gw, _ = serve_gateway(models, port, redis_url, tmp_path, "g2", **gateway_env)
-        try:
-            c = agent_proc(bundle, port, replay, key, skip, n)
-            out, _ = c.communicate(timeout=120)
-            assert c.returncode == 0 and "DONE" in out, out[-2000:]
-        finally:
-            stop(gw, signal.SIGTERM)
+        gw = procs.add(serve_gateway(models, port, redis_url, tmp_path, "g2", **gateway_env)[0])
+        c = procs.add(agent_proc(bundle, port, replay, key, skip, n))
+        out, _ = c.communicate(timeout=120)
+        assert c.returncode == 0 and "DONE" in out, out[-2000:]
+        stop(gw, signal.SIGTERM)
         counts = watch.settle()
-    finally:
-        watch.close()
     assert sorted(counts) == sorted(f"req-{i}" for i in range(n)), "every request delivered"
     assert set(counts.values()) == {1}, "each computed exactly once"
     done = [client.get(f"{IDEM_PREFIX}req-{i}") for i in range(n)]

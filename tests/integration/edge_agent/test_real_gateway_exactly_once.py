@@ -24,6 +24,7 @@ import redis
 from tests.integration._services import redis_server, redis_url
 from tests.integration.edge_agent._procs import (
     IDEM_PREFIX,
+    Processes,
     agent_proc,
     computed,
     idle_count,
@@ -56,21 +57,22 @@ def test_kill9_agent_mid_drain_and_gateway_restart_compute_each_key_once(
     client.delete(*[f"{IDEM_PREFIX}req-{i}" for i in range(N)])
     port = free_port()
 
-    # 1. Gateway down: every request is answered locally and queued.
-    a = _agent(bundle, port, tmp_path, skip)
-    assert a.stdout is not None
-    acked = 0
-    while acked < N:
-        line = a.stdout.readline()
-        assert line, "agent A exited early"
-        if line.startswith("ACK "):
-            assert line.split()[2] == "deferred", line
-            acked += 1
-    skip.write_text(" ".join(str(i) for i in range(N)))
+    with Processes() as procs:
+        # 1. Gateway down: every request is answered locally and queued.
+        a = procs.add(_agent(bundle, port, tmp_path, skip))
+        assert a.stdout is not None
+        acked = 0
+        while acked < N:
+            line = a.stdout.readline()
+            assert line, "agent A exited early"
+            if line.startswith("ACK "):
+                assert line.split()[2] == "deferred", line
+                acked += 1
+        skip.write_text(" ".join(str(i) for i in range(N)))
 
-    # 2. G1 starts; A drains; kill -9 A part-way.
-    g1, m1 = serve_gateway(models, port, redis_url, tmp_path, "g1")
-    try:
+        # 2. G1 starts; A drains; kill -9 A part-way.
+        g1, m1 = serve_gateway(models, port, redis_url, tmp_path, "g1")
+        procs.add(g1)
         deadline = time.monotonic() + 30
         while computed(m1) < N // 3:
             assert time.monotonic() < deadline, "agent A did not drain"
@@ -78,18 +80,16 @@ def test_kill9_agent_mid_drain_and_gateway_restart_compute_each_key_once(
             time.sleep(0.01)
         stop(a, signal.SIGKILL)
         first = idle_count(m1)
-    finally:
         stop(g1, signal.SIGTERM)
-    assert N // 3 <= first < N, "the kill landed mid-drain"
+        assert N // 3 <= first < N, "the kill landed mid-drain"
 
-    # 3./4. G2: a new process on the same port and Redis; agent B drains the rest.
-    g2, m2 = serve_gateway(models, port, redis_url, tmp_path, "g2")
-    try:
-        b = _agent(bundle, port, tmp_path, skip)
+        # 3./4. G2: a new process on the same port and Redis; agent B drains the rest.
+        g2, m2 = serve_gateway(models, port, redis_url, tmp_path, "g2")
+        procs.add(g2)
+        b = procs.add(_agent(bundle, port, tmp_path, skip))
         out, _ = b.communicate(timeout=60)
         assert b.returncode == 0 and "DONE" in out, out[-2000:]
         second = idle_count(m2)
-    finally:
         stop(g2, signal.SIGTERM)
 
     assert first + second == N, (first, second)
