@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,12 @@ def test_checker_sees_cross_folder_imports(
     assert expected in names
     allowed = _allowed_test_imports(path, tmp_path / "tests")
     assert not all(_within(n, allowed) for n in names)
+
+
+def test_tests_carry_the_marker_of_their_folder(request: pytest.FixtureRequest) -> None:
+    # tests/conftest.py marks by folder; pyproject declares the markers under --strict-markers.
+    assert request.node.get_closest_marker("unit") is not None
+    assert request.node.get_closest_marker("integration") is None
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    declared = {m.split(":")[0] for m in config["markers"]}
+    assert set(FOLDERS) <= declared and "--strict-markers" in config["addopts"]
