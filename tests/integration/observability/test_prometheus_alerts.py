@@ -125,6 +125,15 @@ def test_induced_sla_breach_fires_the_alert_in_a_real_prometheus(
         assert [a["labels"]["model"] for a in firing] == [BREACHED]
         assert firing[0]["labels"]["severity"] == "page"
         assert "over its target" in firing[0]["annotations"]["summary"]
+        # It fired because the measured p95 is over the overridden target, not by accident.
+        sel = f'{{model="{BREACHED}"}}'
+        (target,) = prom.api(
+            "query", query=f"model:aiml021_sla_p95_latency_target_seconds:effective{sel}"
+        )["result"]
+        (p95,) = prom.api(
+            "query", query=f"model:aiml021_gateway_queue_compute_seconds:p95_5m{sel}"
+        )["result"]
+        assert float(target["value"][1]) == 0.0001 < float(p95["value"][1])
         # Every rule has been evaluated against the real series and none failed.
         rules = _wait("every rule evaluated", stack, lambda: _evaluated_rules(prom))
         assert len(rules) == 33  # 2 targets + 30 gateway rules + the test override
