@@ -146,24 +146,19 @@ def hello(
 
 
 def _encoding(f: EncodedFeatures) -> tensor_pb2.EncodedTensorHeader:
-    if f.framed:
-        try:
-            import common.codecs as codecs
-
-            to_proto = codecs.header_to_proto  # type: ignore[attr-defined]
-        except (ImportError, AttributeError):
-            pass
-        else:
-            return to_proto(codecs.peek_header(f.payload))
-    stages = [tensor_pb2.CodecStage(kind=tensor_pb2.CODEC_KIND_RAW)] if f.codec == RAW else []
-    return tensor_pb2.EncodedTensorHeader(
-        codec=tensor_pb2.CodecSpec(stages=stages, text=f.codec),
+    """What the header declares about the payload. A codec frame describes its own codec (the
+    gateway reads it from the frame), so the codec is named here only for bare elements (RAW)."""
+    msg = tensor_pb2.EncodedTensorHeader(
         dtype=dtype_to_proto(f.dtype),  # type: ignore[arg-type]
         shape=list(f.shape),
         original_bytes=f.original_bytes,
         coded_bytes=len(f.payload),
         crc32c=f.crc32c,
     )
+    if not f.framed:
+        msg.codec.stages.add(kind=tensor_pb2.CODEC_KIND_RAW)
+        msg.codec.text = RAW
+    return msg
 
 
 def infer_frames(

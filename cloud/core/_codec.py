@@ -25,7 +25,7 @@ class PayloadFormat:
     codec_stages: tuple[int, ...]
     """CodecKind wire ids of the pipeline; empty or (RAW,) means raw elements."""
     codec_name: str = "raw"
-    """Canonical codec text, for metrics."""
+    """Canonical codec text, for metrics and records; decoding sets it from the frame."""
 
     @property
     def is_raw(self) -> bool:
@@ -43,7 +43,8 @@ def decode_payload(
 
     A raw payload of exactly ``prod(shape) * itemsize`` bytes is taken as the elements
     themselves; anything else must be a ``common.codecs`` frame (``raw`` frames included), decoded
-    with its declared size bounded by ``max_decoded_bytes`` before anything is allocated.
+    with its declared size bounded by ``max_decoded_bytes`` before anything is allocated. The
+    frame is the one description of its codec: ``fmt.codec_name`` becomes its canonical spec.
     ``entropy_models`` (a ``common.codecs.EntropyModel``, a list or None) is what ANS/range frames
     coded with an offline model are decoded with.
     """
@@ -54,6 +55,7 @@ def decode_payload(
             f"limit of {max_decoded_bytes}"
         )
     if fmt.is_raw and len(payload) == raw_size:
+        fmt.codec_name = "raw"
         return np.frombuffer(payload, dtype=fmt.dtype).reshape(fmt.shape)
     from common import codecs
 
@@ -63,12 +65,14 @@ def decode_payload(
 
     def as_declared(frame: Any) -> None:
         # The frame is held to the header (already checked against the model) before its payload
-        # is decoded: nothing is allocated for a frame that disagrees.
+        # is decoded: nothing is allocated for a frame that disagrees. It names its own codec:
+        # the header need not describe it a second time.
         if frame.dtype != fmt.dtype or tuple(frame.shape) != fmt.shape:
             raise InvalidArgument(
                 f"frame holds {frame.dtype.name}{list(frame.shape)} but the header declared "
                 f"{fmt.dtype}{list(fmt.shape)}"
             )
+        fmt.codec_name = str(frame.spec)
 
     try:
         return np.asarray(

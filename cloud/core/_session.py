@@ -279,9 +279,6 @@ class SessionCore:
         payload = p.parts[0] if len(p.parts) == 1 else b"".join(p.parts)
         self._release(p)
         self._maybe_grant()
-        self._dp.metrics.child(self._dp.metrics.bytes_received, h.payload.codec_name).inc(
-            len(payload)
-        )
         req = InferenceRequest(
             model_name=p.spec.name,
             model_version=h.model_version,  # empty: the rollout (if any) picks the version
@@ -306,12 +303,17 @@ class SessionCore:
             )
         try:
             t0 = time.perf_counter()
-            arr = decode_payload(
-                payload,
-                h.payload,
-                self.limits.max_request_bytes * 64,
-                self._dp.entropy_models(p.spec),
-            )
+            try:
+                arr = decode_payload(
+                    payload,
+                    h.payload,
+                    self.limits.max_request_bytes * 64,
+                    self._dp.entropy_models(p.spec),
+                )
+            finally:  # the frame names its codec; counted under that name once it was read
+                req.codec = h.payload.codec_name
+                m = self._dp.metrics
+                m.child(m.bytes_received, req.codec).inc(len(payload))
             p.decode_s = time.perf_counter() - t0
             if arr.ndim == len(p.spec.inputs[0].shape) - 1:
                 arr = arr[None]

@@ -127,13 +127,19 @@ async def test_a_session_request_is_validated_once_and_a_kserve_request_once(
         dp, SessionLimits(1 << 16, 1 << 14, 8, 1 << 16, 5.0, 20.0), ByteBudget(1 << 20), sink, "dev"
     )
     x = np.ones((3, 4), np.float32)
-    for rid, payload in (("raw", x.tobytes()), ("frame", bytes(codecs.encode(x, "int8")))):
-        fmt = PayloadFormat("float32", (3, 4), (1,) if rid == "raw" else (3,), rid)
+    frame = bytes(codecs.encode(x, "q4|zstd"))
+    for rid, payload in (("raw", x.tobytes()), ("frame", frame)):
+        # The header names only bare elements' codec (RAW); a frame describes its own.
+        fmt = PayloadFormat("float32", (3, 4), (1,) if rid == "raw" else ())
         core.on_header(RequestHeader(rid, "m", "", "", fmt, len(payload)))
         core.on_chunk(Chunk(rid, 0, payload, True))
     await asyncio.sleep(0.05)
     assert sink.results == ["raw", "frame"] and not sink.errors
     assert calls == []  # checked from the header only
+    m = dp.metrics
+    name = str(codecs.peek_header(frame).spec)
+    assert name.startswith("q4") and m.child(m.bytes_received, name)._value.get() == len(frame)
+    assert m.child(m.bytes_received, "raw")._value.get() == x.nbytes
     await dp.infer(InferenceRequest("m", "", {"x": np.ones((2, 3, 4), np.float32)}))
     assert calls == ["m"]
     core.close()

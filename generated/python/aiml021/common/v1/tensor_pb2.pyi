@@ -192,7 +192,12 @@ class EncodedTensorHeader(google.protobuf.message.Message):
     entropy_model_id: builtins.str
     """Identifier of the entropy model (probability table) used, when one was used."""
     @property
-    def codec(self) -> global___CodecSpec: ...
+    def codec(self) -> global___CodecSpec:
+        """The pipeline. When the payload is a common.codecs frame, the frame's own header is the one
+        description of its codec: senders may leave this unset and receivers read the frame. Set it
+        to the single stage CODEC_KIND_RAW for bare little-endian elements (no frame).
+        """
+
     @property
     def shape(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]: ...
     @property

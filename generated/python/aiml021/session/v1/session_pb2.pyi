@@ -306,7 +306,9 @@ class InferHeader(google.protobuf.message.Message):
     """
     @property
     def encoding(self) -> aiml021.common.v1.tensor_pb2.EncodedTensorHeader:
-        """Type, shape and codec of the coded features."""
+        """Type and shape of the features (checked against the model before any byte is buffered);
+        the codec only for bare elements (RAW): a codec frame names its own.
+        """
 
     @property
     def deadline(self) -> google.protobuf.timestamp_pb2.Timestamp:
