@@ -25,18 +25,6 @@ from cloud.core._repository import (
     specs_from_bundle,
     tail_model_name,
 )
-from cloud.core._rollout import (
-    RollbackPolicy,
-    Rollout,
-    RolloutManager,
-    RolloutMode,
-    RolloutState,
-    RolloutStats,
-    RouteDecision,
-    hash_fraction,
-    top_classes,
-)
-from cloud.core._rollout_router import RolloutRouter
 from cloud.core._session import (
     ByteBudget,
     Chunk,
@@ -56,6 +44,19 @@ from cloud.core._types import (
     TensorSpec,
 )
 from cloud.core._validate import check_payload_format, validate_inputs
+
+from cloud.core._rollout import (
+    RollbackPolicy,
+    Rollout,
+    RolloutManager,
+    RolloutMode,
+    RolloutState,
+    RolloutStats,
+    VersionChoice,
+    hash_fraction,
+    top_classes,
+)
+from cloud.core._rollout_router import RolloutRouter
 
 __all__ = [
     "CODEC_RAW",
@@ -91,7 +92,6 @@ __all__ = [
     "RolloutRouter",
     "RolloutState",
     "RolloutStats",
-    "RouteDecision",
     "RunFn",
     "SessionCore",
     "SessionLimits",
@@ -99,6 +99,7 @@ __all__ = [
     "TelemetryEvent",
     "TelemetrySink",
     "TensorSpec",
+    "VersionChoice",
     "VersionInfo",
     "calibrate",
     "check_payload_format",

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from cloud.core._types import InferenceResult
 from common.errors import InvalidArgument, NotFound
 
@@ -100,7 +99,7 @@ class RolloutStats:
 
 
 @dataclass(frozen=True)
-class RouteDecision:
+class VersionChoice:
     """Version answering a request, and the version of its shadow copy (if any)."""
 
     version: str
@@ -121,7 +120,7 @@ def top_classes(outputs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 class RolloutManager:
-    """Holds one rollout per model, routes requests and decides rollbacks.
+    """Holds one rollout per model, chooses the version of each request and decides rollbacks.
 
     ``has_version(name, version)`` says whether a version is served (checked by :meth:`set`).
     """
@@ -182,21 +181,22 @@ class RolloutManager:
         r = self._rollouts.get(model_name)
         return r.stable_version if r is not None else ""
 
-    def route(self, model_name: str, routing_key: str = "") -> RouteDecision | None:
-        """Where a request for ``model_name`` (no explicit version) goes; None: no rollout."""
+    def choose(self, model_name: str, routing_key: str = "") -> VersionChoice | None:
+        """The version that answers a request for ``model_name`` (no explicit version); None: no
+        rollout."""
         r = self._rollouts.get(model_name)
         if r is None:
             return None
         active = r.state is RolloutState.ACTIVE and r.mode is not RolloutMode.NONE
         if not active:
-            return RouteDecision(r.stable_version)
+            return VersionChoice(r.stable_version)
         u = hash_fraction(model_name, routing_key) if routing_key else self._rng.random()
         chosen = u < r.traffic_fraction
         if r.mode is RolloutMode.CANARY:
-            return RouteDecision(
+            return VersionChoice(
                 r.candidate_version if chosen else r.stable_version, candidate=chosen
             )
-        return RouteDecision(r.stable_version, shadow_version=r.candidate_version if chosen else "")
+        return VersionChoice(r.stable_version, shadow_version=r.candidate_version if chosen else "")
 
     def record_stable(self, model_name: str, latency_s: float) -> None:
         """Count a stable-version answer (latency baseline)."""
@@ -251,7 +251,7 @@ __all__ = [
     "RolloutMode",
     "RolloutState",
     "RolloutStats",
-    "RouteDecision",
+    "VersionChoice",
     "hash_fraction",
     "top_classes",
 ]

@@ -9,9 +9,10 @@ import logging
 import time
 from typing import Protocol
 
-from cloud.core._rollout import RolloutManager, RouteDecision
 from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
 from common.errors import AimlError, FailedPrecondition, InvalidArgument
+
+from cloud.core._rollout import RolloutManager, VersionChoice
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ class RolloutRouter:
 
     def _decide(
         self, request: InferenceRequest, spec: ModelSpec | None = None
-    ) -> tuple[str, RouteDecision] | None:
+    ) -> tuple[str, VersionChoice] | None:
         if request.model_version:
             return None
         key = request.request_id or request.device_id
-        decision = self.manager.route(request.model_name, key)
+        decision = self.manager.choose(request.model_name, key)
         if decision is not None:
             return request.model_name, decision
         if spec is None:
@@ -55,19 +56,19 @@ class RolloutRouter:
                     spec = None
         bundle = spec.bundle if spec is not None else ""
         if bundle and bundle != request.model_name:
-            decision = self.manager.route(bundle, key)
+            decision = self.manager.choose(bundle, key)
             if decision is not None:
                 return bundle, decision
         return None
 
-    def _failed(self, name: str, decision: RouteDecision, exc: BaseException) -> None:
+    def _failed(self, name: str, decision: VersionChoice, exc: BaseException) -> None:
         if decision.candidate and not isinstance(exc, (InvalidArgument, FailedPrecondition)):
             self.manager.record_candidate(name, ok=False)
 
     def _succeeded(
         self,
         name: str,
-        decision: RouteDecision,
+        decision: VersionChoice,
         routed: InferenceRequest,
         result: InferenceResult,
         latency: float,

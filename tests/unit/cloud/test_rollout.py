@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cloud.backends import OnnxRuntimeBackend
 from cloud.batching import DynamicBatching
+from common.errors import InvalidArgument, NotFound, Unavailable
+from tests.support.tiny_models import tail_model
+
 from cloud.core import (
     DataPlane,
     InferenceRequest,
@@ -24,8 +26,6 @@ from cloud.core import (
     hash_fraction,
     spec_from_onnx,
 )
-from common.errors import InvalidArgument, NotFound, Unavailable
-from tests.support.tiny_models import tail_model
 
 
 class FakePlane:
@@ -140,8 +140,8 @@ def test_set_validation_and_promotion() -> None:
         mgr.set(Rollout("m", "1", "2", RolloutMode.CANARY, 0.1, state=RolloutState.ROLLED_BACK))
     promoted = mgr.set(Rollout("m", "1", "2", RolloutMode.CANARY, 0.1, state=RolloutState.PROMOTED))
     assert promoted.stable_version == "2" and promoted.mode is RolloutMode.NONE
-    assert mgr.route("m", "x") is not None and mgr.route("m", "x").version == "2"  # type: ignore[union-attr]
-    assert mgr.route("other") is None
+    assert mgr.choose("m", "x") is not None and mgr.choose("m", "x").version == "2"  # type: ignore[union-attr]
+    assert mgr.choose("other") is None
 
 
 async def test_shadow_on_a_real_data_plane(tmp_path: Path) -> None:
