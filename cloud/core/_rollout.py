@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from cloud.core._types import InferenceResult
 from common.errors import InvalidArgument, NotFound
 

@@ -9,10 +9,9 @@ import logging
 import time
 from typing import Protocol
 
+from cloud.core._rollout import RolloutManager, VersionChoice
 from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
 from common.errors import AimlError, FailedPrecondition, InvalidArgument
-
-from cloud.core._rollout import RolloutManager, VersionChoice
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cloud.backends import OnnxRuntimeBackend
 from cloud.batching import DynamicBatching
-from common.errors import InvalidArgument, NotFound, Unavailable
-from tests.support.tiny_models import tail_model
-
 from cloud.core import (
     DataPlane,
     InferenceRequest,
@@ -26,6 +24,8 @@ from cloud.core import (
     hash_fraction,
     spec_from_onnx,
 )
+from common.errors import InvalidArgument, NotFound, Unavailable
+from tests.support.tiny_models import tail_model
 
 
 class FakePlane:
