@@ -25,6 +25,18 @@ from cloud.core._repository import (
     specs_from_bundle,
     tail_model_name,
 )
+from cloud.core._rollout import (
+    RollbackPolicy,
+    Rollout,
+    RolloutManager,
+    RolloutMode,
+    RolloutState,
+    RolloutStats,
+    VersionChoice,
+    hash_fraction,
+    top_classes,
+)
+from cloud.core._rollout_router import RolloutRouter
 from cloud.core._session import (
     ByteBudget,
     Chunk,
@@ -44,19 +56,6 @@ from cloud.core._types import (
     TensorSpec,
 )
 from cloud.core._validate import check_payload_format, validate_inputs
-
-from cloud.core._rollout import (
-    RollbackPolicy,
-    Rollout,
-    RolloutManager,
-    RolloutMode,
-    RolloutState,
-    RolloutStats,
-    VersionChoice,
-    hash_fraction,
-    top_classes,
-)
-from cloud.core._rollout_router import RolloutRouter
 
 __all__ = [
     "CODEC_RAW",
