@@ -23,6 +23,7 @@ _HEAD = struct.Struct("<BBBI")
 _MSE_CANDIDATES = np.linspace(0.02, 1.0, 50)
 _MSE_SAMPLE = 65536
 _F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -160,6 +161,9 @@ def choose_params(
     top = (1 << bits) - 1
     scale = (hi - lo) / top
     scale[scale == 0] = 1.0
+    # A step below float32's smallest normal number (all-denormal tensors) would overflow the
+    # reciprocal the divide in quantize() uses; such a tensor is coded with that smallest step.
+    scale = np.maximum(scale, _F32_TINY)
     scale32 = scale.astype(np.float32)
     if not np.all(np.isfinite(scale32)) or np.any(scale32 <= 0):
         raise CodecError("value range cannot be quantised (scale overflows float32)")
@@ -181,7 +185,8 @@ def quantize(x: np.ndarray, params: QuantParams) -> np.ndarray:
         return quantize(x.reshape(1), params).reshape(())
     scale = _broadcast(params.scale, x.ndim, params.axis)
     zero = _broadcast(params.zero_point.astype(np.float32), x.ndim, params.axis)
-    q = np.divide(x, scale, dtype=np.float32)
+    with np.errstate(over="ignore"):  # far outside a narrow range: inf, clamped to the top level
+        q = np.divide(x, scale, dtype=np.float32)
     np.rint(q, out=q)
     q += zero
     np.clip(q, 0, params.levels - 1, out=q)
