@@ -10,13 +10,14 @@ encrypted replay queue, telemetry and the ``aiml021 edge`` CLI.
 See docs/edge_agent.md.
 """
 
-from edge_agent._agent import AGENT_VERSION, EdgeAgent, channel_credentials
+from edge_agent._agent import AGENT_VERSION, EdgeAgent
 from edge_agent._cache import CachedAnswer, CacheMetrics, ResultCache, content_key
+from edge_agent._connection import StreamMetrics
 from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
 from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
 from edge_agent._runtime import EdgeRuntime, HeadState, entropy
 from edge_agent._settings import EdgeSettings
-from edge_agent._stream import SessionClient, StreamMetrics, backoff_delay
+from edge_agent._stream import SessionClient, backoff_delay, channel_credentials
 from edge_agent._sync import SyncEdgeAgent
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route, Timing
 

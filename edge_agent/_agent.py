@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import time
 import uuid
@@ -19,50 +18,27 @@ import grpc
 import numpy as np
 
 from common.bundle import Bundle, load_bundle
-from common.errors import AimlError, FailedPrecondition, InvalidArgument
+from common.errors import FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
-from edge_agent._cache import CachedAnswer, ResultCache, content_key
-from edge_agent._features import EncodedFeatures, encode_features, entropy_models, model_for
+from edge_agent._answer import Answers, OpenRequest
+from edge_agent._cache import ResultCache, content_key
+from edge_agent._features import EncodedFeatures
+from edge_agent._head import Head
 from edge_agent._load import EdgeLoad
+from edge_agent._offload import Offloader
 from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
-from edge_agent._runtime import EdgeRuntime, HeadState
+from edge_agent._runtime import EdgeRuntime
 from edge_agent._settings import EdgeSettings
-from edge_agent._stream import SessionClient
+from edge_agent._stream import SessionClient, channel_credentials
 from edge_agent._telemetry import AgentStats, TelemetryBuffer, event_of, telemetry_loop
-from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route, Timing
+from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route
 from policy import Action, DecisionContext, FallbackPolicy, Policy, PolicySnapshot
 
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
-
-
-def channel_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | None:
-    """mTLS credentials from ``settings.tls.dir`` (None for an insecure channel)."""
-    if settings.tls.insecure or settings.tls.dir is None:
-        return None
-    d = settings.tls.dir
-    try:
-        ca = (d / settings.tls.ca_file).read_bytes()
-        cert = (d / (settings.tls.cert_file or f"{settings.device_id}.pem")).read_bytes()
-        key = (d / (settings.tls.key_file or f"{settings.device_id}.key")).read_bytes()
-    except OSError as exc:
-        raise InvalidArgument(f"tls.dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
-
-
-@dataclasses.dataclass
-class _Request:
-    request_id: str
-    key: str
-    t0: float
-    deadline: float  # time.time() instant
-    state: HeadState
-    cache_key: str | None
 
 
 class EdgeAgent:
@@ -89,7 +65,9 @@ class EdgeAgent:
             raise InvalidArgument("no bundle: pass bundle= or set bundle (AIML021_EDGE_BUNDLE)")
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
         self.runtime = EdgeRuntime(self.bundle, threads=self.settings.runtime.intra_op_threads)
-        self._entropy_models = entropy_models(self.bundle)
+        self._head = Head(
+            self.runtime, self._cut_codec, in_thread=self.settings.runtime.compute_in_thread
+        )
         self._load = EdgeLoad()
         self.model_name = self.settings.model_name or self.bundle.name
         self._policy_cut: str | None = None
@@ -106,13 +84,14 @@ class EdgeAgent:
         self.cache = ResultCache(st.cache.entries, st.cache.ttl_s, st.cache.similarity)
         first_cut = self.bundle.cut_points[0].name if self.bundle.cut_points else None
         self._embedding_tensor = st.cache.embedding or first_cut
+        self._answers = Answers(self.runtime, self.cache, self._embedding_tensor)
         self.stats = AgentStats()
         self.telemetry = TelemetryBuffer(st.telemetry.buffer)
         self.client: SessionClient | None = None
         self.replay: ReplayQueue | None = None
         self._replay_exec: concurrent.futures.ThreadPoolExecutor | None = None
-        self._compute_exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: ReplayWorker | None = None
+        self._offload = self._offloader()
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
 
@@ -130,8 +109,7 @@ class EdgeAgent:
             return
         self._started = True
         st = self.settings
-        if st.runtime.compute_in_thread:
-            self._compute_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-head")
+        self._head.start()
         if st.replay.path is not None:
             key = load_key(st.replay.path, st.replay.key, st.replay.key_file)
             self._replay_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-replay")
@@ -157,6 +135,10 @@ class EdgeAgent:
                 agent_version=AGENT_VERSION,
             )
             self.client.start()
+            if self.replay is not None:
+                self._worker = ReplayWorker(self, self.client, self.replay)
+        self._offload = self._offloader()
+        if self.client is not None:
             self._tasks.append(
                 asyncio.create_task(
                     telemetry_loop(
@@ -167,9 +149,23 @@ class EdgeAgent:
                     )
                 )
             )
-            if self.replay is not None:
-                self._worker = ReplayWorker(self, self.client, self.replay)
-                self._tasks.append(asyncio.create_task(self._worker.run()))
+        if self._worker is not None:
+            self._tasks.append(asyncio.create_task(self._worker.run()))
+
+    def _offloader(self) -> Offloader:
+        # Built again by start() with the stream and queue it opened.
+        return Offloader(
+            settings=self.settings,
+            model_name=self.model_name,
+            head=self._head,
+            answers=self._answers,
+            load=self._load,
+            client=self.client,
+            replay=self.replay,
+            in_replay=self._in_replay,
+            reconcile=self.reconcile,
+            wake=self._worker.wake if self._worker is not None else None,
+        )
 
     async def close(self) -> None:
         """Stop background work, close the stream and the queue."""
@@ -185,20 +181,8 @@ class EdgeAgent:
             await self._in_replay(self.replay.close)
         if self._replay_exec is not None:
             self._replay_exec.shutdown(wait=True)
-        if self._compute_exec is not None:
-            self._compute_exec.shutdown(wait=True)
-            self._compute_exec = None
+        self._head.close()
         self._started = False
-
-    async def _step(self, state: HeadState) -> list[ExitOutput]:
-        if self._compute_exec is None:
-            return self.runtime.step(state)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._compute_exec, self.runtime.step, state)
-
-    async def _run_to_end(self, state: HeadState) -> None:
-        while not self.runtime.done(state):
-            await self._step(state)
 
     async def _in_replay(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -261,7 +245,7 @@ class EdgeAgent:
         sla = (deadline_ms if deadline_ms is not None else self.settings.routing.sla_ms) / 1e3
         x = self.runtime.prepare(sample)
         rid = uuid.uuid4().hex
-        req = _Request(
+        req = OpenRequest(
             rid, idempotency_key or rid, t0, time.time() + sla, self.runtime.start(x), None
         )
         result = self._lookup_exact(req, x)
@@ -271,43 +255,29 @@ class EdgeAgent:
         self.telemetry.record(event_of(result, self.model_name))
         return result
 
-    def _lookup_exact(self, req: _Request, x: np.ndarray) -> EdgeResult | None:
+    def _lookup_exact(self, req: OpenRequest, x: np.ndarray) -> EdgeResult | None:
         if not self.cache.enabled:
             return None
         req.cache_key = content_key(x)
         hit = self.cache.get(req.cache_key)
-        return None if hit is None else self._from_cache(req, hit)
+        return None if hit is None else self._answers.from_cache(req, hit)
 
-    def _from_cache(self, req: _Request, hit: CachedAnswer) -> EdgeResult:
-        return EdgeResult(
-            request_id=req.request_id,
-            idempotency_key=req.key,
-            top_class=hit.top_class,
-            confidence=hit.confidence,
-            route=Route.CACHE,
-            exit_index=hit.exit_index,
-            exit_name=hit.exit_name,
-            label=self._label(hit.top_class),
-            timing=self._timing(req),
-            cache_hit=True,
-        )
-
-    async def _route(self, req: _Request) -> EdgeResult:
+    async def _route(self, req: OpenRequest) -> EdgeResult:
         rt, state = self.runtime, req.state
         checked_similar = self.cache.similarity is None or not self.cache.enabled
         while True:
-            exits = await self._step(state)
+            exits = await self._head.step(state)
             if not checked_similar and self._embedding_tensor in state.tensors:
                 checked_similar = True
                 emb = rt.embedding(state, self._embedding_tensor)
                 hit = self.cache.get_similar(emb) if emb is not None else None
                 if hit is not None:
-                    return self._from_cache(req, hit)
+                    return self._answers.from_cache(req, hit)
             if not exits:
                 continue
             ex = exits[-1]
             if rt.done(state):
-                return self._local(req, ex, Route.EDGE)
+                return self._answers.local(req, ex, Route.EDGE)
             ctx = self._context(req, ex)
             decision = guarded_decide(self.policy, self._fallback, ctx)
             action = decision.action
@@ -322,12 +292,12 @@ class EdgeAgent:
                 # answer, and the features are queued so the cloud refines it later.
                 action = Action.DEFER
             if action is Action.EXIT_LOCAL:
-                return self._local(req, ex, Route.EDGE)
+                return self._answers.local(req, ex, Route.EDGE)
             if action is Action.CONTINUE_LOCAL:
                 continue
             if action is Action.DEFER:
-                return await self._defer(req, decision.cut_point)
-            return await self._offload(req, decision.cut_point, decision.codec)
+                return await self._offload.defer(req, decision.cut_point)
+            return await self._offload.offload(req, decision.cut_point, decision.codec)
 
     def _cut_codec(self, cut: str, override: str | None = None) -> str:
         if override:
@@ -339,7 +309,7 @@ class EdgeAgent:
         spec = self.bundle.cut_point(cut).codec
         return spec.default if spec is not None else "raw"
 
-    def _context(self, req: _Request, ex: ExitOutput) -> DecisionContext:
+    def _context(self, req: OpenRequest, ex: ExitOutput) -> DecisionContext:
         state = req.state
         wanted = self.settings.routing.cut_point or self._policy_cut
         client = self.client
@@ -365,57 +335,6 @@ class EdgeAgent:
             replay_available=self.replay is not None,
         )
 
-    def _timing(self, req: _Request, **parts: float) -> Timing:
-        total = (time.perf_counter() - req.t0) * 1e3
-        return Timing(edge_compute_ms=req.state.compute_s * 1e3, total_ms=total, **parts)
-
-    def _label(self, top: int) -> str | None:
-        classes = self.runtime.classes
-        return classes[top] if 0 <= top < len(classes) else None
-
-    def _local(self, req: _Request, ex: ExitOutput, route: Route, **kw: Any) -> EdgeResult:
-        if route is Route.EDGE and req.cache_key is not None:
-            self.cache.put(req.cache_key, self._cached(ex), self._embedding(req))
-        parts = {k: kw.pop(k) for k in ("encode_ms", "network_ms") if k in kw}
-        return EdgeResult(
-            request_id=req.request_id,
-            idempotency_key=req.key,
-            top_class=ex.top_class,
-            confidence=ex.confidence,
-            route=route,
-            exit_index=ex.index,
-            exit_name=ex.name,
-            label=self._label(ex.top_class),
-            timing=self._timing(req, **parts),
-            exit_confidences=tuple(e.confidence for e in req.state.exits),
-            **kw,
-        )
-
-    def _cached(self, ex: ExitOutput, origin: str = "edge") -> CachedAnswer:
-        return CachedAnswer(ex.top_class, ex.confidence, ex.index, ex.name, origin)
-
-    def _embedding(self, req: _Request) -> np.ndarray | None:
-        if self.cache.similarity is None or self._embedding_tensor is None:
-            return None
-        return self.runtime.embedding(req.state, self._embedding_tensor)
-
-    async def _features(
-        self, req: _Request, cut: str | None, codec: str | None
-    ) -> tuple[str, EncodedFeatures, float]:
-        state = req.state
-        names = [c.name for c in self.bundle.cut_points]
-        name = cut or (self.runtime.available_cuts(state) or self.bundle.cut_points)[-1].name
-        if name not in names:
-            raise InvalidArgument(f"policy chose unknown cut point {name!r} (known: {names})")
-        while name not in state.tensors and not self.runtime.done(state):
-            await self._step(state)
-        t = time.perf_counter()
-        spec = self._cut_codec(name, codec)
-        feats = encode_features(
-            state.tensors[name], spec, model_for(self._entropy_models, name, spec)
-        )
-        return name, feats, (time.perf_counter() - t) * 1e3
-
     def outbound(
         self,
         req_id: str,
@@ -428,139 +347,9 @@ class EdgeAgent:
         entropy: float = 0.0,
     ) -> conv.OutboundRequest:
         """The stream request for coded features (also used by the replay worker)."""
-        net = self.client.net if self.client else None
-        return conv.OutboundRequest(
-            request_id=req_id,
-            idempotency_key=key,
-            model_name=self.model_name,
-            model_version=self.settings.model_version,
-            cut_point=cut,
-            features=feats,
-            deadline=deadline,
-            digest=hashlib.sha256(feats.payload).digest(),
-            deferred=deferred,
-            rtt_s=net.rtt_s if net else 0.0,
-            bandwidth_bps=net.bandwidth_bps if net else 0.0,
-            exit_confidences=confidences,
-            entropy=entropy,
-            device_class=self.settings.device_class,
-            edge_load=self._load.value(),
+        return self._offload.outbound(
+            req_id, key, cut, feats, deadline, deferred, confidences, entropy
         )
-
-    async def _offload(self, req: _Request, cut: str, codec: str) -> EdgeResult:
-        assert self.client is not None
-        name, feats, encode_ms = await self._features(req, cut or None, codec or None)
-        state = req.state
-        out = self.outbound(
-            req.request_id,
-            req.key,
-            name,
-            feats,
-            req.deadline,
-            confidences=tuple(e.confidence for e in state.exits),
-            entropy=state.exits[-1].entropy if state.exits else 0.0,
-        )
-        t_send = time.perf_counter()
-        fut = self.client.submit(out)
-        budget = req.deadline - time.time() - self.settings.routing.fallback_margin_ms / 1e3
-        error: str
-        try:
-            answer = await asyncio.wait_for(asyncio.shield(fut), max(budget, 0.0))
-        except TimeoutError:
-            self.client.cancel(req.request_id)
-            error = "deadline: the cloud answer could not arrive in time"
-        except AimlError as exc:
-            self.client.cancel(req.request_id)
-            error = f"{exc.code.value}: {exc.message}"
-        else:
-            rtt_ms = (time.perf_counter() - t_send) * 1e3
-            server_ms = answer.queue_ms + answer.cloud_compute_ms + answer.decode_ms
-            if req.cache_key is not None:
-                hit = CachedAnswer(answer.top_class, answer.confidence, -1, "cloud", "cloud")
-                self.cache.put(req.cache_key, hit, self._embedding(req))
-            return EdgeResult(
-                request_id=req.request_id,
-                idempotency_key=req.key,
-                top_class=answer.top_class,
-                confidence=answer.confidence,
-                route=Route.CLOUD,
-                exit_index=-1,
-                exit_name="cloud",
-                label=self._label(answer.top_class),
-                timing=self._timing(
-                    req,
-                    encode_ms=encode_ms,
-                    network_ms=max(rtt_ms - server_ms, 0.0),
-                    cloud_compute_ms=answer.cloud_compute_ms,
-                    queue_ms=answer.queue_ms,
-                    decode_ms=answer.decode_ms,
-                ),
-                bytes_sent=len(feats.payload),
-                cut_point=name,
-                codec=feats.codec,
-                exit_confidences=tuple(e.confidence for e in state.exits),
-            )
-        await self._run_to_end(state)
-        best = state.best_exit()
-        assert best is not None
-        queued = False
-        if self.settings.routing.defer_on_fallback and self.replay is not None:
-            queued = await self._enqueue(req, name, feats, best)
-        return self._local(
-            req,
-            best,
-            Route.EDGE_FALLBACK,
-            encode_ms=encode_ms,
-            bytes_sent=len(feats.payload),
-            cut_point=name,
-            codec=feats.codec,
-            error=error,
-            queued=queued,
-        )
-
-    async def _defer(self, req: _Request, cut: str) -> EdgeResult:
-        name, feats, encode_ms = await self._features(req, cut or None, None)
-        await self._run_to_end(req.state)
-        best = req.state.best_exit()
-        assert best is not None
-        if self.replay is None:
-            return self._local(req, best, Route.EDGE)
-        queued = await self._enqueue(req, name, feats, best)
-        return self._local(
-            req,
-            best,
-            Route.DEFERRED if queued else Route.EDGE,
-            encode_ms=encode_ms,
-            cut_point=name,
-            codec=feats.codec,
-            queued=queued,
-        )
-
-    async def _enqueue(
-        self, req: _Request, cut: str, feats: EncodedFeatures, best: ExitOutput
-    ) -> bool:
-        assert self.replay is not None
-        meta: dict[str, object] = {
-            "request_id": req.request_id,
-            "model_name": self.model_name,
-            "model_version": self.settings.model_version,
-            "cut_point": cut,
-            "codec": feats.codec,
-            "dtype": feats.dtype,
-            "shape": list(feats.shape),
-            "original_bytes": feats.original_bytes,
-            "crc32c": feats.crc32c,
-            "framed": feats.framed,
-            "local_top_class": best.top_class,
-            "local_confidence": best.confidence,
-        }
-        replay = self.replay
-        outcome = await self._in_replay(lambda: replay.enqueue(req.key, meta, feats.payload))
-        for report in outcome.dropped:
-            self.reconcile(report)
-        if self._worker is not None:
-            self._worker.wake()
-        return bool(outcome.queued or outcome.duplicate)
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
@@ -588,4 +377,4 @@ class EdgeAgent:
         return out
 
 
-__all__ = ["AGENT_VERSION", "EdgeAgent", "channel_credentials"]
+__all__ = ["AGENT_VERSION", "EdgeAgent"]

@@ -97,8 +97,7 @@ class CloudOnly:
     def __init__(self, target: str, tls_dir: Path | None, device_id: str) -> None:
         from common.bundle import load_bundle
         from edge_agent import EdgeSettings
-        from edge_agent._agent import channel_credentials
-        from edge_agent._stream import SessionClient
+        from edge_agent._stream import SessionClient, channel_credentials
 
         self.bundle = load_bundle(BUNDLE)
         settings = EdgeSettings(
