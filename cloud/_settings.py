@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -23,12 +24,23 @@ class ServerSettings(Section):
 
     host: str = "127.0.0.1"
     """Address the gRPC (and metrics, REST) servers bind."""
+    allow_insecure_non_loopback: bool = False
+    """Let ``tls.insecure`` bind an address other than loopback (plaintext, no client
+    certificates: anyone who reaches the port is every device). Off: start-up fails instead."""
     port: int = Field(default=8001, ge=0, le=65535)
     """gRPC port (0 picks a free port; see ``port_file``)."""
     port_file: Path | None = None
     """When set, the bound gRPC, metrics and REST ports are written here as JSON once serving."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Largest request metadata (headers) a call may carry; larger calls are refused by gRPC."""
+    max_request_id_bytes: int = Field(default=256, ge=1)
+    """Longest request id (ModelInferRequest.id, InferHeader.request_id, TensorChunk and Cancel
+    request ids) accepted; longer ones are INVALID_ARGUMENT and never echoed."""
+    heap_trim_interval_s: float | None = Field(default=1.0, gt=0)
+    """How often freed heap memory is handed back to the OS (glibc ``malloc_trim``), so RSS
+    returns to its baseline after large or rejected requests; null disables."""
     keepalive_time_s: float = Field(default=30.0, gt=0)
     """Interval of server keepalive pings on idle connections."""
     keepalive_timeout_s: float = Field(default=10.0, gt=0)
@@ -203,7 +215,27 @@ class GatewaySettings(LayeredSettings):
     def _check(self) -> GatewaySettings:
         if self.session.max_chunk_bytes > self.server.max_message_bytes:
             raise ValueError("session.max_chunk_bytes must not exceed server.max_message_bytes")
+        host = self.server.host
+        if (
+            self.tls.insecure
+            and not self.server.allow_insecure_non_loopback
+            and not _loopback(host)
+        ):
+            raise ValueError(
+                f"tls.insecure (plaintext, no client certificates) binds loopback only, but "
+                f"server.host is {host!r}; use 127.0.0.1, or set "
+                "server.allow_insecure_non_loopback to expose it deliberately"
+            )
         return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 __all__ = [

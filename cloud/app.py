@@ -23,6 +23,8 @@ from aiml021.telemetry.v1 import telemetry_pb2_grpc
 from grpc_health.v1 import health, health_pb2
 from inference import grpc_service_pb2_grpc
 
+from cloud._health import ModelHealth
+from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
 from cloud._settings import GatewaySettings
 from cloud.backends import Backend, OnnxRuntimeBackend
@@ -58,6 +60,7 @@ from cloud.grpc import (
     enable_health_and_reflection,
     grpc_server,
 )
+from cloud.grpc._guard import StatusGuard
 from cloud.grpc._policy import SERVICE as POLICY_SERVICE
 from cloud.grpc._policy import PolicyServicer
 from cloud.rest import RestBridge
@@ -178,6 +181,8 @@ class Gateway:
         self.service_names: list[str] = []
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._model_health: ModelHealth | None = None
+        self._trimmer: HeapTrimmer | None = None
         self.port = 0
         self.metrics_port: int | None = None
 
@@ -216,7 +221,7 @@ class Gateway:
         """Every gRPC service on ``server``; returns their full names."""
         server.add_generic_rpc_handlers((self.sessions.handler(),))
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane), server
+            InferenceServicer(self.dataplane, self.settings.server.max_request_id_bytes), server
         )
         served = [SESSION_SERVICE, INFERENCE_SERVICE]
         if self.settings.control_services:
@@ -232,7 +237,7 @@ class Gateway:
         if self.stores is not None:
             await self.stores.start()
         await self.dataplane.start()
-        server = grpc_server(s.server)
+        server = grpc_server(s.server, [StatusGuard()])
         served = self._mount_grpc(server)
         self.service_names = served
         self._health = enable_health_and_reflection(server, served)
@@ -241,6 +246,13 @@ class Gateway:
         for name in ("", *served):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
+        self._model_health = ModelHealth(
+            self._health, self.dataplane.models_down, ("", INFERENCE_SERVICE)
+        )
+        self._model_health.start()
+        if s.server.heap_trim_interval_s is not None:
+            self._trimmer = HeapTrimmer(s.server.heap_trim_interval_s)
+            self._trimmer.start()
         if s.metrics.port is not None:
             self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
         if s.server.port_file is not None:
@@ -261,6 +273,9 @@ class Gateway:
         """Drain every session, finish in-flight work, stop the server and the backend."""
         if self._server is None:
             return
+        for upkeep in (self._model_health, self._trimmer):
+            if upkeep is not None:
+                await upkeep.close()
         if self._health is not None:
             for name in ("", *self.service_names):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

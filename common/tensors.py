@@ -22,15 +22,23 @@ from aiml021.common.v1 import tensor_pb2
 from common.dtypes import dtype_from_proto, dtype_to_proto
 from common.errors import InvalidArgument
 
+MAX_DIMENSIONS_PRODUCT = 1 << 48
+"""Largest product of a shape's non-zero dimensions accepted: numpy cannot even describe an
+(empty) array past about 2**63 bytes, e.g. ``[0, 2**62]``."""
+
 
 def check_shape(shape: Sequence[int], max_elements: int | None = None) -> int:
-    """Element count of ``shape``; InvalidArgument for negative dims or too many elements."""
+    """Element count of ``shape``; InvalidArgument for negative dims or too many elements
+    (counting the non-zero dimensions too, so an empty ``[0, 2**62]`` is refused as well)."""
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         raise InvalidArgument(f"shape {dims} has a negative dimension")
     count = math.prod(dims)
     if max_elements is not None and count > max_elements:
         raise InvalidArgument(f"shape {dims} has {count} elements, over the limit {max_elements}")
+    limit = MAX_DIMENSIONS_PRODUCT if max_elements is None else max_elements
+    if count == 0 and math.prod(d for d in dims if d) > limit:
+        raise InvalidArgument(f"shape {dims} is too large to describe (over {limit} elements)")
     return count
 
 
@@ -74,6 +82,7 @@ def from_proto(tensor: tensor_pb2.Tensor) -> np.ndarray:
 
 
 __all__ = [
+    "MAX_DIMENSIONS_PRODUCT",
     "check_shape",
     "from_proto",
     "from_raw",

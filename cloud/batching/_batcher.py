@@ -5,6 +5,11 @@ requests up to ``max_batch_size`` samples, answers those that can no longer meet
 with DEADLINE_EXCEEDED before computing, concatenates the rest along the batch dimension, runs the
 backend once and hands each request exactly its rows back. Batching never changes results: each
 sample's rows are computed by the same model independently of its neighbours.
+
+Workers are supervised: a fault in one batch fails that batch's requests (INTERNAL) and nothing
+else; a worker that crashes anyway is logged, restarted after ``restart_delay_s`` (doubling while
+it keeps crashing, up to 1 s) and the batcher reports not :attr:`DynamicBatcher.ready` until every
+worker runs again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class BatcherConfig:
     max_queue_delay_s: float = 0.0
     max_queue_size: int = 1024
     workers: int = 1
+    restart_delay_s: float = 0.05
+    """Pause before a crashed worker restarts (doubles per consecutive crash, at most 1 s)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +75,9 @@ class DynamicBatcher:
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
+        self._down = 0  # workers crashed and not yet restarted
+        self.restarts = 0
+        """Worker restarts after a crash, over the batcher's life."""
         self._compute_estimate_s = 0.0  # EWMA of batch compute time; 0 until measured
         self.batches = 0
         self.samples = 0
@@ -77,8 +87,15 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         for i in range(self._cfg.workers):
             self._workers.append(
-                asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.key}-{i}")
+                asyncio.get_running_loop().create_task(
+                    self._supervise(), name=f"batcher-{self.key}-{i}"
+                )
             )
+
+    @property
+    def ready(self) -> bool:
+        """True while started, not closed and every worker is running."""
+        return self._wakeup is not None and not self._closed and self._down == 0
 
     @property
     def queued(self) -> int:
@@ -165,18 +182,45 @@ class DynamicBatcher:
             rows += item.rows
         return batch
 
-    async def _work(self) -> None:
+    async def _supervise(self) -> None:
+        delay = self._cfg.restart_delay_s
+        while not self._closed:
+            taken: list[_Item] = []
+            try:
+                await self._work(taken)
+                return
+            except asyncio.CancelledError:  # closed while computing: nobody will answer these
+                _fail(taken, Unavailable(f"model {self.key} is shutting down"))
+                raise
+            except Exception:
+                log.exception("batch worker of %s crashed; restarting it", self.key)
+            self._down += 1
+            self.restarts += 1
+            _fail(taken, Internal(f"model {self.key}: its batch worker failed; retry"))
+            del taken
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._down -= 1
+            delay = min(1.0, delay * 2)
+            if self._wakeup is not None:
+                self._wakeup.set()  # requests may have queued meanwhile
+
+    async def _work(self, taken: list[_Item]) -> None:
+        """Take and run batches until closed; ``taken`` holds the batch in hand (for the
+        supervisor to fail if this raises)."""
         assert self._wakeup is not None
         wakeup = self._wakeup
         while not self._closed:
             await wakeup.wait()
             if self._cfg.max_queue_delay_s > 0 and self._rows < self._cfg.max_batch_size:
                 await self._wait_for_fill()
-            batch = self._take()
+            taken[:] = self._take()
             if not self._heap:
                 wakeup.clear()
-            if batch:
-                await self._execute(batch)
+            if taken:
+                await self._execute(taken)
+            taken.clear()
 
     async def _wait_for_fill(self) -> None:
         # Wait until the oldest request has waited max_queue_delay or the batch is full.
@@ -234,6 +278,13 @@ class DynamicBatcher:
             item.inputs = None
             if not item.future.done():
                 wanted = item.outputs or tuple(outputs)
+                missing = [n for n in wanted if n not in outputs]
+                if missing:  # validated at submit; a backend that breaks its spec fails only these
+                    item.future.set_exception(
+                        Internal(f"model {self.key} returned no output(s) {missing}")
+                    )
+                    offset += item.rows
+                    continue
                 if len(batch) == 1:
                     mine = {n: outputs[n] for n in wanted}
                 else:
@@ -269,6 +320,14 @@ class DynamicBatcher:
         self._queued = self._rows = 0
 
 
+def _fail(items: list[_Item], error: Exception) -> None:
+    for item in items:
+        item.inputs = None
+        if not item.future.done():
+            item.future.set_exception(error)
+    items.clear()
+
+
 def _stackable(first: _Item, item: _Item) -> bool:
     """True when ``item``'s inputs concatenate onto ``first``'s along the batch dimension (same
     names, same sizes in every other dimension: models may leave those dynamic)."""
@@ -292,6 +351,7 @@ class DynamicBatching:
             max_queue_delay_s=cfg.max_queue_delay_s,
             max_queue_size=cfg.max_queue_size,
             workers=cfg.workers,
+            restart_delay_s=cfg.restart_delay_s,
         )
         return DynamicBatcher(spec.key, run, capped, observer)
 

@@ -31,6 +31,11 @@ class Batcher(Protocol):
     samples: int
     """Samples (rows) computed so far."""
 
+    @property
+    def ready(self) -> bool:
+        """True while the batcher can compute (started, not closed, its workers running)."""
+        ...
+
     def start(self) -> None:
         """Start the workers (inside the running loop)."""
 

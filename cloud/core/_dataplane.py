@@ -36,7 +36,7 @@ from cloud.core._hooks import (
 )
 from cloud.core._repository import ModelRepository
 from cloud.core._types import InferenceRequest, InferenceResult, ModelKey, ModelSpec, TelemetryEvent
-from cloud.core._validate import validate_inputs
+from cloud.core._validate import check_outputs, validate_inputs
 from common.errors import AimlError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class DataPlane:
         self._queued_keys: dict[str, tuple[ModelKey, asyncio.Future[InferenceResult]]] = {}
         self._owned: set[asyncio.Task[Any]] = set()
         self._entropy: dict[Path, Any] = {}
+        self._unloaded: dict[ModelKey, ModelSpec] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -94,6 +95,7 @@ class DataPlane:
         """Serve ``spec`` (load into the backend, start a batcher)."""
         await self.backend.load(spec)
         self.repository.add(spec)
+        self._unloaded.pop(spec.key, None)
         if spec.entropy_model is not None:
             self.entropy_models(spec)  # a broken model file fails the load, not the requests
         if spec.key not in self._batchers:
@@ -121,12 +123,31 @@ class DataPlane:
         return model
 
     async def unload(self, key: ModelKey) -> None:
-        """Stop serving ``key``; its queued requests fail with UNAVAILABLE."""
+        """Stop serving ``key``; its queued requests fail with UNAVAILABLE. It stays known as
+        unloaded (:meth:`unloaded`) until :meth:`reload` serves it again (Triton's explicit model
+        control)."""
+        for spec in self.repository.specs():
+            if spec.key == key:
+                self._unloaded[key] = spec
         self.repository.remove(key)
         batcher = self._batchers.pop(key, None)
         if batcher is not None:
             await batcher.close()
         await self.backend.unload(key)
+
+    def unloaded(self, name: str = "") -> list[ModelSpec]:
+        """Model versions unloaded and not loaded again (all, or those of ``name``)."""
+        return [s for s in self._unloaded.values() if not name or s.name == name]
+
+    async def reload(self, name: str) -> list[ModelSpec]:
+        """Serve the unloaded versions of ``name`` again; returns them (empty when ``name`` is
+        served already); NotFound for a name this gateway never served."""
+        specs = self.unloaded(name)
+        if not specs:
+            self.repository.resolve(name)  # NotFound unless served
+        for spec in specs:
+            await self.load(spec)
+        return specs
 
     async def close(self) -> None:
         """Stop every batcher, finish owned store writes and close the backend."""
@@ -143,12 +164,18 @@ class DataPlane:
         return self._started and await self.backend.ready()
 
     def model_ready(self, name: str, version: str = "") -> bool:
-        """True when ``name`` (at ``version``) is served."""
+        """True when ``name`` (at ``version``) is served and its batcher can compute (false while
+        a crashed batch worker restarts)."""
         try:
             spec = self.repository.resolve(name, version)
         except AimlError:
             return False
-        return spec.key in self._batchers
+        batcher = self._batchers.get(spec.key)
+        return batcher is not None and batcher.ready
+
+    def models_down(self) -> list[ModelKey]:
+        """Loaded model versions that cannot compute now (a batch worker restarting)."""
+        return [key for key, batcher in self._batchers.items() if not batcher.ready]
 
     def batcher(self, key: ModelKey) -> Batcher:
         """The batcher of ``key`` (Unavailable when not serving)."""
@@ -188,6 +215,8 @@ class DataPlane:
             rows = None
         if rows is None:
             rows = validate_inputs(spec, request.inputs)
+        if request.outputs:
+            check_outputs(spec, request.outputs)
         if request.idempotency_key and self.idempotency is not None:
             return asyncio.ensure_future(self._infer_idempotent(request, spec, rows))
         if self._cache_applies(spec):

@@ -67,6 +67,20 @@ def validate_inputs(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
     return rows
 
 
+def check_outputs(spec: ModelSpec, outputs: Sequence[str]) -> None:
+    """Check requested output names against ``spec`` before anything is queued: an unknown or
+    repeated name is INVALID_ARGUMENT naming it."""
+    known = [t.name for t in spec.outputs]
+    seen: set[str] = set()
+    for name in outputs:
+        if name not in known:
+            shown = name if len(name) <= 64 else f"{name[:64]}... ({len(name)} characters)"
+            raise InvalidArgument(f"model {spec.key} has no output {shown!r} (outputs: {known})")
+        if name in seen:
+            raise InvalidArgument(f"model {spec.key}: output {name!r} requested twice")
+        seen.add(name)
+
+
 def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
     """Check a session header's declared payload against ``spec`` (its one input; the shape may
     omit the batch dimension of one sample); returns the batch size."""
@@ -79,4 +93,4 @@ def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
     return check_input(spec, t, fmt.dtype, shape, " (InferHeader.encoding)")
 
 
-__all__ = ["check_input", "check_payload_format", "validate_inputs"]
+__all__ = ["check_input", "check_outputs", "check_payload_format", "validate_inputs"]

@@ -6,7 +6,6 @@ frames (InferHeader, TensorChunk -> core; results, errors, credits -> ConnectRes
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -30,7 +29,10 @@ from common import dtypes
 from common.dtypes import dtype_from_proto, dtype_to_proto, dtype_to_v2
 from common.errors import InvalidArgument
 from common.prototime import duration_from_s, monotonic_from_timestamp
-from common.tensors import from_raw, to_raw
+from common.tensors import check_shape, from_raw, to_raw
+
+_MAX_ELEMENTS = 1 << 40
+"""More elements than any buffer holds: a shape past it is refused before numpy sees it."""
 
 # -- KServe v2 ---------------------------------------------------------------------------------
 
@@ -43,10 +45,25 @@ def _param(params: object, name: str) -> object | None:
     return getattr(p, which) if which else None
 
 
+def check_request_id(request_id: str, max_bytes: int, what: str = "request id") -> None:
+    """INVALID_ARGUMENT for an id longer than ``max_bytes`` (UTF-8); the message does not echo it."""
+    n = len(request_id.encode())
+    if n > max_bytes:
+        raise InvalidArgument(
+            f"{what} of {n} bytes exceeds the gateway's limit of {max_bytes} bytes "
+            "(server.max_request_id_bytes)"
+        )
+
+
 def infer_request_from_pb(
-    msg: pb.ModelInferRequest, api: str, time_remaining: float | None
+    msg: pb.ModelInferRequest,
+    api: str,
+    time_remaining: float | None,
+    max_request_id_bytes: int = 256,
 ) -> InferenceRequest:
-    """Core request of a ModelInferRequest (raw_input_contents or typed contents)."""
+    """Core request of a ModelInferRequest (raw_input_contents or typed contents). Sizes are
+    checked before anything is built from a declared shape."""
+    check_request_id(msg.id, max_request_id_bytes, "ModelInferRequest.id")
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise InvalidArgument(
@@ -63,7 +80,7 @@ def infer_request_from_pb(
             if field is None:
                 raise InvalidArgument(f"input {t.name!r}: send {t.datatype} as raw_input_contents")
             values = getattr(t.contents, field)
-            count = math.prod(int(d) for d in t.shape) if all(d >= 0 for d in t.shape) else -1
+            count = check_shape(t.shape, _MAX_ELEMENTS)
             if count != len(values):
                 raise InvalidArgument(
                     f"input {t.name!r}: {len(values)} values but shape {list(t.shape)} needs {count}"
@@ -210,6 +227,7 @@ def result_to_pb(
 
 
 __all__ = [
+    "check_request_id",
     "chunk_from_pb",
     "header_from_pb",
     "infer_request_from_pb",

@@ -47,6 +47,13 @@ def grpc_status(error: AimlError) -> grpc.StatusCode:
     return STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
 
 
+def detach(error: AimlError) -> tuple[grpc.StatusCode, str]:
+    """Status and message of ``error``, its traceback dropped: the frames it holds (with the
+    request's bytes) are freed when the handler returns, not at the next cycle collection."""
+    error.__traceback__ = None
+    return grpc_status(error), error.message
+
+
 def rpc_status(error: AimlError) -> status_pb2.Status:
     """``google.rpc.Status`` for a per-request error inside a stream."""
     return status_pb2.Status(code=error.code.rpc_code, message=error.message)
@@ -77,7 +84,10 @@ def handle_unary(method: F) -> F:
         try:
             return await method(self, request, context)
         except AimlError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+            status, message = detach(exc)
+        # Aborting outside the except block: grpc keeps the abort exception with the call, and
+        # one raised inside it would chain ours, whose traceback holds the request's frames.
+        await context.abort(status, message)
 
     return wrapper  # type: ignore[return-value]
 
@@ -94,8 +104,10 @@ def handle_stream(method: G) -> G:
             try:
                 async for item in items:
                     yield item
+                return
             except AimlError as exc:
-                await context.abort(grpc_status(exc), exc.message)
+                status, message = detach(exc)
+            await context.abort(status, message)
 
     return wrapper  # type: ignore[return-value]
 
@@ -103,6 +115,7 @@ def handle_stream(method: G) -> G:
 __all__ = [
     "CODE_BY_STATUS",
     "STATUS_BY_CODE",
+    "detach",
     "error_from_rpc_error",
     "error_from_status",
     "grpc_status",

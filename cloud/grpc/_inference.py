@@ -15,7 +15,7 @@ from inference import model_config_pb2 as mc
 
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
-from cloud.grpc._errors import grpc_status, handle_unary
+from cloud.grpc._errors import detach, handle_unary
 from common import dtypes
 from common.errors import AimlError, Internal, Unavailable
 
@@ -38,8 +38,9 @@ class _Stats:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe-v2 gRPC service; tritonclient works against it unchanged."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, max_request_id_bytes: int = 256) -> None:
         self._dp = dataplane
+        self._max_id = max_request_id_bytes
         self._stats: dict[tuple[str, str], _Stats] = {}
 
     async def ServerLive(
@@ -133,14 +134,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             resp.models.add(
                 name=spec.name, version=spec.version, state="READY" if ready else "UNAVAILABLE"
             )
+        if not request.ready:  # unloaded models stay listed, as Triton lists them
+            for spec in self._dp.unloaded():
+                resp.models.add(
+                    name=spec.name, version=spec.version, state="UNAVAILABLE", reason="unloaded"
+                )
         return resp
 
     @handle_unary
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: object
     ) -> pb.RepositoryModelLoadResponse:
-        # Models come from the models directory at start-up; loading an unknown one is NotFound.
-        self._dp.repository.resolve(request.model_name)
+        # Models come from the models directory at start-up: Load serves an unloaded one again
+        # (a served one stays as it is); a name never served is NotFound.
+        await self._dp.reload(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @handle_unary
@@ -154,6 +161,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _count(self, result: InferenceResult | None, key: tuple[str, str], start: int) -> None:
         st = self._stats.get(key)
         if st is None:
+            if result is None and not self._dp.model_ready(*key):
+                return  # failures of names a client made up are not statistics of a model
             st = self._stats[key] = _Stats()
         now = time.time_ns()
         if result is None:
@@ -172,16 +181,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         key = (request.model_name, request.model_version)
         req = None
         try:
-            req = infer_request_from_pb(request, "infer", context.time_remaining())
+            req = infer_request_from_pb(request, "infer", context.time_remaining(), self._max_id)
             result = await self._dp.submit(req)
         except AimlError as exc:
             self._count(None, key, start)
             self._record(req, request, exc.code.value)
-            await context.abort(grpc_status(exc), exc.message)
-            raise  # unreachable: abort raises
-        self._count(result, (result.model_name, result.model_version), start)
-        self._dp.record(req, "OK", result)
-        return infer_response_to_pb(result, request.id)
+            status, message = detach(exc)
+        else:
+            self._count(result, (result.model_name, result.model_version), start)
+            self._dp.record(req, "OK", result)
+            return infer_response_to_pb(result, request.id)
+        del req, request  # the request's bytes go now, not with the aborted call
+        await context.abort(status, message)
+        raise AssertionError("unreachable: abort raises")
 
     def _record(self, req: object, msg: pb.ModelInferRequest, status: str) -> None:
         from cloud.core import InferenceRequest
@@ -216,7 +228,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 err = exc if isinstance(exc, AimlError) else Internal(str(exc))
                 self._record(req, msg, err.code.value)
-                out.put_nowait(_stream_error(err, msg))
+                out.put_nowait(_stream_error(err, msg, self._max_id))
             if eof and not pending:
                 out.put_nowait(None)
 
@@ -228,14 +240,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 async for msg in request_iterator:
                     req = None
                     try:
-                        req = infer_request_from_pb(msg, "stream", None)
+                        req = infer_request_from_pb(msg, "stream", None, self._max_id)
                         fut = self._dp.submit(req)
                     except AimlError as exc:
                         self._record(req, msg, exc.code.value)
-                        out.put_nowait(_stream_error(exc, msg))
+                        out.put_nowait(_stream_error(exc, msg, self._max_id))
                         continue
                     pending.add(fut)
                     fut.add_done_callback(functools.partial(deliver, msg=msg, req=req))
+            except Exception as exc:  # the call ended (aborted on a malformed message, or reset)
+                log.debug("ModelStreamInfer read ended: %s", type(exc).__name__)
             finally:
                 eof = True
                 if not pending:
@@ -255,11 +269,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 fut.cancel()
 
 
-def _stream_error(err: AimlError, msg: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+def _stream_error(
+    err: AimlError, msg: pb.ModelInferRequest, max_id: int
+) -> pb.ModelStreamInferResponse:
+    # Names and ids are echoed so the client can match the error, unless over the id limit
+    # (the error is that they are too long).
+    ok_id = len(msg.id.encode()) <= max_id
     return pb.ModelStreamInferResponse(
         error_message=f"{err.code.value}: {err.message}",
         infer_response=pb.ModelInferResponse(
-            model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+            model_name=msg.model_name if ok_id else "",
+            model_version=msg.model_version if ok_id else "",
+            id=msg.id if ok_id else "",
         ),
     )
 

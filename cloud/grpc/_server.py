@@ -41,11 +41,14 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
     )
 
 
-def grpc_server(s: ServerSettings) -> grpc.aio.Server:
+def grpc_server(
+    s: ServerSettings, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> grpc.aio.Server:
     """An unstarted server with the message and keepalive limits of ``s``."""
     options = [
         ("grpc.max_send_message_length", s.max_message_bytes),
         ("grpc.max_receive_message_length", s.max_message_bytes),
+        ("grpc.max_metadata_size", s.max_metadata_bytes),
         ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -53,7 +56,7 @@ def grpc_server(s: ServerSettings) -> grpc.aio.Server:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
-    return grpc.aio.server(options=options)
+    return grpc.aio.server(options=options, interceptors=list(interceptors))
 
 
 def enable_health_and_reflection(

@@ -25,6 +25,7 @@ models_dir = "from-file"
 [server]
 port = 7001
 host = "0.0.0.0"
+allow_insecure_non_loopback = true
 [session]
 max_inflight = 8
 [stores]
@@ -55,6 +56,22 @@ def test_serve_reads_flags_over_env_over_config_file(
     assert (s.server.port, s.server.host, s.policy.kind) == (7002, "0.0.0.0", "linucb")
     s = settings_from_args(_args("--config", str(cfg), "--port", "7003", "--insecure"))
     assert (s.server.port, s.server.host, s.tls.insecure) == (7003, "0.0.0.0", True)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.7", "gateway.example"])
+def test_insecure_binds_loopback_only_unless_allowed(host: str) -> None:
+    with pytest.raises(ValueError, match=r"server\.allow_insecure_non_loopback"):
+        GatewaySettings(server={"host": host}, tls={"insecure": True})
+    allowed = GatewaySettings(
+        server={"host": host, "allow_insecure_non_loopback": True}, tls={"insecure": True}
+    )
+    assert allowed.server.host == host
+    assert GatewaySettings(server={"host": host}).server.host == host  # mTLS: any address
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_insecure_on_loopback_needs_no_override(host: str) -> None:
+    assert GatewaySettings(server={"host": host}, tls={"insecure": True}).tls.insecure
 
 
 def test_every_serve_flag_names_a_key_of_the_tree() -> None:

@@ -29,6 +29,14 @@ def test_big_endian_input_is_written_little_endian() -> None:
     np.testing.assert_array_equal(from_raw("int32", [3], to_raw(a)), [0, 1, 2])
 
 
+def test_an_empty_shape_numpy_cannot_describe_is_invalid_argument() -> None:
+    with pytest.raises(InvalidArgument, match="too large to describe"):
+        from_raw("float32", [0, 2**62], b"")
+    with pytest.raises(InvalidArgument, match="too large to describe"):
+        check_shape([2**30, 0, 2**30], max_elements=1 << 40)
+    assert from_raw("float32", [0, 1 << 20], b"").shape == (0, 1 << 20)
+
+
 def test_size_mismatch_and_bad_types_are_rejected() -> None:
     with pytest.raises(InvalidArgument, match="needs 16"):
         from_raw("float32", [2, 2], b"\x00" * 12)

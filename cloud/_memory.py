@@ -1,0 +1,75 @@
+"""Returning freed heap memory to the operating system (glibc only).
+
+glibc's malloc keeps memory freed by one thread in that thread's arena for reuse; with gRPC's
+threads receiving large messages (a 15 MiB rejected request is freed at once, but its pages stay
+mapped), the gateway's RSS would stay at the peak of an attack. ``malloc_trim(0)`` gives free
+pages of every arena back; :class:`HeapTrimmer` calls it periodically off the event loop. On a
+libc without it (musl, macOS) trimming is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_TRIM = _load_trim()
+
+
+def trim_heap() -> bool:
+    """Give free heap pages back to the OS now; True when memory was released (False also
+    where the libc cannot trim)."""
+    return bool(_TRIM(0)) if _TRIM is not None else False
+
+
+class HeapTrimmer:
+    """Calls :func:`trim_heap` every ``interval_s`` in a worker thread (the call walks every
+    arena; ctypes releases the GIL, so the event loop keeps serving)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start trimming (inside the running loop); a no-op where the libc cannot trim."""
+        if _TRIM is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="heap-trim")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await asyncio.to_thread(trim_heap)
+            except Exception:  # never let housekeeping end the gateway
+                log.exception("malloc_trim failed")
+
+    async def close(self) -> None:
+        """Stop trimming."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+
+__all__ = ["HeapTrimmer", "trim_heap"]
