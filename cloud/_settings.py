@@ -45,6 +45,22 @@ class ServerSettings(Section):
     """Interval of server keepalive pings on idle connections."""
     keepalive_timeout_s: float = Field(default=10.0, gt=0)
     """Time to wait for a keepalive ack before closing the connection."""
+    handshake_timeout_s: float = Field(default=5.0, gt=0)
+    """A connection that has not finished its TLS and HTTP/2 handshake in this time is closed
+    (silent TCP connections)."""
+    max_connection_idle_s: float = Field(default=300.0, gt=0)
+    """A connection with no RPC open for this long is closed (GOAWAY)."""
+    max_connection_age_s: float = Field(default=3600.0, gt=0)
+    """A connection older than this is asked to go away (clients reconnect; spreads load over
+    replicas and bounds what one connection can accumulate)."""
+    max_connection_age_grace_s: float = Field(default=30.0, ge=0)
+    """After ``max_connection_age_s``, how long open RPCs may finish before the connection is
+    closed."""
+    min_client_ping_interval_s: float = Field(default=5.0, gt=0)
+    """Client keepalive pings closer together than this are strikes."""
+    max_ping_strikes: int = Field(default=2, ge=0)
+    """Strikes (pings too often) after which the connection is closed with GOAWAY
+    ENHANCE_YOUR_CALM (0: unlimited)."""
 
 
 class TlsSettings(Section):
@@ -87,12 +103,41 @@ class SessionSettings(Section):
     """A request whose chunks do not all arrive in this time is dropped and answered."""
     ping_interval_s: float = Field(default=20.0, gt=0)
     """Ping interval suggested to devices in Welcome."""
+    hello_timeout_s: float = Field(default=10.0, gt=0)
+    """A stream that has not sent Hello in this time is ended with DEADLINE_EXCEEDED."""
+    idle_timeout_s: float = Field(default=120.0, gt=0)
+    """A session that sends no frame (not even a Ping) for this long while nothing of it is in
+    flight is ended with DEADLINE_EXCEEDED."""
+    max_outbound_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Bytes of answers queued for a device that does not read them; past this the gateway stops
+    reading its frames."""
+    outbound_stall_s: float = Field(default=2.0, gt=0)
+    """How long a full outbound queue may stay full before the stream is ended with
+    RESOURCE_EXHAUSTED."""
 
     @model_validator(mode="after")
     def _check(self) -> SessionSettings:
         if self.buffer_bytes > self.global_buffer_bytes:
             raise ValueError("session.buffer_bytes must not exceed session.global_buffer_bytes")
         return self
+
+
+class LimitsSettings(Section):
+    """Per-device quotas: every session of one device (its certificate's id) draws on them."""
+
+    max_sessions_per_device: int = Field(default=8, ge=1)
+    """Session streams one device may have open at once."""
+    max_inflight_per_device: int = Field(default=512, ge=1)
+    """Requests one device may have open over all its sessions."""
+    max_buffered_bytes_per_device: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Bytes of unfinished payloads one device may have buffered over all its sessions."""
+    requests_per_s: float = Field(default=500.0, ge=0)
+    """Requests (InferHeaders) per second one device may send, sustained (0: no limit)."""
+    burst: int = Field(default=500, ge=1)
+    """Requests a device may send at once above ``requests_per_s`` (token bucket size)."""
+    fair_share: bool = True
+    """Also cap each device at its fair share of ``session.global_buffer_bytes``: the budget
+    divided by the devices connected."""
 
 
 class BatchingSettings(Section):
@@ -196,6 +241,8 @@ class GatewaySettings(LayeredSettings):
     """The REST endpoint (off unless a port is set)."""
     session: SessionSettings = Field(default_factory=SessionSettings)
     """Per-session limits of the device stream."""
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Per-device quotas over all of a device's sessions."""
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     """Dynamic batching."""
     onnxruntime: OnnxRuntimeSettings = Field(default_factory=OnnxRuntimeSettings)
@@ -241,6 +288,7 @@ def _loopback(host: str) -> bool:
 __all__ = [
     "BatchingSettings",
     "GatewaySettings",
+    "LimitsSettings",
     "MetricsSettings",
     "OnnxRuntimeSettings",
     "RestSettings",

@@ -32,6 +32,8 @@ from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
     ByteBudget,
     DataPlane,
+    DeviceQuota,
+    DeviceQuotas,
     IdempotencyStore,
     MetadataSink,
     ModelRepository,
@@ -52,6 +54,7 @@ from cloud.grpc import (
     InferenceServicer,
     ServiceRegistration,
     SessionServicer,
+    StreamGuards,
     TelemetryServicer,
     add_cache_service,
     add_deploy_service,
@@ -158,8 +161,33 @@ class Gateway:
         self.metrics.buffered_bytes.set_function(lambda: budget.used)
         self.policies = PolicyPublisher()
         """What devices run, pushed as PolicyUpdate on their session streams."""
+        lim = s.limits
+        self.quotas = DeviceQuotas(
+            DeviceQuota(
+                max_sessions=lim.max_sessions_per_device,
+                max_inflight=lim.max_inflight_per_device,
+                max_buffered_bytes=lim.max_buffered_bytes_per_device,
+                requests_per_s=lim.requests_per_s,
+                burst=lim.burst,
+                fair_share=lim.fair_share,
+            ),
+            budget,
+        )
+        """Per-device quotas every session draws on."""
+        guards = StreamGuards(
+            hello_timeout_s=s.session.hello_timeout_s,
+            idle_timeout_s=s.session.idle_timeout_s,
+            max_outbound_bytes=s.session.max_outbound_bytes,
+            outbound_stall_s=s.session.outbound_stall_s,
+        )
         self.sessions = SessionServicer(
-            self.dataplane, self.limits, budget, s.tls.insecure, self.policies
+            self.dataplane,
+            self.limits,
+            budget,
+            s.tls.insecure,
+            self.policies,
+            quotas=self.quotas,
+            guards=guards,
         )
         self.policy = policy
         """The policy PolicyService and REST decide with, and devices are pushed (control

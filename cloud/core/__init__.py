@@ -17,6 +17,7 @@ from cloud.core._hooks import (
     discard_record,
     discard_telemetry,
 )
+from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
 from cloud.core._repository import (
     ModelRepository,
@@ -68,6 +69,9 @@ __all__ = [
     "Chunk",
     "CutPointInfo",
     "DataPlane",
+    "DeviceLedger",
+    "DeviceQuota",
+    "DeviceQuotas",
     "ExitInfo",
     "IdempotencyStore",
     "InferenceRequest",

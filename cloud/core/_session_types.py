@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud.core._codec import PayloadFormat
-from cloud.core._types import InferenceResult, ModelSpec, Priority
+from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec, Priority
 from common.errors import AimlError
 from policy import DecisionContext
 
@@ -80,6 +81,22 @@ class Chunk:
     offset: int
     data: bytes
     last: bool
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request open on a session (reassembling, queued or computing); the core's own."""
+
+    header: RequestHeader
+    spec: ModelSpec
+    started: float
+    parts: list[bytes] = field(default_factory=list)
+    received: int = 0
+    timer: asyncio.TimerHandle | None = None
+    future: asyncio.Future[InferenceResult] | None = None
+    request: InferenceRequest | None = None
+    inline: bool = False
+    decode_s: float = 0.0
 
 
 class SessionSink(Protocol):

@@ -6,6 +6,7 @@ from cloud.grpc._cache import CacheServicer, add_cache_service
 from cloud.grpc._deploy import DeployServicer, add_deploy_service
 from cloud.grpc._errors import STATUS_BY_CODE, grpc_status, handle_stream, handle_unary, rpc_status
 from cloud.grpc._inference import InferenceServicer
+from cloud.grpc._outbox import StreamGuards
 from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._registry import RegistryServicer, add_registry_service
 from cloud.grpc._server import (
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryServicer",
     "ServiceRegistration",
     "SessionServicer",
+    "StreamGuards",
     "TelemetryServicer",
     "add_cache_service",
     "add_deploy_service",

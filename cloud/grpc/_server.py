@@ -44,15 +44,28 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
 def grpc_server(
     s: ServerSettings, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 ) -> grpc.aio.Server:
-    """An unstarted server with the message and keepalive limits of ``s``."""
+    """An unstarted server with the message, keepalive and connection limits of ``s``: silent
+    connections are closed after the handshake timeout, idle ones after ``max_connection_idle_s``,
+    every one after ``max_connection_age_s`` (+ grace), and a client pinging more often than
+    ``min_client_ping_interval_s`` is cut off after ``max_ping_strikes``."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
     options = [
         ("grpc.max_send_message_length", s.max_message_bytes),
         ("grpc.max_receive_message_length", s.max_message_bytes),
         ("grpc.max_metadata_size", s.max_metadata_bytes),
-        ("grpc.keepalive_time_ms", int(s.keepalive_time_s * 1000)),
-        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_time_ms", ms(s.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(s.keepalive_timeout_s)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.server_handshake_timeout_ms", ms(s.handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(s.max_connection_idle_s)),
+        ("grpc.max_connection_age_ms", ms(s.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(s.max_connection_age_grace_s)),
+        # The server-side (received pings) minimum despite its name; too-frequent pings are strikes.
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(s.min_client_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", s.max_ping_strikes),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]

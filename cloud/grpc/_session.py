@@ -2,8 +2,11 @@
 
 Requests are parsed here from raw bytes (the method is registered without a deserializer) so that
 garbage on the stream ends only that stream, with INVALID_ARGUMENT, instead of an opaque
-transport error. Writes go through one queue drained by the response generator (grpc.aio allows
-one writer).
+transport error. Writes go through one :class:`Outbox` drained by the response generator
+(grpc.aio allows one writer); a device that does not read its answers is no longer read from, then
+cut off with RESOURCE_EXHAUSTED. A stream is counted in ``open_streams`` from its first byte, must
+send Hello within ``hello_timeout_s`` and ends when idle for ``idle_timeout_s``
+(DEADLINE_EXCEEDED); each device's sessions share its quotas (:class:`cloud.core.DeviceQuotas`).
 """
 
 from __future__ import annotations
@@ -18,17 +21,27 @@ import grpc
 from aiml021.session.v1 import session_pb2
 from google.protobuf.message import DecodeError
 
-from cloud.core import ByteBudget, DataPlane, InferenceResult, ModelSpec, SessionCore, SessionLimits
-from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb, result_to_pb
-from cloud.grpc._errors import handle_stream, rpc_status
-from cloud.grpc._policy import push_policy_updates, welcome_policy
+from cloud.core import (
+    ByteBudget,
+    DataPlane,
+    DeviceQuota,
+    DeviceQuotas,
+    SessionCore,
+    SessionLimits,
+)
+from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb
+from cloud.grpc._errors import grpc_status, handle_stream
+from cloud.grpc._outbox import Outbox, OutboxSink, StreamGuards
 from cloud.grpc._peer import device_id_from_context
+from cloud.grpc._policy import push_policy_updates, welcome_policy
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import (
     AimlError,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -42,36 +55,14 @@ PROTOCOL_VERSION = 1
 _CLOSE = object()
 
 
-class _Sink:
-    """SessionSink writing ConnectResponse frames into the stream's queue."""
-
-    __slots__ = ("queue",)
-
-    def __init__(self, queue: asyncio.Queue[Any]) -> None:
-        self.queue = queue
-
-    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None:
-        self.queue.put_nowait(result_to_pb(request_id, result, spec))
-
-    def error(self, request_id: str, error: AimlError) -> None:
-        msg = session_pb2.ConnectResponse()
-        msg.infer_error.request_id = request_id
-        msg.infer_error.status.CopyFrom(rpc_status(error))
-        self.queue.put_nowait(msg)
-
-    def credit(self, nbytes: int, requests: int) -> None:
-        msg = session_pb2.ConnectResponse()
-        msg.credit.bytes = nbytes
-        msg.credit.requests = requests
-        self.queue.put_nowait(msg)
-
-
 class _Stream:
-    __slots__ = ("core", "queue")
+    __slots__ = ("core", "idle_timer", "last_frame", "outbox")
 
-    def __init__(self, core: SessionCore, queue: asyncio.Queue[Any]) -> None:
+    def __init__(self, core: SessionCore, outbox: Outbox) -> None:
         self.core = core
-        self.queue = queue
+        self.outbox = outbox
+        self.last_frame = asyncio.get_running_loop().time()
+        self.idle_timer: asyncio.TimerHandle | None = None
 
 
 class SessionServicer:
@@ -84,12 +75,16 @@ class SessionServicer:
         global_budget: ByteBudget,
         insecure: bool,
         policies: PolicyPublisher | None = None,
+        quotas: DeviceQuotas | None = None,
+        guards: StreamGuards | None = None,
     ) -> None:
         self._dp = dataplane
         self._policies = policies
         self._limits = limits
-        self._budget = global_budget
         self._insecure = insecure
+        self.quotas = quotas or DeviceQuotas(DeviceQuota.unlimited(), global_budget)
+        """Every device's sessions, in-flight requests, buffered bytes and request rate."""
+        self._guards = guards or StreamGuards()
         self._streams: set[_Stream] = set()
         self._draining = False
 
@@ -119,15 +114,40 @@ class SessionServicer:
         if not device and not self._insecure:
             raise Unauthenticated("a client certificate is required")
         it = request_iterator.__aiter__()
+        gauge = self._dp.metrics.open_streams.labels("session")
+        gauge.inc()  # counted from its first byte: a stream that never says Hello is seen too
         try:
-            first = _parse(await it.__anext__())
+            hello = await self._hello(it)
+            if hello is None:
+                return
+            async for frame in self._session(it, context, hello, device):
+                yield frame
+        finally:
+            gauge.dec()
+
+    async def _hello(self, it: AsyncIterator[bytes]) -> session_pb2.Hello | None:
+        timeout = self._guards.hello_timeout_s
+        try:
+            first = _parse(await asyncio.wait_for(it.__anext__(), timeout))
         except StopAsyncIteration:
-            return
+            return None
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no Hello within {timeout:g} s of opening the stream (session.hello_timeout_s)"
+            ) from None
         except DecodeError:
             raise InvalidArgument("malformed first frame") from None
         if first.WhichOneof("frame") != "hello":
             raise InvalidArgument("the first frame must be Hello")
-        hello = first.hello
+        return first.hello
+
+    async def _session(
+        self,
+        it: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext,
+        hello: session_pb2.Hello,
+        device: str,
+    ) -> AsyncIterator[session_pb2.ConnectResponse]:
         if hello.protocol_version not in (0, PROTOCOL_VERSION):
             raise FailedPrecondition(
                 f"protocol version {hello.protocol_version} unsupported (gateway speaks "
@@ -152,10 +172,13 @@ class SessionServicer:
             limits = _replace(
                 limits, max_chunk_bytes=min(caps.max_chunk_bytes, limits.max_chunk_bytes)
             )
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        ledger = self.quotas.open_session(device)  # RESOURCE_EXHAUSTED past the device's quota
+        outbox = Outbox(self._guards.max_outbound_bytes)
         session_id = uuid.uuid4().hex
-        core = SessionCore(self._dp, limits, self._budget, _Sink(queue), device, session_id)
-        stream = _Stream(core, queue)
+        core = SessionCore(
+            self._dp, limits, self.quotas.budget, OutboxSink(outbox), device, session_id, ledger
+        )
+        stream = _Stream(core, outbox)
         welcome = session_pb2.ConnectResponse()
         w = welcome.welcome
         w.session_id = session_id
@@ -171,17 +194,18 @@ class SessionServicer:
             if policy is not None:
                 w.policy.CopyFrom(policy)
             stop_policy_updates = push_policy_updates(
-                self._policies, hello.device_class, queue.put_nowait
+                self._policies, hello.device_class, outbox.put_frame
             )
         self._streams.add(stream)
-        gauge = self._dp.metrics.open_streams.labels("session")
-        gauge.inc()
-        reader = asyncio.get_running_loop().create_task(self._read(it, core, queue))
+        task = asyncio.current_task()
+        assert task is not None
+        reader = asyncio.get_running_loop().create_task(self._read(it, stream, context, task))
+        self._watch_idle(stream)
         eof = False
         try:
             yield welcome
             while True:
-                item = await queue.get()
+                item = await outbox.get()
                 if item is _CLOSE:
                     if core.inflight == 0 or self._draining:
                         break
@@ -195,20 +219,58 @@ class SessionServicer:
         finally:
             if stop_policy_updates is not None:
                 stop_policy_updates()
-            gauge.dec()
+            if stream.idle_timer is not None:
+                stream.idle_timer.cancel()
             self._streams.discard(stream)
             reader.cancel()
             core.close()
+            outbox.clear()
+            ledger.close_session()
+
+    def _watch_idle(self, stream: _Stream) -> None:
+        """End ``stream`` with DEADLINE_EXCEEDED once it sent nothing for ``idle_timeout_s`` while
+        nothing of it was in flight (``stream.idle_timer`` is the current timer)."""
+        loop = asyncio.get_running_loop()
+        timeout = self._guards.idle_timeout_s
+
+        def check() -> None:
+            quiet = loop.time() - stream.last_frame
+            if quiet >= timeout and stream.core.inflight == 0:
+                stream.outbox.put(
+                    DeadlineExceeded(
+                        f"no frame for {quiet:.0f} s with nothing in flight "
+                        f"(session.idle_timeout_s = {timeout:g}); send Ping to keep a session open"
+                    )
+                )
+                return
+            stream.idle_timer = loop.call_at(max(stream.last_frame, loop.time()) + timeout, check)
+
+        stream.idle_timer = loop.call_later(timeout, check)
 
     async def _read(
-        self, it: AsyncIterator[bytes], core: SessionCore, queue: asyncio.Queue[Any]
+        self,
+        it: AsyncIterator[bytes],
+        stream: _Stream,
+        context: grpc.aio.ServicerContext,
+        task: asyncio.Task[Any],
     ) -> None:
+        core, outbox = stream.core, stream.outbox
+        loop = asyncio.get_running_loop()
         try:
-            async for raw in it:
+            while True:
+                # Backpressure: a device that does not read its answers is not read from either.
+                if outbox.full and not await outbox.wait_room(self._guards.outbound_stall_s):
+                    self._cut_off(stream, context, task)
+                    return
+                try:
+                    raw = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                stream.last_frame = loop.time()
                 try:
                     msg = _parse(raw)
                 except DecodeError:
-                    queue.put_nowait(_StreamFault("malformed frame: not a ConnectRequest"))
+                    outbox.put(_StreamFault("malformed frame: not a ConnectRequest"))
                     return
                 kind = msg.WhichOneof("frame")
                 try:
@@ -229,7 +291,7 @@ class SessionServicer:
                         pong = session_pb2.ConnectResponse()
                         pong.pong.nonce = msg.ping.nonce
                         pong.pong.ping_sent_at.CopyFrom(msg.ping.sent_at)
-                        queue.put_nowait(pong)
+                        outbox.put_frame(pong)
                     elif kind == "telemetry_batch":
                         batch = msg.telemetry_batch
                         self._dp.record_telemetry(
@@ -237,10 +299,10 @@ class SessionServicer:
                             int(batch.dropped),
                         )
                     elif kind == "hello":
-                        queue.put_nowait(_StreamFault("Hello may only be the first frame"))
+                        outbox.put(_StreamFault("Hello may only be the first frame"))
                         return
                     else:
-                        queue.put_nowait(_StreamFault("frame carries no known field"))
+                        outbox.put(_StreamFault("frame carries no known field"))
                         return
                 except AimlError as exc:
                     log.warning("session %s: %s", core.device_id, exc)
@@ -248,7 +310,25 @@ class SessionServicer:
             raise
         except Exception as exc:  # transport ended abnormally (client went away)
             log.debug("session %s read ended: %s", core.device_id, exc)
-        queue.put_nowait(_CLOSE)
+        outbox.put(_CLOSE)
+
+    def _cut_off(
+        self, stream: _Stream, context: grpc.aio.ServicerContext, task: asyncio.Task[Any]
+    ) -> None:
+        """End a stream whose device stopped reading: the writer is stuck in a flow-controlled
+        write, so the status is sent from here (the device sees it once it reads again) and the
+        stream's task is cancelled, which frees the session at once."""
+        err = ResourceExhausted(
+            f"the device does not read its answers: {stream.outbox.queued_bytes} bytes queued "
+            f"for over {self._guards.outbound_stall_s:g} s (session.max_outbound_bytes = "
+            f"{stream.outbox.max_bytes}, session.outbound_stall_s)"
+        )
+        log.warning("session %s of %s: %s", stream.core.session_id, stream.core.device_id, err)
+        self._dp.metrics.rejections.labels(err.code.value).inc()
+        stream.outbox.clear()
+        abort = asyncio.ensure_future(context.abort(grpc_status(err), err.message))
+        abort.add_done_callback(_retrieve)  # it raises AbortError once the status is sent
+        asyncio.get_running_loop().call_soon(task.cancel)  # after abort queued the status
 
     async def drain(self, reason: str, grace_s: float) -> None:
         """Send Drain on every stream, let in-flight work finish (up to ``grace_s``), close."""
@@ -258,18 +338,23 @@ class SessionServicer:
         close_at.drain.reconnect_after.CopyFrom(duration_from_s(1.0))
         for s in list(self._streams):
             s.core.draining = True
-            s.queue.put_nowait(close_at)
+            s.outbox.put_frame(close_at)
         loop = asyncio.get_running_loop()
         until = loop.time() + grace_s
         # Polling: in-flight counts of many sessions change from batcher callbacks.
         while any(s.core.inflight for s in self._streams) and loop.time() < until:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         for s in list(self._streams):
-            s.queue.put_nowait(_CLOSE)
+            s.outbox.put(_CLOSE)
 
 
 class _StreamFault(InvalidArgument):
     """A stream-level fault: the stream ends with INVALID_ARGUMENT."""
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _parse(raw: bytes) -> session_pb2.ConnectRequest:

@@ -70,6 +70,14 @@ class ServedGateway:
         return self.proc.poll() is None
 
 
+def _ports(port_file: Path) -> dict[str, int] | None:
+    """The port file's contents once it is completely written."""
+    try:
+        return dict(json.loads(port_file.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 @contextmanager
 def serve(tmp: Path, pki: Path, env: dict[str, str] | None = None) -> Iterator[ServedGateway]:
     """Run ``python -m cloud serve`` over the reference models with mTLS from ``pki``; ``env``
@@ -84,11 +92,10 @@ def serve(tmp: Path, pki: Path, env: dict[str, str] | None = None) -> Iterator[S
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
-        while not port_file.exists():
+        while (ports := _ports(port_file)) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"aiml021 serve did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.05)
-        ports = json.loads(port_file.read_text())
         yield ServedGateway(proc, ports["port"], ports["metrics_port"], pki, log)
     finally:
         if proc.poll() is None:

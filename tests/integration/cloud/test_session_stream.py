@@ -170,7 +170,7 @@ async def test_never_finished_request_times_out_and_frees_memory(tmp_path: Path)
         assert m.infer_error.request_id == "slow"
         assert m.infer_error.status.code == code_pb2.DEADLINE_EXCEEDED
         assert "reassembly timeout" in m.infer_error.status.message
-        assert gw.sessions._budget.used == 0
+        assert gw.sessions.quotas.budget.used == 0
         assert (await c.infer("after", x)).WhichOneof("frame") == "infer_result"
         await channel.close()
 
@@ -189,7 +189,7 @@ async def test_session_and_global_budgets_refuse_excess(tmp_path: Path) -> None:
         m = await c.recv()
         assert m.infer_error.request_id == "c"
         assert m.infer_error.status.code == code_pb2.RESOURCE_EXHAUSTED
-        assert gw.sessions._budget.used == 2 * n
+        assert gw.sessions.quotas.budget.used == 2 * n
         # A second device takes the last global slot; a third request anywhere is refused.
         channel2, c2 = await _session(gw)
         await c2.send(header("d", x.shape), header("e", x.shape))
@@ -214,7 +214,7 @@ async def test_cancel_frees_the_request_and_sends_no_answer(tmp_path: Path) -> N
         await c.send(session_pb2.ConnectRequest(cancel=session_pb2.Cancel(request_id="k")))
         m = await c.infer("next", x)
         assert m.infer_result.request_id == "next"  # no answer for "k" came first
-        assert gw.sessions._budget.used == 0
+        assert gw.sessions.quotas.budget.used == 0
         await channel.close()
 
 
