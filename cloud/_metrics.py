@@ -1,4 +1,12 @@
-"""Prometheus metrics of the gateway, on their own registry (served on the metrics port)."""
+"""Prometheus metrics of the gateway, on their own registry (served on the metrics port).
+
+Label values are bounded, so no client can grow ``/metrics`` (or the gateway's memory) by sending
+names: ``model`` takes only names the gateway serves or served (:meth:`GatewayMetrics.add_model`;
+any other name is counted as ``_unknown``), labels that devices fill in (``device_class``,
+``codec``) keep their first :data:`MAX_FREE_VALUES` values of at most :data:`MAX_LABEL_CHARS`
+characters and count the rest as ``_other``; every other label comes from the gateway's own
+enumerations (status codes, routes, kinds).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,16 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+UNKNOWN_MODEL = "_unknown"
+"""The ``model`` label of requests naming a model the gateway does not serve."""
+OTHER = "_other"
+"""The value of a device-filled label past its bound."""
+MAX_FREE_VALUES = 64
+"""Distinct values kept per device-filled label (``device_class``, ``codec``)."""
+MAX_LABEL_CHARS = 64
+"""Longest device-filled label value kept."""
+_FREE_LABELS = frozenset({"device_class", "codec"})
 
 
 class GatewayMetrics:
@@ -115,14 +133,39 @@ class GatewayMetrics:
             registry=r,
         )
         self._children: dict[tuple[object, ...], Any] = {}
+        self._models: set[str] = set()
+        self._free: dict[str, set[str]] = {name: set() for name in _FREE_LABELS}
+
+    def add_model(self, name: str) -> None:
+        """Let ``name`` be a ``model`` label value (called when a model is loaded)."""
+        self._models.add(name)
 
     def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: the hot path avoids prometheus' label lookup."""
+        """``metric.labels(*labels)`` with the values bounded (see the module docstring), cached:
+        the hot path avoids prometheus' label lookup. Only known values are cached."""
         key = (id(metric), *labels)
         c = self._children.get(key)
         if c is None:
-            c = self._children[key] = metric.labels(*labels)
+            bounded = self._bounded(metric._labelnames, labels)
+            c = metric.labels(*bounded)
+            if bounded == labels:
+                self._children[key] = c
         return c
 
+    def _bounded(self, names: tuple[str, ...], labels: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for name, value in zip(names, labels, strict=True):
+            if name == "model":
+                value = value if value in self._models else UNKNOWN_MODEL
+            elif name in _FREE_LABELS:
+                seen = self._free[name]
+                if value not in seen:
+                    if len(value) > MAX_LABEL_CHARS or len(seen) >= MAX_FREE_VALUES:
+                        value = OTHER
+                    else:
+                        seen.add(value)
+            out.append(value)
+        return tuple(out)
 
-__all__ = ["GatewayMetrics"]
+
+__all__ = ["MAX_FREE_VALUES", "MAX_LABEL_CHARS", "OTHER", "UNKNOWN_MODEL", "GatewayMetrics"]

@@ -95,6 +95,7 @@ class DataPlane:
         """Serve ``spec`` (load into the backend, start a batcher)."""
         await self.backend.load(spec)
         self.repository.add(spec)
+        self.metrics.add_model(spec.name)
         self._unloaded.pop(spec.key, None)
         if spec.entropy_model is not None:
             self.entropy_models(spec)  # a broken model file fails the load, not the requests
