@@ -3,7 +3,8 @@
 The transport feeds decoded frames (:class:`RequestHeader`, :class:`Chunk`, cancels) into
 :class:`SessionCore`; answers leave through a :class:`SessionSink`. Memory is bounded three ways:
 a request's declared size is checked against ``max_request_bytes`` and reserved against the
-session and global budgets before a byte is buffered; chunk payloads beyond the credit granted to
+session budget and the device's quotas and fair share of the global budget
+(:mod:`cloud.core._quota`) before a byte is buffered; chunk payloads beyond the credit granted to
 the device are refused; a request whose chunks stop arriving is dropped after
 ``reassembly_timeout_s``. Nothing is ever allocated from a client-declared size.
 
@@ -19,18 +20,19 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 
 from cloud.core._codec import decode_payload
 from cloud.core._dataplane import DataPlane
+from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._session_types import (
     ByteBudget,
     Chunk,
+    Pending,
     RequestHeader,
     SessionLimits,
     SessionSink,
 )
-from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
+from cloud.core._types import InferenceRequest, InferenceResult
 from cloud.core._validate import check_payload_format
 from common.errors import (
     AimlError,
@@ -45,20 +47,6 @@ from common.errors import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Pending:
-    header: RequestHeader
-    spec: ModelSpec
-    started: float
-    parts: list[bytes] = field(default_factory=list)
-    received: int = 0
-    timer: asyncio.TimerHandle | None = None
-    future: asyncio.Future[InferenceResult] | None = None
-    request: InferenceRequest | None = None
-    inline: bool = False
-    decode_s: float = 0.0
-
-
 class SessionCore:
     """State of one session: open requests, budgets and credits."""
 
@@ -70,14 +58,17 @@ class SessionCore:
         sink: SessionSink,
         device_id: str,
         session_id: str = "",
+        ledger: DeviceLedger | None = None,
     ) -> None:
         self._dp = dataplane
         self.session_id = session_id
         self.limits = limits
-        self._global = global_budget
         self._sink = sink
         self.device_id = device_id
-        self._open: dict[str, _Pending] = {}
+        if ledger is None:  # no per-device quota: only the global budget applies
+            ledger = DeviceQuotas(DeviceQuota.unlimited(), global_budget).open_session(device_id)
+        self._ledger = ledger  # the device's quotas, shared with its other sessions
+        self._open: dict[str, Pending] = {}
         self._reserved = 0  # bytes reserved by requests still reassembling
         self._credit_left = limits.max_session_buffer_bytes
         self._grant_bytes = 0
@@ -108,6 +99,7 @@ class SessionCore:
         an inline payload is also completed (decoded and submitted) at once."""
         n = len(h.inline_payload)
         try:
+            self._ledger.take_token()
             if n:
                 self._take_inline_credit(h, n)
             p = self._open_request(h)
@@ -147,7 +139,7 @@ class SessionCore:
                 f"{self.limits.max_chunk_bytes}; send it as TensorChunk frames"
             )
 
-    def _open_request(self, h: RequestHeader) -> _Pending:
+    def _open_request(self, h: RequestHeader) -> Pending:
         lim = self.limits
         if not h.request_id:
             raise InvalidArgument("InferHeader.request_id must not be empty")
@@ -180,10 +172,9 @@ class SessionCore:
                 f"session buffer full ({self._reserved} of {lim.max_session_buffer_bytes} bytes "
                 "reserved by unfinished requests)"
             )
-        if not self._global.reserve(h.total_bytes):
-            raise ResourceExhausted("gateway buffer budget exhausted; retry later")
+        self._ledger.open_request(h.total_bytes)  # device quotas, fair share, global budget
         self._reserved += h.total_bytes
-        p = _Pending(h, spec, time.monotonic())
+        p = Pending(h, spec, time.monotonic())
         if not h.inline_payload:  # an inline request completes before it could time out
             p.timer = asyncio.get_running_loop().call_later(
                 lim.reassembly_timeout_s, self._expire, h.request_id
@@ -274,7 +265,7 @@ class SessionCore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _complete(self, p: _Pending) -> None:
+    def _complete(self, p: Pending) -> None:
         h = p.header
         payload = p.parts[0] if len(p.parts) == 1 else b"".join(p.parts)
         self._release(p)
@@ -320,7 +311,7 @@ class SessionCore:
             req.inputs = {p.spec.inputs[0].name: arr}
             fut = self._dp.submit(req, p.spec, rows=arr.shape[0])  # checked at the header
         except AimlError as exc:
-            self._open.pop(h.request_id, None)
+            self._forget(p)
             self._grant_requests += 1
             self._maybe_grant()
             self._sink.error(h.request_id, exc)
@@ -329,11 +320,11 @@ class SessionCore:
         p.future = fut
         fut.add_done_callback(lambda f, p=p: self._answer(p, f))  # type: ignore[misc]
 
-    def _answer(self, p: _Pending, fut: asyncio.Future[InferenceResult]) -> None:
+    def _answer(self, p: Pending, fut: asyncio.Future[InferenceResult]) -> None:
         rid = p.header.request_id
         if self._open.get(rid) is not p:
             return  # cancelled or the session closed
-        del self._open[rid]
+        self._forget(p)
         self._grant_requests += 1
         self._maybe_grant()
         assert p.request is not None
@@ -363,7 +354,7 @@ class SessionCore:
         )
 
     def _fail(self, request_id: str, error: AimlError) -> None:
-        p = self._open.pop(request_id, None)
+        p = self._open.get(request_id)
         model = ""
         if p is not None:
             model = p.spec.name
@@ -380,18 +371,23 @@ class SessionCore:
         self._dp.metrics.rejections.labels(error.code.value).inc()
         self._dp.metrics.child(self._dp.metrics.requests, model, "session", error.code.value).inc()
 
-    def _drop(self, p: _Pending) -> None:
-        self._open.pop(p.header.request_id, None)
+    def _forget(self, p: Pending) -> None:
+        if self._open.get(p.header.request_id) is p:
+            del self._open[p.header.request_id]
+            self._ledger.finish_request()
+
+    def _drop(self, p: Pending) -> None:
+        self._forget(p)
         if p.future is None:
             self._release(p)
 
-    def _release(self, p: _Pending) -> None:
+    def _release(self, p: Pending) -> None:
         if p.timer is not None:
             p.timer.cancel()
             p.timer = None
         p.parts = []
         self._reserved -= p.header.total_bytes
-        self._global.release(p.header.total_bytes)
+        self._ledger.release_bytes(p.header.total_bytes)
 
     def _maybe_grant(self) -> None:
         if self._grant_bytes >= self._grant_threshold or self._grant_requests >= (
