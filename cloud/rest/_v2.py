@@ -46,8 +46,9 @@ def v2_request(doc: Any, name: str, version: str) -> InferenceRequest:
         if not isinstance(flat, list):
             raise InvalidArgument(f"inputs[{i}].data must be an array")
         try:
-            arr = np.asarray(flat, dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as exc:
+            with np.errstate(over="raise", invalid="raise"):  # 1e39 as FP32: refused, not inf
+                arr = np.asarray(flat, dtype=dtype)
+        except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
             raise InvalidArgument(
                 f"inputs[{i}].data does not hold {datatype} values: {exc}"
             ) from None

@@ -163,6 +163,13 @@ def test_v1_infer_matches_v2_and_models(base_url: str) -> None:
             400,
             "needs 36",
         ),
+        (  # found by schemathesis: a value FP32 cannot hold was a 500 (overflow in the cast)
+            "POST",
+            "/v2/models/tiny/infer",
+            b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1], "data": [1e39]}]}',
+            400,
+            "FP32",
+        ),
         ("POST", "/v2/models/tiny/infer", b"[]", 400, "inputs"),
         ("GET", "/v1/nowhere", b"", 404, "no route GET /v1/nowhere"),
         ("GET", "/v1/infer", b"", 405, ""),
