@@ -34,7 +34,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 
 # The load generators repeat one input: with the gateway's result cache on they would measure
 # cache hits, not inference. No metadata store either: the bare server and Triton keep none.
-_NO_CACHE = {**os.environ, "AIML021_GATEWAY_CACHE__FULL_MODELS": "false"}
+_NO_CACHE = {
+    **os.environ,
+    "AIML021_GATEWAY_CACHE__FULL_MODELS": "false",
+    # One load generator is one device driving the gateway to capacity: no per-device rate limit.
+    "AIML021_GATEWAY_LIMITS__REQUESTS_PER_S": "0",
+}
 
 
 def _start(
