@@ -33,6 +33,12 @@ class ServerSettings(Section):
     """When set, the bound gRPC, metrics and REST ports are written here as JSON once serving."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    fit_message_limit_to_models: bool = True
+    """Receive at most what the served models and session chunks can use (a full batch of the
+    largest input as sent at most, or ``session.max_chunk_bytes``, plus 64 KiB), if less than
+    ``max_message_bytes``:
+    gRPC refuses a larger message (RESOURCE_EXHAUSTED) before the gateway reads or holds it.
+    Models with a dynamic non-batch dimension leave ``max_message_bytes`` in force."""
     max_metadata_bytes: int = Field(default=16 * 1024, ge=1024)
     """Largest request metadata (headers) a call may carry; larger calls are refused by gRPC."""
     max_request_id_bytes: int = Field(default=256, ge=1)

@@ -45,6 +45,7 @@ from cloud.core import (
     TelemetrySink,
     discard_record,
     discard_telemetry,
+    largest_request_bytes,
     scan_models_dir,
 )
 from cloud.grpc import (
@@ -265,7 +266,7 @@ class Gateway:
         if self.stores is not None:
             await self.stores.start()
         await self.dataplane.start()
-        server = grpc_server(s.server, [StatusGuard()])
+        server = grpc_server(s.server, [StatusGuard()], self._receive_limit())
         served = self._mount_grpc(server)
         self.service_names = served
         self._health = enable_health_and_reflection(server, served)
@@ -296,6 +297,15 @@ class Gateway:
             self.metrics_port,
             ", ".join(served),
         )
+
+    def _receive_limit(self) -> int:
+        """The largest gRPC message received (see ``server.fit_message_limit_to_models``)."""
+        s = self.settings
+        ceiling = s.server.max_message_bytes
+        need = largest_request_bytes(self.dataplane.repository.specs())
+        if not s.server.fit_message_limit_to_models or need is None:
+            return ceiling
+        return min(ceiling, max(need, s.session.max_chunk_bytes) + 64 * 1024)
 
     async def stop(self, reason: str = "gateway shutting down") -> None:
         """Drain every session, finish in-flight work, stop the server and the backend."""

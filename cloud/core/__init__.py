@@ -56,7 +56,7 @@ from cloud.core._types import (
     TelemetryEvent,
     TensorSpec,
 )
-from cloud.core._validate import check_payload_format, validate_inputs
+from cloud.core._validate import check_payload_format, largest_request_bytes, validate_inputs
 
 __all__ = [
     "CODEC_RAW",
@@ -111,6 +111,7 @@ __all__ = [
     "discard_record",
     "discard_telemetry",
     "hash_fraction",
+    "largest_request_bytes",
     "monotonic_deadline",
     "scan_models_dir",
     "spec_from_onnx",

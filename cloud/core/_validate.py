@@ -8,7 +8,8 @@ data plane does not check it again: ``DataPlane.submit(..., rows=...)``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -81,6 +82,36 @@ def check_outputs(spec: ModelSpec, outputs: Sequence[str]) -> None:
         seen.add(name)
 
 
+def wire_bytes_per_element(dtype: str) -> int:
+    """Most bytes one element of ``dtype`` takes in a request: its size raw or as packed
+    floats; a varint as typed contents (up to 10 bytes for signed and 64-bit integers, 5 for
+    smaller unsigned ones, 1 for bool)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "b":
+        return 1
+    if dt.kind == "i" or (dt.kind == "u" and dt.itemsize == 8):
+        return 10
+    if dt.kind == "u":
+        return 5
+    return dt.itemsize
+
+
+def largest_request_bytes(specs: Iterable[ModelSpec]) -> int | None:
+    """Bytes of the inputs of the largest request any of ``specs`` can take (a full batch, at
+    :func:`wire_bytes_per_element`); None when a model has a dynamic dimension besides the batch
+    (its requests have no size bound)."""
+    largest = 0
+    for spec in specs:
+        size = 0
+        for t in spec.inputs:
+            if any(d < 0 for d in t.shape[1:]):
+                return None
+            elements = spec.max_batch_size * math.prod(t.shape[1:])
+            size += elements * wire_bytes_per_element(t.dtype)
+        largest = max(largest, size)
+    return largest
+
+
 def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
     """Check a session header's declared payload against ``spec`` (its one input; the shape may
     omit the batch dimension of one sample); returns the batch size."""
@@ -93,4 +124,11 @@ def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
     return check_input(spec, t, fmt.dtype, shape, " (InferHeader.encoding)")
 
 
-__all__ = ["check_input", "check_outputs", "check_payload_format", "validate_inputs"]
+__all__ = [
+    "check_input",
+    "check_outputs",
+    "check_payload_format",
+    "largest_request_bytes",
+    "validate_inputs",
+    "wire_bytes_per_element",
+]

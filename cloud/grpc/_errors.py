@@ -47,16 +47,29 @@ def grpc_status(error: AimlError) -> grpc.StatusCode:
     return STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
 
 
+MAX_MESSAGE_CHARS = 1024
+"""Longest status message sent: messages quote what the client sent (names, ids), and a status
+travels in a trailer that clients refuse past 8 KiB (they would see RESOURCE_EXHAUSTED)."""
+
+
+def bounded(message: str) -> str:
+    """``message`` cut to :data:`MAX_MESSAGE_CHARS` (saying how long it was)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[: MAX_MESSAGE_CHARS - 40]}... ({len(message)} characters)"
+
+
 def detach(error: AimlError) -> tuple[grpc.StatusCode, str]:
-    """Status and message of ``error``, its traceback dropped: the frames it holds (with the
-    request's bytes) are freed when the handler returns, not at the next cycle collection."""
+    """Status and message (:func:`bounded`) of ``error``, its traceback dropped: the frames it
+    holds (with the request's bytes) are freed when the handler returns, not at the next cycle
+    collection."""
     error.__traceback__ = None
-    return grpc_status(error), error.message
+    return grpc_status(error), bounded(error.message)
 
 
 def rpc_status(error: AimlError) -> status_pb2.Status:
     """``google.rpc.Status`` for a per-request error inside a stream."""
-    return status_pb2.Status(code=error.code.rpc_code, message=error.message)
+    return status_pb2.Status(code=error.code.rpc_code, message=bounded(error.message))
 
 
 def error_from_status(status: grpc.StatusCode, details: str) -> AimlError:
@@ -114,7 +127,9 @@ def handle_stream(method: G) -> G:
 
 __all__ = [
     "CODE_BY_STATUS",
+    "MAX_MESSAGE_CHARS",
     "STATUS_BY_CODE",
+    "bounded",
     "detach",
     "error_from_rpc_error",
     "error_from_status",

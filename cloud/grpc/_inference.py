@@ -15,7 +15,7 @@ from inference import model_config_pb2 as mc
 
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
-from cloud.grpc._errors import detach, handle_unary
+from cloud.grpc._errors import bounded, detach, handle_unary
 from common import dtypes
 from common.errors import AimlError, Internal, Unavailable
 
@@ -276,7 +276,7 @@ def _stream_error(
     # (the error is that they are too long).
     ok_id = len(msg.id.encode()) <= max_id
     return pb.ModelStreamInferResponse(
-        error_message=f"{err.code.value}: {err.message}",
+        error_message=f"{err.code.value}: {bounded(err.message)}",
         infer_response=pb.ModelInferResponse(
             model_name=msg.model_name if ok_id else "",
             model_version=msg.model_version if ok_id else "",

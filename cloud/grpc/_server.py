@@ -42,7 +42,9 @@ def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
 
 
 def grpc_server(
-    s: ServerSettings, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    s: ServerSettings,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_receive_bytes: int | None = None,
 ) -> grpc.aio.Server:
     """An unstarted server with the message, keepalive and connection limits of ``s``: silent
     connections are closed after the handshake timeout, idle ones after ``max_connection_idle_s``,
@@ -54,7 +56,7 @@ def grpc_server(
 
     options = [
         ("grpc.max_send_message_length", s.max_message_bytes),
-        ("grpc.max_receive_message_length", s.max_message_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes or s.max_message_bytes),
         ("grpc.max_metadata_size", s.max_metadata_bytes),
         ("grpc.keepalive_time_ms", ms(s.keepalive_time_s)),
         ("grpc.keepalive_timeout_ms", ms(s.keepalive_timeout_s)),

@@ -1,0 +1,132 @@
+"""Issue 13, attacks 1, 7 and 8: bad requests end only themselves, with a precise status.
+
+Before: ModelInfer naming an output the model lacks crashed the model's batch worker (every later
+request hung, health said SERVING); shape [0, 2**62] was UNKNOWN with numpy's ValueError text;
+garbage bytes were UNKNOWN on unary methods and ended ModelStreamInfer with OK; a 200 kB request
+id was accepted and echoed; RepositoryModelLoad after RepositoryModelUnload was NOT_FOUND until
+restart; ``--insecure`` bound any address. Now each is INVALID_ARGUMENT (or the Triton behaviour)
+within 1 s while the legitimate device keeps its answers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inference import grpc_service_pb2 as pb
+
+from tests.adversarial._attack import under_attack
+from tests.adversarial._infer import infer_request, many, reference_logits, stub, timed
+from tests.adversarial._served import MODELS, ROOT, Probe, ServedGateway
+
+MODELS_SERVED = [
+    "fmnist_branchy",
+    "fmnist_branchy.cut1",
+    "fmnist_branchy.cut2",
+    "fmnist_edge_small",
+]
+GARBAGE = b"\xff\xff\xff\xff\x0fthis is not protobuf"
+INFERENCE = "inference.GRPCInferenceService"
+
+
+async def _wrong_output(inference: object, model: str) -> pb.ModelInferRequest:
+    """A valid request for ``model`` (zeros of its input shape) asking for an output it lacks."""
+    meta = await inference.ModelMetadata(pb.ModelMetadataRequest(name=model))  # type: ignore[attr-defined]
+    t = meta.inputs[0]
+    shape = [1 if d < 0 else d for d in t.shape]
+    req = pb.ModelInferRequest(model_name=model, id="ask-for-nothing")
+    req.inputs.add(name=t.name, datatype=t.datatype, shape=shape)
+    req.raw_input_contents.append(np.zeros(shape, np.float32).tobytes())
+    req.outputs.add(name="does_not_exist")
+    return req
+
+
+async def test_unknown_outputs_are_invalid_argument_and_no_model_stops(
+    served: ServedGateway, legit: Probe
+) -> None:
+    async with served.aio_channel("attacker") as ch:
+        expected = await reference_logits(ch)
+        inference = stub(ch)
+        wrong = [await _wrong_output(inference, m) for m in MODELS_SERVED]
+        with under_attack("unknown outputs on every model", served, legit):
+            answers = await many(
+                [lambda r=r: inference.ModelInfer(r, timeout=5) for _ in range(300) for r in wrong],  # type: ignore[misc]
+                concurrency=16,
+            )
+        assert {a.code for a in answers} == {grpc.StatusCode.INVALID_ARGUMENT}
+        assert all("no output 'does_not_exist'" in a.details for a in answers)
+        assert max(a.seconds for a in answers) < 1.0
+        for m in MODELS_SERVED:
+            assert (await inference.ModelReady(pb.ModelReadyRequest(name=m))).ready, m
+        check = health_pb2_grpc.HealthStub(ch)
+        for service in ("", INFERENCE):
+            status = await check.Check(health_pb2.HealthCheckRequest(service=service))
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+        np.testing.assert_allclose(await reference_logits(ch), expected, atol=1e-5)
+
+
+async def test_malformed_requests_get_invalid_argument_never_unknown(
+    served: ServedGateway, legit: Probe
+) -> None:
+    async with served.aio_channel("attacker") as ch:
+        inference = stub(ch)
+        huge = infer_request(shape=(0, 2**62), contents=b"")
+        long_id = infer_request()
+        long_id.id = "i" * 200_000
+        raw = {
+            m: ch.unary_unary(f"/{INFERENCE}/{m}")
+            for m in ("ModelInfer", "ModelReady", "ServerLive", "RepositoryIndex")
+        }
+        stream = ch.stream_stream(f"/{INFERENCE}/ModelStreamInfer")
+
+        async def garbage_stream() -> None:
+            call = stream(iter([GARBAGE]))
+            async for _ in call:
+                pass
+
+        with under_attack("malformed requests", served, legit):
+            answers = await many(
+                [lambda: inference.ModelInfer(huge), lambda: inference.ModelInfer(long_id)] * 40
+                + [lambda f=f: f(GARBAGE) for f in raw.values()] * 20  # type: ignore[misc]
+                + [garbage_stream] * 20,
+                concurrency=16,
+            )
+    assert {a.code for a in answers} == {grpc.StatusCode.INVALID_ARGUMENT}, {
+        (a.code, a.details[:80]) for a in answers
+    }
+    assert not any("ValueError" in a.details or "DecodeError" in a.details for a in answers)
+    assert not any("iiii" in a.details for a in answers), "the long id must not be echoed"
+    assert max(a.seconds for a in answers) < 1.0
+
+
+async def test_unload_then_load_serves_the_model_again(served: ServedGateway, legit: Probe) -> None:
+    model = "fmnist_edge_small"  # not the legitimate device's model
+    async with served.aio_channel("attacker") as ch:
+        inference = stub(ch)
+        before = await inference.ModelInfer(infer_request(model), timeout=5)
+        with under_attack("unload and load", served, legit):
+            for _ in range(5):
+                await inference.RepositoryModelUnload(
+                    pb.RepositoryModelUnloadRequest(model_name=model)
+                )
+                index = await inference.RepositoryIndex(pb.RepositoryIndexRequest())
+                assert {(m.name, m.state) for m in index.models if m.name == model} == {
+                    (model, "UNAVAILABLE")
+                }
+                gone = await timed(inference.ModelInfer(infer_request(model), timeout=5))
+                assert gone.code is grpc.StatusCode.NOT_FOUND and gone.seconds < 1.0
+                await inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model))
+                assert (await inference.ModelReady(pb.ModelReadyRequest(name=model))).ready
+        after = await inference.ModelInfer(infer_request(model), timeout=5)
+        assert after.raw_output_contents[0] == before.raw_output_contents[0]
+
+
+def test_insecure_refuses_a_non_loopback_address_unless_allowed() -> None:
+    cmd = [sys.executable, "-m", "cloud", "serve", "--models", str(MODELS), "--insecure",
+           "--host", "0.0.0.0", "--port", "0", "--metrics-port", "0"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode != 0
+    assert "server.allow_insecure_non_loopback" in done.stdout + done.stderr

@@ -1,0 +1,107 @@
+"""Issue 13, attacks 2, 5 and 6: what a request costs the gateway is bounded by what it may
+declare, and returned when it fails.
+
+Before: an 8 KB zstd frame decoded to 256 MiB on the event loop (40 of them: RSS 118 -> 641 MB,
+legitimate latency 3.4-4.7 s); 3 rounds of 16 concurrent 15 MiB invalid ModelInfers took RSS from
+141 MB to 2.39 GB and left 2.03 GB; 3,000 ModelInfers with unique 10 kB model names grew
+/metrics from 12 KB to 60.6 MB. Now the frame is refused before decoding, rejected requests'
+memory is returned, and unknown model names share one label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+from aiml021.common.v1 import tensor_pb2
+
+from common import codecs
+from tests.adversarial._attack import under_attack
+from tests.adversarial._client import next_answer, open_session
+from tests.adversarial._frames import header
+from tests.adversarial._infer import BIG_MESSAGES, infer_request, many, metrics_bytes, stub
+from tests.adversarial._served import Probe, ServedGateway
+
+CUT1 = (1, 32, 14, 14)
+
+
+def _bomb() -> bytes:
+    """An ~8 KB zstd frame of 256 MiB of zeros."""
+    return codecs.encode(np.zeros((1, 32, 4096, 512), np.float32), "raw|zstd")
+
+
+async def test_a_decompression_bomb_is_refused_before_decoding(
+    served: ServedGateway, legit: Probe
+) -> None:
+    bomb = _bomb()
+    assert len(bomb) < 16_384
+    async with served.aio_channel("attacker") as ch:
+        with under_attack("40 zstd bombs (256 MiB each) on cut1", served, legit) as report:
+            answers = []
+            for wave in range(4):
+                frames = []
+                for i in range(10):
+                    h = header(f"b{wave}-{i}", CUT1, payload=bomb, total=len(bomb), cut="cut1")
+                    h.infer_header.encoding.codec.stages[0].kind = tensor_pb2.CODEC_KIND_ZSTD
+                    frames.append(h)
+                opened = await open_session(ch, *frames)
+                assert opened.welcomed, opened.details
+                t0 = asyncio.get_running_loop().time()
+                for _ in frames:
+                    answers.append((await next_answer(opened.call), t0))
+                report.rss_peak_mb = max(report.rss_peak_mb, served.rss_mb())
+                await opened.call.done_writing()
+    kinds = {a.WhichOneof("frame") for a, _ in answers}  # type: ignore[attr-defined]
+    assert kinds == {"infer_error"}
+    codes = {a.infer_error.status.code for a, _ in answers}  # type: ignore[attr-defined]
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT.value[0]}
+    assert report.rss_peak_mb < report.rss_before_mb + 50
+
+
+async def test_memory_of_rejected_large_requests_is_returned(
+    served: ServedGateway, legit: Probe
+) -> None:
+    # 15 MiB is more than any served model can take (server.fit_message_limit_to_models: the
+    # limit is 1.67 MB here), so gRPC refuses it unread; 1.5 MiB passes that limit and is
+    # refused by the gateway's own check of the contents against the declared shape.
+    too_big = infer_request(contents=bytes(15 << 20))
+    wrong = infer_request(contents=bytes(3 << 19))
+    with under_attack("3 x 16 concurrent 15 MiB + 1.5 MiB invalid ModelInfers", served, legit) as r:
+        answers = []
+        async with grpc.aio.secure_channel(
+            served.address, served.credentials("attacker"), options=BIG_MESSAGES
+        ) as ch:  # the attack ends when the attacker goes away
+            inference = stub(ch)
+            for _ in range(3):
+                for req in (too_big, wrong):
+                    calls = [lambda req=req: inference.ModelInfer(req)] * 16  # type: ignore[misc]
+                    answers += await many(calls, concurrency=16)
+                    r.rss_peak_mb = max(r.rss_peak_mb, served.rss_mb())
+    refused = [a for a in answers if a.code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+    invalid = [a for a in answers if a.code is grpc.StatusCode.INVALID_ARGUMENT]
+    assert len(refused) == len(invalid) == 48, {(a.code, a.details[:60]) for a in answers}
+    assert all("larger than max" in a.details for a in refused)
+    assert all("contents have 1572864 bytes" in a.details for a in invalid)
+    # 16 requests of MiBs each arrive together over one TLS connection: the last is read (and
+    # answered) after the others; one such request alone is answered in milliseconds.
+    assert sorted(a.seconds for a in answers)[len(answers) // 2] < 1.0
+
+
+async def test_unique_model_names_do_not_grow_metrics(served: ServedGateway, legit: Probe) -> None:
+    async with served.aio_channel("attacker") as ch:
+        inference = stub(ch)
+        await many([lambda: inference.ModelInfer(infer_request("warm-up-" + "n" * 100))], 1)
+        size = metrics_bytes(served)
+        names = [f"m{i:05d}-" + "n" * 10_000 for i in range(3000)]
+        with under_attack("3,000 unique 10 kB model names", served, legit):
+            answers = await many(
+                [lambda n=n: inference.ModelInfer(infer_request(n)) for n in names],  # type: ignore[misc]
+                concurrency=32,
+            )
+    assert {a.code for a in answers} == {grpc.StatusCode.NOT_FOUND}, {
+        (a.code, a.details[-150:]) for a in answers if a.code is not grpc.StatusCode.NOT_FOUND
+    }
+    assert max(a.seconds for a in answers) < 1.0
+    grown = metrics_bytes(served) - size
+    assert grown < 2_000, f"/metrics grew by {grown} bytes"
