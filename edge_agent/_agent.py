@@ -22,7 +22,6 @@ from common.errors import FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._cache import ResultCache, content_key
-from edge_agent._features import EncodedFeatures
 from edge_agent._head import Head
 from edge_agent._load import EdgeLoad
 from edge_agent._offload import Offloader
@@ -335,21 +334,11 @@ class EdgeAgent:
             replay_available=self.replay is not None,
         )
 
-    def outbound(
-        self,
-        req_id: str,
-        key: str,
-        cut: str,
-        feats: EncodedFeatures,
-        deadline: float,
-        deferred: bool = False,
-        confidences: tuple[float, ...] = (),
-        entropy: float = 0.0,
-    ) -> conv.OutboundRequest:
-        """The stream request for coded features (also used by the replay worker)."""
-        return self._offload.outbound(
-            req_id, key, cut, feats, deadline, deferred, confidences, entropy
-        )
+    @property
+    def outbound(self) -> Callable[..., conv.OutboundRequest]:
+        """The stream request for coded features (``Offloader.outbound``; also used by the
+        replay worker)."""
+        return self._offload.outbound
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:

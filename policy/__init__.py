@@ -7,7 +7,7 @@ One interface, :class:`Policy`: ``decide(DecisionContext) -> Decision``, ``updat
 """
 
 from policy._bandits import LinUCBPolicy, ThompsonPolicy
-from policy._base import ArmSpace, Featurizer, Policy
+from policy._base import ArmSpace, Featurizer, Policy, ThresholdPolicy
 from policy._cut import AdaptiveCutSelector, CutChoice
 from policy._dqn import MLP, DQNPolicy
 from policy._experiments import ArmMetrics, Experiment, Guardrail
@@ -88,6 +88,7 @@ __all__ = [
     "StaticThresholdPolicy",
     "Step",
     "ThompsonPolicy",
+    "ThresholdPolicy",
     "Trace",
     "arm_probabilities",
     "dumps_state",

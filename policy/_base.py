@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from common.errors import InvalidArgument
 from policy._profile import INPUT_CUT, BundleProfile
 from policy._types import Action, Arm, Decision, DecisionContext, Outcome
 
@@ -44,15 +45,43 @@ class Policy(abc.ABC):
         self.policy_id = str(state.get("policy_id", self.policy_id))
         self.version = int(state.get("version", self.version))
 
+    def set_thresholds(self, by_exit: Mapping[str, float]) -> None:  # noqa: B027 - optional
+        """Replace per-exit confidence thresholds by exit name (what a PolicyUpdate carries);
+        policies without thresholds ignore it (see :class:`ThresholdPolicy`)."""
+
+
+class ThresholdPolicy(Policy):
+    """A policy that keeps one calibrated confidence threshold per exit of its profile."""
+
+    profile: BundleProfile
+    thresholds: list[float]
+
+    def _init_thresholds(self, profile: BundleProfile, thresholds: Sequence[float] | None) -> None:
+        self.profile = profile
+        self.thresholds = [float(t) for t in (thresholds or [e.threshold for e in profile.exits])]
+        if len(self.thresholds) != profile.n_exits:
+            raise InvalidArgument(
+                f"{self.kind}: {len(self.thresholds)} thresholds for {profile.n_exits} exits"
+            )
+
     def set_thresholds(self, by_exit: Mapping[str, float]) -> None:
-        """Replace per-exit confidence thresholds by exit name (what a PolicyUpdate carries) in
-        policies that keep them; unknown exit names are ignored."""
-        profile: BundleProfile | None = getattr(self, "profile", None)
-        current = getattr(self, "thresholds", None)
-        if profile is None or not isinstance(current, list) or len(current) != profile.n_exits:
-            return
-        new = [float(by_exit.get(e.name, t)) for e, t in zip(profile.exits, current, strict=True)]
-        setattr(self, "thresholds", new)  # noqa: B010 - declared by the subclasses that keep them
+        """Unknown exit names are ignored."""
+        self.thresholds = [
+            float(by_exit.get(e.name, t))
+            for e, t in zip(self.profile.exits, self.thresholds, strict=True)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "thresholds": list(self.thresholds),
+            "profile": self.profile.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if "thresholds" in state:
+            self.thresholds = [float(t) for t in state["thresholds"]]
 
 
 class ArmSpace:

@@ -4,15 +4,13 @@ the device cannot carry out. Needs nothing but thresholds and coded sizes, so it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from common.errors import InvalidArgument
-from policy._base import Policy
+from policy._base import ThresholdPolicy
 from policy._profile import BundleProfile
 from policy._types import Action, Decision, DecisionContext
 
 
-class FallbackPolicy(Policy):
+class FallbackPolicy(ThresholdPolicy):
     """Exit when the calibrated confidence clears the exit's threshold; otherwise offload at the
     latest cut point the device may use when ``RTT + coded bytes / bandwidth + cloud_ms`` (plus
     ``margin_ms``) fits the time left, else continue locally (exit at the last exit). With the
@@ -30,12 +28,7 @@ class FallbackPolicy(Policy):
         margin_ms: float = 5.0,
         policy_id: str = "edge-fallback",
     ) -> None:
-        self.profile = profile
-        self.thresholds = list(thresholds or [e.threshold for e in profile.exits])
-        if len(self.thresholds) != profile.n_exits:
-            raise InvalidArgument(
-                f"fallback: {len(self.thresholds)} thresholds for {profile.n_exits} exits"
-            )
+        self._init_thresholds(profile, thresholds)
         self.cloud_ms = cloud_ms
         self.margin_ms = margin_ms
         self.policy_id = policy_id
@@ -78,18 +71,6 @@ class FallbackPolicy(Policy):
             if expected + self.margin_ms <= ctx.remaining_ms:
                 return decision(Action.OFFLOAD, cut, ctx.elapsed_ms + expected)
         return decision(onward)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "thresholds": list(self.thresholds),
-            "profile": self.profile.to_dict(),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        if "thresholds" in state:
-            self.thresholds = [float(t) for t in state["thresholds"]]
 
 
 __all__ = ["FallbackPolicy"]

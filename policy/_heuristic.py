@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import InvalidArgument
-from policy._base import ArmSpace, FloatArray, Policy
+from policy._base import ArmSpace, FloatArray, Policy, ThresholdPolicy
 from policy._cut import AdaptiveCutSelector
 from policy._profile import INPUT_CUT, BundleProfile, LatencyModel, expected_latency_ms
 from policy._types import Action, Arm, Decision, DecisionContext
 
 
-class HeuristicPolicy(Policy):
+class HeuristicPolicy(ThresholdPolicy):
     """Exit when the calibrated confidence clears the exit's threshold; otherwise follow the cut
     point the :class:`AdaptiveCutSelector` picks for the network estimate, offloading when the
     predicted latency fits the deadline and continuing locally when it does not."""
@@ -34,13 +33,8 @@ class HeuristicPolicy(Policy):
         hysteresis: float = 0.15,
         policy_id: str = "heuristic",
     ) -> None:
-        self.profile = profile
+        self._init_thresholds(profile, thresholds)
         self.model = latency_model or LatencyModel(profile)
-        self.thresholds = list(thresholds or [e.threshold for e in profile.exits])
-        if len(self.thresholds) != profile.n_exits:
-            raise InvalidArgument(
-                f"heuristic: {len(self.thresholds)} thresholds for {profile.n_exits} exits"
-            )
         self.selector = AdaptiveCutSelector(
             self.model, accuracy_budget=accuracy_budget, hysteresis=hysteresis
         )
@@ -103,20 +97,8 @@ class HeuristicPolicy(Policy):
             return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
         return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "thresholds": list(self.thresholds),
-            "profile": self.profile.to_dict(),
-        }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        if "thresholds" in state:
-            self.thresholds = [float(t) for t in state["thresholds"]]
-
-
-class StaticThresholdPolicy(Policy):
+class StaticThresholdPolicy(ThresholdPolicy):
     """Baseline: fixed thresholds per exit and one fixed cut point and codec (or none: never
     offload). Below threshold it continues up to the cut's exit and offloads there."""
 
@@ -131,12 +113,7 @@ class StaticThresholdPolicy(Policy):
         *,
         policy_id: str = "static",
     ) -> None:
-        if len(thresholds) != profile.n_exits:
-            raise InvalidArgument(
-                f"static: {len(thresholds)} thresholds for {profile.n_exits} exits"
-            )
-        self.profile = profile
-        self.thresholds = list(thresholds)
+        self._init_thresholds(profile, thresholds)
         self.cut_point = cut_point
         self.codec = codec
         self.offload_at = -1
@@ -166,13 +143,7 @@ class StaticThresholdPolicy(Policy):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "thresholds": self.thresholds,
-            "cut_point": self.cut_point,
-            "codec": self.codec,
-            "profile": self.profile.to_dict(),
-        }
+        return {**super().state_dict(), "cut_point": self.cut_point, "codec": self.codec}
 
 
 class EpsilonGreedy(Policy):
