@@ -107,7 +107,16 @@ def test_codec_sweep_command_writes_results_and_the_default(
     parser = argparse.ArgumentParser()
     codec_cli.register(parser.add_subparsers())
     args = parser.parse_args(
-        ["codec-sweep", "standin", "--cut-point", "cut1", "--quick", "--write", "--fit-samples", "40"]
+        [
+            "codec-sweep",
+            "standin",
+            "--cut-point",
+            "cut1",
+            "--quick",
+            "--write",
+            "--fit-samples",
+            "40",
+        ]
     )
     assert args.func(args) == 0
     out = json.loads((tmp_path / "codec_sweep_cut1.json").read_text())
