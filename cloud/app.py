@@ -189,6 +189,7 @@ class Gateway:
             self.policies,
             quotas=self.quotas,
             guards=guards,
+            max_request_id_bytes=s.server.max_request_id_bytes,
         )
         self.policy = policy
         """The policy PolicyService and REST decide with, and devices are pushed (control

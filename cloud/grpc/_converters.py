@@ -55,6 +55,15 @@ def check_request_id(request_id: str, max_bytes: int, what: str = "request id") 
         )
 
 
+def check_frame_request_id(msg: session_pb2.ConnectRequest, max_bytes: int) -> None:
+    """INVALID_ARGUMENT when the request id of a session frame (InferHeader, TensorChunk, Cancel)
+    is over ``max_bytes``."""
+    kind = msg.WhichOneof("frame")
+    if kind in ("infer_header", "tensor_chunk", "cancel"):
+        frame = getattr(msg, kind)
+        check_request_id(frame.request_id, max_bytes, f"{type(frame).__name__}.request_id")
+
+
 def infer_request_from_pb(
     msg: pb.ModelInferRequest,
     api: str,
@@ -227,6 +236,7 @@ def result_to_pb(
 
 
 __all__ = [
+    "check_frame_request_id",
     "check_request_id",
     "chunk_from_pb",
     "header_from_pb",

@@ -29,7 +29,12 @@ from cloud.core import (
     SessionCore,
     SessionLimits,
 )
-from cloud.grpc._converters import chunk_from_pb, header_from_pb, limits_to_pb
+from cloud.grpc._converters import (
+    check_frame_request_id,
+    chunk_from_pb,
+    header_from_pb,
+    limits_to_pb,
+)
 from cloud.grpc._errors import grpc_status, handle_stream
 from cloud.grpc._outbox import Outbox, OutboxSink, StreamGuards
 from cloud.grpc._peer import device_id_from_context
@@ -77,8 +82,10 @@ class SessionServicer:
         policies: PolicyPublisher | None = None,
         quotas: DeviceQuotas | None = None,
         guards: StreamGuards | None = None,
+        max_request_id_bytes: int = 256,
     ) -> None:
         self._dp = dataplane
+        self._max_request_id = max_request_id_bytes
         self._policies = policies
         self._limits = limits
         self._insecure = insecure
@@ -273,6 +280,11 @@ class SessionServicer:
                     outbox.put(_StreamFault("malformed frame: not a ConnectRequest"))
                     return
                 kind = msg.WhichOneof("frame")
+                try:  # an id too long to echo in InferError breaks the protocol: the stream ends
+                    check_frame_request_id(msg, self._max_request_id)
+                except InvalidArgument as exc:
+                    outbox.put(_StreamFault(exc.message))
+                    return
                 try:
                     if kind == "tensor_chunk":
                         core.on_chunk(chunk_from_pb(msg.tensor_chunk))

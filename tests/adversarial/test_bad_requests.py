@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -19,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference import grpc_service_pb2 as pb
 
 from tests.adversarial._attack import under_attack
+from tests.adversarial._client import next_answer, open_session
+from tests.adversarial._frames import chunk, header
 from tests.adversarial._infer import infer_request, many, reference_logits, stub, timed
 from tests.adversarial._served import MODELS, ROOT, Probe, ServedGateway
 
@@ -122,6 +125,30 @@ async def test_unload_then_load_serves_the_model_again(served: ServedGateway, le
                 assert (await inference.ModelReady(pb.ModelReadyRequest(name=model))).ready
         after = await inference.ModelInfer(infer_request(model), timeout=5)
         assert after.raw_output_contents[0] == before.raw_output_contents[0]
+
+
+async def test_session_frames_with_huge_request_ids_end_the_stream(
+    served: ServedGateway, legit: Probe
+) -> None:
+    frames = [header("h" * 200_000), chunk("c" * (1 << 20), 0, b"x", True)]
+    async with served.aio_channel("attacker") as ch:
+        with under_attack("200 kB / 1 MiB session request ids", served, legit):
+            ended = []
+            for _ in range(20):
+                for frame in frames:
+                    opened = await open_session(ch, frame)
+                    assert opened.welcomed
+                    t0 = time.monotonic()
+                    try:
+                        await next_answer(opened.call)
+                    except grpc.aio.AioRpcError as exc:
+                        ended.append((exc.code(), exc.details() or "", time.monotonic() - t0))
+    assert len(ended) == 40
+    assert {code for code, _, _ in ended} == {grpc.StatusCode.INVALID_ARGUMENT}
+    assert all(
+        "exceeds the gateway's limit of 256 bytes" in d and "hhh" not in d for _, d, _ in ended
+    )
+    assert max(seconds for _, _, seconds in ended) < 1.0
 
 
 def test_insecure_refuses_a_non_loopback_address_unless_allowed() -> None:

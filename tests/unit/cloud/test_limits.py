@@ -39,3 +39,25 @@ def test_status_messages_are_bounded_and_say_how_long_they_were() -> None:
     status, message = detach(NotFound(f"unknown model {'n' * 10_000!r}"))
     assert status is grpc.StatusCode.NOT_FOUND
     assert len(message) <= MAX_MESSAGE_CHARS and message.startswith("unknown model 'nnn")
+
+
+def test_session_frames_with_over_long_request_ids_are_refused() -> None:
+    from aiml021.session.v1 import session_pb2
+
+    from cloud.grpc._converters import check_frame_request_id
+    from common.errors import InvalidArgument
+
+    ok = session_pb2.ConnectRequest(cancel=session_pb2.Cancel(request_id="r" * 16))
+    check_frame_request_id(ok, 16)
+    check_frame_request_id(session_pb2.ConnectRequest(ping=session_pb2.Ping()), 16)
+    for frame in (
+        session_pb2.ConnectRequest(cancel=session_pb2.Cancel(request_id="r" * 17)),
+        session_pb2.ConnectRequest(tensor_chunk=session_pb2.TensorChunk(request_id="r" * 17)),
+        session_pb2.ConnectRequest(infer_header=session_pb2.InferHeader(request_id="r" * 17)),
+    ):
+        try:
+            check_frame_request_id(frame, 16)
+        except InvalidArgument as exc:
+            assert "17 bytes exceeds" in exc.message and "rrr" not in exc.message
+        else:
+            raise AssertionError(f"{frame.WhichOneof('frame')} with a 17-byte id was accepted")
