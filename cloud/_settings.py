@@ -89,7 +89,8 @@ class RestSettings(Section):
     """The REST front door (KServe v2 over HTTP)."""
 
     port: int | None = Field(default=None, ge=0, le=65535)
-    """REST port (0 picks a free port); null (the default) serves no REST."""
+    """REST port (0 picks a free port); null (the default) serves no REST. Same host and
+    transport security as gRPC: mTLS with TLS 1.3 only, plaintext with ``tls.insecure``."""
 
 
 class SessionSettings(Section):

@@ -67,7 +67,7 @@ from cloud.grpc import (
 from cloud.grpc._guard import StatusGuard
 from cloud.grpc._policy import SERVICE as POLICY_SERVICE
 from cloud.grpc._policy import PolicyServicer
-from cloud.rest import RestBridge
+from cloud.rest import RestBridge, RestServer
 from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
 from common.errors import InvalidArgument
 from policy import OnlineLearner, Policy, PolicyPublisher
@@ -100,9 +100,6 @@ class Gateway:
         policy: Policy | None = None,
     ) -> None:
         self.settings = s = settings
-        if s.rest.port is not None:
-            # Hook: the REST bridge below is built; serving it on rest.port is the REST issue's.
-            raise InvalidArgument("rest.port is set but this gateway does not serve REST yet")
         self.metrics = metrics or GatewayMetrics()
         self.stores = stores
         if backend is None:
@@ -215,6 +212,8 @@ class Gateway:
         self._trimmer: HeapTrimmer | None = None
         self.port = 0
         self.metrics_port: int | None = None
+        self.rest_port: int | None = None
+        self._rest_server: RestServer | None = None
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Gateway:
@@ -285,17 +284,28 @@ class Gateway:
             self._trimmer.start()
         if s.metrics.port is not None:
             self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
+        if s.rest.port is not None:
+            self._rest_server = RestServer(self.rest.app(), s.server.host, s.rest.port, s.tls)
+            await self._rest_server.start()
+            self.rest_port = self._rest_server.port
         if s.server.port_file is not None:
             s.server.port_file.write_text(
-                json.dumps({"port": self.port, "metrics_port": self.metrics_port})
+                json.dumps(
+                    {
+                        "port": self.port,
+                        "metrics_port": self.metrics_port,
+                        "rest_port": self.rest_port,
+                    }
+                )
             )
         log.info(
-            "gateway serving %d model(s) on %s:%d (%s), metrics on %s; services: %s",
+            "gateway serving %d model(s) on %s:%d (%s), metrics on %s, REST on %s; services: %s",
             len(self.dataplane.repository.specs()),
             s.server.host,
             self.port,
             "insecure" if s.tls.insecure else "mTLS",
             self.metrics_port,
+            self.rest_port,
             ", ".join(served),
         )
 
@@ -318,6 +328,9 @@ class Gateway:
         if self._health is not None:
             for name in ("", *self.service_names):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._rest_server is not None:
+            await self._rest_server.close()
+            self._rest_server = None
         await self.sessions.drain(reason, self.settings.drain_grace_s)
         await self._server.stop(grace=self.settings.drain_grace_s)
         self._server = None

@@ -11,7 +11,6 @@ import pytest
 from cloud._settings import GatewaySettings
 from cloud.cli import FLAGS, register, settings_from_args
 from common.cli import main
-from common.errors import InvalidArgument
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -128,13 +127,6 @@ def test_policy_kind_alone_is_honoured(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("AIML021_GATEWAY_POLICY__KIND", "thompson")
     s = GatewaySettings.load()
     assert type(gateway_policy(tmp_path, s.policy.bundle, s.policy)).__name__ == "ThompsonPolicy"
-
-
-def test_rest_port_is_refused_until_rest_is_served(tmp_path: Path) -> None:
-    from cloud import Gateway
-
-    with pytest.raises(InvalidArgument, match=r"rest\.port"):
-        Gateway(GatewaySettings(models_dir=tmp_path, rest={"port": 0}))
 
 
 async def test_every_knob_reaches_the_gateway(tmp_path: Path) -> None:
