@@ -108,6 +108,10 @@ class SessionSettings(Section):
     """Bytes of unfinished payloads buffered over all sessions."""
     reassembly_timeout_s: float = Field(default=10.0, gt=0)
     """A request whose chunks do not all arrive in this time is dropped and answered."""
+    decode_threads: int = Field(default=2, ge=1)
+    """Threads decoding coded payloads (codec frames) off the event loop."""
+    max_waiting_decodes: int = Field(default=64, ge=1)
+    """Coded payloads that may wait for a decode thread; more are RESOURCE_EXHAUSTED."""
     ping_interval_s: float = Field(default=20.0, gt=0)
     """Ping interval suggested to devices in Welcome."""
     hello_timeout_s: float = Field(default=10.0, gt=0)

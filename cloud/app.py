@@ -37,6 +37,7 @@ from cloud.core import (
     IdempotencyStore,
     MetadataSink,
     ModelRepository,
+    PayloadDecoder,
     RegistryView,
     ResultCache,
     RolloutManager,
@@ -140,6 +141,11 @@ class Gateway:
             cache_full_models=s.cache.full_models,
             cache_tail_segments=s.cache.tail_segments,
             telemetry_sink=telemetry_sink,
+            decoder=PayloadDecoder(
+                s.session.decode_threads,
+                s.session.max_waiting_decodes,
+                s.session.max_request_bytes * 64,
+            ),
         )
         self.rollouts = RolloutManager(self.dataplane.model_ready)
         self.router = RolloutRouter(self.dataplane, self.rollouts)

@@ -7,6 +7,7 @@ from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
 from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline
+from cloud.core._decoding import PayloadDecoder
 from cloud.core._hooks import (
     CacheEntry,
     IdempotencyStore,
@@ -81,6 +82,7 @@ __all__ = [
     "ModelKey",
     "ModelRepository",
     "ModelSpec",
+    "PayloadDecoder",
     "PayloadFormat",
     "Priority",
     "RegistryView",

@@ -24,6 +24,7 @@ from cloud._metrics import GatewayMetrics
 from cloud.core._accounting import content_hash, record_telemetry, request_record
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory
+from cloud.core._decoding import PayloadDecoder
 from cloud.core._hooks import (
     CacheEntry,
     IdempotencyStore,
@@ -65,6 +66,7 @@ class DataPlane:
         cache_tail_segments: bool = False,
         router: RequestRouter | None = None,
         telemetry_sink: TelemetrySink = discard_telemetry,
+        decoder: PayloadDecoder | None = None,
     ) -> None:
         self.repository = repository
         self.backend = backend
@@ -76,6 +78,8 @@ class DataPlane:
         self.cache_tail_segments = cache_tail_segments
         self.router = router
         self.telemetry_sink = telemetry_sink
+        self.decoder = decoder or PayloadDecoder()
+        """Decodes session payloads (codec frames on its threads)."""
         self._new_batcher = batchers
         self._batchers: dict[ModelKey, Batcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
@@ -158,6 +162,7 @@ class DataPlane:
         if self._owned:
             await asyncio.gather(*list(self._owned), return_exceptions=True)
         await self.backend.close()
+        self.decoder.close()
         self._started = False
 
     async def ready(self) -> bool:

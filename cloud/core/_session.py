@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import time
 
-from cloud.core._codec import decode_payload
 from cloud.core._dataplane import DataPlane
 from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._session_types import (
@@ -292,24 +291,9 @@ class SessionCore:
             m.child(m.offload_confidence, h.model_name, h.context.device_class).observe(
                 h.context.confidence
             )
-        try:
-            t0 = time.perf_counter()
-            try:
-                arr = decode_payload(
-                    payload,
-                    h.payload,
-                    self.limits.max_request_bytes * 64,
-                    self._dp.entropy_models(p.spec),
-                )
-            finally:  # the frame names its codec; counted under that name once it was read
-                req.codec = h.payload.codec_name
-                m = self._dp.metrics
-                m.child(m.bytes_received, req.codec).inc(len(payload))
-            p.decode_s = time.perf_counter() - t0
-            if arr.ndim == len(p.spec.inputs[0].shape) - 1:
-                arr = arr[None]
-            req.inputs = {p.spec.inputs[0].name: arr}
-            fut = self._dp.submit(req, p.spec, rows=arr.shape[0])  # checked at the header
+        try:  # a codec frame is decoded off the loop (cloud.core._decoding)
+            entropy = self._dp.entropy_models(p.spec)
+            fut = self._dp.decoder.submit(self._dp, req, payload, p, entropy)
         except AimlError as exc:
             self._forget(p)
             self._grant_requests += 1
