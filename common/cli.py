@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, str] = {
     "profile": "common.bundle.cli",
     "calibrate": "common.bundle.cli",
     "frames": "common.frames.cli",
+    "ocr": "common.pipeline.cli",
+    "ocr-eval": "common.pipeline.cli",
     "codec-sweep": "common.codecs.cli",
     "certs": "common.auth.cli",
     "serve": "cloud.cli",

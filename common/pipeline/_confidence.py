@@ -1,0 +1,196 @@
+"""Line confidence: a score from the CTC step probabilities, calibrated on held-out lines.
+
+The raw score of a line is the mean (rapidocr's ``score``) or the minimum of the best-class
+probability at its emitted steps — one doubtful character makes a line wrong, so the minimum
+tracks "the whole line is right" more closely. Neither is a probability of being right; a
+calibration fitted on held-out frames (correct = the line's text equals the ground truth) maps it
+to one: Platt scaling (a logistic curve on the score's log-odds, two parameters, fitted by
+Newton's method) or isotonic regression (pool-adjacent-violators, monotone, piecewise linear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.pipeline._ctc import Decoded
+from common.pipeline._detect import Boxes
+from common.pipeline._registry import Models, step
+
+EPS = 1e-6
+Floats = npt.NDArray[np.float64]
+
+
+def line_score(decoded: Decoded, reduce: str = "min") -> float:
+    """``mean`` or ``min`` of the step probabilities; 0 for an empty line."""
+    if decoded.step_probs.size == 0:
+        return 0.0
+    if reduce == "mean":
+        return float(decoded.step_probs.astype(np.float64).mean())
+    if reduce == "min":
+        return float(decoded.step_probs.min())
+    raise ValueError(f"reduce must be 'mean' or 'min', not {reduce!r}")
+
+
+def _logit(p: npt.ArrayLike) -> Floats:
+    q = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
+    return np.asarray(np.log(q) - np.log1p(-q))
+
+
+def _sigmoid(z: Floats) -> Floats:
+    return np.asarray(0.5 * (1 + np.tanh(0.5 * z)))
+
+
+def fit_platt(scores: npt.ArrayLike, correct: npt.ArrayLike, l2: float = 1e-3) -> dict[str, Any]:
+    """``p = sigmoid(a * logit(score) + b)`` minimising NLL (+ a tiny ridge, so a separable
+    set still has finite parameters); Newton's method on the two parameters."""
+    z, y = _logit(scores), np.asarray(correct, np.float64)
+    design = np.stack([z, np.ones_like(z)], axis=1)
+
+    def loss(w: Floats) -> float:
+        t = design @ w
+        # NLL of a logistic model, written to stay finite for large |t|.
+        return float(np.sum(np.logaddexp(0, t) - y * t) + 0.5 * l2 * w @ w)
+
+    w = np.array([1.0, 0.0])
+    current = loss(w)
+    for _ in range(100):
+        p = _sigmoid(design @ w)
+        grad = design.T @ (p - y) + l2 * w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + l2 * np.eye(2)
+        delta = np.linalg.solve(hess, grad)
+        step_size = 1.0
+        while loss(w - step_size * delta) > current and step_size > 1e-8:
+            step_size /= 2  # damped Newton: never increase the loss
+        w = w - step_size * delta
+        previous, current = current, loss(w)
+        if previous - current < 1e-12:
+            break
+    return {"method": "platt", "a": float(w[0]), "b": float(w[1])}
+
+
+def fit_isotonic(scores: npt.ArrayLike, correct: npt.ArrayLike) -> dict[str, Any]:
+    """Monotone non-decreasing fit (pool adjacent violators); knots at block means."""
+    order = np.argsort(np.asarray(scores, np.float64), kind="stable")
+    x = np.asarray(scores, np.float64)[order]
+    y = np.asarray(correct, np.float64)[order]
+    blocks: list[list[float]] = []  # [sum_y, count, sum_x]
+    for xi, yi in zip(x, y, strict=True):
+        blocks.append([yi, 1.0, xi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            s, n, sx = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + s, blocks[-1][1] + n, blocks[-1][2] + sx]
+    knots_x = [b[2] / b[1] for b in blocks]
+    knots_y = [b[0] / b[1] for b in blocks]
+    return {"method": "isotonic", "x": knots_x, "y": knots_y}
+
+
+def apply_calibration(scores: npt.ArrayLike, calibration: dict[str, Any]) -> Floats:
+    """Calibrated confidences for raw scores (``identity`` passes them through)."""
+    s = np.asarray(scores, np.float64)
+    method = calibration.get("method", "identity")
+    if method == "identity":
+        return s
+    if method == "platt":
+        return _sigmoid(calibration["a"] * _logit(s) + calibration["b"])
+    if method == "isotonic":
+        return np.asarray(np.interp(s, calibration["x"], calibration["y"]))
+    raise ValueError(f"unknown calibration method {method!r} (identity, platt, isotonic)")
+
+
+FITS: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], dict[str, Any]]] = {
+    "platt": fit_platt,
+    "isotonic": fit_isotonic,
+}
+
+
+def reliability(
+    confidence: npt.ArrayLike, correct: npt.ArrayLike, bins: int = 10
+) -> list[dict[str, Any]]:
+    """Per equal-width confidence bin (lo, hi]: lines, mean confidence, accuracy."""
+    c, y = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
+    idx = np.clip(np.ceil(c * bins).astype(np.int64) - 1, 0, bins - 1)
+    table = []
+    for b in range(bins):
+        m = idx == b
+        n = int(m.sum())
+        table.append(
+            {
+                "lo": b / bins,
+                "hi": (b + 1) / bins,
+                "n": n,
+                "confidence": float(c[m].mean()) if n else None,
+                "accuracy": float(y[m].mean()) if n else None,
+            }
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class Line:
+    """One recognised text line."""
+
+    text: str
+    confidence: float
+    """Calibrated probability that ``text`` is exactly right (raw score if uncalibrated)."""
+    score: float
+    """rapidocr's line score: mean best-class probability over the emitted steps."""
+    box: list[list[float]]
+    """Four corners in frame pixels: top-left, top-right, bottom-right, bottom-left."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "confidence": self.confidence,
+            "score": self.score,
+            "box": self.box,
+        }
+
+
+@step("line_scores")
+def line_scores(models: Models, decoded: list[Decoded], reduce: str = "min") -> Floats:
+    return np.asarray([line_score(d, reduce) for d in decoded], np.float64)
+
+
+@step("calibrate")
+def calibrate(models: Models, scores: Floats, **calibration: Any) -> Floats:
+    """Map raw scores through the fitted calibration held in the step's parameters."""
+    return apply_calibration(scores, calibration)
+
+
+@step("lines")
+def lines(
+    models: Models,
+    boxes: Boxes,
+    decoded: list[Decoded],
+    confidence: Floats,
+    min_score: float = 0.5,
+    drop_empty: bool = True,
+) -> list[Line]:
+    """Assemble lines, dropping those whose mean score is below ``min_score`` (rapidocr's
+    ``text_score``) and, with ``drop_empty``, those that decoded to blanks only."""
+    out = []
+    for box, d, conf in zip(boxes, decoded, confidence, strict=True):
+        score = line_score(d, "mean")
+        if score < min_score or (drop_empty and not d.text.strip()):
+            continue
+        out.append(Line(d.text, float(conf), score, np.asarray(box, np.float64).tolist()))
+    return out
+
+
+__all__ = [
+    "FITS",
+    "Line",
+    "apply_calibration",
+    "calibrate",
+    "fit_isotonic",
+    "fit_platt",
+    "line_score",
+    "line_scores",
+    "lines",
+    "reliability",
+]

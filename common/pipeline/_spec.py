@@ -1,0 +1,158 @@
+"""Pipeline descriptions (``pipeline.json``, schema ``aiml021.pipeline/1``).
+
+A pipeline is a small graph of ONNX models with Python steps between them. The description names
+the models (a file beside the description, or a file inside an installed package such as the
+``ocr`` extra's wheels, so nothing is copied or downloaded) and lists the steps in execution
+order; each step reads named values, writes named values and takes parameters::
+
+    {"schema": "aiml021.pipeline/1", "name": "ppocr_v4", "input": "image", "outputs": ["lines"],
+     "models": {"det": {"package": "rapidocr_onnxruntime",
+                        "path": "models/ch_PP-OCRv4_det_infer.onnx"}},
+     "steps": [{"op": "det_preprocess", "in": ["image"], "out": ["det_x", "det_size"],
+                "params": {"short_side": 736}}, ...]}
+
+Every value a step reads must be the input or written by an earlier step, and every ``op`` must
+be registered; both are checked when the description is loaded, with errors naming the step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import BundleError, NotFound
+
+SCHEMA = "aiml021.pipeline/1"
+BUILTIN_DIR = Path(__file__).parent / "pipelines"
+
+
+class ModelRef(BaseModel):
+    """Where a model's ONNX file lives: ``file`` beside the description, or ``path`` inside an
+    installed ``package``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str | None = None
+    package: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelRef:
+        if (self.file is None) == (self.package is None or self.path is None):
+            raise ValueError("give either 'file' or both 'package' and 'path'")
+        return self
+
+    def resolve(self, base: Path) -> Path:
+        """The model file; ``NotFound`` naming the package (its extra) or the file."""
+        if self.file is not None:
+            path = base / self.file
+        else:
+            assert self.package is not None and self.path is not None
+            spec = importlib.util.find_spec(self.package)
+            if spec is None or spec.origin is None:
+                raise NotFound(f"package {self.package!r} is not installed (extra 'ocr')")
+            path = Path(spec.origin).parent / self.path
+        if not path.is_file():
+            raise NotFound(f"{path}: model file is missing")
+        return path
+
+
+class StepSpec(BaseModel):
+    """One step: registered function ``op`` reading ``in`` and writing ``out``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    op: str
+    inputs: list[str] = Field(alias="in")
+    outputs: list[str] = Field(alias="out", min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSpec(BaseModel):
+    """A whole pipeline description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: str = Field(alias="schema")
+    name: str
+    description: str = ""
+    input: str
+    outputs: list[str] = Field(min_length=1)
+    models: dict[str, ModelRef]
+    steps: list[StepSpec] = Field(min_length=1)
+    calibration: dict[str, Any] | None = None
+    """Free-form record of the last ``aiml021 ocr-eval --write`` (split, n, ECE before/after)."""
+
+    def check(self, registered: set[str]) -> None:
+        """Every op registered, every value defined before it is read, models known."""
+        if self.schema_ != SCHEMA:
+            raise ValueError(f"schema must be {SCHEMA!r}, not {self.schema_!r}")
+        known = {self.input}
+        for i, s in enumerate(self.steps):
+            where = f"steps.{i} ({s.op})"
+            if s.op not in registered:
+                raise ValueError(
+                    f"{where}: unknown op; registered: {', '.join(sorted(registered))}"
+                )
+            missing = [v for v in s.inputs if v not in known]
+            if missing:
+                raise ValueError(f"{where}: reads {missing} before any step writes them")
+            model = s.params.get("model")
+            if model is not None and model not in self.models:
+                raise ValueError(f"{where}: model {model!r} is not in models")
+            known.update(s.outputs)
+        absent = [v for v in self.outputs if v not in known]
+        if absent:
+            raise ValueError(f"outputs {absent} are never written")
+
+
+def builtin_pipelines() -> list[str]:
+    """Names of the pipeline descriptions shipped with aiml021."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def pipeline_path(name_or_path: str | Path) -> Path:
+    """A built-in name, a ``pipeline.json`` or a directory holding one."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "pipeline.json"
+    elif not path.suffix and not path.exists():
+        path = BUILTIN_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            known = ", ".join(builtin_pipelines())
+            raise NotFound(f"no pipeline {str(name_or_path)!r}; built-in: {known}")
+    if not path.is_file():
+        raise NotFound(f"{path}: pipeline description is missing")
+    return path
+
+
+def parse_pipeline(path: Path, registered: set[str]) -> PipelineSpec:
+    """Read and check one description; ``BundleError`` naming the file and the field."""
+    try:
+        spec = PipelineSpec.model_validate(json.loads(path.read_text()))
+        spec.check(registered)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not JSON: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{path}: invalid pipeline: {field}: {first['msg']}") from exc
+    except ValueError as exc:
+        raise BundleError(f"{path}: invalid pipeline: {exc}") from exc
+    return spec
+
+
+__all__ = [
+    "BUILTIN_DIR",
+    "SCHEMA",
+    "ModelRef",
+    "PipelineSpec",
+    "StepSpec",
+    "builtin_pipelines",
+    "parse_pipeline",
+    "pipeline_path",
+]

@@ -1,0 +1,140 @@
+"""``aiml021 ocr FRAME_OR_DIR`` reads text with a pipeline; ``aiml021 ocr-eval`` measures one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common.errors import NotFound
+
+IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _images(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGES)
+    if not path.is_file():
+        raise NotFound(f"{path}: no such frame or directory")
+    return [path]
+
+
+def _ocr(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from common.pipeline._runner import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline, threads=args.threads)
+    for path in _images(Path(args.frame)):
+        with Image.open(path) as img:
+            bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+        lines = pipeline(bgr)["lines"]
+        if args.json:
+            print(json.dumps({"frame": str(path), "lines": [ln.to_json() for ln in lines]}))
+            continue
+        print(f"{path}: {len(lines)} line(s)")
+        for ln in lines:
+            box = " ".join(f"{x:.0f},{y:.0f}" for x, y in ln.box)
+            print(f"  {ln.confidence:.3f}  {ln.score:.3f}  [{box}]  {ln.text}")
+    return 0
+
+
+def _table(doc: dict[str, Any]) -> str:
+    rows = ["pipeline             reproduced  accuracy  lines  ECE raw  ECE calibrated (method)"]
+    for p in doc["pipelines"]:
+        cal = p["calibration"][doc["method"]]
+        rows.append(
+            f"{p['pipeline']:<20} {p['reproduction']['same_text_share']:>9.2%}  "
+            f"{p['accuracy']:>8.2%}  {p['lines']['test']:>5}  {cal['ece_raw']:>7.2%}  "
+            f"{cal['ece_calibrated']:>7.2%} ({doc['method']})"
+        )
+    return "\n".join(rows)
+
+
+def _write_calibration(pipeline: Any, result: dict[str, Any], method: str) -> Path:
+    """Store the fitted calibration in the pipeline's description (its ``calibrate`` step)."""
+    path = Path(pipeline.path)
+    doc = json.loads(path.read_text())
+    cal = result["calibration"][method]
+    for s in doc["steps"]:
+        if s["op"] == "calibrate":
+            s["params"] = cal["fit"]
+    doc["calibration"] = {
+        "frames": result["frames"],
+        "lines": result["lines"]["calibration"],
+        "line_score": result["line_score"],
+        "method": method,
+        "test_lines": result["lines"]["test"],
+        "ece_test_raw": round(cal["ece_raw"], 4),
+        "ece_test_calibrated": round(cal["ece_calibrated"], 4),
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def _ocr_eval(args: argparse.Namespace) -> int:
+    from common.bundle._profile import machine_info
+    from common.pipeline._evaluate import evaluate
+    from common.pipeline._runner import load_pipeline
+
+    started = time.perf_counter()
+    doc: dict[str, Any] = {
+        "schema": "aiml021.ocr_eval/1",
+        "command": "aiml021 " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        "machine": machine_info(),
+        "method": args.method,
+        "pipelines": [],
+    }
+    for name in args.pipeline or ["ppocr_v4", "ppocr_v6", "ppocr_v4det_v6rec"]:
+        pipeline = load_pipeline(name, threads=args.threads)
+        result = evaluate(
+            pipeline,
+            seed=args.seed,
+            variants=tuple(args.variant or ["easy", "hard"]),
+            calibration=args.calibration,
+            test=args.test,
+            threads=args.threads,
+        )
+        doc["pipelines"].append(result)
+        if args.write:
+            print(
+                f"{name}: calibration written to {_write_calibration(pipeline, result, args.method)}"
+            )
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    print(_table(doc))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out} ({doc['seconds']} s)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``ocr`` and ``ocr-eval`` subcommands."""
+    p = subparsers.add_parser("ocr", help="read the text lines of frames with an OCR pipeline")
+    p.add_argument("frame", help="an image, or a directory searched for images")
+    p.add_argument("--pipeline", default="ppocr_v4", help="built-in name, pipeline.json or its dir")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--json", action="store_true", help="one JSON document per frame")
+    p.set_defaults(func=_ocr)
+
+    e = subparsers.add_parser(
+        "ocr-eval", help="measure OCR pipelines vs rapidocr and the ground truth; fit calibration"
+    )
+    e.add_argument("--pipeline", action="append", help="repeatable; default: the three built-ins")
+    e.add_argument("--variant", action="append", choices=["easy", "hard"], default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--calibration", type=int, default=40, help="calibration frames per variant")
+    e.add_argument("--test", type=int, default=12, help="test frames per variant")
+    e.add_argument("--method", choices=["platt", "isotonic"], default="platt")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument(
+        "--write", action="store_true", help="store the fitted calibration in the pipeline"
+    )
+    e.add_argument("--json", default="benchmarks/results/ocr_pipeline.json")
+    e.set_defaults(func=_ocr_eval, argv=None)
