@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
+from inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 from tests.adversarial._probe import credentials
 
@@ -96,7 +98,9 @@ def serve(tmp: Path, pki: Path, env: dict[str, str] | None = None) -> Iterator[S
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"aiml021 serve did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.05)
-        yield ServedGateway(proc, ports["port"], ports["metrics_port"], pki, log)
+        gw = ServedGateway(proc, ports["port"], ports["metrics_port"], pki, log)
+        warm_up(gw)
+        yield gw
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -105,6 +109,26 @@ def serve(tmp: Path, pki: Path, env: dict[str, str] | None = None) -> Iterator[S
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+_NP_DTYPES = {"FP32": "float32", "FP16": "float16", "INT64": "int64", "INT32": "int32",
+              "UINT8": "uint8", "INT8": "int8"}  # fmt: skip
+
+
+def warm_up(gw: ServedGateway, device: str = "probe") -> None:
+    """One inference on every served model, so that no attack pays (or is blamed for) a model's
+    first, slow run in onnxruntime."""
+    with grpc.secure_channel(gw.address, gw.credentials(device)) as ch:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(ch)
+        index = stub.RepositoryIndex(grpc_service_pb2.RepositoryIndexRequest(), timeout=10)
+        for model in {m.name for m in index.models}:
+            meta = stub.ModelMetadata(grpc_service_pb2.ModelMetadataRequest(name=model), timeout=10)
+            req = grpc_service_pb2.ModelInferRequest(model_name=model)
+            for t in meta.inputs:
+                shape = [1 if d < 0 else d for d in t.shape]
+                req.inputs.add(name=t.name, datatype=t.datatype, shape=shape)
+                req.raw_input_contents.append(np.zeros(shape, _NP_DTYPES[t.datatype]).tobytes())
+            stub.ModelInfer(req, timeout=30)
 
 
 @dataclass
