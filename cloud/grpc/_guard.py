@@ -100,8 +100,17 @@ def _guard(method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             bad: list[Malformed] = []
-            async for item in inner_ss(_until_malformed(requests, bad), context):
-                yield item
+            try:
+                async for item in inner_ss(_until_malformed(requests, bad), context):
+                    yield item
+            except (AbortError, grpc.RpcError):
+                raise
+            except Exception as exc:
+                error: Exception | None = exc
+            else:
+                error = None
+            if error is not None:
+                await _internal(method, context, error)
             if bad:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad[0].details)
 

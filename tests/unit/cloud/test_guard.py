@@ -50,6 +50,14 @@ class _Buggy(InferenceServicer):
     async def ServerMetadata(self, request: object, context: object) -> pb.ServerMetadataResponse:
         raise KeyError("a bug")
 
+    async def ModelStreamInfer(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for msg in request_iterator:
+            if msg.id == "bug":
+                raise ValueError("a bug in a stream")
+            yield pb.ModelStreamInferResponse(infer_response=pb.ModelInferResponse(id=msg.id))
+
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
@@ -144,6 +152,21 @@ async def test_a_bug_in_a_handler_is_internal_not_unknown(channel: grpc.aio.Chan
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     code, details = await _status(stub.ServerMetadata(pb.ServerMetadataRequest()))
     assert code is grpc.StatusCode.INTERNAL and "KeyError" in details and "a bug" not in details
+
+
+async def test_a_bug_in_a_stream_handler_ends_the_stream_internal(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for r in stub.ModelStreamInfer(
+            iter([pb.ModelInferRequest(id="ok"), pb.ModelInferRequest(id="bug")])
+        ):
+            got.append(r.infer_response.id)
+    assert got == ["ok"]
+    assert info.value.code() is grpc.StatusCode.INTERNAL
+    assert "ValueError" in (info.value.details() or "")
 
 
 async def test_repository_unload_then_load_serves_again(channel: grpc.aio.Channel) -> None:
