@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--insecure",
         action="store_true",
         default=None,
-        help="plaintext, no client certs, dev only [tls.insecure]",
+        help="plaintext, no client certs, dev only: binds loopback only unless "
+        "server.allow_insecure_non_loopback [tls.insecure]",
     )
     sec.add_argument("--tls-dir", type=Path, help="ca.pem, server.pem, server.key [tls.dir]")
     p.add_argument("--backend", choices=["onnxruntime", "triton"], help="engine [backend]")
