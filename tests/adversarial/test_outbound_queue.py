@@ -60,7 +60,8 @@ def test_a_device_that_never_reads_is_cut_off_and_its_memory_returned(
     # gateway's status when one of its writes is still pending as the stream ends.
     with under_attack(name, served, legit) as report:
         with grpc.secure_channel(served.address, served.credentials("attacker")) as ch:
-            answers = session_pb2_grpc.SessionServiceStub(ch).Connect(flood())
+            frames = flood()
+            answers = session_pb2_grpc.SessionServiceStub(ch).Connect(frames)
             started = time.monotonic()
             # Until the gateway stops taking frames (or the attack's time is up).
             while not answers.done() and time.monotonic() - started < MAX_ATTACK_S - 3:
@@ -75,6 +76,7 @@ def test_a_device_that_never_reads_is_cut_off_and_its_memory_returned(
                     pass
             status_at = time.monotonic()
             code, details = answers.code(), answers.details()
+        frames.close()  # now, not whenever the garbage collector finds it
     print(f"attacker wrote {progress['written']} frames; {code} {details!r}")
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
     assert "does not read its answers" in (details or "")
