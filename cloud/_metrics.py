@@ -39,8 +39,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "aiml021_gateway_requests",
-            "Finished requests by model, route (infer, stream, session) and status code.",
-            ["model", "route", "status"],
+            "Finished requests by model, API (infer, stream, session, rest) and status code.",
+            ["model", "api", "status"],
             registry=r,
         )
         self.queue_seconds = Histogram(

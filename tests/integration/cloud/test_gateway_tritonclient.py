@@ -58,10 +58,8 @@ async def test_tritonclient_gets_onnxruntime_results_and_batching(tmp_path: Path
     assert stats["execution_count"] < stats["inference_count"] - 32
     text = metrics.decode()
     assert 'aiml021_gateway_batch_size_bucket{le="1.0",model="tiny_cnn"}' in text
-    assert 'aiml021_gateway_requests_total{model="tiny_cnn",route="infer",status="OK"}' in text
-    assert 'route="stream",status="OK"' in text
+    assert 'aiml021_gateway_requests_total{api="infer",model="tiny_cnn",status="OK"}' in text
+    assert 'api="stream",model="tiny_cnn",status="OK"' in text
     # a model name the gateway does not serve is counted under one label, never as its own series
-    assert (
-        'aiml021_gateway_requests_total{model="_unknown",route="infer",status="NOT_FOUND"}' in text
-    )
+    assert 'aiml021_gateway_requests_total{api="infer",model="_unknown",status="NOT_FOUND"}' in text
     assert 'model="nope"' not in text
