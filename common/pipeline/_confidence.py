@@ -2,7 +2,9 @@
 
 The raw score of a line is the mean (rapidocr's ``score``) or the minimum of the best-class
 probability at its emitted steps — one doubtful character makes a line wrong, so the minimum
-tracks "the whole line is right" more closely. Neither is a probability of being right; a
+tracks "the whole line is right" more closely — or the minimum over every step of the greedy
+path, blanks included (``path_min``): a character dropped in favour of a blank (PP-OCRv4 drops
+most spaces) shows only there. Neither is a probability of being right; a
 calibration fitted on held-out frames (correct = the line's text equals the ground truth) maps it
 to one: Platt scaling (a logistic curve on the score's log-odds, two parameters, fitted by
 Newton's method) or isotonic regression (pool-adjacent-violators, monotone, piecewise linear).
@@ -26,14 +28,18 @@ Floats = npt.NDArray[np.float64]
 
 
 def line_score(decoded: Decoded, reduce: str = "min") -> float:
-    """``mean`` or ``min`` of the step probabilities; 0 for an empty line."""
+    """``mean`` or ``min`` of the emitted steps' probabilities (0 for an empty line), or
+    ``path_min``: the minimum over all steps of the path."""
+    if reduce == "path_min":
+        path = decoded.path_probs
+        return float(path.min()) if path is not None and path.size else 0.0
     if decoded.step_probs.size == 0:
         return 0.0
     if reduce == "mean":
         return float(decoded.step_probs.astype(np.float64).mean())
     if reduce == "min":
         return float(decoded.step_probs.min())
-    raise ValueError(f"reduce must be 'mean' or 'min', not {reduce!r}")
+    raise ValueError(f"reduce must be 'mean', 'min' or 'path_min', not {reduce!r}")
 
 
 def _logit(p: npt.ArrayLike) -> Floats:
@@ -106,6 +112,27 @@ FITS: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], dict[str, Any]]] = {
     "platt": fit_platt,
     "isotonic": fit_isotonic,
 }
+
+
+def cross_validated_brier(
+    scores: npt.ArrayLike, correct: npt.ArrayLike, method: str, folds: int = 5
+) -> float:
+    """Mean squared error of ``method``'s confidences on held-out folds of the calibration
+    lines (every ``folds``-th line): how a method is chosen without looking at the test set."""
+    s, y = np.asarray(scores, np.float64), np.asarray(correct, np.float64)
+    errors = np.zeros_like(s)
+    for k in range(folds):
+        held = np.arange(len(s)) % folds == k
+        if held.all() or not held.any():
+            continue
+        fitted = FITS[method](s[~held], y[~held])
+        errors[held] = (apply_calibration(s[held], fitted) - y[held]) ** 2
+    return float(errors.mean()) if len(s) else 0.0
+
+
+def choose_method(scores: npt.ArrayLike, correct: npt.ArrayLike) -> str:
+    """The calibration method with the lowest cross-validated Brier score."""
+    return min(FITS, key=lambda m: cross_validated_brier(scores, correct, m))
 
 
 def reliability(
@@ -187,6 +214,8 @@ __all__ = [
     "Line",
     "apply_calibration",
     "calibrate",
+    "choose_method",
+    "cross_validated_brier",
     "fit_isotonic",
     "fit_platt",
     "line_score",

@@ -30,11 +30,13 @@ def charset_from_metadata(metadata: dict[str, str], key: str = "character") -> l
 
 @dataclass(frozen=True)
 class Decoded:
-    """One line: its text and the probability of the best class at each emitted step."""
+    """One line: its text and the probability of the best class at its steps."""
 
     text: str
     step_probs: npt.NDArray[np.float32]
     """One per character of ``text`` (the first step of its run), in order."""
+    path_probs: npt.NDArray[np.float32] | None = None
+    """One per step of the greedy path, blanks included (``None``: not recorded)."""
 
 
 def ctc_greedy(probs: npt.NDArray[np.float32], charset: list[str]) -> Decoded:
@@ -50,7 +52,8 @@ def ctc_greedy(probs: npt.NDArray[np.float32], charset: list[str]) -> Decoded:
     keep = best != BLANK
     keep[1:] &= best[1:] != best[:-1]
     text = "".join(charset[int(c)] for c in best[keep])
-    return Decoded(text, probs.max(axis=1)[keep].astype(np.float32))
+    best_probs = probs.max(axis=1).astype(np.float32)
+    return Decoded(text, best_probs[keep], best_probs)
 
 
 @step("ctc_decode")

@@ -22,7 +22,14 @@ import numpy.typing as npt
 
 from common.bundle import ece
 from common.frames import render_frame
-from common.pipeline._confidence import FITS, Line, apply_calibration, reliability
+from common.pipeline._confidence import (
+    FITS,
+    Line,
+    apply_calibration,
+    choose_method,
+    cross_validated_brier,
+    reliability,
+)
 from common.pipeline._runner import Pipeline
 
 log = logging.getLogger(__name__)
@@ -155,6 +162,9 @@ def calibration_report(cal: list[Scored], test: list[Scored], method: str) -> di
         "ece_raw": ece(raw, correct),
         "ece_mean_score": ece(np.asarray([s.mean for s in test]), correct),
         "ece_calibrated": ece(conf, correct),
+        "cv_brier_calibration": cross_validated_brier(
+            [s.raw for s in cal], [s.correct for s in cal], method
+        ),
         "reliability": reliability(conf, correct),
         "per_variant": {},
     }
@@ -218,6 +228,7 @@ def evaluate(
             "differing_frames": [f for f in per_frame if f["same"] != f["reference"] or f["extra"]],
         },
         "accuracy": float(np.mean([s.correct for s in tested])) if tested else 0.0,
+        "chosen_method": choose_method([s.raw for s in cal], [s.correct for s in cal]),
         "calibration": {m: calibration_report(cal, tested, m) for m in methods},
     }
 

@@ -47,11 +47,12 @@ def _ocr(args: argparse.Namespace) -> int:
 def _table(doc: dict[str, Any]) -> str:
     rows = ["pipeline             reproduced  accuracy  lines  ECE raw  ECE calibrated (method)"]
     for p in doc["pipelines"]:
-        cal = p["calibration"][doc["method"]]
+        method = p["method"]
+        cal = p["calibration"][method]
         rows.append(
             f"{p['pipeline']:<20} {p['reproduction']['same_text_share']:>9.2%}  "
             f"{p['accuracy']:>8.2%}  {p['lines']['test']:>5}  {cal['ece_raw']:>7.2%}  "
-            f"{cal['ece_calibrated']:>7.2%} ({doc['method']})"
+            f"{cal['ece_calibrated']:>7.2%} ({method}, score {p['line_score']})"
         )
     return "\n".join(rows)
 
@@ -100,11 +101,12 @@ def _ocr_eval(args: argparse.Namespace) -> int:
             test=args.test,
             threads=args.threads,
         )
+        # auto: the method with the lowest cross-validated Brier score on the calibration lines
+        result["method"] = result["chosen_method"] if args.method == "auto" else args.method
         doc["pipelines"].append(result)
         if args.write:
-            print(
-                f"{name}: calibration written to {_write_calibration(pipeline, result, args.method)}"
-            )
+            path = _write_calibration(pipeline, result, result["method"])
+            print(f"{name}: calibration written to {path}")
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(_table(doc))
     out = Path(args.json)
@@ -131,7 +133,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--calibration", type=int, default=40, help="calibration frames per variant")
     e.add_argument("--test", type=int, default=12, help="test frames per variant")
-    e.add_argument("--method", choices=["platt", "isotonic"], default="platt")
+    e.add_argument(
+        "--method",
+        choices=["auto", "platt", "isotonic"],
+        default="auto",
+        help="calibration; auto: lowest cross-validated Brier score on the calibration split",
+    )
     e.add_argument("--threads", type=int, default=1)
     e.add_argument(
         "--write", action="store_true", help="store the fitted calibration in the pipeline"

@@ -8,6 +8,8 @@ import pytest
 from common.bundle import ece
 from common.pipeline._confidence import (
     apply_calibration,
+    choose_method,
+    cross_validated_brier,
     fit_isotonic,
     fit_platt,
     line_score,
@@ -25,9 +27,11 @@ def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_line_score_is_the_mean_or_min_of_step_probabilities() -> None:
-    d = Decoded("ab", np.array([0.9, 0.5], np.float32))
+    # a blank step at 0.4 (a hesitation between blank and a character) shows only in path_min
+    d = Decoded("ab", np.array([0.9, 0.5], np.float32), np.array([0.9, 0.4, 0.5], np.float32))
     assert line_score(d, "mean") == pytest.approx(0.7)
     assert line_score(d, "min") == pytest.approx(0.5)
+    assert line_score(d, "path_min") == pytest.approx(0.4)
     assert line_score(Decoded("", np.zeros(0, np.float32))) == 0.0
     with pytest.raises(ValueError, match="reduce"):
         line_score(d, "max")
@@ -42,6 +46,17 @@ def test_calibration_fitted_on_one_split_lowers_ece_on_another(fit: object) -> N
     after = ece(apply_calibration(test_scores, params), test_correct)
     assert before > 0.1
     assert after < 0.03
+
+
+def test_the_method_is_chosen_by_cross_validation_on_the_calibration_split() -> None:
+    # right 20% of the time below 0.6, 90% above: a step isotonic follows, a logistic curve cannot
+    rng = np.random.default_rng(4)
+    scores = rng.random(2000)
+    correct = rng.random(2000) < np.where(scores < 0.6, 0.2, 0.9)
+    assert cross_validated_brier(scores, correct, "isotonic") < cross_validated_brier(
+        scores, correct, "platt"
+    )
+    assert choose_method(scores, correct) == "isotonic"
 
 
 def test_platt_stays_finite_on_separable_data() -> None:

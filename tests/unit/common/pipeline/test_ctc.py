@@ -27,6 +27,7 @@ def test_repeats_merge_and_blanks_separate_and_vanish() -> None:
     assert decoded.text == "aab b"
     # one probability per character: the first step of each run
     assert decoded.step_probs.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.85])
+    assert decoded.path_probs is not None and decoded.path_probs.tolist() == pytest.approx(probs)
 
 
 def test_all_blank_decodes_to_empty_text() -> None:
