@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -54,3 +55,8 @@ def test_ocr_cli_prints_lines_of_a_frame(
     truth = [t.text.replace(" ", "") for t in frame.lines]
     assert sum(t in read for t in truth) >= len(truth) / 2
     assert all(len(ln["box"]) == 4 for ln in doc["lines"])
+
+
+def test_a_frame_without_text_yields_no_lines() -> None:
+    blank = np.full((720, 1280, 3), 200, np.uint8)
+    assert load_pipeline("ppocr_v6")(blank)["lines"] == []
