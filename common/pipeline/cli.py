@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,19 @@ def _write_calibration(pipeline: Any, result: dict[str, Any], method: str) -> Pa
     return path
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, every option spelled out."""
+    argv = ["aiml021", "ocr-eval"]
+    for name in args.pipeline or []:
+        argv += ["--pipeline", name]
+    for variant in args.variant or []:
+        argv += ["--variant", variant]
+    argv += ["--seed", str(args.seed), "--calibration", str(args.calibration)]
+    argv += ["--test", str(args.test), "--method", args.method, "--threads", str(args.threads)]
+    argv += [*(["--write"] if args.write else []), "--json", args.json]
+    return shlex.join(argv)
+
+
 def _ocr_eval(args: argparse.Namespace) -> int:
     from common.bundle._profile import machine_info
     from common.pipeline._evaluate import evaluate
@@ -86,7 +98,7 @@ def _ocr_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     doc: dict[str, Any] = {
         "schema": "aiml021.ocr_eval/1",
-        "command": "aiml021 " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": _command(args),
         "machine": machine_info(),
         "method": args.method,
         "pipelines": [],
@@ -144,4 +156,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--write", action="store_true", help="store the fitted calibration in the pipeline"
     )
     e.add_argument("--json", default="benchmarks/results/ocr_pipeline.json")
-    e.set_defaults(func=_ocr_eval, argv=None)
+    e.set_defaults(func=_ocr_eval)

@@ -14,6 +14,7 @@ from common.cli import main
 from common.frames import render_frame
 from common.pipeline import load_pipeline
 from common.pipeline._evaluate import compare, match, overlap, reference_for, score_lines
+from common.pipeline._spec import BUILTIN_DIR
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="extra 'ocr' not installed"
@@ -60,3 +61,33 @@ def test_ocr_cli_prints_lines_of_a_frame(
 def test_a_frame_without_text_yields_no_lines() -> None:
     blank = np.full((720, 1280, 3), 200, np.uint8)
     assert load_pipeline("ppocr_v6")(blank)["lines"] == []
+
+
+def test_ocr_eval_measures_and_writes_the_calibration_into_the_description(tmp_path: Path) -> None:
+    description = tmp_path / "pipeline.json"
+    description.write_text((BUILTIN_DIR / "ppocr_v4.json").read_text())
+    out = tmp_path / "eval.json"
+    argv = ["ocr-eval", "--pipeline", str(description), "--variant", "easy"]
+    argv += [
+        "--calibration",
+        "2",
+        "--test",
+        "1",
+        "--method",
+        "platt",
+        "--write",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"].startswith("aiml021 ocr-eval --pipeline")
+    (result,) = doc["pipelines"]
+    assert result["reproduction"]["same_text_share"] == 1.0
+    assert result["method"] == "platt" and result["chosen_method"] in ("platt", "isotonic")
+    report = result["calibration"]["platt"]
+    assert sum(row["n"] for row in report["reliability"]) == result["lines"]["test"]
+    written = json.loads(description.read_text())
+    (calibrate,) = [s for s in written["steps"] if s["op"] == "calibrate"]
+    assert calibrate["params"] == report["fit"]
+    assert written["calibration"]["lines"] == result["lines"]["calibration"]
