@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from grpc_health.v1 import health, health_pb2
 
 from cloud.core import ModelKey
+from common.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,8 @@ class ModelHealth:
 
     async def close(self) -> None:
         """Stop watching (the statuses stay as they are)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 __all__ = ["ModelHealth"]

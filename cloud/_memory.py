@@ -15,6 +15,8 @@ import ctypes.util
 import logging
 from collections.abc import Callable
 
+from common.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -63,13 +65,8 @@ class HeapTrimmer:
 
     async def close(self) -> None:
         """Stop trimming."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 __all__ = ["HeapTrimmer", "trim_heap"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloud.core import BatchObserver, InferenceResult, ModelKey, ModelSpec, RunFn
+from common.aio import cancel_and_wait
 from common.errors import AimlError, DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -304,13 +305,7 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Stop the workers; queued requests fail with UNAVAILABLE."""
         self._closed = True
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(*self._workers)
         while self._heap:
             item = heapq.heappop(self._heap)[3]
             if item.queued and not item.future.done():

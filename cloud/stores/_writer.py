@@ -18,6 +18,7 @@ import time
 from prometheus_client import Counter, Gauge
 
 from cloud.core import TelemetryEvent
+from common.aio import cancel_and_wait
 
 from ._metadata_sql import MetadataBackend
 from ._records import Record, telemetry_record
@@ -107,13 +108,8 @@ class MetadataWriter:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within ``timeout_s``, then stop; the rest is dropped."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await asyncio.wait_for(self.flush(), timeout_s)
         except TimeoutError:
