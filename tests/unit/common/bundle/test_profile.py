@@ -65,7 +65,6 @@ def test_cli_profile_writes_json(
 def test_profile_reports_codec_bytes_for_a_cut_with_a_default_codec(
     branchy_bundle_dir: Path,
 ) -> None:
-    pytest.importorskip("common.codecs")
     from common.bundle import load_bundle
 
     load_bundle(branchy_bundle_dir).update_cut_codec("cut2", "q8")

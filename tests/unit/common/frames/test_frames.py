@@ -22,8 +22,6 @@ from common.frames import (
     write_frame_set,
 )
 
-pytest.importorskip("PIL")
-
 
 def _inside(points: np.ndarray, quad: np.ndarray, tol: float) -> np.ndarray:
     """Whether each (x, y) point lies inside the convex quadrilateral grown by ``tol`` pixels."""
