@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,20 +19,12 @@ from cloud.core import (
     PayloadDecoder,
     PayloadFormat,
     RequestHeader,
-    TensorSpec,
 )
 from cloud.core._session_types import Pending
 from common import codecs
 from common.errors import CodecError, InvalidArgument, ResourceExhausted
+from tests.unit.cloud._session_plane import SPEC
 
-SPEC = ModelSpec(
-    "m",
-    "1",
-    Path("m.onnx"),
-    (TensorSpec("x", "float32", (-1, 4)),),
-    (TensorSpec("y", "float32", (-1, 4)),),
-    8,
-)
 ZSTD = tensor_pb2.CODEC_KIND_ZSTD
 
 
