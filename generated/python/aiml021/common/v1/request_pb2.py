@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61iml021/common/v1/request.proto\x12\x11\x61iml021.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd2\x01\n\x0eRequestContext\x12&\n\x03rtt\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbandwidth_bps\x18\x02 \x01(\x01\x12\x11\n\tedge_load\x18\x03 \x01(\x01\x12\x18\n\x10\x65xit_confidences\x18\x04 \x03(\x02\x12\x0f\n\x07\x65ntropy\x18\x05 \x01(\x02\x12-\n\x08modality\x18\x06 \x01(\x0e\x32\x1b.aiml021.common.v1.Modality\x12\x14\n\x0c\x64\x65vice_class\x18\x07 \x01(\t\"\xca\x02\n\x0fTimingBreakdown\x12/\n\x0c\x65\x64ge_compute\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x65ncode\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07network\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05queue\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x64\x65\x63ode\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rcloud_compute\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*}\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x0e\n\nROUTE_EDGE\x10\x01\x12\x0f\n\x0bROUTE_CLOUD\x10\x02\x12\x17\n\x13ROUTE_EDGE_FALLBACK\x10\x03\x12\x0f\n\x0bROUTE_CACHE\x10\x04\x12\x12\n\x0eROUTE_DEFERRED\x10\x05*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*t\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_TEXT\x10\x03\x12\x13\n\x0fMODALITY_SENSOR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61iml021/common/v1/request.proto\x12\x11\x61iml021.common.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe2\x01\n\x0eRequestContext\x12&\n\x03rtt\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rbandwidth_bps\x18\x02 \x01(\x01\x12\x11\n\tedge_load\x18\x03 \x01(\x01\x12\x18\n\x10\x65xit_confidences\x18\x04 \x03(\x02\x12\x0f\n\x07\x65ntropy\x18\x05 \x01(\x02\x12-\n\x08modality\x18\x06 \x01(\x0e\x32\x1b.aiml021.common.v1.Modality\x12\x14\n\x0c\x64\x65vice_class\x18\x07 \x01(\t\x12\x0e\n\x06region\x18\x08 \x01(\t\"\xca\x02\n\x0fTimingBreakdown\x12/\n\x0c\x65\x64ge_compute\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x65ncode\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07network\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05queue\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x64\x65\x63ode\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rcloud_compute\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*}\n\x05Route\x12\x15\n\x11ROUTE_UNSPECIFIED\x10\x00\x12\x0e\n\nROUTE_EDGE\x10\x01\x12\x0f\n\x0bROUTE_CLOUD\x10\x02\x12\x17\n\x13ROUTE_EDGE_FALLBACK\x10\x03\x12\x0f\n\x0bROUTE_CACHE\x10\x04\x12\x12\n\x0eROUTE_DEFERRED\x10\x05*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*t\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_TEXT\x10\x03\x12\x13\n\x0fMODALITY_SENSOR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aiml021.common.v1.request_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUTE']._serialized_start=632
-  _globals['_ROUTE']._serialized_end=757
-  _globals['_PRIORITY']._serialized_start=759
-  _globals['_PRIORITY']._serialized_end=853
-  _globals['_MODALITY']._serialized_start=855
-  _globals['_MODALITY']._serialized_end=971
+  _globals['_ROUTE']._serialized_start=648
+  _globals['_ROUTE']._serialized_end=773
+  _globals['_PRIORITY']._serialized_start=775
+  _globals['_PRIORITY']._serialized_end=869
+  _globals['_MODALITY']._serialized_start=871
+  _globals['_MODALITY']._serialized_end=987
   _globals['_REQUESTCONTEXT']._serialized_start=87
-  _globals['_REQUESTCONTEXT']._serialized_end=297
-  _globals['_TIMINGBREAKDOWN']._serialized_start=300
-  _globals['_TIMINGBREAKDOWN']._serialized_end=630
+  _globals['_REQUESTCONTEXT']._serialized_end=313
+  _globals['_TIMINGBREAKDOWN']._serialized_start=316
+  _globals['_TIMINGBREAKDOWN']._serialized_end=646
 # @@protoc_insertion_point(module_scope)

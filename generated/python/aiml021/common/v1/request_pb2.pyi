@@ -109,6 +109,7 @@ class RequestContext(google.protobuf.message.Message):
     ENTROPY_FIELD_NUMBER: builtins.int
     MODALITY_FIELD_NUMBER: builtins.int
     DEVICE_CLASS_FIELD_NUMBER: builtins.int
+    REGION_FIELD_NUMBER: builtins.int
     bandwidth_bps: builtins.float
     """Estimated uplink bandwidth in bits per second."""
     edge_load: builtins.float
@@ -117,6 +118,10 @@ class RequestContext(google.protobuf.message.Message):
     """Entropy (nats) of the last evaluated exit's calibrated distribution."""
     modality: global___Modality.ValueType
     device_class: builtins.str
+    region: builtins.str
+    """Region the device runs in, as configured on the device (e.g. "eu-west"); the gateway keeps
+    only values from its configured set (observability.regions) as a metric label.
+    """
     @property
     def rtt(self) -> google.protobuf.duration_pb2.Duration: ...
     @property
@@ -133,9 +138,10 @@ class RequestContext(google.protobuf.message.Message):
         entropy: builtins.float = ...,
         modality: global___Modality.ValueType = ...,
         device_class: builtins.str = ...,
+        region: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["rtt", b"rtt"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["bandwidth_bps", b"bandwidth_bps", "device_class", b"device_class", "edge_load", b"edge_load", "entropy", b"entropy", "exit_confidences", b"exit_confidences", "modality", b"modality", "rtt", b"rtt"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["bandwidth_bps", b"bandwidth_bps", "device_class", b"device_class", "edge_load", b"edge_load", "entropy", b"entropy", "exit_confidences", b"exit_confidences", "modality", b"modality", "region", b"region", "rtt", b"rtt"]) -> None: ...
 
 global___RequestContext = RequestContext
 

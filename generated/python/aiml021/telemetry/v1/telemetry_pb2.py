@@ -26,7 +26,7 @@ from aiml021.common.v1 import request_pb2 as aiml021_dot_common_dot_v1_dot_reque
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$aiml021/telemetry/v1/telemetry.proto\x12\x14\x61iml021.telemetry.v1\x1a\x1f\x61iml021/common/v1/request.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n\x0eTelemetryEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x0b\x66inished_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\'\n\x05route\x18\x04 \x01(\x0e\x32\x18.aiml021.common.v1.Route\x12\x12\n\nexit_index\x18\x05 \x01(\x05\x12\x32\n\x06timing\x18\x06 \x01(\x0b\x32\".aiml021.common.v1.TimingBreakdown\x12\x12\n\nbytes_sent\x18\x07 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x08 \x01(\x04\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12\x11\n\tcut_point\x18\n \x01(\t\x12\r\n\x05\x63odec\x18\x0b \x01(\t\x12\x12\n\nconfidence\x18\x0c \x01(\x02\"j\n\x0eTelemetryBatch\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x34\n\x06\x65vents\x18\x02 \x03(\x0b\x32$.aiml021.telemetry.v1.TelemetryEvent\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x04\"D\n\rReportRequest\x12\x33\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32$.aiml021.telemetry.v1.TelemetryBatch\"\"\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r2g\n\x10TelemetryService\x12S\n\x06Report\x12#.aiml021.telemetry.v1.ReportRequest\x1a$.aiml021.telemetry.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$aiml021/telemetry/v1/telemetry.proto\x12\x14\x61iml021.telemetry.v1\x1a\x1f\x61iml021/common/v1/request.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n\x0eTelemetryEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x0b\x66inished_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\'\n\x05route\x18\x04 \x01(\x0e\x32\x18.aiml021.common.v1.Route\x12\x12\n\nexit_index\x18\x05 \x01(\x05\x12\x32\n\x06timing\x18\x06 \x01(\x0b\x32\".aiml021.common.v1.TimingBreakdown\x12\x12\n\nbytes_sent\x18\x07 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x08 \x01(\x04\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12\x11\n\tcut_point\x18\n \x01(\t\x12\r\n\x05\x63odec\x18\x0b \x01(\t\x12\x12\n\nconfidence\x18\x0c \x01(\x02\"\xa8\x01\n\x0eTelemetryBatch\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x34\n\x06\x65vents\x18\x02 \x03(\x0b\x32$.aiml021.telemetry.v1.TelemetryEvent\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x04\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x65vice_class\x18\x05 \x01(\t\x12\x16\n\x0ereplay_backlog\x18\x06 \x01(\x04\"D\n\rReportRequest\x12\x33\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32$.aiml021.telemetry.v1.TelemetryBatch\"\"\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r2g\n\x10TelemetryService\x12S\n\x06Report\x12#.aiml021.telemetry.v1.ReportRequest\x1a$.aiml021.telemetry.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TELEMETRYEVENT']._serialized_start=129
   _globals['_TELEMETRYEVENT']._serialized_end=464
-  _globals['_TELEMETRYBATCH']._serialized_start=466
-  _globals['_TELEMETRYBATCH']._serialized_end=572
-  _globals['_REPORTREQUEST']._serialized_start=574
-  _globals['_REPORTREQUEST']._serialized_end=642
-  _globals['_REPORTRESPONSE']._serialized_start=644
-  _globals['_REPORTRESPONSE']._serialized_end=678
-  _globals['_TELEMETRYSERVICE']._serialized_start=680
-  _globals['_TELEMETRYSERVICE']._serialized_end=783
+  _globals['_TELEMETRYBATCH']._serialized_start=467
+  _globals['_TELEMETRYBATCH']._serialized_end=635
+  _globals['_REPORTREQUEST']._serialized_start=637
+  _globals['_REPORTREQUEST']._serialized_end=705
+  _globals['_REPORTRESPONSE']._serialized_start=707
+  _globals['_REPORTRESPONSE']._serialized_end=741
+  _globals['_TELEMETRYSERVICE']._serialized_start=743
+  _globals['_TELEMETRYSERVICE']._serialized_end=846
 # @@protoc_insertion_point(module_scope)

@@ -78,9 +78,17 @@ class TelemetryBatch(google.protobuf.message.Message):
     DEVICE_ID_FIELD_NUMBER: builtins.int
     EVENTS_FIELD_NUMBER: builtins.int
     DROPPED_FIELD_NUMBER: builtins.int
+    REGION_FIELD_NUMBER: builtins.int
+    DEVICE_CLASS_FIELD_NUMBER: builtins.int
+    REPLAY_BACKLOG_FIELD_NUMBER: builtins.int
     device_id: builtins.str
     dropped: builtins.int
     """Events the device dropped because its telemetry buffer was full."""
+    region: builtins.str
+    """Region and device class the device is configured with (see RequestContext)."""
+    device_class: builtins.str
+    replay_backlog: builtins.int
+    """Offloads waiting in the device's offline replay queue when the batch was sent."""
     @property
     def events(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___TelemetryEvent]: ...
     def __init__(
@@ -89,8 +97,11 @@ class TelemetryBatch(google.protobuf.message.Message):
         device_id: builtins.str = ...,
         events: collections.abc.Iterable[global___TelemetryEvent] | None = ...,
         dropped: builtins.int = ...,
+        region: builtins.str = ...,
+        device_class: builtins.str = ...,
+        replay_backlog: builtins.int = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["device_id", b"device_id", "dropped", b"dropped", "events", b"events"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["device_class", b"device_class", "device_id", b"device_id", "dropped", b"dropped", "events", b"events", "region", b"region", "replay_backlog", b"replay_backlog"]) -> None: ...
 
 global___TelemetryBatch = TelemetryBatch
 
