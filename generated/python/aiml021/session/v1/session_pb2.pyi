@@ -278,6 +278,7 @@ class InferHeader(google.protobuf.message.Message):
     DEFERRED_FIELD_NUMBER: builtins.int
     PAYLOAD_DIGEST_FIELD_NUMBER: builtins.int
     PAYLOAD_FIELD_NUMBER: builtins.int
+    TRACEPARENT_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """Unique among the session's requests in flight; chosen by the device."""
     idempotency_key: builtins.str
@@ -303,6 +304,11 @@ class InferHeader(google.protobuf.message.Message):
     (one that does fails the request with INVALID_ARGUMENT). The gateway applies the per-request
     size limit, the session and gateway buffer budgets and the byte credit to it exactly as to
     chunks: its length counts against the credit like TensorChunk data. Empty: chunks follow.
+    """
+    traceparent: builtins.str
+    """W3C trace context (https://www.w3.org/TR/trace-context/) of the device's span for this
+    request: the session stream's gRPC metadata belongs to the stream, so each request carries
+    its own. Empty: not traced. At most 128 characters; a malformed value is ignored.
     """
     @property
     def encoding(self) -> aiml021.common.v1.tensor_pb2.EncodedTensorHeader:
@@ -332,9 +338,10 @@ class InferHeader(google.protobuf.message.Message):
         deferred: builtins.bool = ...,
         payload_digest: builtins.bytes = ...,
         payload: builtins.bytes = ...,
+        traceparent: builtins.str = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["context", b"context", "deadline", b"deadline", "encoding", b"encoding"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "payload", b"payload", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "payload", b"payload", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes", "traceparent", b"traceparent"]) -> None: ...
 
 global___InferHeader = InferHeader
 
