@@ -343,7 +343,9 @@ class DynamicBatching:
         cfg = self.config
         capped = BatcherConfig(
             max_batch_size=min(cfg.max_batch_size, spec.max_batch_size),
-            max_queue_delay_s=cfg.max_queue_delay_s,
+            max_queue_delay_s=(
+                cfg.max_queue_delay_s if spec.max_queue_delay_s is None else spec.max_queue_delay_s
+            ),
             max_queue_size=cfg.max_queue_size,
             workers=cfg.workers,
             restart_delay_s=cfg.restart_delay_s,

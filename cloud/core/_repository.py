@@ -2,8 +2,11 @@
 
 Each bundle (a subdirectory with ``manifest.json``) is served as its full model under the bundle
 name, and as one tail model per cut point under ``<bundle>.<cut point>``; a bare ``*.onnx`` file
-is served under its stem with version ``1``. Versions are the manifest's version string; an empty
-requested version selects the newest loaded one.
+is served under its stem with version ``1``; a Triton model directory (``config.pbtxt`` and
+integer version directories, ``cloud.core._triton_repo``) is served under its name with its
+version directories as versions. Versions are the manifest's version string or Triton's version
+number; an empty requested version selects the newest loaded one. Anything else in the directory,
+and every entry that fails to load, is logged naming the file: nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from cloud.core._triton_repo import is_triton_model, load_triton_model
 from cloud.core._types import ModelKey, ModelSpec, TensorSpec
 from common.errors import NotFound
 
@@ -109,7 +113,8 @@ def spec_from_onnx(
 
 
 def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
-    """Every servable model in ``models_dir``; a broken bundle is logged and skipped."""
+    """Every servable model in ``models_dir``; a broken entry is logged as an error naming it and
+    skipped, an entry that is no model at all is logged as a warning."""
     specs: list[ModelSpec] = []
     if not models_dir.is_dir():
         log.warning("models directory %s does not exist; serving no models", models_dir)
@@ -118,10 +123,21 @@ def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
         try:
             if entry.is_dir() and (entry / "manifest.json").is_file():
                 specs.extend(specs_from_bundle(entry, max_batch_size))
+            elif is_triton_model(entry):
+                specs.extend(load_triton_model(entry, max_batch_size))
             elif entry.suffix == ".onnx" and entry.is_file():
                 specs.append(spec_from_onnx(entry, max_batch_size))
-        except Exception as exc:  # one broken bundle must not stop the others
-            log.error("skipping %s: %s", entry, exc)
+            elif entry.is_file():
+                log.info("not a model, not served: %s", entry)
+            elif not entry.name.startswith("."):
+                log.warning(
+                    "ignoring %s: not a bundle (no manifest.json), a Triton model (no %s and "
+                    "no integer version directory) or an .onnx file",
+                    entry,
+                    "config.pbtxt",
+                )
+        except Exception as exc:  # one broken entry must not stop the others
+            log.error("cannot serve %s: %s", entry, exc)
     return specs
 
 

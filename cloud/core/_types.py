@@ -63,6 +63,12 @@ class ModelSpec:
     entropy_model: Path | None = None
     """Entropy-model file of the cut point's codec (``cut_points[].codec.entropy_model``), passed
     to ``common.codecs.decode`` for ANS/range frames coded with it."""
+    model_config: bytes = b""
+    """Triton ``ModelConfig`` (serialized) of a model read from a Triton model repository, as
+    completed at load; ``ModelConfig`` reports it as is (empty: built from this spec)."""
+    max_queue_delay_s: float | None = None
+    """The model's own batching delay (a Triton config's ``dynamic_batching``); None: the
+    gateway's ``batching.max_queue_delay_ms``."""
 
     @property
     def key(self) -> ModelKey:

@@ -83,6 +83,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: object
     ) -> pb.ModelConfigResponse:
         spec = self._dp.repository.resolve(request.name, request.version)
+        if spec.model_config:  # a Triton repository's config.pbtxt, as loaded
+            return pb.ModelConfigResponse(config=mc.ModelConfig.FromString(spec.model_config))
         cfg = mc.ModelConfig(
             name=spec.name, platform="onnxruntime_onnx", max_batch_size=spec.max_batch_size
         )
