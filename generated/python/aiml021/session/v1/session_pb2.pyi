@@ -279,6 +279,7 @@ class InferHeader(google.protobuf.message.Message):
     PAYLOAD_DIGEST_FIELD_NUMBER: builtins.int
     PAYLOAD_FIELD_NUMBER: builtins.int
     TRACEPARENT_FIELD_NUMBER: builtins.int
+    PARTS_FIELD_NUMBER: builtins.int
     request_id: builtins.str
     """Unique among the session's requests in flight; chosen by the device."""
     idempotency_key: builtins.str
@@ -322,6 +323,14 @@ class InferHeader(google.protobuf.message.Message):
 
     @property
     def context(self) -> aiml021.common.v1.request_pb2.RequestContext: ...
+    @property
+    def parts(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___TensorPart]:
+        """A request whose cut is a set of tensors (a multi-tensor cut, e.g. a detector's FPN lateral
+        outputs): one part per input of the model, each with its own encoding and codec. The payload
+        (inline or in chunks) is the parts' bytes concatenated in this order, and total_bytes is
+        their sum. When set, `encoding` must be unset. Empty: one tensor, described by `encoding`.
+        """
+
     def __init__(
         self,
         *,
@@ -339,11 +348,41 @@ class InferHeader(google.protobuf.message.Message):
         payload_digest: builtins.bytes = ...,
         payload: builtins.bytes = ...,
         traceparent: builtins.str = ...,
+        parts: collections.abc.Iterable[global___TensorPart] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["context", b"context", "deadline", b"deadline", "encoding", b"encoding"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "payload", b"payload", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes", "traceparent", b"traceparent"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["context", b"context", "cut_point", b"cut_point", "deadline", b"deadline", "deferred", b"deferred", "encoding", b"encoding", "idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "parts", b"parts", "payload", b"payload", "payload_digest", b"payload_digest", "priority", b"priority", "request_id", b"request_id", "total_bytes", b"total_bytes", "traceparent", b"traceparent"]) -> None: ...
 
 global___InferHeader = InferHeader
+
+@typing.final
+class TensorPart(google.protobuf.message.Message):
+    """One tensor of a multi-tensor request (InferHeader.parts)."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    ENCODING_FIELD_NUMBER: builtins.int
+    PAYLOAD_BYTES_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """Name of the model input this tensor feeds (a tensor of the cut)."""
+    payload_bytes: builtins.int
+    """Bytes of this tensor in the request's payload (at least 1)."""
+    @property
+    def encoding(self) -> aiml021.common.v1.tensor_pb2.EncodedTensorHeader:
+        """Type and shape of the tensor, as InferHeader.encoding describes a single tensor."""
+
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+        encoding: aiml021.common.v1.tensor_pb2.EncodedTensorHeader | None = ...,
+        payload_bytes: builtins.int = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["encoding", b"encoding"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["encoding", b"encoding", "name", b"name", "payload_bytes", b"payload_bytes"]) -> None: ...
+
+global___TensorPart = TensorPart
 
 @typing.final
 class TensorChunk(google.protobuf.message.Message):
