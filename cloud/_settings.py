@@ -162,6 +162,11 @@ class BatchingSettings(Section):
     """Queued requests per model version before new ones get RESOURCE_EXHAUSTED."""
     workers: int = Field(default=1, ge=1)
     """Batches computing at the same time (also onnxruntime's thread pool size)."""
+    contended_batch_ms: float | None = Field(default=5.0, gt=0)
+    """While more than one device uses a model (within the last second), its batches are cut
+    once their estimated compute reaches this (at least one request), so a light device waits
+    for a short batch, not a flooder's full one; null: always fill up to ``max_batch_size``
+    (raise it for engines that gain from large batches, e.g. GPUs)."""
 
 
 class OnnxRuntimeSettings(Section):

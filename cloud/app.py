@@ -132,6 +132,11 @@ class Gateway:
                     max_queue_delay_s=s.batching.max_queue_delay_ms / 1000,
                     max_queue_size=s.batching.max_queue_size,
                     workers=s.batching.workers,
+                    contended_batch_s=(
+                        None
+                        if s.batching.contended_batch_ms is None
+                        else s.batching.contended_batch_ms / 1000
+                    ),
                 )
             ),
             self.metrics,

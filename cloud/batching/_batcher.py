@@ -1,10 +1,21 @@
-"""Dynamic batcher for one model version: earliest deadline first, bounded, deadline-aware.
+"""Dynamic batcher for one model version: fair between devices, earliest deadline first within
+each, bounded, deadline-aware.
 
-Requests wait in a heap ordered by (deadline, -priority, arrival). A worker takes the most urgent
-requests up to ``max_batch_size`` samples, answers those that can no longer meet their deadline
-with DEADLINE_EXCEEDED before computing, concatenates the rest along the batch dimension, runs the
-backend once and hands each request exactly its rows back. Batching never changes results: each
-sample's rows are computed by the same model independently of its neighbours.
+Each device (the ``flow`` a request is submitted under: its certificate's device id) has its own
+queue, a heap ordered by (deadline, -priority, arrival). Batches take the devices' requests in
+turn by start-time fair queueing over samples: the next request comes from the device that has had
+the fewest samples computed since it last had none queued (a device that was idle starts at the
+current virtual time, so idleness earns no credit). A device flooding urgent, high-priority
+requests therefore gets its share of every batch, not the whole of it; deadlines and priorities
+order only that device's own requests. The queue holds ``max_queue_size`` requests; once full, a
+device may still queue up to its share (``max_queue_size`` / devices with queued requests), so a
+flooder that filled it cannot lock the others out (at most about twice ``max_queue_size`` wait).
+
+A worker takes requests up to ``max_batch_size`` samples, answers those that can no longer meet
+their deadline with DEADLINE_EXCEEDED before computing, concatenates the rest along the batch
+dimension, runs the backend once and hands each request exactly its rows back. Batching never
+changes results: each sample's rows are computed by the same model independently of its
+neighbours.
 
 Workers are supervised: a fault in one batch fails that batch's requests (INTERNAL) and nothing
 else; a worker that crashes anyway is logged, restarted after ``restart_delay_s`` (doubling while
@@ -31,6 +42,9 @@ from common.errors import AimlError, DeadlineExceeded, Internal, ResourceExhaust
 
 log = logging.getLogger(__name__)
 
+CONTENTION_WINDOW_S = 1.0
+"""Devices that submitted within this long count as sharing the model (``contended_batch_s``)."""
+
 
 @dataclass(slots=True)
 class BatcherConfig:
@@ -42,6 +56,11 @@ class BatcherConfig:
     workers: int = 1
     restart_delay_s: float = 0.05
     """Pause before a crashed worker restarts (doubles per consecutive crash, at most 1 s)."""
+    contended_batch_s: float | None = 0.005
+    """While more than one device uses the model (submitted within the last second), a batch is
+    cut once its estimated compute reaches this (at least one request), so a light device waits
+    for short batches, not for a flooder's full ones; None: always fill up to
+    ``max_batch_size``."""
 
 
 @dataclass(slots=True)
@@ -52,7 +71,26 @@ class _Item:
     deadline: float
     future: asyncio.Future[InferenceResult]
     enqueued: float
+    flow: _Flow
     queued: bool = True
+
+
+_Entry = tuple[float, int, int, _Item]
+"""(deadline, -priority, arrival sequence, item): a device's queue order."""
+
+
+@dataclass(slots=True, eq=False)
+class _Flow:
+    """One device's queue and its place in the fair order."""
+
+    name: str
+    heap: list[_Entry] = field(default_factory=list)
+    queued: int = 0
+    """Requests of this device waiting (the heap also holds withdrawn ones until reached)."""
+    start: float = 0.0
+    """Virtual time (samples) at which its next request is due."""
+    scheduled: bool = False
+    """In the batcher's ready heap."""
 
 
 class DynamicBatcher:
@@ -69,7 +107,12 @@ class DynamicBatcher:
         self._run = run
         self._cfg = config
         self._observer = observer
-        self._heap: list[tuple[float, int, int, _Item]] = []
+        self._flows: dict[str, _Flow] = {}
+        self._ready: list[tuple[float, int, _Flow]] = []  # flows with entries, by start
+        self._vtime = 0.0  # the start of the last request taken into a batch
+        self._backlogged = 0  # flows with queued requests
+        self._seen: dict[str, float] = {}  # flow -> last submit, pruned every CONTENTION_WINDOW_S
+        self._pruned = 0.0
         self._seq = itertools.count()
         self._queued = 0
         self._rows = 0
@@ -80,6 +123,7 @@ class DynamicBatcher:
         self.restarts = 0
         """Worker restarts after a crash, over the batcher's life."""
         self._compute_estimate_s = 0.0  # EWMA of batch compute time; 0 until measured
+        self._row_estimate_s = 0.0  # EWMA of compute time per sample; 0 until measured
         self.batches = 0
         self.samples = 0
 
@@ -103,6 +147,11 @@ class DynamicBatcher:
         """Requests waiting (not yet taken into a batch)."""
         return self._queued
 
+    def queued_by(self, flow: str) -> int:
+        """Requests of ``flow`` waiting."""
+        f = self._flows.get(flow)
+        return 0 if f is None else f.queued
+
     def submit(
         self,
         inputs: Mapping[str, np.ndarray],
@@ -110,11 +159,14 @@ class DynamicBatcher:
         outputs: tuple[str, ...] = (),
         deadline: float | None = None,
         priority: int = 2,
+        flow: str = "",
     ) -> asyncio.Future[InferenceResult]:
-        """Queue one request of ``rows`` samples; the future resolves to its result.
+        """Queue one request of ``rows`` samples for ``flow`` (the device it came from); the
+        future resolves to its result.
 
-        Raises ResourceExhausted when the queue is full, DeadlineExceeded when the deadline has
-        already passed, Unavailable after close. Cancelling the future frees the queued inputs.
+        Raises ResourceExhausted when the queue is full and ``flow`` holds its share of it,
+        DeadlineExceeded when the deadline has already passed, Unavailable after close.
+        Cancelling the future frees the queued inputs.
         """
         if self._closed or self._wakeup is None:
             raise Unavailable(f"model {self.key} is not serving")
@@ -122,14 +174,29 @@ class DynamicBatcher:
         dl = math.inf if deadline is None else deadline
         if dl <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
+        self._seen[flow] = now
+        f = self._flows.get(flow)
         if self._queued >= self._cfg.max_queue_size:
-            raise ResourceExhausted(
-                f"queue of model {self.key} is full ({self._cfg.max_queue_size} requests); retry later"
-            )
+            held = 0 if f is None else f.queued
+            share = self._cfg.max_queue_size // (self._backlogged + (0 if held else 1))
+            if held >= share:
+                raise ResourceExhausted(
+                    f"queue of model {self.key} is full ({self._cfg.max_queue_size} requests) and "
+                    f"{_who(flow)} holds {held}, its share; retry later"
+                )
+        if f is None:
+            f = self._flows[flow] = _Flow(flow)
         fut: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, outputs, dl, fut, now)
-        fut.add_done_callback(lambda f, it=item: self._on_done(f, it))  # type: ignore[misc]
-        heapq.heappush(self._heap, (dl, -priority, next(self._seq), item))
+        item = _Item(inputs, rows, outputs, dl, fut, now, f)
+        fut.add_done_callback(lambda d, it=item: self._on_done(d, it))  # type: ignore[misc]
+        heapq.heappush(f.heap, (dl, -priority, next(self._seq), item))
+        if f.queued == 0:
+            self._backlogged += 1
+        f.queued += 1
+        if not f.scheduled:  # an idle device starts now: idleness earns no credit
+            f.start = max(f.start, self._vtime)
+            f.scheduled = True
+            heapq.heappush(self._ready, (f.start, next(self._seq), f))
         self._queued += 1
         self._rows += rows
         self._wakeup.set()
@@ -138,38 +205,78 @@ class DynamicBatcher:
     def withdraw(self, fut: asyncio.Future[InferenceResult]) -> bool:
         """Cancel ``fut`` only while its request is still queued (not yet taken into a batch);
         True when withdrawn. A request already computing is left to finish."""
-        for _, _, _, item in self._heap:
+        for item in self._items():
             if item.future is fut and item.queued:
                 fut.cancel()
                 return True
         return False
 
+    def _items(self) -> list[_Item]:
+        return [e[3] for f in self._flows.values() for e in f.heap]
+
+    def _dequeue(self, item: _Item) -> None:
+        item.queued = False
+        self._queued -= 1
+        self._rows -= item.rows
+        item.flow.queued -= 1
+        if item.flow.queued == 0:
+            self._backlogged -= 1
+
     def _on_done(self, fut: asyncio.Future[InferenceResult], item: _Item) -> None:
         if fut.cancelled() and item.queued:
             # Still queued: free the payload now; the heap entry is skipped when reached.
-            item.queued = False
+            self._dequeue(item)
             item.inputs = None
-            self._queued -= 1
-            self._rows -= item.rows
+
+    def _head(self, f: _Flow) -> _Item | None:
+        """The next queued request of ``f`` (withdrawn ones dropped), or None."""
+        while f.heap:
+            item = f.heap[0][3]
+            if item.queued:
+                return item
+            heapq.heappop(f.heap)
+        return None
+
+    def _contended(self, now: float) -> bool:
+        """More than one device has used the model lately."""
+        if now - self._pruned > CONTENTION_WINDOW_S:
+            self._seen = {f: t for f, t in self._seen.items() if now - t <= CONTENTION_WINDOW_S}
+            self._pruned = now
+        return len(self._seen) > 1 or self._backlogged > 1
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
         rows = 0
         now = time.monotonic()
         estimate = self._compute_estimate_s
-        while self._heap:
-            item = self._heap[0][3]
-            if not item.queued:  # cancelled while queued
-                heapq.heappop(self._heap)
+        limit = self._cfg.max_batch_size
+        cut = self._cfg.contended_batch_s
+        if cut is not None and self._row_estimate_s > 0 and self._contended(now):
+            limit = max(1, min(limit, int(cut / self._row_estimate_s)))
+        skipped: list[tuple[float, int, _Flow]] = []
+        while self._ready:
+            entry = self._ready[0]
+            f = entry[2]
+            item = self._head(f)
+            if item is None:  # nothing left of this device: it leaves the fair order
+                heapq.heappop(self._ready)
+                f.scheduled = False
+                if f.queued == 0 and self._flows.get(f.name) is f:
+                    del self._flows[f.name]
                 continue
-            if rows and rows + item.rows > self._cfg.max_batch_size:
+            if rows and rows + item.rows > limit:
                 break
             if batch and not _stackable(batch[0], item):
-                break  # another shape along a dynamic dimension: it leads the next batch
-            heapq.heappop(self._heap)
-            item.queued = False
-            self._queued -= 1
-            self._rows -= item.rows
+                # Another shape along a dynamic dimension: this device's request leads a later
+                # batch; the others may still fill this one.
+                skipped.append(heapq.heappop(self._ready))
+                continue
+            heapq.heappop(self._ready)
+            heapq.heappop(f.heap)
+            self._dequeue(item)
+            self._vtime = entry[0]
+            f.start = entry[0] + item.rows
+            heapq.heappush(self._ready, (f.start, next(self._seq), f))
             if item.deadline < now + estimate:
                 item.inputs = None
                 item.future.set_exception(
@@ -181,6 +288,8 @@ class DynamicBatcher:
                 continue
             batch.append(item)
             rows += item.rows
+        for entry in skipped:
+            heapq.heappush(self._ready, entry)
         return batch
 
     async def _supervise(self) -> None:
@@ -217,7 +326,7 @@ class DynamicBatcher:
             if self._cfg.max_queue_delay_s > 0 and self._rows < self._cfg.max_batch_size:
                 await self._wait_for_fill()
             taken[:] = self._take()
-            if not self._heap:
+            if not self._queued:
                 wakeup.clear()
             if taken:
                 await self._execute(taken)
@@ -225,7 +334,7 @@ class DynamicBatcher:
 
     async def _wait_for_fill(self) -> None:
         # Wait until the oldest request has waited max_queue_delay or the batch is full.
-        oldest = min((e[3].enqueued for e in self._heap if e[3].queued), default=None)
+        oldest = min((i.enqueued for i in self._items() if i.queued), default=None)
         if oldest is None:
             return
         until = oldest + self._cfg.max_queue_delay_s
@@ -270,6 +379,8 @@ class DynamicBatcher:
         compute = end - start
         est = self._compute_estimate_s
         self._compute_estimate_s = compute if est == 0 else 0.8 * est + 0.2 * compute
+        per_row, est = compute / rows, self._row_estimate_s
+        self._row_estimate_s = per_row if est == 0 else 0.8 * est + 0.2 * per_row
         self.batches += 1
         self.samples += rows
         if self._observer is not None:
@@ -306,13 +417,14 @@ class DynamicBatcher:
         """Stop the workers; queued requests fail with UNAVAILABLE."""
         self._closed = True
         await cancel_and_wait(*self._workers)
-        while self._heap:
-            item = heapq.heappop(self._heap)[3]
+        for item in self._items():
             if item.queued and not item.future.done():
                 item.queued = False
                 item.inputs = None
                 item.future.set_exception(Unavailable(f"model {self.key} is shutting down"))
-        self._queued = self._rows = 0
+        self._flows.clear()
+        self._ready.clear()
+        self._queued = self._rows = self._backlogged = 0
 
 
 def _fail(items: list[_Item], error: Exception) -> None:
@@ -321,6 +433,10 @@ def _fail(items: list[_Item], error: Exception) -> None:
         if not item.future.done():
             item.future.set_exception(error)
     items.clear()
+
+
+def _who(flow: str) -> str:
+    return f"device {flow!r}" if flow else "the unidentified clients"
 
 
 def _stackable(first: _Item, item: _Item) -> bool:
@@ -349,6 +465,7 @@ class DynamicBatching:
             max_queue_size=cfg.max_queue_size,
             workers=cfg.workers,
             restart_delay_s=cfg.restart_delay_s,
+            contended_batch_s=cfg.contended_batch_s,
         )
         return DynamicBatcher(spec.key, run, capped, observer)
 

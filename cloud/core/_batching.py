@@ -46,8 +46,10 @@ class Batcher(Protocol):
         outputs: tuple[str, ...] = (),
         deadline: float | None = None,
         priority: int = 2,
+        flow: str = "",
     ) -> asyncio.Future[InferenceResult]:
-        """Queue one request of ``rows`` samples; the future resolves to its result."""
+        """Queue one request of ``rows`` samples for ``flow`` (the device it came from: devices
+        share compute fairly); the future resolves to its result."""
         ...
 
     def withdraw(self, fut: asyncio.Future[InferenceResult]) -> bool:

@@ -233,7 +233,12 @@ class DataPlane:
         self, request: InferenceRequest, spec: ModelSpec, rows: int
     ) -> asyncio.Future[InferenceResult]:
         fut = self.batcher(spec.key).submit(
-            request.inputs, rows, request.outputs, request.deadline, int(request.priority)
+            request.inputs,
+            rows,
+            request.outputs,
+            request.deadline,
+            int(request.priority),
+            flow=request.device_id,
         )
         fut.add_done_callback(self._observe_queue)
         return fut

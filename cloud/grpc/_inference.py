@@ -16,6 +16,7 @@ from inference import model_config_pb2 as mc
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
 from cloud.grpc._errors import bounded, detach, handle_unary
+from cloud.grpc._peer import device_id_from_context
 from common import dtypes
 from common.errors import AimlError, Internal, Unavailable
 
@@ -184,6 +185,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         req = None
         try:
             req = infer_request_from_pb(request, "infer", context.time_remaining(), self._max_id)
+            req.device_id = device_id_from_context(context)  # compute is shared fairly by device
             result = await self._dp.submit(req)
         except AimlError as exc:
             self._count(None, key, start)
@@ -235,6 +237,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 out.put_nowait(None)
 
         eof = False
+        device = device_id_from_context(context)
 
         async def read() -> None:
             nonlocal eof
@@ -243,6 +246,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     req = None
                     try:
                         req = infer_request_from_pb(msg, "stream", None, self._max_id)
+                        req.device_id = device
                         fut = self._dp.submit(req)
                     except AimlError as exc:
                         self._record(req, msg, exc.code.value)

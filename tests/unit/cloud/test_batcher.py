@@ -143,3 +143,96 @@ async def test_requests_of_other_shapes_go_in_separate_batches() -> None:
     # Arrival order is kept; a batch ends where the width changes.
     assert seen == [(2, 3), (1, 5), (1, 3), (1, 5)]
     await b.close()
+
+
+async def test_a_flooding_device_shares_every_batch_with_the_others() -> None:
+    # The flooder's requests are all more urgent (deadline, priority) than the other device's;
+    # deadlines order only a device's own requests, batches take the devices in turn.
+    run = _Recorder()
+    run.gate.clear()
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=4, contended_batch_s=None))
+    b.start()
+    blocker = b.submit(_x(-1), 1, flow="flooder")
+    await asyncio.sleep(0.01)
+    soon = time.monotonic() + 30
+    flood = [b.submit(_x(100 + i), 1, deadline=soon, priority=3, flow="flooder") for i in range(12)]
+    mine = [b.submit(_x(i), 1, flow="device") for i in range(2)]
+    run.gate.set()
+    await asyncio.gather(blocker, *flood, *mine)
+    second = run.batches[1]
+    assert sorted(v for v in second if v < 100) == [0.0, 1.0], run.batches
+    assert [v for v in second if v >= 100] == [100.0, 101.0]  # the flooder's own EDF order
+    await b.close()
+
+
+async def test_an_idle_device_earns_no_credit() -> None:
+    # A device that was away does not get a run of batches to catch up: it starts at the
+    # current virtual time and alternates with the device that kept the model busy.
+    run = _Recorder()
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=1, contended_batch_s=None))
+    b.start()
+    await b.submit(_x(50), 1, flow="returning")
+    await asyncio.gather(*(b.submit(_x(100 + i), 1, flow="busy") for i in range(20)))
+    run.gate.clear()
+    blocker = b.submit(_x(-1), 1, flow="busy")
+    await asyncio.sleep(0.01)
+    busy = [b.submit(_x(200 + i), 1, flow="busy") for i in range(4)]
+    back = [b.submit(_x(i), 1, flow="returning") for i in range(4)]
+    run.gate.set()
+    await asyncio.gather(blocker, *busy, *back)
+    order = [v[0] for v in run.batches[22:]]
+    assert order == [200.0, 0.0, 201.0, 1.0, 202.0, 2.0, 203.0, 3.0], order
+    await b.close()
+
+
+async def test_a_device_that_filled_the_queue_cannot_lock_the_others_out() -> None:
+    run = _Recorder()
+    run.gate.clear()
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=1, max_queue_size=4))
+    b.start()
+    blocker = b.submit(_x(-1), 1, flow="flooder")
+    await asyncio.sleep(0.01)
+    flood = [b.submit(_x(1), 1, flow="flooder") for _ in range(4)]
+    with pytest.raises(ResourceExhausted, match="'flooder' holds 4, its share"):
+        b.submit(_x(1), 1, flow="flooder")
+    # The queue is full, but the other device holds less than its share (4 / 2 devices).
+    mine = [b.submit(_x(2), 1, flow="device") for _ in range(2)]
+    with pytest.raises(ResourceExhausted, match="'device' holds 2, its share"):
+        b.submit(_x(2), 1, flow="device")
+    assert b.queued == 6 and b.queued_by("device") == 2 and b.queued_by("flooder") == 4
+    run.gate.set()
+    await asyncio.gather(blocker, *flood, *mine)
+    assert b.queued == 0 and b.queued_by("flooder") == 0
+    await b.close()
+
+
+async def test_batches_are_cut_short_while_devices_share_the_model() -> None:
+    # 1 ms of compute per sample: a 4 ms contended batch holds at most 4 samples, a device
+    # alone still gets full batches.
+    async def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        await gate.wait()
+        sizes.append(len(feeds["x"]))
+        await asyncio.sleep(0.001 * len(feeds["x"]))
+        return {"y": feeds["x"]}
+
+    gate, sizes = asyncio.Event(), list[int]()
+    gate.set()
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=16, contended_batch_s=0.004))
+    b.start()
+    await b.submit(_x(0, rows=2), 2, flow="alone")  # measures the compute per sample
+    gate.clear()
+    blocker = b.submit(_x(0), 1, flow="alone")
+    await asyncio.sleep(0.01)
+    alone = [b.submit(_x(i), 1, flow="alone") for i in range(16)]
+    gate.set()
+    await asyncio.gather(blocker, *alone)
+    assert sizes[1:] == [1, 16]
+    sizes.clear()
+    gate.clear()
+    blocker = b.submit(_x(0), 1, flow="alone")
+    await asyncio.sleep(0.01)
+    shared = [b.submit(_x(i), 1, flow=f"d{i % 2}") for i in range(16)]
+    gate.set()
+    await asyncio.gather(blocker, *shared)
+    assert sum(sizes) == 17 and max(sizes[1:]) <= 4, sizes
+    await b.close()
