@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Self, get_args
+from typing import Any, ClassVar, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_settings import (
@@ -53,8 +53,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+def _named_sections(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a table of named sections (``dict[str, X]``), else None."""
+    if get_origin(annotation) is dict:
+        value = get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value
+    return None
+
+
 def _section_type(annotation: Any) -> type[BaseModel] | None:
     """The model class a field holds (``X`` or ``X | None``), else None."""
+    if get_origin(annotation) is dict:
+        return None
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
@@ -62,11 +73,21 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 
 
 def unknown_key(model: type[BaseModel], path: list[str]) -> str | None:
-    """The first part of ``path`` (joined with dots) that ``model`` has no field for."""
+    """The first part of ``path`` (joined with dots) that ``model`` has no field for (in a
+    table of named sections, ``dict[str, X]``, the part after the table's name is the entry's
+    name: any name)."""
+    named = False
     for i, part in enumerate(path):
+        if named:
+            named = False
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return ".".join(path[: i + 1])
+        table = _named_sections(field.annotation)
+        if table is not None:
+            model, named = table, True
+            continue
         sub = _section_type(field.annotation)
         if sub is None:
             return ".".join(path[: i + 2]) if i + 1 < len(path) else None
@@ -210,6 +231,10 @@ def settings_rows(cls: type[LayeredSettings]) -> list[tuple[str, str, str, str]]
             sub = _section_type(field.annotation)
             if sub is not None:
                 walk(sub, path)
+                continue
+            table = _named_sections(field.annotation)
+            if table is not None:
+                walk(table, (*path, "<name>"))
                 continue
             default = field.get_default(call_default_factory=True)
             shown = "" if default is None else json.dumps(default, default=str)

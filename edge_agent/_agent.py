@@ -26,6 +26,7 @@ from edge_agent._head import Head
 from edge_agent._load import EdgeLoad
 from edge_agent._offload import Offloader
 from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
+from edge_agent._privacy import FeaturePrivacy
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
 from edge_agent._runtime import EdgeRuntime
@@ -64,11 +65,17 @@ class EdgeAgent:
             raise InvalidArgument("no bundle: pass bundle= or set bundle (AIML021_EDGE_BUNDLE)")
         self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
         self.runtime = EdgeRuntime(self.bundle, threads=self.settings.runtime.intra_op_threads)
+        self.model_name = self.settings.model_name or self.bundle.name
+        self.privacy = FeaturePrivacy.from_settings(
+            self.settings.privacy, self.model_name, [c.name for c in self.bundle.cut_points]
+        )
         self._head = Head(
-            self.runtime, self._cut_codec, in_thread=self.settings.runtime.compute_in_thread
+            self.runtime,
+            self._cut_codec,
+            in_thread=self.settings.runtime.compute_in_thread,
+            privacy=self.privacy,
         )
         self._load = EdgeLoad()
-        self.model_name = self.settings.model_name or self.bundle.name
         self._policy_cut: str | None = None
         self._policy_codec: str | None = None
         profile = device_profile(

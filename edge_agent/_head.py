@@ -11,13 +11,15 @@ from collections.abc import Callable
 
 from common.errors import InvalidArgument
 from edge_agent._features import EncodedFeatures, encode_features, entropy_models, model_for
+from edge_agent._privacy import FeaturePrivacy
 from edge_agent._runtime import EdgeRuntime, HeadState
 from edge_agent._types import ExitOutput
 
 
 class Head:
     """Runs ``runtime`` one step at a time. ``codec_of(cut, override)`` names the codec spec
-    for a cut point (the override when given). :meth:`start` / :meth:`close` own the thread."""
+    for a cut point (the override when given); ``privacy`` (when DP is on) clips and noises the
+    tensor before it is coded. :meth:`start` / :meth:`close` own the thread."""
 
     def __init__(
         self,
@@ -25,8 +27,10 @@ class Head:
         codec_of: Callable[[str, str | None], str],
         *,
         in_thread: bool = False,
+        privacy: FeaturePrivacy | None = None,
     ) -> None:
         self.runtime = runtime
+        self.privacy = privacy
         self._codec_of = codec_of
         self._in_thread = in_thread
         self._entropy_models = entropy_models(runtime.bundle)
@@ -60,7 +64,7 @@ class Head:
     ) -> tuple[str, EncodedFeatures, float]:
         """Run to cut point ``cut`` (default: the latest one available now) and code its tensor
         with ``codec`` (default: ``codec_of``); the cut's name, the features and milliseconds
-        spent coding."""
+        spent coding. With DP on, raises ResourceExhausted once the device's budget is spent."""
         bundle = self.runtime.bundle
         names = [c.name for c in bundle.cut_points]
         name = cut or (self.runtime.available_cuts(state) or bundle.cut_points)[-1].name
@@ -70,9 +74,10 @@ class Head:
             await self.step(state)
         t = time.perf_counter()
         spec = self._codec_of(name, codec)
-        feats = encode_features(
-            state.tensors[name], spec, model_for(self._entropy_models, name, spec)
-        )
+        tensor = state.tensors[name]
+        if self.privacy is not None:
+            tensor = self.privacy.privatise(name, tensor)
+        feats = encode_features(tensor, spec, model_for(self._entropy_models, name, spec))
         return name, feats, (time.perf_counter() - t) * 1e3
 
 

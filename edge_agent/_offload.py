@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from common.errors import AimlError
+from common.errors import AimlError, ResourceExhausted
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._features import EncodedFeatures
@@ -89,7 +89,12 @@ class Offloader:
         answer with the cloud's result, or with the best local exit (route ``edge_fallback``)
         when it cannot arrive ``fallback_margin_ms`` before the deadline or fails."""
         assert self._client is not None
-        name, feats, encode_ms = await self._head.features(req.state, cut or None, codec or None)
+        try:
+            name, feats, encode_ms = await self._head.features(
+                req.state, cut or None, codec or None
+            )
+        except ResourceExhausted as exc:  # the device's privacy budget is spent
+            return await self._keep_local(req, exc)
         state = req.state
         out = self.outbound(
             req.request_id,
@@ -136,7 +141,10 @@ class Offloader:
     async def defer(self, req: OpenRequest, cut: str) -> EdgeResult:
         """Answer with the best local exit and queue the features at ``cut`` for the cloud to
         refine later (route ``deferred``; ``edge`` when there is no queue or it refused)."""
-        name, feats, encode_ms = await self._head.features(req.state, cut or None, None)
+        try:
+            name, feats, encode_ms = await self._head.features(req.state, cut or None, None)
+        except ResourceExhausted as exc:
+            return await self._keep_local(req, exc)
         await self._head.run_to_end(req.state)
         best = req.state.best_exit()
         assert best is not None
@@ -152,6 +160,13 @@ class Offloader:
             codec=feats.codec,
             queued=queued,
         )
+
+    async def _keep_local(self, req: OpenRequest, exc: ResourceExhausted) -> EdgeResult:
+        """Answer on the device when its features may not leave it (privacy budget spent)."""
+        await self._head.run_to_end(req.state)
+        best = req.state.best_exit()
+        assert best is not None
+        return self._answers.local(req, best, Route.EDGE, error=f"{exc.code.value}: {exc.message}")
 
     async def _enqueue(
         self, req: OpenRequest, cut: str, feats: EncodedFeatures, best: ExitOutput

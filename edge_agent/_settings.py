@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from common.privacy import FeaturePrivacySettings
 from common.settings import TREE_CONFIG, LayeredSettings, Section
 
 
@@ -162,6 +163,9 @@ class EdgeSettings(LayeredSettings):
     """Device identity sent in Hello (the gateway trusts the client certificate, not this)."""
     device_class: str = "generic-cpu"
     """Device class reported to the gateway and the policy."""
+    region: str = ""
+    """Region the device runs in (e.g. ``eu-west``), reported with each request and telemetry
+    batch: the gateway's metrics, drift and daily summary break down by it."""
     gateway: str | None = None
     """Gateway address ``host:port``; None runs the agent offline (local answers and replay)."""
     bundle: Path | None = None
@@ -184,6 +188,8 @@ class EdgeSettings(LayeredSettings):
     """The offline replay queue."""
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     """Telemetry batching."""
+    privacy: FeaturePrivacySettings = Field(default_factory=FeaturePrivacySettings)
+    """Differential privacy on offloaded features (off by default; docs/privacy.md)."""
 
     @model_validator(mode="after")
     def _check(self) -> EdgeSettings:

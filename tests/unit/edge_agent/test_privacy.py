@@ -1,0 +1,117 @@
+"""Differential privacy on offloaded features, end to end against the real gateway: what leaves
+the device is clipped and noised, the device's budget is enforced and survives restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiml021.session.v1 import session_pb2
+
+import common.codecs as codecs
+from common.errors import InvalidArgument
+from common.settings import nest
+from edge_agent import EdgeAgent, EdgeSettings, Route
+from tests.support.edge_bundle import images
+from tests.support.gateway import running_gateway
+
+
+def _settings(bundle: Path, port: int, **kw: object) -> EdgeSettings:
+    base: dict[str, object] = {
+        "bundle": bundle,
+        "tls.insecure": True,
+        "gateway": f"127.0.0.1:{port}",
+        "routing.sla_ms": 3000,
+        "cache.entries": 0,
+        "telemetry.interval_s": 0.05,
+    }
+    return EdgeSettings(**nest({**base, **kw}))
+
+
+def _sent(headers: Sequence[session_pb2.InferHeader]) -> list[np.ndarray]:
+    return [np.asarray(codecs.decode(h.payload)) for h in headers]
+
+
+def _raw(agent: EdgeAgent, image: np.ndarray, cut: str) -> np.ndarray:
+    state = agent.runtime.start(agent.runtime.prepare(image))
+    while cut not in state.tensors:
+        agent.runtime.step(state)
+    return np.asarray(state.tensors[cut])
+
+
+async def test_dp_is_off_by_default_and_features_leave_unchanged(
+    bundle_dir: Path, gateway_models_dir: Path
+) -> None:
+    async with running_gateway(gateway_models_dir) as gw:
+        async with EdgeAgent(_settings(bundle_dir, gw.port)) as agent:
+            assert agent.privacy is None
+            assert await agent.wait_connected(5)
+            img = images(1)[0]
+            result = await agent.infer(img)
+            assert result.route is Route.CLOUD
+            cut = gw.frames.headers[0].cut_point
+            assert np.array_equal(_sent(gw.frames.headers)[0], _raw(agent, img, cut))
+
+
+async def test_offloaded_features_are_clipped_and_noised(
+    bundle_dir: Path, gateway_models_dir: Path
+) -> None:
+    dp = {"privacy.enabled": True, "privacy.epsilon": 8.0, "privacy.clip_norm": 1.0}
+    async with running_gateway(gateway_models_dir) as gw:
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **dp)) as agent:
+            assert await agent.wait_connected(5)
+            imgs = images(4)
+            results = await asyncio.gather(*(agent.infer(im) for im in imgs))
+            assert all(r.route is Route.CLOUD for r in results)
+            privacy = agent.privacy
+            assert privacy is not None
+            by_id = {r.request_id: im for r, im in zip(results, imgs, strict=True)}
+            for header, sent in zip(gw.frames.headers, _sent(gw.frames.headers), strict=True):
+                mech = privacy.mechanisms[header.cut_point]
+                raw = _raw(agent, by_id[header.request_id], header.cut_point)
+                assert np.linalg.norm(raw) > 1.0  # so clipping had work to do
+                noise = sent - mech.clip(raw)
+                # What left is the clipped tensor plus noise of the calibrated scale.
+                assert float(noise.std()) == pytest.approx(mech.sigma, rel=0.1)
+                assert abs(float(noise.mean())) < mech.sigma * 0.1
+            assert privacy.accountant.releases == {mech.noise_multiplier: 4}
+
+
+async def test_spent_budget_keeps_features_on_the_device_across_restarts(
+    bundle_dir: Path, gateway_models_dir: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger" / "privacy.json"
+    dp = {
+        "privacy.enabled": True,
+        "privacy.epsilon": 4.0,
+        "privacy.clip_norm": 1.0,
+        "privacy.budget_epsilon": 7.0,  # room for two releases at ε=4 (RDP composition)
+        "privacy.accountant_path": ledger,
+    }
+    async with running_gateway(gateway_models_dir) as gw:
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **dp)) as agent:
+            assert await agent.wait_connected(5)
+            routes = [(await agent.infer(im)).route for im in images(2)]
+            assert routes == [Route.CLOUD, Route.CLOUD]
+            refused = await agent.infer(images(1, seed=9)[0])
+            assert refused.route is Route.EDGE and refused.bytes_sent == 0
+            assert refused.error and "privacy budget" in refused.error
+            assert refused.exit_name == "final"  # answered by the device's own best exit
+        sent_before = len(gw.frames.headers)
+        assert sent_before == 2
+        async with EdgeAgent(_settings(bundle_dir, gw.port, **dp)) as agent:
+            assert await agent.wait_connected(5)
+            again = await agent.infer(images(1, seed=10)[0])
+            assert again.route is Route.EDGE and "privacy budget" in (again.error or "")
+        assert len(gw.frames.headers) == sent_before  # nothing more left the device
+
+
+async def test_privacy_on_without_a_clipping_norm_refuses_to_start(bundle_dir: Path) -> None:
+    settings = EdgeSettings(
+        **nest({"bundle": bundle_dir, "privacy.enabled": True, "privacy.epsilon": 1.0})
+    )
+    with pytest.raises(InvalidArgument, match=r"privacy\.clip_norm"):
+        EdgeAgent(settings)
