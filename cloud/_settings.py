@@ -31,6 +31,13 @@ class ServerSettings(Section):
     """gRPC port (0 picks a free port; see ``port_file``)."""
     port_file: Path | None = None
     """When set, the bound gRPC, metrics and REST ports are written here as JSON once serving."""
+    workers: int = Field(default=1, ge=1)
+    """Gateway processes on this host (``serve --workers``): a supervisor starts this many,
+    each binding the same gRPC and REST ports (SO_REUSEPORT, the kernel spreads connections),
+    and restarts one that dies. More than one needs shared stores (``stores.backend = redis``)."""
+    reuse_port: bool = False
+    """Bind the gRPC and REST ports with SO_REUSEPORT so that other processes of the same user
+    can bind them too (set by ``serve --workers`` for its workers)."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
     fit_message_limit_to_models: bool = True
@@ -278,6 +285,12 @@ class GatewaySettings(LayeredSettings):
     def _check(self) -> GatewaySettings:
         if self.session.max_chunk_bytes > self.server.max_message_bytes:
             raise ValueError("session.max_chunk_bytes must not exceed server.max_message_bytes")
+        if self.server.workers > 1 and self.stores.backend != "redis":
+            raise ValueError(
+                f"server.workers = {self.server.workers} needs shared stores: set stores.backend "
+                "to redis (each worker's memory store would let a retry that lands on another "
+                "worker compute again)"
+            )
         host = self.server.host
         if (
             self.tls.insecure

@@ -27,6 +27,7 @@ from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
 from cloud._settings import GatewaySettings
+from cloud._workers_rollouts import SharedRollouts
 from cloud.backends import Backend, OnnxRuntimeBackend
 from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
@@ -221,6 +222,7 @@ class Gateway:
         self._health: health.aio.HealthServicer | None = None
         self._model_health: ModelHealth | None = None
         self._trimmer: HeapTrimmer | None = None
+        self._shared_rollouts: SharedRollouts | None = None
         self.port = 0
         self.metrics_port: int | None = None
         self.rest_port: int | None = None
@@ -277,6 +279,9 @@ class Gateway:
         if self.stores is not None:
             await self.stores.start()
         await self.dataplane.start()
+        if s.stores.backend == "redis":  # workers and replicas route every request alike
+            self._shared_rollouts = SharedRollouts(self.rollouts, s.stores.redis_url)
+            await self._shared_rollouts.start()
         server = grpc_server(s.server, [StatusGuard()], self._receive_limit())
         served = self._mount_grpc(server)
         self.service_names = served
@@ -296,7 +301,9 @@ class Gateway:
         if s.metrics.port is not None:
             self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
         if s.rest.port is not None:
-            self._rest_server = RestServer(self.rest.app(), s.server.host, s.rest.port, s.tls)
+            self._rest_server = RestServer(
+                self.rest.app(), s.server.host, s.rest.port, s.tls, reuse_port=s.server.reuse_port
+            )
             await self._rest_server.start()
             self.rest_port = self._rest_server.port
         if s.server.port_file is not None:
@@ -345,6 +352,9 @@ class Gateway:
         await self.sessions.drain(reason, self.settings.drain_grace_s)
         await self._server.stop(grace=self.settings.drain_grace_s)
         self._server = None
+        if self._shared_rollouts is not None:
+            await self._shared_rollouts.close()
+            self._shared_rollouts = None
         await self.router.close()
         await self.dataplane.close()
         if self.stores is not None:

@@ -18,6 +18,7 @@ FLAGS: dict[str, str] = {
     "host": "server.host",
     "port": "server.port",
     "port_file": "server.port_file",
+    "workers": "server.workers",
     "metrics_port": "metrics.port",
     "rest_port": "rest.port",
     "insecure": "tls.insecure",
@@ -48,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = free [metrics.port]")
     p.add_argument("--rest-port", type=int, help="REST port [rest.port]")
     p.add_argument("--port-file", type=Path, help="write bound ports as JSON [server.port_file]")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the ports (SO_REUSEPORT); >1 needs --stores redis "
+        "[server.workers]",
+    )
     sec = p.add_mutually_exclusive_group()
     sec.add_argument(
         "--insecure",
@@ -88,7 +95,12 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 def _serve(args: argparse.Namespace) -> int:
     from cloud.app import Gateway
 
-    asyncio.run(Gateway.from_settings(settings_from_args(args)).serve_forever())
+    settings = settings_from_args(args)
+    if settings.server.workers > 1:
+        from cloud._workers import serve_workers
+
+        return serve_workers(settings)
+    asyncio.run(Gateway.from_settings(settings).serve_forever())
     return 0
 
 

@@ -170,6 +170,26 @@ class RolloutManager:
         log.info("rollout of %s: %s", r.model_name, r)
         return r
 
+    def rollouts(self) -> list[Rollout]:
+        """Every rollout set, one per model."""
+        return list(self._rollouts.values())
+
+    def adopt(self, rollout: Rollout) -> bool:
+        """Install, as is (``updated_at`` and state kept), a rollout another gateway process set
+        or decided (rollouts shared over Redis); this process's stats of it start over. False
+        (and nothing changes) when a version it names is not served here."""
+        r = rollout
+        versions = [r.stable_version] + ([r.candidate_version] if r.candidate_version else [])
+        missing = [v for v in versions if not self._has_version(r.model_name, v)]
+        if missing:
+            log.warning("shared rollout of %s names unserved versions %s", r.model_name, missing)
+            return False
+        if self._rollouts.get(r.model_name) != r:
+            self._rollouts[r.model_name] = r
+            self._stats[r.model_name] = RolloutStats()
+            log.info("rollout of %s adopted: %s", r.model_name, r)
+        return True
+
     def get(self, model_name: str) -> tuple[Rollout, RolloutStats]:
         """The rollout of ``model_name`` and its stats (NotFound when none was set)."""
         r = self._rollouts.get(model_name)

@@ -69,7 +69,7 @@ def grpc_server(
         ("grpc.http2.min_ping_interval_without_data_ms", ms(s.min_client_ping_interval_s)),
         ("grpc.http2.max_ping_strikes", s.max_ping_strikes),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(s.reuse_port)),
     ]
     return grpc.aio.server(options=options, interceptors=list(interceptors))
 

@@ -52,10 +52,13 @@ def _config(app: Any, host: str, tls: TlsSettings) -> uvicorn.Config:
 class RestServer:
     """The REST front door on ``host:port`` (0 picks a free port, see :attr:`port`)."""
 
-    def __init__(self, app: Any, host: str, port: int, tls: TlsSettings) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, tls: TlsSettings, *, reuse_port: bool = False
+    ) -> None:
         self._server = _Server(_config(app, host, tls))
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.create_server((host, port), family=family, reuse_port=False)
+        # reuse_port: the other workers of ``serve --workers`` bind the same port
+        self._sock = socket.create_server((host, port), family=family, reuse_port=reuse_port)
         self.port: int = self._sock.getsockname()[1]
         self._task: asyncio.Task[None] | None = None
 
