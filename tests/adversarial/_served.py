@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 DEVICES = ["probe", "attacker", "attacker-2", "other-1", "other-2", "other-3"]
 """Device certificates the PKI holds (``pki/<device>.pem``)."""
+MODELS_SERVED = [
+    "fmnist_branchy",
+    "fmnist_branchy.cut1",
+    "fmnist_branchy.cut2",
+    "fmnist_edge_small",
+]
+"""What ``aiml021 serve --models models/`` serves (a device may not list the repository)."""
 
 
 def rss_mb(pid: int) -> float:
@@ -120,8 +127,7 @@ def warm_up(gw: ServedGateway, device: str = "probe") -> None:
     first, slow run in onnxruntime."""
     with grpc.secure_channel(gw.address, gw.credentials(device)) as ch:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(ch)
-        index = stub.RepositoryIndex(grpc_service_pb2.RepositoryIndexRequest(), timeout=10)
-        for model in {m.name for m in index.models}:
+        for model in MODELS_SERVED:
             meta = stub.ModelMetadata(grpc_service_pb2.ModelMetadataRequest(name=model), timeout=10)
             req = grpc_service_pb2.ModelInferRequest(model_name=model)
             for t in meta.inputs:
@@ -217,6 +223,7 @@ def probe(gw: ServedGateway, mode: str = "session", interval_ms: float = 20.0) -
 __all__ = [
     "DEVICES",
     "MODELS",
+    "MODELS_SERVED",
     "Probe",
     "Sample",
     "ServedGateway",

@@ -23,14 +23,8 @@ from tests.adversarial._attack import under_attack
 from tests.adversarial._client import next_answer, open_session
 from tests.adversarial._frames import chunk, header
 from tests.adversarial._infer import infer_request, many, reference_logits, stub, timed
-from tests.adversarial._served import MODELS, ROOT, Probe, ServedGateway
+from tests.adversarial._served import MODELS, MODELS_SERVED, ROOT, Probe, ServedGateway
 
-MODELS_SERVED = [
-    "fmnist_branchy",
-    "fmnist_branchy.cut1",
-    "fmnist_branchy.cut2",
-    "fmnist_edge_small",
-]
 GARBAGE = b"\xff\xff\xff\xff\x0fthis is not protobuf"
 INFERENCE = "inference.GRPCInferenceService"
 
