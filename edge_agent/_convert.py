@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 
 import grpc
+import numpy as np
 from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.policy.v1 import policy_pb2
 from aiml021.session.v1 import session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
 
+from common import tensors
 from common.dtypes import dtype_to_proto
 from common.errors import AimlError, ErrorCode, error_from_code
 from common.prototime import (
@@ -87,6 +89,8 @@ class CloudAnswer:
     queue_ms: float
     cloud_compute_ms: float
     decode_ms: float
+    outputs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """The model's output tensors (a detector's map, a recogniser's steps...), by name."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +179,6 @@ def infer_frames(
         model_name=req.model_name,
         model_version=req.model_version,
         cut_point=req.cut_point,
-        encoding=_encoding(req.features),
         total_bytes=len(payload),
         deadline=timestamp_from_s(req.deadline),
         priority=request_pb2.PRIORITY_HIGH if req.high_priority else request_pb2.PRIORITY_NORMAL,
@@ -191,6 +194,11 @@ def infer_frames(
         deferred=req.deferred,
         payload_digest=req.digest,
     )
+    if req.features.parts:  # a multi-tensor cut: one part per tensor, each with its own codec
+        for name, part in req.features.parts:
+            header.parts.add(name=name, encoding=_encoding(part), payload_bytes=len(part.payload))
+    else:
+        header.encoding.CopyFrom(_encoding(req.features))
     if inline:
         header.payload = payload
     frames = [session_pb2.ConnectRequest(infer_header=header)]  # copies the header
@@ -297,6 +305,9 @@ def incoming(msg: session_pb2.ConnectResponse) -> Incoming | None:
             queue_ms=duration_to_ms(r.timing.queue),
             cloud_compute_ms=duration_to_ms(r.timing.cloud_compute),
             decode_ms=duration_to_ms(r.timing.decode),
+            outputs={
+                t.name: tensors.from_proto(t) for t in r.outputs if not t.HasField("encoding")
+            },
         )
     if kind == "infer_error":
         e = msg.infer_error

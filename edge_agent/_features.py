@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,9 @@ class EncodedFeatures:
     crc32c: int
     framed: bool = True
     """True when ``payload`` is a common.codecs frame; False for bare float32 bytes."""
+    parts: tuple[tuple[str, EncodedFeatures], ...] = ()
+    """The tensors of a multi-tensor cut, by the tail input each feeds (``payload`` is their
+    payloads in this order); empty for one tensor."""
 
 
 def _codecs() -> Any | None:
@@ -101,6 +105,35 @@ def encode_features(
     )
 
 
+def combine_features(parts: Mapping[str, EncodedFeatures]) -> EncodedFeatures:
+    """One offload of a multi-tensor cut (an FPN's lateral outputs...): each tensor coded on its
+    own (its own codec), their payloads concatenated in order; sent as ``InferHeader.parts``."""
+    if not parts:
+        raise ValueError("a multi-tensor offload needs at least one tensor")
+    items = tuple(parts.items())
+    payload = b"".join(f.payload for _, f in items)
+    first = items[0][1]
+    return EncodedFeatures(
+        payload=payload,
+        codec="+".join(f.codec for _, f in items),
+        dtype=first.dtype,
+        shape=(),
+        original_bytes=sum(f.original_bytes for _, f in items),
+        crc32c=crc32c(payload),
+        framed=all(f.framed for _, f in items),
+        parts=items,
+    )
+
+
+def encode_cut(
+    tensors: Mapping[str, np.ndarray], codecs: Mapping[str, str | None] | str | None = None
+) -> EncodedFeatures:
+    """Encode the tensors of a cut, each with its codec (one spec for all, or one per name;
+    ``raw`` when None), as one multi-tensor offload (:func:`combine_features`)."""
+    per = codecs if isinstance(codecs, Mapping) else dict.fromkeys(tensors, codecs)
+    return combine_features({n: encode_features(a, per.get(n)) for n, a in tensors.items()})
+
+
 def decode_features(payload: bytes, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Inverse of :func:`encode_features` (frames; bare float32 needs ``shape``)."""
     codecs = _codecs()
@@ -114,8 +147,10 @@ def decode_features(payload: bytes, shape: tuple[int, ...] | None = None) -> np.
 __all__ = [
     "RAW",
     "EncodedFeatures",
+    "combine_features",
     "crc32c",
     "decode_features",
+    "encode_cut",
     "encode_features",
     "entropy_models",
     "model_for",

@@ -5,7 +5,7 @@ implementation imports here."""
 from cloud.core._accounting import calibrate
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
-from cloud.core._codec import CODEC_RAW, PayloadFormat, decode_payload
+from cloud.core._codec import CODEC_RAW, PayloadFormat, PayloadPart, decode_payload
 from cloud.core._dataplane import DataPlane, content_hash, monotonic_deadline
 from cloud.core._decoding import PayloadDecoder
 from cloud.core._hooks import (
@@ -84,6 +84,7 @@ __all__ = [
     "ModelSpec",
     "PayloadDecoder",
     "PayloadFormat",
+    "PayloadPart",
     "Priority",
     "RegistryView",
     "RequestHeader",

@@ -36,6 +36,27 @@ class PayloadFormat:
         return math.prod(self.shape) * dtypes.lookup(self.dtype).itemsize
 
 
+@dataclass(slots=True)
+class PayloadPart:
+    """One tensor of a multi-tensor request (``InferHeader.parts``): the model input it feeds,
+    what its header declares, and how many of the payload's bytes are its own."""
+
+    name: str
+    format: PayloadFormat
+    nbytes: int
+
+
+def split_payload(payload: bytes, parts: tuple[PayloadPart, ...]) -> list[bytes]:
+    """The bytes of each part, in order (the sizes were checked against the payload's length
+    when the header was accepted)."""
+    out, offset = [], 0
+    view = memoryview(payload)
+    for part in parts:
+        out.append(bytes(view[offset : offset + part.nbytes]))
+        offset += part.nbytes
+    return out
+
+
 def decode_payload(
     payload: bytes, fmt: PayloadFormat, max_decoded_bytes: int, entropy_models: Any = None
 ) -> np.ndarray:
@@ -84,4 +105,4 @@ def decode_payload(
         raise CodecError(f"cannot decode {fmt.codec_name!r} payload: {exc}") from exc
 
 
-__all__ = ["CODEC_RAW", "PayloadFormat", "decode_payload"]
+__all__ = ["CODEC_RAW", "PayloadFormat", "PayloadPart", "decode_payload", "split_payload"]

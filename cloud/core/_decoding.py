@@ -20,10 +20,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from cloud._metrics import GatewayMetrics
-from cloud.core._codec import decode_payload
+from cloud.core._codec import PayloadFormat, decode_payload, split_payload
 from cloud.core._session_types import Pending
 from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec
-from common.errors import ResourceExhausted
+from common.errors import InvalidArgument, ResourceExhausted
 
 
 class DataPlane(Protocol):
@@ -52,11 +52,12 @@ class PayloadDecoder:
     def submit(
         self, dp: DataPlane, req: InferenceRequest, payload: bytes, p: Pending, entropy: Any
     ) -> asyncio.Future[InferenceResult]:
-        """Decode ``payload`` as ``p`` declared, put the tensor in ``req`` and submit it; the
+        """Decode ``payload`` as ``p`` declared, put the tensors in ``req`` and submit it; the
         future resolves to the result. A raw payload is submitted at once (errors raise here); a
-        frame is decoded on the pool first (its errors resolve the future). Sets ``p.decode_s``."""
-        fmt = p.header.payload
-        if fmt.is_raw and len(payload) == fmt.raw_bytes():
+        frame is decoded on the pool first (its errors resolve the future). Sets ``p.decode_s``.
+        A multi-tensor payload (``InferHeader.parts``) is split and each part decoded as its own
+        header declared."""
+        if all(fmt.is_raw and len(b) == fmt.raw_bytes() for fmt, b in _pieces(p, payload)):
             return _submit(dp, req, p, self._decode(dp, req, payload, p, entropy))
         if self.waiting >= self.max_waiting:
             raise ResourceExhausted(
@@ -73,27 +74,37 @@ class PayloadDecoder:
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            arr = await loop.run_in_executor(self._pool, self._decode, dp, req, payload, p, entropy)
+            arrs = await loop.run_in_executor(
+                self._pool, self._decode, dp, req, payload, p, entropy
+            )
         finally:
             self.waiting -= 1
         del payload  # the frame's bytes go before the computation
-        return await _submit(dp, req, p, arr)
+        return await _submit(dp, req, p, arrs)
 
     def _decode(
         self, dp: DataPlane, req: InferenceRequest, payload: bytes, p: Pending, entropy: Any
-    ) -> np.ndarray:
-        fmt = p.header.payload
+    ) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
+        arrs: dict[str, np.ndarray] = {}
+        names = [part.name for part in p.header.parts] or [p.spec.inputs[0].name]
+        ranks = {t.name: len(t.shape) for t in p.spec.inputs}
+        codecs: list[str] = []
         try:
-            arr = decode_payload(payload, fmt, self.max_bytes, entropy)
-        finally:  # the frame names its codec; counted under that name once it was read
-            req.codec = fmt.codec_name
+            for name, (fmt, piece) in zip(names, _pieces(p, payload), strict=True):
+                try:
+                    arr = decode_payload(piece, fmt, self.max_bytes, entropy)
+                finally:
+                    codecs.append(fmt.codec_name)
+                arrs[name] = arr[None] if arr.ndim == ranks[name] - 1 else arr
+        finally:  # each frame names its codec; counted under that name once it was read
+            req.codec = "+".join(codecs)
             m = dp.metrics
             m.child(m.bytes_received, req.codec).inc(len(payload))
         p.decode_s = time.perf_counter() - t0
-        if arr.ndim == len(p.spec.inputs[0].shape) - 1:
-            arr = arr[None]
-        return arr
+        if len({a.shape[0] for a in arrs.values()}) > 1:
+            raise InvalidArgument("InferHeader.parts decode to different batch sizes")
+        return arrs
 
     def close(self) -> None:
         """Stop the threads (decodes in progress finish; nothing waits for them)."""
@@ -102,11 +113,20 @@ class PayloadDecoder:
             self._pool = None
 
 
+def _pieces(p: Pending, payload: bytes) -> list[tuple[PayloadFormat, bytes]]:
+    """(declared format, bytes) of each tensor of the request."""
+    parts = p.header.parts
+    if not parts:
+        return [(p.header.payload, payload)]
+    return list(zip([part.format for part in parts], split_payload(payload, parts), strict=True))
+
+
 def _submit(
-    dp: DataPlane, req: InferenceRequest, p: Pending, arr: np.ndarray
+    dp: DataPlane, req: InferenceRequest, p: Pending, arrs: dict[str, np.ndarray]
 ) -> asyncio.Future[InferenceResult]:
-    req.inputs = {p.spec.inputs[0].name: arr}
-    return dp.submit(req, p.spec, rows=arr.shape[0])  # checked at the header
+    req.inputs = arrs
+    rows = next(iter(arrs.values())).shape[0]
+    return dp.submit(req, p.spec, rows=rows)  # checked at the header
 
 
 __all__ = ["PayloadDecoder"]

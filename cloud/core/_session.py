@@ -32,7 +32,7 @@ from cloud.core._session_types import (
     SessionSink,
 )
 from cloud.core._types import InferenceRequest, InferenceResult
-from cloud.core._validate import check_payload_format
+from cloud.core._validate import check_payload_format, check_payload_parts
 from common.errors import (
     AimlError,
     AlreadyExists,
@@ -158,11 +158,16 @@ class SessionCore:
                 f"{lim.max_request_bytes}"
             )
         spec = self._dp.repository.resolve_cut(h.model_name, h.model_version, h.cut_point)
-        check_payload_format(spec, h.payload)
-        if h.payload.raw_bytes() > lim.max_request_bytes * 64:
+        formats = [p.format for p in h.parts] if h.parts else [h.payload]
+        if h.parts:
+            check_payload_parts(spec, h.parts, h.total_bytes)
+        else:
+            check_payload_format(spec, h.payload)
+        decoded = sum(f.raw_bytes() for f in formats)
+        if decoded > lim.max_request_bytes * 64:
             raise ResourceExhausted(
-                f"declared tensor shape {list(h.payload.shape)} decodes to "
-                f"{h.payload.raw_bytes()} bytes, over the gateway's limit"
+                f"declared tensor shapes {[list(f.shape) for f in formats]} decode to "
+                f"{decoded} bytes, over the gateway's limit"
             )
         if h.deadline is not None and h.deadline <= time.monotonic():
             raise DeadlineExceeded("the request's deadline passed before it was opened")

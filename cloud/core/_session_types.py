@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cloud.core._codec import PayloadFormat
+from cloud.core._codec import PayloadFormat, PayloadPart
 from cloud.core._types import InferenceRequest, InferenceResult, ModelSpec, Priority
 from common.errors import AimlError
 from policy import DecisionContext
@@ -56,6 +56,9 @@ class RequestHeader:
     deadline: float | None = None
     """Monotonic instant, or None."""
     priority: Priority = Priority.NORMAL
+    parts: tuple[PayloadPart, ...] = ()
+    """The tensors of a multi-tensor request (InferHeader.parts), payload in this order; empty:
+    one tensor, described by ``payload``."""
     idempotency_key: str = ""
     payload_digest: bytes = b""
     deferred: bool = False

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cloud.core._codec import PayloadFormat
+from cloud.core._codec import PayloadFormat, PayloadPart
 from cloud.core._types import ModelSpec, TensorSpec
 from common.errors import InvalidArgument
 
@@ -124,10 +124,43 @@ def check_payload_format(spec: ModelSpec, fmt: PayloadFormat) -> int:
     return check_input(spec, t, fmt.dtype, shape, " (InferHeader.encoding)")
 
 
+def check_payload_parts(spec: ModelSpec, parts: Sequence[PayloadPart], total_bytes: int) -> int:
+    """Check a multi-tensor session header (``InferHeader.parts``) against ``spec``: one part per
+    input, each declared like a single payload, one batch size, sizes adding up to
+    ``total_bytes``; returns the batch size."""
+    names = [t.name for t in spec.inputs]
+    given = [p.name for p in parts]
+    if len(given) != len(names) or set(given) != set(names):
+        shown = given[:8] + (["..."] if len(given) > 8 else [])
+        raise InvalidArgument(
+            f"model {spec.key} takes inputs {names}; InferHeader.parts names {shown} "
+            "(one part per input, each once)"
+        )
+    by_name = {t.name: t for t in spec.inputs}
+    rows = -1
+    for part in parts:
+        if part.nbytes <= 0:
+            raise InvalidArgument(f"part {part.name!r}: payload_bytes must be > 0")
+        t = by_name[part.name]
+        fmt = part.format
+        shape = fmt.shape if len(fmt.shape) == len(t.shape) else (1, *fmt.shape)
+        n = check_input(spec, t, fmt.dtype, shape, f" (InferHeader.parts {part.name!r})")
+        if rows not in (-1, n):
+            raise InvalidArgument(f"model {spec.key}: InferHeader.parts disagree on the batch size")
+        rows = n
+    if sum(p.nbytes for p in parts) != total_bytes:
+        raise InvalidArgument(
+            f"InferHeader.parts carry {sum(p.nbytes for p in parts)} bytes but total_bytes is "
+            f"{total_bytes}; they must be equal"
+        )
+    return rows
+
+
 __all__ = [
     "check_input",
     "check_outputs",
     "check_payload_format",
+    "check_payload_parts",
     "largest_request_bytes",
     "validate_inputs",
     "wire_bytes_per_element",

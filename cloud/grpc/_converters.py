@@ -19,6 +19,7 @@ from cloud.core import (
     InferenceResult,
     ModelSpec,
     PayloadFormat,
+    PayloadPart,
     Priority,
     RequestHeader,
     SessionLimits,
@@ -158,18 +159,15 @@ _RAW_STAGES = ((), (tensor_pb2.CODEC_KIND_RAW,))
 
 def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
     """Core header of an InferHeader (deadline turned into a monotonic instant)."""
-    enc = h.encoding
-    stages = tuple([s.kind for s in enc.codec.stages])
-    if tensor_pb2.CODEC_KIND_UNSPECIFIED in stages:
-        raise InvalidArgument("codec stage kind CODEC_KIND_UNSPECIFIED is not allowed")
-    shape = tuple(enc.shape)
-    if shape and min(shape) < 0:
-        raise InvalidArgument(f"encoding.shape {list(shape)} has a negative dimension")
-    fmt = PayloadFormat(
-        dtype_from_proto(enc.dtype),
-        shape,
-        stages,
-        enc.codec.text or ("raw" if stages in _RAW_STAGES else "coded"),
+    parts = tuple(
+        PayloadPart(p.name, _payload_format(p.encoding), p.payload_bytes) for p in h.parts
+    )
+    if parts and h.HasField("encoding"):
+        raise InvalidArgument("InferHeader.encoding must be unset when parts are given")
+    fmt = (
+        PayloadFormat(parts[0].format.dtype, (), (), "parts")
+        if parts
+        else _payload_format(h.encoding)
     )
     deadline = None
     if h.HasField("deadline"):
@@ -180,6 +178,7 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         model_version=h.model_version,
         cut_point=h.cut_point,
         payload=fmt,
+        parts=parts,
         total_bytes=h.total_bytes,
         deadline=deadline,
         priority=_PRIORITY.get(h.priority, Priority.NORMAL),
@@ -188,6 +187,21 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         deferred=h.deferred,
         inline_payload=h.payload,
         context=request_context_from_proto(h.context) if h.HasField("context") else None,
+    )
+
+
+def _payload_format(enc: tensor_pb2.EncodedTensorHeader) -> PayloadFormat:
+    stages = tuple([s.kind for s in enc.codec.stages])
+    if tensor_pb2.CODEC_KIND_UNSPECIFIED in stages:
+        raise InvalidArgument("codec stage kind CODEC_KIND_UNSPECIFIED is not allowed")
+    shape = tuple(enc.shape)
+    if shape and min(shape) < 0:
+        raise InvalidArgument(f"encoding.shape {list(shape)} has a negative dimension")
+    return PayloadFormat(
+        dtype_from_proto(enc.dtype),
+        shape,
+        stages,
+        enc.codec.text or ("raw" if stages in _RAW_STAGES else "coded"),
     )
 
 
