@@ -5,6 +5,7 @@ callable that runs the described steps on one input; the OCR steps turn a BGR fr
 lines with calibrated confidences. See docs/bundles.md (Pipelines).
 """
 
+from common.pipeline._cascade import Cascade, Refine, RoutedLine, region_input
 from common.pipeline._confidence import (
     FITS,
     Line,
@@ -19,17 +20,27 @@ from common.pipeline._detect import db_boxes, det_preprocess, target_size, uncli
 from common.pipeline._recognize import crop_line, line_input
 from common.pipeline._registry import STEPS, Models, step
 from common.pipeline._runner import Pipeline, load_pipeline
-from common.pipeline._spec import SCHEMA, PipelineSpec, builtin_pipelines, pipeline_path
+from common.pipeline._spec import (
+    SCHEMA,
+    CascadeSpec,
+    PipelineSpec,
+    builtin_pipelines,
+    pipeline_path,
+)
 
 __all__ = [
     "FITS",
     "SCHEMA",
     "STEPS",
+    "Cascade",
+    "CascadeSpec",
     "Decoded",
     "Line",
     "Models",
     "Pipeline",
     "PipelineSpec",
+    "Refine",
+    "RoutedLine",
     "apply_calibration",
     "builtin_pipelines",
     "charset_from_metadata",
@@ -43,6 +54,7 @@ __all__ = [
     "line_score",
     "load_pipeline",
     "pipeline_path",
+    "region_input",
     "reliability",
     "step",
     "target_size",

@@ -72,6 +72,35 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class CascadeSpec(BaseModel):
+    """A cascade to a larger cloud model (FR-004): a line whose calibrated confidence is below
+    ``threshold`` is read again by ``cloud_model``, served by the gateway, from the region of the
+    original frame that its box covers (never from the edge model's features)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(ge=0.0, le=1.01)
+    """Lines with confidence below it go to the cloud (0: none does; above 1: all do)."""
+    cloud_model: str = Field(min_length=1)
+    """Name the gateway serves the cloud recogniser under (a bundle, Triton model or ONNX)."""
+    cloud_version: str = ""
+    """Its version (empty: the gateway's choice)."""
+    charset: str
+    """Entry of ``models`` whose ONNX metadata holds the cloud recogniser's character list (the
+    file is only read for it: the edge never runs that model)."""
+    charset_key: str = "character"
+    height: int = Field(default=48, gt=0, le=256)
+    """Height the region is resized to (the cloud recogniser's input height)."""
+    min_width: int = Field(default=16, gt=0, le=4096)
+    max_width: int = Field(default=1280, gt=0, le=8192)
+    """Region widths are kept between these (aspect ratio kept below ``max_width``)."""
+    codec: str = "raw"
+    """Codec of the region tensor on the wire (``common.codecs`` spec)."""
+    calibration: dict[str, Any] = Field(default_factory=lambda: {"method": "identity"})
+    """Calibration of the cloud's line score (``min`` over its emitted steps), as the
+    ``calibrate`` step takes it."""
+
+
 class PipelineSpec(BaseModel):
     """A whole pipeline description."""
 
@@ -86,6 +115,8 @@ class PipelineSpec(BaseModel):
     steps: list[StepSpec] = Field(min_length=1)
     calibration: dict[str, Any] | None = None
     """Free-form record of the last ``aiml021 ocr-eval --write`` (split, n, ECE before/after)."""
+    cascade: CascadeSpec | None = None
+    """Send doubtful lines to a larger cloud model (``common.pipeline.Cascade``)."""
 
     def check(self, registered: set[str]) -> None:
         """Every op registered, every value defined before it is read, models known."""
@@ -108,6 +139,10 @@ class PipelineSpec(BaseModel):
         absent = [v for v in self.outputs if v not in known]
         if absent:
             raise ValueError(f"outputs {absent} are never written")
+        if self.cascade is not None and self.cascade.charset not in self.models:
+            raise ValueError(f"cascade.charset: model {self.cascade.charset!r} is not in models")
+        if self.cascade is not None and self.cascade.min_width > self.cascade.max_width:
+            raise ValueError("cascade: min_width must not exceed max_width")
 
 
 def builtin_pipelines() -> list[str]:
@@ -149,6 +184,7 @@ def parse_pipeline(path: Path, registered: set[str]) -> PipelineSpec:
 __all__ = [
     "BUILTIN_DIR",
     "SCHEMA",
+    "CascadeSpec",
     "ModelRef",
     "PipelineSpec",
     "StepSpec",

@@ -71,7 +71,14 @@ def _outbound(rid: str, features: object) -> OutboundRequest:
 
 async def test_edge_sends_a_multi_tensor_cut_and_the_gateway_feeds_the_tail(split: dict) -> None:
     settings = GatewaySettings(
-        **nest({"models_dir": split["models"], "server.port": 0, "tls.insecure": True})
+        **nest(
+            {
+                "models_dir": split["models"],
+                "server.port": 0,
+                "metrics.port": None,
+                "tls.insecure": True,
+            }
+        )
     )
     # each tensor its own codec: the two finest levels (most bytes) quantised and entropy coded,
     # C4 as half floats, the smallest (C5) raw

@@ -1,0 +1,116 @@
+"""Cascades between different models (FR-004): a small model on the device answers, a larger one
+in the cloud refines what it is unsure of, from the original input.
+
+:class:`Cascade` runs a pipeline locally (PP-OCRv4 on the edge); every line whose calibrated
+confidence is below the description's ``cascade.threshold`` is cut out of the original frame by
+its box (``crop_line``: the region, not the edge model's features), resized to the cloud
+recogniser's input height and handed to ``refine`` — an async function that gets the region
+tensor ``[1, 3, H, W]`` to the cloud model and returns its output ``[1, T, classes]``
+(``edge_agent.session_refiner`` sends it over the device's session to the gateway). The cloud's
+CTC steps are decoded with the cloud model's own character list and scored like a local line.
+Each answer says where it came from (``route``: ``edge`` or ``cloud``); a line the cloud could
+not refine (an error, a deadline) keeps the edge's reading with route ``edge_fallback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import AimlError, BundleError
+from common.pipeline._confidence import Line, apply_calibration, line_score
+from common.pipeline._ctc import charset_from_metadata, ctc_greedy
+from common.pipeline._recognize import crop_line
+from common.pipeline._runner import Pipeline
+from common.pipeline._spec import CascadeSpec
+
+log = logging.getLogger(__name__)
+
+Refine = Callable[[npt.NDArray[np.float32]], Awaitable[npt.NDArray[np.float32]]]
+"""Region tensor ``[1, 3, H, W]`` -> the cloud recogniser's output ``[1, T, classes]``."""
+
+
+@dataclass(frozen=True)
+class RoutedLine:
+    """One line of a cascade's answer and where it was read."""
+
+    line: Line
+    route: str
+    """``edge`` (confident enough), ``cloud`` (refined) or ``edge_fallback`` (refining failed)."""
+    edge: Line
+    """The edge's own reading of the line."""
+    error: str = ""
+    """Why refining failed (route ``edge_fallback``)."""
+
+
+def region_input(
+    bgr: npt.NDArray[np.uint8], box: Any, height: int, min_width: int, max_width: int
+) -> npt.NDArray[np.float32]:
+    """``[1, 3, height, W]``: the box's region of the frame, upright, resized to ``height``
+    keeping its aspect ratio (``W`` within [min_width, max_width]), scaled to [-1, 1]."""
+    crop = crop_line(bgr, np.asarray(box, np.float32))
+    h, w = crop.shape[:2]
+    width = min(max_width, max(min_width, math.ceil(height * w / max(h, 1))))
+    x = cv2.resize(crop, (width, height)).astype(np.float32).transpose(2, 0, 1) / 255
+    return np.ascontiguousarray(((x - 0.5) / 0.5)[None])
+
+
+class Cascade:
+    """A pipeline with a ``cascade`` section, its doubtful lines refined through ``refine``."""
+
+    def __init__(self, pipeline: Pipeline, refine: Refine, threshold: float | None = None) -> None:
+        spec = pipeline.spec.cascade
+        if spec is None:
+            raise BundleError(f"pipeline {pipeline.name} has no cascade section")
+        self.pipeline = pipeline
+        self.spec: CascadeSpec = spec
+        self.refine = refine
+        self.threshold = spec.threshold if threshold is None else threshold
+        self._charset: list[str] | None = None
+
+    @property
+    def charset(self) -> list[str]:
+        """The cloud recogniser's classes (blank, its characters, space), from its metadata."""
+        if self._charset is None:
+            import onnx
+
+            path = self.pipeline.model_path(self.spec.charset)
+            model = onnx.load(str(path), load_external_data=False)
+            meta = {p.key: p.value for p in model.metadata_props}
+            self._charset = charset_from_metadata(meta, self.spec.charset_key)
+        return self._charset
+
+    async def __call__(self, bgr: npt.NDArray[np.uint8]) -> list[RoutedLine]:
+        """The lines of one BGR frame; the local pipeline runs off the event loop."""
+        lines: list[Line] = (await asyncio.to_thread(self.pipeline, bgr))["lines"]
+        doubtful = [i for i, ln in enumerate(lines) if ln.confidence < self.threshold]
+        refined = await asyncio.gather(*(self._refine(bgr, lines[i]) for i in doubtful))
+        out = [RoutedLine(ln, "edge", ln) for ln in lines]
+        for i, routed in zip(doubtful, refined, strict=True):
+            out[i] = routed
+        return out
+
+    async def _refine(self, bgr: npt.NDArray[np.uint8], edge: Line) -> RoutedLine:
+        s = self.spec
+        x = region_input(bgr, edge.box, s.height, s.min_width, s.max_width)
+        try:
+            probs = np.asarray(await self.refine(x))
+            decoded = ctc_greedy(probs[0], self.charset)
+        except (AimlError, BundleError) as exc:
+            log.info("cascade: keeping the edge's line %r: %s", edge.text, exc)
+            return RoutedLine(edge, "edge_fallback", edge, error=str(exc))
+        raw = line_score(decoded, "min")
+        confidence = float(apply_calibration([raw], s.calibration)[0])
+        line = Line(decoded.text, confidence, line_score(decoded, "mean"), edge.box)
+        return RoutedLine(line, "cloud", edge)
+
+
+__all__ = ["Cascade", "Refine", "RoutedLine", "region_input"]

@@ -1,0 +1,68 @@
+"""Cloud refinement over the device's session: what a cascade (``common.pipeline.Cascade``) or
+any other caller uses to have a larger cloud model read an input the device holds.
+
+:func:`session_refiner` gives an async function that codes a tensor (the original input or a
+region of it — never the edge model's features), sends it on the open session as a full-model
+request for the cloud model (``cut_point`` empty) and returns the model's first output (or the one
+named). Requests carry a deadline and an idempotency key; failures raise the gateway's error
+(``common.errors``), so the caller can keep its local answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import Internal
+from edge_agent._convert import OutboundRequest
+from edge_agent._features import encode_features
+from edge_agent._stream import SessionClient
+
+Refiner = Callable[[npt.NDArray[np.float32]], Awaitable[npt.NDArray[np.float32]]]
+
+
+def session_refiner(
+    client: SessionClient,
+    model: str,
+    *,
+    version: str = "",
+    codec: str = "raw",
+    output: str = "",
+    deadline_s: float = 10.0,
+) -> Refiner:
+    """An async ``x -> cloud model output`` over ``client``'s session (see the module doc)."""
+    prefix = uuid.uuid4().hex[:12]
+    seq = itertools.count()
+
+    async def refine(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        features = encode_features(x, codec)
+        rid = f"refine-{prefix}-{next(seq)}"
+        req = OutboundRequest(
+            request_id=rid,
+            idempotency_key=rid,
+            model_name=model,
+            model_version=version,
+            cut_point="",
+            features=features,
+            deadline=time.time() + deadline_s,
+            digest=hashlib.sha256(features.payload).digest(),
+        )
+        answer = await client.submit(req)
+        if not answer.outputs:
+            raise Internal(f"cloud model {model!r} answered without output tensors")
+        if output:
+            if output not in answer.outputs:
+                raise Internal(f"cloud model {model!r} has no output {output!r}")
+            return answer.outputs[output]
+        return next(iter(answer.outputs.values()))
+
+    return refine
+
+
+__all__ = ["Refiner", "session_refiner"]
