@@ -17,7 +17,8 @@ setup: system-deps $(STAMP) $(BUF) triton
 
 # Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
 # PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames,
-# Prometheus (server and promtool) for the alert rules and their tests.
+# Prometheus (server and promtool) for the alert rules and their tests, nginx with its stream
+# module for the replicas-behind-a-balancer tests (deploy/nginx).
 system-deps:
 	@need=()
 	[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
@@ -27,6 +28,8 @@ system-deps:
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 	command -v promtool >/dev/null || need+=(prometheus)
+	command -v nginx >/dev/null || need+=(nginx-light)
+	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 	if [ $${#need[@]} -gt 0 ]; then
 	  echo "installing Debian packages: $${need[*]}"
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${need[@]}"
