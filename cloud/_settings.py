@@ -82,7 +82,18 @@ class TlsSettings(Section):
     insecure: bool = False
     """Serve plaintext without client certificates (development only; logs a warning)."""
     dir: Path = Path("certs")
-    """Directory with ca.pem, server.pem and server.key (written by ``aiml021 certs``)."""
+    """Directory with ca.pem (the CA bundle devices are checked against), server.pem and
+    server.key (0600), written by ``aiml021 certs``; never the CA's private key. Re-read when
+    its files change: a rotated certificate or CA bundle serves new connections without a
+    restart."""
+    reload_interval_s: float = Field(default=1.0, gt=0)
+    """Least time between two looks at ``dir`` for rotated material (looked at on handshakes)."""
+    revocation_url: str = ""
+    """Where the revocation deny-list lives (``aiml021 ca revoke`` writes it): ``sqlite:///PATH``,
+    ``postgresql://...`` or ``redis://...``; empty: the store the gateways share (``stores.redis_url``
+    with the redis backend, else ``stores.metadata_url``); ``none``: no revocation."""
+    revocation_refresh_s: float = Field(default=2.0, gt=0)
+    """How often the deny-list is re-read; a revoked device's open streams end within this."""
 
 
 class MetricsSettings(Section):

@@ -27,6 +27,7 @@ from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
 from cloud._settings import GatewaySettings
+from cloud._transport import TransportSecurity
 from cloud._workers_rollouts import SharedRollouts
 from cloud.backends import Backend, OnnxRuntimeBackend
 from cloud.batching import BatcherConfig, DynamicBatching
@@ -153,6 +154,8 @@ class Gateway:
                 s.session.max_request_bytes * 64,
             ),
         )
+        self.transport = TransportSecurity(s, uses_stores=stores is not None)
+        """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)
         self.router = RolloutRouter(self.dataplane, self.rollouts)
         self.dataplane.router = self.router
@@ -282,12 +285,16 @@ class Gateway:
         if s.stores.backend == "redis":  # workers and replicas route every request alike
             self._shared_rollouts = SharedRollouts(self.rollouts, s.stores.redis_url)
             await self._shared_rollouts.start()
-        server = grpc_server(s.server, [StatusGuard()], self._receive_limit())
+        await self.transport.start()
+        server = grpc_server(
+            s.server, [StatusGuard(), self.transport.authenticator], self._receive_limit()
+        )
         served = self._mount_grpc(server)
         self.service_names = served
         self._health = enable_health_and_reflection(server, served)
-        self.port = bind(server, s.server.host, s.server.port, s.tls)
+        self.port = bind(server, s.server.host, s.server.port, s.tls, self.transport.material)
         await server.start()
+        self.transport.check_listener(s.server.host, self.port, "gRPC")
         for name in ("", *served):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
@@ -302,10 +309,16 @@ class Gateway:
             self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
         if s.rest.port is not None:
             self._rest_server = RestServer(
-                self.rest.app(), s.server.host, s.rest.port, s.tls, reuse_port=s.server.reuse_port
+                self.rest.app(),
+                s.server.host,
+                s.rest.port,
+                s.tls,
+                reuse_port=s.server.reuse_port,
+                material=self.transport.material,
             )
             await self._rest_server.start()
             self.rest_port = self._rest_server.port
+            self.transport.check_listener(s.server.host, self.rest_port, "REST")
         if s.server.port_file is not None:
             s.server.port_file.write_text(
                 json.dumps(
@@ -359,6 +372,7 @@ class Gateway:
         await self.dataplane.close()
         if self.stores is not None:
             await self.stores.close()
+        await self.transport.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

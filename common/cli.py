@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, str] = {
     "ocr-eval": "common.pipeline.cli",
     "codec-sweep": "common.codecs.cli",
     "certs": "common.auth.cli",
+    "ca": "common.auth.cli",
+    "enroll": "common.auth.cli",
     "serve": "cloud.cli",
     "edge": "edge_agent.cli",
     "policy": "policy.cli",
@@ -57,6 +59,10 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any subcommand imports grpc: its TLS 1.2 suites are switched off (TLS 1.3 only).
+    from common.auth import require_tls13
+
+    require_tls13()
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)

@@ -22,6 +22,7 @@ from common.errors import FailedPrecondition, InvalidArgument
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._cache import ResultCache, content_key
+from edge_agent._enrollment import DeviceCertificate
 from edge_agent._head import Head
 from edge_agent._load import EdgeLoad
 from edge_agent._offload import Offloader
@@ -31,7 +32,7 @@ from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
 from edge_agent._runtime import EdgeRuntime
 from edge_agent._settings import EdgeSettings
-from edge_agent._stream import SessionClient, channel_credentials
+from edge_agent._stream import Credentials, SessionClient
 from edge_agent._telemetry import AgentStats, TelemetryBuffer, event_of, telemetry_loop
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route
 from policy import Action, DecisionContext, FallbackPolicy, Policy, PolicySnapshot
@@ -85,6 +86,8 @@ class EdgeAgent:
         self._fallback = FallbackPolicy(profile)
         self._applied_policy: tuple[str, int] | None = None
         self._credentials = credentials
+        self.certificate: DeviceCertificate | None = None
+        """The device certificate (enrollment, renewal) when the agent reads it from tls.dir."""
         self._on_reconcile = on_reconcile
         st = self.settings
         self.cache = ResultCache(st.cache.entries, st.cache.ttl_s, st.cache.similarity)
@@ -117,7 +120,7 @@ class EdgeAgent:
         st = self.settings
         self._head.start()
         if st.replay.path is not None:
-            key = load_key(st.replay.path, st.replay.key, st.replay.key_file)
+            key = load_key(st.replay.path, st.replay.key, st.replay.key_file, st.device_id)
             self._replay_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-replay")
             self.replay = await self._in_replay(
                 lambda: ReplayQueue(
@@ -132,7 +135,14 @@ class EdgeAgent:
             for report in self.replay.lost_reports:
                 self.reconcile(report)
         if st.gateway:
-            creds = self._credentials or channel_credentials(st)
+            creds: Credentials | None = self._credentials
+            if creds is None and not st.tls.insecure and st.tls.dir is not None:
+                self.certificate = DeviceCertificate(st)
+                await self.certificate.ensure_enrolled()
+                self.certificate.credentials()  # a bad key file fails start(), precisely
+                creds = self.certificate.credentials
+                if self.certificate.managed:
+                    self._tasks.append(asyncio.create_task(self.certificate.run()))
             self.client = SessionClient(
                 st.gateway,
                 st,

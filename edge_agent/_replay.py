@@ -1,8 +1,8 @@
 """Durable, encrypted replay queue for offline mode.
 
 SQLite in WAL mode; each entry's body (request metadata + coded features) is sealed with
-AES-256-GCM under a key that comes from a file or the environment and is never stored beside the
-queue. The associated data binds the entry id and idempotency key, so swapping, editing or
+AES-256-GCM under a key derived with HKDF from a device secret (a file only its owner may read,
+or the environment) and bound to the device id; the secret is never stored beside the queue. The associated data binds the entry id and idempotency key, so swapping, editing or
 corrupting a row fails authentication: such entries are deleted and reported as ``lost`` while
 the rest of the queue keeps working. A file SQLite itself cannot read any more is moved aside
 (``<name>.corrupt-<time>``) and a fresh queue is started, reported the same way.
@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from common.auth import check_secret, derive_key, read_private_file
 from common.errors import InvalidArgument
 from edge_agent._types import Reconciliation
 
@@ -44,38 +45,51 @@ CREATE TABLE IF NOT EXISTS entries (
 
 
 def parse_key(text: str | bytes) -> bytes:
-    """A 32-byte key from raw bytes, hex (64 chars) or base64 text."""
-    if isinstance(text, bytes) and len(text) == 32:
-        return text
-    s = (text.decode("ascii", "replace") if isinstance(text, bytes) else text).strip()
-    for decode in (bytes.fromhex, base64.b64decode):
+    """Secret bytes from hex or base64 text, or the raw bytes themselves (a file of random
+    bytes). Strength is checked by :func:`common.auth.check_secret`, not here."""
+    raw = text if isinstance(text, bytes) else text.encode()
+    s = raw.decode("ascii", "replace").strip()
+    for decode in (bytes.fromhex, lambda t: base64.b64decode(t, validate=True)):
         try:
-            key = decode(s)
+            decoded = decode(s)
         except (ValueError, binascii.Error):
             continue
-        if len(key) == 32:
-            return key
-    raise InvalidArgument("replay key must be 32 bytes (raw, 64 hex characters or base64)")
+        if decoded:
+            return decoded
+    return raw
 
 
-def load_key(queue_path: Path, key: str | None, key_file: Path | None) -> bytes:
-    """The queue key from ``key`` (env/secret) or ``key_file``; refuses a key file that lives in
-    the queue's directory (a stolen directory must not carry its own key)."""
+def queue_key(secret: bytes, device_id: str) -> bytes:
+    """The queue's AES-256-GCM key: HKDF-SHA256 of the device secret, bound to the device id (a
+    queue copied to another device, or a secret reused across devices, opens nothing)."""
+    return derive_key(secret, purpose="replay-queue", device_id=device_id)
+
+
+def load_key(queue_path: Path, key: str | None, key_file: Path | None, device_id: str) -> bytes:
+    """The queue key, derived (:func:`queue_key`) from the device secret in ``key`` (env/secret
+    store) or ``key_file``. Refused with a precise error: a key file beside the queue (a stolen
+    directory must not carry its own key), one its group or others may read, and a weak secret
+    (under 32 bytes, one byte repeated such as all zeros, or a handful of distinct bytes)."""
     if key:
-        return parse_key(key)
-    if key_file is None:
+        secret = parse_key(key)
+        where = "replay.key"
+    elif key_file is None:
         raise InvalidArgument(
-            "replay queue needs a key: set replay.key_file (AIML021_EDGE_REPLAY__KEY_FILE) or "
-            "replay.key (AIML021_EDGE_REPLAY__KEY)"
+            "replay queue needs a device secret: set replay.key_file "
+            "(AIML021_EDGE_REPLAY__KEY_FILE) or replay.key (AIML021_EDGE_REPLAY__KEY)"
         )
-    if key_file.resolve().parent == queue_path.resolve().parent:
-        raise InvalidArgument(
-            f"replay.key_file {key_file} sits beside the queue {queue_path}; keep the key elsewhere"
-        )
+    else:
+        if key_file.resolve().parent == queue_path.resolve().parent:
+            raise InvalidArgument(
+                f"replay.key_file {key_file} sits beside the queue {queue_path}; keep the key "
+                "elsewhere"
+            )
+        secret = parse_key(read_private_file(key_file, "replay.key_file"))
+        where = f"replay.key_file {key_file}"
     try:
-        return parse_key(key_file.read_bytes())
-    except OSError as exc:
-        raise InvalidArgument(f"replay.key_file {key_file}: {exc.strerror}") from None
+        return queue_key(check_secret(secret, where), device_id)
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.message) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,4 +351,5 @@ __all__ = [
     "ReplayQueue",
     "load_key",
     "parse_key",
+    "queue_key",
 ]

@@ -35,6 +35,27 @@ class TlsSettings(Section):
     """Override of the TLS server name checked against the gateway certificate."""
 
 
+class EnrollmentSettings(Section):
+    """Enrollment with the issuing CA (``aiml021 ca serve``) and automatic renewal of the
+    device certificate in ``tls.dir`` (off unless ``ca_endpoint`` is set)."""
+
+    ca_endpoint: str = ""
+    """``host:port`` of the CA service; empty: the certificate is managed elsewhere."""
+    server_name: str | None = None
+    """TLS name of the CA service when it differs from the endpoint's host."""
+    bootstrap_token: str = ""
+    """One-time token (``aiml021 ca issue-bootstrap``) for the first enrollment, used only while
+    ``tls.dir`` holds no certificate; ``tls.dir``'s ca.pem must already trust the CA."""
+    bootstrap_token_file: Path | None = None
+    """File holding the bootstrap token (preferred over ``bootstrap_token``)."""
+    renew_at: float = Field(default=0.67, gt=0, lt=1)
+    """Renew once this fraction of the certificate's lifetime has passed."""
+    retry_s: float = Field(default=5.0, gt=0)
+    """Wait after a failed renewal; doubles up to ``retry_max_s``."""
+    retry_max_s: float = Field(default=300.0, gt=0)
+    """Longest wait between renewal attempts."""
+
+
 class SessionSettings(Section):
     """The session stream to the gateway: reconnects, pings and the agent's own limits."""
 
@@ -109,10 +130,11 @@ class ReplaySettings(Section):
     path: Path | None = None
     """SQLite file of the encrypted replay queue; None disables offline replay."""
     key_file: Path | None = None
-    """File holding the 32-byte AES-256-GCM key (raw, hex or base64); must not sit beside the
-    queue file."""
+    """File holding the device secret (at least 32 random bytes: raw, hex or base64) that the
+    queue's AES-256-GCM key is derived from with HKDF, bound to ``device_id``; mode 0600, not
+    beside the queue file. Weak secrets (short, all one byte) are refused."""
     key: str | None = None
-    """The key itself (hex or base64), e.g. from a secret store; prefer ``key_file``."""
+    """The device secret itself (hex or base64), e.g. from a secret store; prefer ``key_file``."""
     retention_s: float = Field(default=24 * 3600.0, gt=0)
     """Entries older than this are expired, reported and deleted instead of replayed."""
     max_entries: int = Field(default=100_000, ge=1)
@@ -176,6 +198,8 @@ class EdgeSettings(LayeredSettings):
     """Model version sent to the gateway; empty lets the gateway's rollout choose."""
     tls: TlsSettings = Field(default_factory=TlsSettings)
     """mTLS material, or plaintext for tests."""
+    enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
+    """Enrollment with the issuing CA and automatic certificate renewal."""
     session: SessionSettings = Field(default_factory=SessionSettings)
     """The session stream to the gateway."""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
@@ -204,6 +228,7 @@ class EdgeSettings(LayeredSettings):
 __all__ = [
     "CacheSettings",
     "EdgeSettings",
+    "EnrollmentSettings",
     "ReplaySettings",
     "RoutingSettings",
     "RuntimeSettings",

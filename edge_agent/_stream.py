@@ -16,7 +16,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from aiml021.session.v1 import session_pb2, session_pb2_grpc
@@ -24,6 +24,7 @@ from aiml021.session.v1 import session_pb2, session_pb2_grpc
 from common.errors import InvalidArgument, Unavailable
 from edge_agent import _convert as conv
 from edge_agent._connection import Connection, Pending, StreamMetrics
+from edge_agent._enrollment import DeviceCertificate
 from edge_agent._netstats import NetStats
 from edge_agent._settings import EdgeSettings
 from policy import PolicySnapshot
@@ -31,20 +32,17 @@ from policy import PolicySnapshot
 log = logging.getLogger(__name__)
 
 
+Credentials: TypeAlias = grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials]
+"""Channel credentials, or a function giving the current ones (read again for every connection,
+so a renewed device certificate is presented on the next reconnect)."""
+
+
 def channel_credentials(settings: EdgeSettings) -> grpc.ChannelCredentials | None:
-    """mTLS credentials from ``settings.tls.dir`` (None for an insecure channel)."""
+    """mTLS credentials from ``settings.tls.dir`` (None for an insecure channel); the key file
+    must be readable by its owner only and belong to the certificate."""
     if settings.tls.insecure or settings.tls.dir is None:
         return None
-    d = settings.tls.dir
-    try:
-        ca = (d / settings.tls.ca_file).read_bytes()
-        cert = (d / (settings.tls.cert_file or f"{settings.device_id}.pem")).read_bytes()
-        key = (d / (settings.tls.key_file or f"{settings.device_id}.key")).read_bytes()
-    except OSError as exc:
-        raise InvalidArgument(f"tls.dir {d}: cannot read {exc.filename}: {exc.strerror}") from None
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
+    return DeviceCertificate(settings).credentials()
 
 
 def backoff_delay(attempt: int, initial: float, ceiling: float, jitter: float) -> float:
@@ -62,7 +60,7 @@ class SessionClient:
         target: str,
         settings: EdgeSettings,
         *,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: Credentials | None = None,
         on_policy: Callable[[PolicySnapshot], None] | None = None,
         agent_version: str = "0.1.0",
     ) -> None:
@@ -176,7 +174,10 @@ class SessionClient:
             return grpc.aio.insecure_channel(target, options=options)
         if self.settings.tls.server_name:
             options.append(("grpc.ssl_target_name_override", self.settings.tls.server_name))
-        return grpc.aio.secure_channel(target, self._credentials, options=options)
+        creds = self._credentials
+        if not isinstance(creds, grpc.ChannelCredentials):
+            creds = creds()
+        return grpc.aio.secure_channel(target, creds, options=options)
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -264,4 +265,4 @@ class SessionClient:
             await channel.close(grace=None)
 
 
-__all__ = ["SessionClient", "backoff_delay", "channel_credentials"]
+__all__ = ["Credentials", "SessionClient", "backoff_delay", "channel_credentials"]

@@ -23,6 +23,13 @@ from types import ModuleType
 
 import pytest
 
+from common.auth import require_tls13
+
+# grpc reads its TLS settings once, when first imported: TLS 1.2 off before any test imports it
+# (common.auth._tls explains the mechanism; the gateway refuses to start without it).
+if not require_tls13():
+    raise RuntimeError("grpc was imported before tests/conftest.py could switch TLS 1.2 off")
+
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = ("unit", "integration", "e2e", "adversarial")
 """Test folders, each also the name of the marker its tests carry."""

@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from inference import grpc_service_pb2
 
 from cloud._settings import ServerSettings, TlsSettings
-from common.errors import InvalidArgument
+from common.auth import ReloadingServerTls, load_server_tls
+from common.auth._grpc_tls import reloading_server_credentials
 
 ServiceRegistration = Callable[[grpc.aio.Server], object]
 """Registers one or more servicers on the server (e.g. ``lambda s: add_to_server(s, policy)``)."""
@@ -27,17 +28,9 @@ INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceS
 def server_credentials(tls_dir: Path) -> grpc.ServerCredentials:
     """mTLS credentials from ``tls_dir`` (ca.pem, server.pem, server.key): clients must present a
     certificate signed by the CA."""
-    try:
-        ca = (tls_dir / "ca.pem").read_bytes()
-        cert = (tls_dir / "server.pem").read_bytes()
-        key = (tls_dir / "server.key").read_bytes()
-    except FileNotFoundError as exc:
-        raise InvalidArgument(
-            f"tls_dir {tls_dir}: {exc.filename} missing; create certificates with "
-            "`aiml021 certs` or pass --insecure for development"
-        ) from None
+    m = load_server_tls(tls_dir)  # checked: no CA key beside it, a 0600 EC key, serverAuth
     return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
+        [(m.key, m.cert_chain)], root_certificates=m.ca_bundle, require_client_auth=True
     )
 
 
@@ -88,12 +81,21 @@ def enable_health_and_reflection(
     return health_servicer
 
 
-def bind(server: grpc.aio.Server, host: str, port: int, tls: TlsSettings) -> int:
-    """Bind ``host:port`` (mTLS from ``tls.dir`` unless ``tls.insecure``); returns the port."""
+def bind(
+    server: grpc.aio.Server,
+    host: str,
+    port: int,
+    tls: TlsSettings,
+    material: ReloadingServerTls | None = None,
+) -> int:
+    """Bind ``host:port`` (mTLS from ``tls.dir`` unless ``tls.insecure``; from ``material``,
+    re-read on rotation, when given); returns the port."""
     address = f"{host}:{port}"
     if tls.insecure:
         log.warning("serving WITHOUT TLS on %s (--insecure): development only", address)
         return server.add_insecure_port(address)
+    if material is not None:
+        return server.add_secure_port(address, reloading_server_credentials(material))
     return server.add_secure_port(address, server_credentials(tls.dir))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from cloud._settings import TlsSettings
+from common.auth import ReloadingServerTls, follow_rotation
 from common.errors import InvalidArgument
 
 _START_TIMEOUT_S = 10.0
@@ -53,9 +54,19 @@ class RestServer:
     """The REST front door on ``host:port`` (0 picks a free port, see :attr:`port`)."""
 
     def __init__(
-        self, app: Any, host: str, port: int, tls: TlsSettings, *, reuse_port: bool = False
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        tls: TlsSettings,
+        *,
+        reuse_port: bool = False,
+        material: ReloadingServerTls | None = None,
     ) -> None:
-        self._server = _Server(_config(app, host, tls))
+        config = _config(app, host, tls)
+        if material is not None and config.ssl is not None:
+            follow_rotation(config.ssl, material)  # rotated certificates without a restart
+        self._server = _Server(config)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # reuse_port: the other workers of ``serve --workers`` bind the same port
         self._sock = socket.create_server((host, port), family=family, reuse_port=reuse_port)

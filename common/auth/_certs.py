@@ -1,7 +1,12 @@
-"""Development PKI: a CA, a server certificate and device certificates (cryptography, EC P-256).
+"""Certificates of the aiml021 PKI (cryptography, EC P-256): CA, server and device profiles.
 
 A device certificate carries the device id as its subject common name and as a URI SAN
-``aiml021:device:<id>``; the gateway reads the id from the verified certificate only.
+``aiml021:device:<id>``, KeyUsage digitalSignature and ExtendedKeyUsage clientAuth; a server
+certificate carries its DNS names / IP addresses and serverAuth. The gateway reads a device's id
+from the verified certificate only (``common.auth.device_identity`` checks the profile).
+
+``common.auth.write_dev_pki`` is the development shortcut (keys made centrally). Production
+devices enroll with the issuing CA (``aiml021 ca``, ``common.auth._ca``) and keep their keys.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.auth._keys import load_private_key, write_atomic, write_private_key
 from common.errors import InvalidArgument
 
 DEVICE_URI_PREFIX = "aiml021:device:"
+PublicKey = ec.EllipticCurvePublicKey
+_SKEW = dt.timedelta(minutes=5)
+"""Certificates start up to this long (a tenth of their lifetime) before they are issued:
+device clocks drift."""
 
 
 @dataclass(frozen=True)
@@ -41,96 +51,154 @@ class KeyPair:
         )
 
     def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
-        """Write ``<stem>.pem`` and ``<stem>.key`` (mode 0600) into ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-        cert_path.write_bytes(self.cert_pem())
-        key_path.write_bytes(self.key_pem())
-        key_path.chmod(0o600)
+        """Write ``<stem>.key`` (created 0600, atomically) then ``<stem>.pem`` into
+        ``directory``."""
+        key_path = write_private_key(directory / f"{stem}.key", self.key)
+        cert_path = write_atomic(directory / f"{stem}.pem", self.cert_pem(), 0o644)
         return cert_path, key_path
 
 
+def _usage(*, sign_certs: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=sign_certs,
+        crl_sign=sign_certs,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _builder(
-    subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey, days: int
+    subject: str, issuer: x509.Name | None, public_key: PublicKey, not_after: dt.datetime
 ) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
+    # Short-lived certificates get a proportionally short back-dating.
+    skew = min(_SKEW, max(not_after - now, dt.timedelta(0)) / 10)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer or name)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - skew)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
 
 
+def _expiry(days: float | None = None, seconds: float | None = None) -> dt.datetime:
+    delta = dt.timedelta(seconds=seconds) if seconds is not None else dt.timedelta(days=days or 0)
+    return dt.datetime.now(dt.UTC) + delta
+
+
 def create_ca(name: str = "aiml021 dev CA", days: int = 3650) -> KeyPair:
-    """A self-signed CA."""
+    """A self-signed CA that signs leaves only (path length 0)."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(name, None, key, days)
+        _builder(name, None, key.public_key(), _expiry(days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_usage(sign_certs=True), critical=True)
         .sign(key, hashes.SHA256())
     )
     return KeyPair(cert, key)
 
 
 def _leaf(
-    ca: KeyPair, subject: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier, days: int
-) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        _builder(subject, ca.cert.subject, key, days)
+    ca: KeyPair,
+    subject: str,
+    public_key: PublicKey,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    # Never outlive the issuer: a leaf past its CA's expiry fails verification anyway.
+    not_after = min(not_after, ca.cert.not_valid_after_utc)
+    return (
+        _builder(subject, ca.cert.subject, public_key, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(_usage(sign_certs=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
         .sign(ca.key, hashes.SHA256())
     )
-    return KeyPair(cert, key)
 
 
-def issue_server_cert(ca: KeyPair, hosts: list[str] | None = None, days: int = 825) -> KeyPair:
-    """A server certificate for ``hosts`` (DNS names or IP addresses; default localhost)."""
-    hosts = hosts or ["localhost", "127.0.0.1", "::1"]
+def check_device_id(device_id: str) -> str:
+    """``device_id`` if it can name a device: 1-64 printable characters, no slash, backslash
+    or whitespace (it becomes a URI and a common name)."""
+    if (
+        not device_id
+        or len(device_id) > 64
+        or any(c in device_id for c in "/\\")
+        or not device_id.isprintable()
+        or any(c.isspace() for c in device_id)
+    ):
+        raise InvalidArgument(
+            f"invalid device id {device_id!r} (1-64 printable characters, no slashes or spaces)"
+        )
+    return device_id
+
+
+def server_certificate(
+    ca: KeyPair, public_key: PublicKey, hosts: list[str], *, days: float = 90
+) -> x509.Certificate:
+    """A serverAuth certificate for ``hosts`` (DNS names or IP addresses) on ``public_key``."""
+    if not hosts:
+        raise InvalidArgument("a server certificate needs at least one host name or address")
     sans: list[x509.GeneralName] = []
     for h in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             sans.append(x509.DNSName(h))
-    return _leaf(ca, hosts[0], sans, ExtendedKeyUsageOID.SERVER_AUTH, days)
+    return _leaf(ca, hosts[0], public_key, sans, ExtendedKeyUsageOID.SERVER_AUTH, _expiry(days))
 
 
-def issue_device_cert(ca: KeyPair, device_id: str, days: int = 365) -> KeyPair:
-    """A client certificate whose CN (and URI SAN) is ``device_id``."""
-    if not device_id or any(c in device_id for c in "/\\\x00") or len(device_id) > 64:
-        raise InvalidArgument(f"invalid device id {device_id!r} (1-64 chars, no slashes)")
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + device_id)]
-    return _leaf(ca, device_id, sans, ExtendedKeyUsageOID.CLIENT_AUTH, days)
+def device_certificate(
+    ca: KeyPair, public_key: PublicKey, device_id: str, *, lifetime_s: float
+) -> x509.Certificate:
+    """A clientAuth certificate for ``device_id`` on ``public_key``, valid ``lifetime_s``."""
+    uri = x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + check_device_id(device_id))
+    return _leaf(
+        ca,
+        device_id,
+        public_key,
+        [uri],
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        _expiry(seconds=lifetime_s),
+    )
+
+
+def issue_server_cert(ca: KeyPair, hosts: list[str] | None = None, days: int = 825) -> KeyPair:
+    """A server key and certificate for ``hosts`` (default localhost, 127.0.0.1, ::1)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    hosts = hosts or ["localhost", "127.0.0.1", "::1"]
+    return KeyPair(server_certificate(ca, key.public_key(), hosts, days=days), key)
+
+
+def issue_device_cert(ca: KeyPair, device_id: str, days: float = 365) -> KeyPair:
+    """A device key and certificate made centrally (development only: enrolled devices make
+    their own key, see ``common.auth.enroll``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = device_certificate(ca, key.public_key(), device_id, lifetime_s=days * 86400)
+    return KeyPair(cert, key)
 
 
 def load_keypair(cert_path: Path, key_path: Path) -> KeyPair:
-    """Read a certificate and its key from PEM files."""
+    """A certificate and its key from PEM files (the key file readable by its owner only)."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise InvalidArgument(f"{key_path}: expected an EC private key")
+    key = load_private_key(key_path)
+    if cert.public_key() != key.public_key():
+        raise InvalidArgument(f"{cert_path} does not belong to the key {key_path}")
     return KeyPair(cert, key)
 
 
@@ -142,28 +210,15 @@ def device_id_of(cert: x509.Certificate) -> str:
     return str(attrs[0].value)
 
 
-def write_dev_pki(
-    directory: Path, devices: list[str], hosts: list[str] | None = None
-) -> dict[str, Path]:
-    """Create ca.pem/key, server.pem/key and <device>.pem/key under ``directory`` (reusing an
-    existing CA there). Returns the written paths by role."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_pem, ca_key = directory / "ca.pem", directory / "ca.key"
-    ca = load_keypair(ca_pem, ca_key) if ca_pem.exists() and ca_key.exists() else create_ca()
-    paths = {"ca": ca.write(directory, "ca")[0]}
-    paths["server"] = issue_server_cert(ca, hosts).write(directory, "server")[0]
-    for dev in devices:
-        paths[dev] = issue_device_cert(ca, dev).write(directory, dev)[0]
-    return paths
-
-
 __all__ = [
     "DEVICE_URI_PREFIX",
     "KeyPair",
+    "check_device_id",
     "create_ca",
+    "device_certificate",
     "device_id_of",
     "issue_device_cert",
     "issue_server_cert",
     "load_keypair",
-    "write_dev_pki",
+    "server_certificate",
 ]

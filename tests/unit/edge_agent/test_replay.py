@@ -10,6 +10,7 @@ import pytest
 
 from common.errors import InvalidArgument
 from edge_agent import ReplayQueue, load_key, parse_key
+from edge_agent._replay import queue_key
 
 
 def _q(tmp_path: Path, **kw: object) -> ReplayQueue:
@@ -118,24 +119,59 @@ def test_full_queue_policies(tmp_path: Path) -> None:
 
 
 def test_key_loading_rules(tmp_path: Path) -> None:
-    key = os.urandom(32)
-    assert parse_key(key.hex()) == key
+    secret = os.urandom(32)
+    assert parse_key(secret.hex()) == secret
     import base64
 
-    assert parse_key(base64.b64encode(key).decode()) == key
-    assert parse_key(key) == key
-    with pytest.raises(InvalidArgument):
-        parse_key("too-short")
+    assert parse_key(base64.b64encode(secret).decode()) == secret
+    assert parse_key(secret) == secret
     (tmp_path / "data").mkdir()
     (tmp_path / "secrets").mkdir()
+    queue = tmp_path / "data" / "replay.db"
     beside = tmp_path / "data" / "key"
-    beside.write_bytes(key)
+    beside.write_bytes(secret)
     with pytest.raises(InvalidArgument, match="beside"):
-        load_key(tmp_path / "data" / "replay.db", None, beside)
+        load_key(queue, None, beside, "dev-1")
     elsewhere = tmp_path / "secrets" / "key"
-    elsewhere.write_text(key.hex())
-    assert load_key(tmp_path / "data" / "replay.db", None, elsewhere) == key
-    with pytest.raises(InvalidArgument, match="needs a key"):
-        load_key(tmp_path / "data" / "replay.db", None, None)
+    elsewhere.write_text(secret.hex())
+    elsewhere.chmod(0o600)
+    key = load_key(queue, None, elsewhere, "dev-1")
+    # derived, never the secret itself, and the same from the file or the environment
+    assert len(key) == 32 and key != secret
+    assert key == queue_key(secret, "dev-1") == load_key(queue, secret.hex(), None, "dev-1")
+    with pytest.raises(InvalidArgument, match="needs a device secret"):
+        load_key(queue, None, None, "dev-1")
     with pytest.raises(InvalidArgument):
         ReplayQueue(tmp_path / "x.db", b"short")
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        (os.urandom(32).hex(), 0o644, "mode 0644: group or others may read"),
+        (bytes(32).hex(), 0o600, "one byte repeated"),
+        (os.urandom(8).hex(), 0o600, "8 bytes; at least 32"),
+    ],
+)
+def test_weak_or_exposed_replay_secret_is_refused(
+    tmp_path: Path, content: str, mode: int, message: str
+) -> None:
+    secret_file = tmp_path / "secrets" / "replay.key"
+    secret_file.parent.mkdir()
+    secret_file.write_text(content)
+    secret_file.chmod(mode)
+    with pytest.raises(InvalidArgument, match=message) as info:
+        load_key(tmp_path / "q" / "replay.db", None, secret_file, "dev-1")
+    assert "replay.key_file" in info.value.message
+
+
+def test_a_queue_opened_under_another_device_id_reads_nothing(tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    q = ReplayQueue(tmp_path / "q.db", queue_key(secret, "dev-a"))
+    assert q.enqueue("k1", _meta(), b"payload").queued
+    q.close()
+    other = ReplayQueue(tmp_path / "q.db", queue_key(secret, "dev-b"))
+    entries, reports = other.peek(10)
+    assert entries == []
+    assert [(r.idempotency_key, r.status) for r in reports] == [("k1", "lost")]
+    other.close()

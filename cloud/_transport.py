@@ -1,0 +1,78 @@
+"""Transport security of the gateway's listeners, built once by the composition root: the
+server TLS material (re-read when ``tls.dir`` changes: certificate and CA rotation without a
+restart), the revocation deny-list (refreshed from the shared store) and the interceptor that
+admits only device certificates that are not revoked; plus the start-up check that every TLS
+listener refuses TLS 1.2.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cloud._settings import GatewaySettings
+from cloud.grpc._identity import PeerAuthenticator
+from common.auth import ReloadingServerTls, RevocationCache, assert_tls13_only, open_deny_list
+
+log = logging.getLogger(__name__)
+
+
+def deny_list_url(s: GatewaySettings, uses_stores: bool = True) -> str | None:
+    """Where the deny-list lives: ``tls.revocation_url``, else the store the gateways share
+    (Redis when ``stores.backend`` is redis, else the metadata database) when the gateway uses
+    its configured stores; None when off."""
+    url = s.tls.revocation_url
+    if url == "none":
+        return None
+    if url:
+        return url
+    if not uses_stores:
+        return None
+    if s.stores.backend == "redis":
+        return s.stores.redis_url
+    if s.stores.metadata_url not in ("none", "sqlite:///:memory:"):
+        return s.stores.metadata_url
+    return None
+
+
+class TransportSecurity:
+    """mTLS material, deny-list and peer checks of one gateway (nothing with ``tls.insecure``)."""
+
+    def __init__(self, s: GatewaySettings, *, uses_stores: bool = True) -> None:
+        self.settings = s
+        self.insecure = s.tls.insecure
+        self.deny_list_url = None if self.insecure else deny_list_url(s, uses_stores)
+        self.material: ReloadingServerTls | None = None
+        self.revocations: RevocationCache | None = None
+        self.authenticator = PeerAuthenticator()
+
+    async def start(self) -> None:
+        """Load the server material (a CA key in ``tls.dir``, a key file others may read or a
+        certificate without serverAuth stop the gateway before it binds anything) and the
+        deny-list (the gateway does not serve without it when one is configured)."""
+        if self.insecure:
+            return
+        t = self.settings.tls
+        self.material = ReloadingServerTls(t.dir, t.reload_interval_s)
+        if self.deny_list_url is None:
+            log.warning(
+                "no revocation deny-list (tls.revocation_url / shared store): revoked "
+                "certificates stay valid until they expire"
+            )
+            return
+        self.revocations = RevocationCache(
+            open_deny_list(self.deny_list_url), t.revocation_refresh_s
+        )
+        await self.revocations.start()
+        self.authenticator.attach(self.revocations)
+
+    def check_listener(self, host: str, port: int, what: str) -> None:
+        """Refuse to go on when the listener accepts TLS 1.2 (see ``common.auth._tls``)."""
+        if not self.insecure:
+            assert_tls13_only(host, port, what)
+
+    async def close(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.close()
+
+
+__all__ = ["TransportSecurity", "deny_list_url"]

@@ -1,0 +1,180 @@
+"""The interceptor that decides whether a client certificate is a device's, on every call.
+
+TLS has verified the chain by the time a call arrives; this checks what TLS does not: the
+device profile (``common.auth.device_identity``: KeyUsage, clientAuth, exactly one device URI SAN,
+matching common name) and the revocation deny-list (``common.auth.RevocationCache``). Either
+failure ends the call with UNAUTHENTICATED naming the reason. Calls without a client certificate
+(``--insecure``, or a token-only caller where the listener allows one) pass on to the
+authorization layer, which decides about them.
+
+When the deny-list grows, the open calls of newly revoked devices or certificates (a device's
+session stream above all) are ended with UNAUTHENTICATED too, not left to run until the device
+reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from common.auth import DeviceIdentity, RevocationCache, Revocations, identity_from_pem
+from common.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
+
+_identity: contextvars.ContextVar[DeviceIdentity | None] = contextvars.ContextVar(
+    "aiml021_peer_identity", default=None
+)
+
+
+def current_identity() -> DeviceIdentity | None:
+    """The checked device identity of the call being served (None without a certificate)."""
+    return _identity.get()
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(pem: bytes) -> DeviceIdentity | Unauthenticated:
+    try:
+        return identity_from_pem(pem)
+    except Unauthenticated as exc:
+        return exc
+
+
+class PeerAuthenticator(grpc.aio.ServerInterceptor):
+    """Refuses certificates that are not a device's, or that are revoked; ends the open calls
+    of devices revoked while connected."""
+
+    def __init__(self, revocations: RevocationCache | None = None) -> None:
+        self.revocations: RevocationCache | None = None
+        self.refused = 0
+        self.cut = 0
+        self._live: dict[asyncio.Task[Any], DeviceIdentity] = {}
+        self._revoked_tasks: set[asyncio.Task[Any]] = set()
+        if revocations is not None:
+            self.attach(revocations)
+
+    def attach(self, revocations: RevocationCache) -> None:
+        """Check calls against ``revocations`` from now on (and cut what it revokes)."""
+        self.revocations = revocations
+        revocations.on_change(self._end_revoked)
+
+    def identify(self, context: grpc.aio.ServicerContext) -> DeviceIdentity | None:
+        """The caller's device identity, None without a certificate; Unauthenticated when the
+        certificate is not a device's or is revoked."""
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            return None
+        checked = _checked(bytes(pems[0]))
+        if isinstance(checked, Unauthenticated):
+            raise checked
+        if self.revocations is not None:
+            self.revocations.check(checked)
+        return checked
+
+    def _end_revoked(self, revoked: Revocations) -> None:
+        for task, identity in list(self._live.items()):
+            if revoked.reason(identity) is not None and not task.done():
+                self._revoked_tasks.add(task)
+                task.cancel()
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> DeviceIdentity | None:
+        try:
+            identity = self.identify(context)
+        except Unauthenticated as exc:
+            self.refused += 1
+            log.info("%s refused: %s", method, exc.message)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            raise  # unreachable: abort raises
+        _identity.set(identity)
+        return identity
+
+    def _track(self, identity: DeviceIdentity | None) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if identity is not None and task is not None:
+            self._live[task] = identity
+        return task
+
+    async def _cut(self, task: asyncio.Task[Any] | None, context: grpc.aio.ServicerContext) -> bool:
+        """After a CancelledError: True (and the call aborted) when we cancelled it."""
+        if task is None or task not in self._revoked_tasks:
+            return False
+        self._revoked_tasks.discard(task)
+        task.uncancel()
+        self.cut += 1
+        identity = self._live.get(task)
+        why = self.revocations.current.reason(identity) if self.revocations and identity else None
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, why or "certificate revoked")
+        return True
+
+    def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if h.unary_unary is not None:
+            uu = h.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                identity = await self._admit(method, context)
+                task = self._track(identity)
+                try:
+                    return await uu(request, context)
+                except asyncio.CancelledError:
+                    if not await self._cut(task, context):
+                        raise
+                finally:
+                    self._live.pop(task, None)  # type: ignore[arg-type]
+
+            return h._replace(unary_unary=unary_unary)
+        if h.stream_unary is not None:
+            su = h.stream_unary
+
+            async def stream_unary(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> Any:
+                identity = await self._admit(method, context)
+                task = self._track(identity)
+                try:
+                    return await su(requests, context)
+                except asyncio.CancelledError:
+                    if not await self._cut(task, context):
+                        raise
+                finally:
+                    self._live.pop(task, None)  # type: ignore[arg-type]
+
+            return h._replace(stream_unary=stream_unary)
+        streaming = h.unary_stream or h.stream_stream
+        if streaming is None:
+            return h
+        inner: Callable[..., AsyncIterator[Any]] = streaming
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            identity = await self._admit(method, context)
+            task = self._track(identity)
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                if not await self._cut(task, context):
+                    raise
+            finally:
+                self._live.pop(task, None)  # type: ignore[arg-type]
+
+        if h.unary_stream is not None:
+            return h._replace(unary_stream=stream)
+        return h._replace(stream_stream=stream)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return self._wrap(handler_call_details.method, handler)
+
+
+__all__ = ["PeerAuthenticator", "current_identity"]

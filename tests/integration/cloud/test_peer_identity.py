@@ -1,0 +1,165 @@
+"""A real gateway admits only device certificates that are not revoked: a certificate the CA
+signed but without clientAuth, without the device URI SAN or with a common name that disagrees
+is refused with UNAUTHENTICATED on every RPC; a revoked certificate or device is refused at
+Hello, and a device revoked while its session is open is cut off; the rest keep being served."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cloud import Gateway
+from cloud._settings import GatewaySettings
+from common.auth import (
+    DEVICE_URI_PREFIX,
+    CertificateAuthority,
+    KeyPair,
+    open_deny_list,
+    serial_hex,
+    write_dev_pki,
+)
+from tests.integration.cloud._gateway import SessionClient, hello, models_dir
+
+X = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+
+
+def _odd_cert(ca: KeyPair, cn: str, *, eku: bool, uri: str | None) -> KeyPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
+        )
+    )
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+    if uri is not None:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False
+        )
+    return KeyPair(b.sign(ca.key, hashes.SHA256()), key)
+
+
+def _creds(pki: Path, kp: KeyPair | None = None, device: str = "") -> grpc.ChannelCredentials:
+    ca = (pki / "ca.pem").read_bytes()
+    if kp is not None:
+        return grpc.ssl_channel_credentials(ca, kp.key_pem(), kp.cert_pem())
+    return grpc.ssl_channel_credentials(
+        ca, (pki / f"{device}.key").read_bytes(), (pki / f"{device}.pem").read_bytes()
+    )
+
+
+async def _welcomed(
+    port: int, creds: grpc.ChannelCredentials
+) -> tuple[grpc.aio.Channel, SessionClient]:
+    channel = grpc.aio.secure_channel(f"127.0.0.1:{port}", creds)
+    client = SessionClient(channel)
+    await client.send(hello())
+    await client.recv(("welcome",))
+    return channel, client
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    d = tmp_path / "pki"
+    write_dev_pki(d, ["dev-1", "dev-2", "dev-3"])
+    return d
+
+
+async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki: Path) -> None:
+    deny_url = f"sqlite:///{tmp_path / 'shared' / 'deny.sqlite3'}"
+    settings = GatewaySettings(
+        models_dir=models_dir(tmp_path),
+        server={"port": 0},
+        metrics={"port": None},
+        tls={"dir": pki, "revocation_url": deny_url, "revocation_refresh_s": 0.1},
+    )
+    ca = CertificateAuthority.open(tmp_path / "pki-ca").keypair
+    odd = {
+        "no clientAuth EKU": (
+            _odd_cert(ca, "dev-9", eku=False, uri=DEVICE_URI_PREFIX + "dev-9"),
+            "clientAuth",
+        ),
+        "no device URI SAN": (_odd_cert(ca, "dev-9", eku=True, uri=None), "device URI SAN"),
+        "other URI SAN only": (
+            _odd_cert(ca, "dev-9", eku=True, uri="spiffe://x/dev-9"),
+            "device URI SAN",
+        ),
+        "CN disagrees": (
+            _odd_cert(ca, "dev-1", eku=True, uri=DEVICE_URI_PREFIX + "dev-9"),
+            "differs",
+        ),
+    }
+    deny = open_deny_list(deny_url)
+    async with Gateway(settings) as gw:
+        good_channel, good = await _welcomed(gw.port, _creds(pki, device="dev-1"))
+
+        for name, (kp, why) in odd.items():
+            async with grpc.aio.secure_channel(f"127.0.0.1:{gw.port}", _creds(pki, kp)) as ch:
+                client = SessionClient(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.send(hello())
+                    await client.recv(("welcome",))
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+                assert why in (info.value.details() or ""), name
+                # not only the session: every RPC
+                stub = registry_pb2_grpc.ModelRegistryServiceStub(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.ListModels(registry_pb2.ListModelsRequest())
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+
+        # revoking one certificate (by serial) refuses it at Hello
+        dev2 = x509.load_pem_x509_certificate((pki / "dev-2.pem").read_bytes())
+        await deny.revoke("serial", serial_hex(dev2), "key lost")
+        # revoking a device while its session is open cuts the session off
+        dev3_channel, dev3 = await _welcomed(gw.port, _creds(pki, device="dev-3"))
+        await deny.revoke("device", "dev-3", "stolen")
+        for _ in range(100):  # the deny-list is re-read every 0.1 s
+            try:
+                await dev3.infer("r3", X)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                break
+            await asyncio.sleep(0.05)
+        assert await dev3.call.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "device 'dev-3' is revoked" in (await dev3.call.details() or "")
+        await dev3_channel.close()
+        for device, why in (
+            ("dev-2", f"certificate {serial_hex(dev2)}"),
+            ("dev-3", "device 'dev-3'"),
+        ):
+            async with grpc.aio.secure_channel(
+                f"127.0.0.1:{gw.port}", _creds(pki, device=device)
+            ) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await _welcomed_on(ch)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, device
+                assert why in (info.value.details() or ""), device
+
+        # the good device was served throughout
+        assert (await good.infer("r1", X)).WhichOneof("frame") == "infer_result"
+        assert gw.transport.authenticator.cut == 1
+        await good_channel.close()
+    await deny.close()
+
+
+async def _welcomed_on(channel: grpc.aio.Channel) -> None:
+    client = SessionClient(channel)
+    await client.send(hello())
+    await client.recv(("welcome",))
