@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.bundle import ece
 from common.pipeline._ctc import Decoded
 from common.pipeline._detect import Boxes
 from common.pipeline._registry import Models, step
@@ -79,8 +80,13 @@ def fit_platt(scores: npt.ArrayLike, correct: npt.ArrayLike, l2: float = 1e-3) -
     return {"method": "platt", "a": float(w[0]), "b": float(w[1])}
 
 
-def fit_isotonic(scores: npt.ArrayLike, correct: npt.ArrayLike) -> dict[str, Any]:
-    """Monotone non-decreasing fit (pool adjacent violators); knots at block means."""
+def fit_isotonic(
+    scores: npt.ArrayLike, correct: npt.ArrayLike, min_block: int = 1
+) -> dict[str, Any]:
+    """Monotone non-decreasing fit (pool adjacent violators); knots at block means. With
+    ``min_block`` > 1 the smallest block is merged into its smaller neighbour until every block
+    holds at least that many lines: fewer, better-estimated steps (still monotone: a merged
+    block's mean lies between its parts')."""
     order = np.argsort(np.asarray(scores, np.float64), kind="stable")
     x = np.asarray(scores, np.float64)[order]
     y = np.asarray(correct, np.float64)[order]
@@ -90,9 +96,35 @@ def fit_isotonic(scores: npt.ArrayLike, correct: npt.ArrayLike) -> dict[str, Any
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
             s, n, sx = blocks.pop()
             blocks[-1] = [blocks[-1][0] + s, blocks[-1][1] + n, blocks[-1][2] + sx]
+    while len(blocks) > 1:
+        i = min(range(len(blocks)), key=lambda k: blocks[k][1])
+        if blocks[i][1] >= min_block:
+            break
+        if i == 0 or (i < len(blocks) - 1 and blocks[i + 1][1] < blocks[i - 1][1]):
+            j = i + 1
+        else:
+            j = i - 1
+        a, b = min(i, j), max(i, j)
+        blocks[a] = [blocks[a][k] + blocks[b][k] for k in range(3)]
+        del blocks[b]
     knots_x = [b[2] / b[1] for b in blocks]
     knots_y = [b[0] / b[1] for b in blocks]
-    return {"method": "isotonic", "x": knots_x, "y": knots_y}
+    fitted: dict[str, Any] = {"method": "isotonic", "x": knots_x, "y": knots_y}
+    if min_block > 1:
+        fitted["min_block"] = min_block
+    return fitted
+
+
+BINNED_SHARE = 0.05
+"""Least share of the calibration lines in each step of ``binned_isotonic``."""
+
+
+def fit_binned_isotonic(scores: npt.ArrayLike, correct: npt.ArrayLike) -> dict[str, Any]:
+    """Isotonic regression whose steps each hold at least 5% of the lines (about 50 of ~950):
+    plain isotonic follows every small run of right or wrong lines among the rarer low scores,
+    which held-out lines do not repeat."""
+    n = len(np.asarray(scores))
+    return fit_isotonic(scores, correct, min_block=max(1, round(BINNED_SHARE * n)))
 
 
 def apply_calibration(scores: npt.ArrayLike, calibration: dict[str, Any]) -> Floats:
@@ -111,28 +143,53 @@ def apply_calibration(scores: npt.ArrayLike, calibration: dict[str, Any]) -> Flo
 FITS: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], dict[str, Any]]] = {
     "platt": fit_platt,
     "isotonic": fit_isotonic,
+    "binned_isotonic": fit_binned_isotonic,
 }
+
+
+def _held_out(scores: npt.ArrayLike, correct: npt.ArrayLike, method: str, folds: int) -> Floats:
+    """Confidences of every line from ``method`` fitted on the other folds (every
+    ``folds``-th line held out)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(correct, np.float64)
+    out = np.zeros_like(s)
+    for k in range(folds):
+        held = np.arange(len(s)) % folds == k
+        if held.all() or not held.any():
+            out[held] = s[held]
+            continue
+        out[held] = apply_calibration(s[held], FITS[method](s[~held], y[~held]))
+    return out
 
 
 def cross_validated_brier(
     scores: npt.ArrayLike, correct: npt.ArrayLike, method: str, folds: int = 5
 ) -> float:
     """Mean squared error of ``method``'s confidences on held-out folds of the calibration
-    lines (every ``folds``-th line): how a method is chosen without looking at the test set."""
-    s, y = np.asarray(scores, np.float64), np.asarray(correct, np.float64)
-    errors = np.zeros_like(s)
-    for k in range(folds):
-        held = np.arange(len(s)) % folds == k
-        if held.all() or not held.any():
-            continue
-        fitted = FITS[method](s[~held], y[~held])
-        errors[held] = (apply_calibration(s[held], fitted) - y[held]) ** 2
-    return float(errors.mean()) if len(s) else 0.0
+    lines (every ``folds``-th line)."""
+    y = np.asarray(correct, np.float64)
+    if not len(y):
+        return 0.0
+    return float(np.mean((_held_out(scores, correct, method, folds) - y) ** 2))
+
+
+def cross_validated_ece(
+    scores: npt.ArrayLike, correct: npt.ArrayLike, method: str, folds: int = 5
+) -> float:
+    """ECE (15 bins) of ``method``'s held-out confidences over all calibration lines: how a
+    method is chosen without looking at the test set."""
+    y = np.asarray(correct, np.float64)
+    return ece(_held_out(scores, correct, method, folds), y) if len(y) else 0.0
 
 
 def choose_method(scores: npt.ArrayLike, correct: npt.ArrayLike) -> str:
-    """The calibration method with the lowest cross-validated Brier score."""
-    return min(FITS, key=lambda m: cross_validated_brier(scores, correct, m))
+    """The calibration method with the lowest cross-validated ECE (ties: Brier score)."""
+    return min(
+        FITS,
+        key=lambda m: (
+            round(cross_validated_ece(scores, correct, m), 4),
+            cross_validated_brier(scores, correct, m),
+        ),
+    )
 
 
 def reliability(
@@ -216,6 +273,8 @@ __all__ = [
     "calibrate",
     "choose_method",
     "cross_validated_brier",
+    "cross_validated_ece",
+    "fit_binned_isotonic",
     "fit_isotonic",
     "fit_platt",
     "line_score",

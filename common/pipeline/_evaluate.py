@@ -28,6 +28,7 @@ from common.pipeline._confidence import (
     apply_calibration,
     choose_method,
     cross_validated_brier,
+    cross_validated_ece,
     reliability,
 )
 from common.pipeline._runner import Pipeline
@@ -165,6 +166,9 @@ def calibration_report(cal: list[Scored], test: list[Scored], method: str) -> di
         "cv_brier_calibration": cross_validated_brier(
             [s.raw for s in cal], [s.correct for s in cal], method
         ),
+        "cv_ece_calibration": cross_validated_ece(
+            [s.raw for s in cal], [s.correct for s in cal], method
+        ),
         "reliability": reliability(conf, correct),
         "per_variant": {},
     }
@@ -185,7 +189,7 @@ def evaluate(
     variants: tuple[str, ...] = ("easy", "hard"),
     calibration: int = 40,
     test: int = 12,
-    methods: tuple[str, ...] = ("platt", "isotonic"),
+    methods: tuple[str, ...] = ("platt", "isotonic", "binned_isotonic"),
     threads: int = 1,
 ) -> dict[str, Any]:
     """The measurements document of ``aiml021 ocr-eval`` for one pipeline."""

@@ -113,7 +113,7 @@ def _ocr_eval(args: argparse.Namespace) -> int:
             test=args.test,
             threads=args.threads,
         )
-        # auto: the method with the lowest cross-validated Brier score on the calibration lines
+        # auto: the method with the lowest cross-validated ECE on the calibration lines
         result["method"] = result["chosen_method"] if args.method == "auto" else args.method
         doc["pipelines"].append(result)
         if args.write:
@@ -147,9 +147,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--test", type=int, default=12, help="test frames per variant")
     e.add_argument(
         "--method",
-        choices=["auto", "platt", "isotonic"],
+        choices=["auto", "platt", "isotonic", "binned_isotonic"],
         default="auto",
-        help="calibration; auto: lowest cross-validated Brier score on the calibration split",
+        help="calibration; auto: lowest cross-validated ECE on the calibration split",
     )
     e.add_argument("--threads", type=int, default=1)
     e.add_argument(

@@ -10,6 +10,8 @@ from common.pipeline._confidence import (
     apply_calibration,
     choose_method,
     cross_validated_brier,
+    cross_validated_ece,
+    fit_binned_isotonic,
     fit_isotonic,
     fit_platt,
     line_score,
@@ -56,7 +58,21 @@ def test_the_method_is_chosen_by_cross_validation_on_the_calibration_split() -> 
     assert cross_validated_brier(scores, correct, "isotonic") < cross_validated_brier(
         scores, correct, "platt"
     )
-    assert choose_method(scores, correct) == "isotonic"
+    assert choose_method(scores, correct) in ("isotonic", "binned_isotonic")
+
+
+def test_binned_isotonic_keeps_steps_of_at_least_its_share_and_stays_monotone() -> None:
+    scores, correct = _overconfident(1000, 5)
+    plain = fit_isotonic(scores, correct)
+    binned = fit_binned_isotonic(scores, correct)
+    assert binned["method"] == "isotonic" and binned["min_block"] == 50
+    assert len(binned["x"]) < len(plain["x"])
+    assert np.all(np.diff(binned["y"]) >= 0) and np.all(np.diff(binned["x"]) > 0)
+    assert len(binned["x"]) <= 1000 // 50  # every step holds at least 50 lines
+    p = apply_calibration(np.linspace(0, 1, 101), binned)
+    assert np.all(np.diff(p) >= 0)
+    # held-out ECE is what chooses between methods (never the test split)
+    assert 0 <= cross_validated_ece(scores, correct, "binned_isotonic") < 0.05
 
 
 def test_platt_stays_finite_on_separable_data() -> None:

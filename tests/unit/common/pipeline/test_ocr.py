@@ -12,7 +12,7 @@ from PIL import Image
 
 from common.cli import main
 from common.frames import render_frame
-from common.pipeline import load_pipeline
+from common.pipeline import FITS, load_pipeline
 from common.pipeline._evaluate import compare, match, overlap, reference_for, score_lines
 from common.pipeline._spec import BUILTIN_DIR
 
@@ -84,8 +84,10 @@ def test_ocr_eval_measures_and_writes_the_calibration_into_the_description(tmp_p
     assert doc["command"].startswith("aiml021 ocr-eval --pipeline")
     (result,) = doc["pipelines"]
     assert result["reproduction"]["same_text_share"] == 1.0
-    assert result["method"] == "platt" and result["chosen_method"] in ("platt", "isotonic")
+    assert result["method"] == "platt" and result["chosen_method"] in FITS
     report = result["calibration"]["platt"]
+    assert set(result["calibration"]) == set(FITS)
+    assert 0 <= report["cv_ece_calibration"] <= 1
     assert sum(row["n"] for row in report["reliability"]) == result["lines"]["test"]
     written = json.loads(description.read_text())
     (calibrate,) = [s for s in written["steps"] if s["op"] == "calibrate"]
