@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud._privacy import GatewayPrivacySettings
 from cloud.stores._settings import CacheSettings, IdempotencySettings, StoreSettings
 from common.settings import TREE_CONFIG, LayeredSettings, Section
 from policy._settings import PolicySettings
@@ -291,6 +292,8 @@ class GatewaySettings(LayeredSettings):
     """Where idempotency keys, cached results and request metadata live."""
     policy: PolicySettings = Field(default_factory=PolicySettings)
     """The policy PolicyService serves."""
+    privacy: GatewayPrivacySettings = Field(default_factory=GatewayPrivacySettings)
+    """Pseudonyms, DLP and encryption at rest for what the gateway keeps (docs/privacy.md)."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:

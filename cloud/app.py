@@ -26,6 +26,7 @@ from inference import grpc_service_pb2_grpc
 from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
+from cloud._privacy import PrivacySink
 from cloud._settings import GatewaySettings
 from cloud._transport import TransportSecurity
 from cloud._workers_rollouts import SharedRollouts
@@ -73,9 +74,28 @@ from cloud.grpc._policy import PolicyServicer
 from cloud.rest import RestBridge, RestServer
 from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
 from common.errors import InvalidArgument
+from common.privacy import configure as configure_pseudonymiser
 from policy import OnlineLearner, Policy, PolicyPublisher
 
 log = logging.getLogger(__name__)
+
+
+def _private_sinks(
+    s: GatewaySettings, metadata: MetadataSink, telemetry: TelemetrySink
+) -> tuple[MetadataSink, TelemetrySink]:
+    """The sinks with device ids pseudonymised and PII redacted (``privacy`` section); the
+    pseudonymiser is also installed for logs and exporters (``common.privacy.configure``)."""
+    pseudonymiser = s.privacy.pseudonymiser()
+    if pseudonymiser is not None:
+        configure_pseudonymiser(pseudonymiser)
+    redactor = s.privacy.redactor()
+    if pseudonymiser is None and redactor is None:
+        return metadata, telemetry
+    if metadata is not discard_record:
+        metadata = PrivacySink(metadata, pseudonymiser, redactor)
+    if telemetry is not discard_telemetry:
+        telemetry = PrivacySink(telemetry, pseudonymiser, redactor)
+    return metadata, telemetry
 
 
 class Gateway:
@@ -117,6 +137,7 @@ class Gateway:
                 metadata_sink = stores.metadata
             if stores.metadata is not None and telemetry_sink is discard_telemetry:
                 telemetry_sink = stores.metadata
+        metadata_sink, telemetry_sink = _private_sinks(s, metadata_sink, telemetry_sink)
         if idempotency is None:
             idempotency = MemoryIdempotencyStore(
                 ttl_s=s.idempotency.ttl_s,
@@ -235,7 +256,13 @@ class Gateway:
     def from_settings(cls, settings: GatewaySettings) -> Gateway:
         """The gateway ``aiml021 serve`` runs: stores built from the settings too."""
         return cls(
-            settings, stores=build_stores(settings.stores, settings.idempotency, settings.cache)
+            settings,
+            stores=build_stores(
+                settings.stores,
+                settings.idempotency,
+                settings.cache,
+                keyring=settings.privacy.keyring(),
+            ),
         )
 
     def add_service(self, register: ServiceRegistration, *names: str) -> None:

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "cloud.cli",
     "edge": "edge_agent.cli",
     "policy": "policy.cli",
+    "privacy": "cloud._privacy_cli",
 }
 
 

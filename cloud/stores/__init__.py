@@ -20,6 +20,7 @@ from ._records import (
     SessionEvent,
     telemetry_record,
 )
+from ._sealed import SealedRedis
 from ._serde import (
     decode_entry,
     decode_result,
@@ -54,6 +55,7 @@ __all__ = [
     "Record",
     "RedisIdempotencyStore",
     "RedisResultCache",
+    "SealedRedis",
     "SessionEvent",
     "SqliteMetadataBackend",
     "StoreSettings",

@@ -4,17 +4,19 @@ factory that builds the stores from them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from cloud.core import IdempotencyStore, ResultCache
+from common.privacy import KeyRing
 from common.settings import Section
 
 from ._cache import MemoryResultCache, RedisResultCache
 from ._idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from ._metadata_sql import MetadataBackend, PostgresMetadataBackend, SqliteMetadataBackend
 from ._records import PriceTable
+from ._sealed import SealedRedis
 from ._writer import MetadataWriter
 
 
@@ -107,8 +109,10 @@ def build_stores(
     settings: StoreSettings | None = None,
     idempotency: IdempotencySettings | None = None,
     cache_settings: CacheSettings | None = None,
+    keyring: KeyRing | None = None,
 ) -> Stores:
-    """Create (not yet start) the stores ``settings`` describe (defaults where None)."""
+    """Create (not yet start) the stores ``settings`` describe (defaults where None); with
+    ``keyring``, what the Redis stores keep is sealed with AES-256-GCM (:class:`SealedRedis`)."""
     s = settings or StoreSettings()
     ids = idempotency or IdempotencySettings()
     cs = cache_settings or CacheSettings()
@@ -117,14 +121,17 @@ def build_stores(
     if s.backend == "redis":
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(s.redis_url)
+        def client() -> Any:
+            plain = aioredis.Redis.from_url(s.redis_url)
+            return plain if keyring is None else SealedRedis(plain, keyring)
+
         idem = RedisIdempotencyStore(
-            client,
+            client(),
             ttl_s=ids.ttl_s,
             pending_ttl_s=ids.pending_ttl_s,
             wait_timeout_s=ids.wait_s,
         )
-        cache = RedisResultCache(aioredis.Redis.from_url(s.redis_url), default_ttl_s=cs.ttl_s)
+        cache = RedisResultCache(client(), default_ttl_s=cs.ttl_s)
     else:
         idem = MemoryIdempotencyStore(
             ttl_s=ids.ttl_s, pending_ttl_s=ids.pending_ttl_s, max_keys=ids.entries

@@ -40,7 +40,9 @@ _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])"
 )
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
+# Cards and phones stand as tokens of their own: digits glued to letters (hex digests, uuids,
+# serials) are identifiers, not personal data.
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w])")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
@@ -85,6 +87,21 @@ def _iban_in(m: re.Match[str]) -> Finding | None:
     return None
 
 
+# How card numbers are printed: contiguous, or in these groups (Visa/Mastercard/Discover 4-4-4-4
+# and 4-4-4-4-3, Amex 4-6-5, Diners 4-6-4, 13-digit Visa 4-4-5).
+_CARD_GROUPS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4), (4, 4, 5)}
+
+
+def _card_layout(text: str) -> bool:
+    groups = tuple(len(g) for g in re.split(r"[ -]", text))
+    return len(groups) == 1 or groups in _CARD_GROUPS
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` touches a letter or digit on either side."""
+    return (start > 0 and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum())
+
+
 def _ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -116,7 +133,7 @@ class PiiScanner:
             found += [f for m in _IBAN.finditer(text) if (f := _iban_in(m)) is not None]
         if PAYMENT_CARD in self.kinds:
             for m in _CARD.finditer(text):
-                if _luhn_card(re.sub(r"[ -]", "", m.group())):
+                if _card_layout(m.group()) and _luhn_card(re.sub(r"[ -]", "", m.group())):
                     found.append(Finding(PAYMENT_CARD, m.start(), m.end()))
         if IP_ADDRESS in self.kinds:
             for pattern in (_IPV4, _IPV6):
@@ -145,6 +162,8 @@ class PiiScanner:
             for m in phonenumbers.PhoneNumberMatcher(
                 text, region, leniency=phonenumbers.Leniency.VALID
             ):
+                if _glued(text, m.start, m.end):
+                    continue
                 spans.setdefault((m.start, m.end), Finding(PHONE, m.start, m.end))
         return list(spans.values())
 

@@ -77,3 +77,13 @@ def test_hostile_huge_value_is_scanned_within_a_bound() -> None:
     text = ("x" * 100 + " ") * 20_000 + "a@b.io"  # 2 MB: past the scan bound
     assert SCAN.find(text) == []
     assert SCAN.find("1" * 5000) == []  # a wall of digits is no card
+
+
+def test_identifiers_with_digit_runs_are_not_personal_data() -> None:
+    # Request ids and digests are hex: digits glued to letters are never a card or a phone.
+    for ident in ("a4111111111111111f", "req4155552671x", "8f14e45f-4111111111111111-ab"):
+        assert SCAN.find(ident) == [], ident
+    import uuid
+
+    ids = [uuid.uuid4().hex for _ in range(2000)]
+    assert [i for i in ids if SCAN.find(i)] == []

@@ -1,0 +1,153 @@
+"""The gateway's privacy controls (section ``privacy``): device ids pseudonymised and PII
+redacted in everything written to the metadata store (request records, device telemetry, device
+and session events), AES-256-GCM at rest for the Redis stores, and the DLP metric.
+
+:class:`PrivacySink` wraps the metadata/telemetry sink: the data plane keeps the real device id
+for its own work (quotas, tenancy), and only the record that is kept is rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import Field, model_validator
+
+from cloud.core import RequestRecord, TelemetryEvent
+from cloud.stores import DeviceSeen, SessionEvent
+from common.privacy import KINDS, KeyRing, PiiScanner, Pseudonymiser, Redactor
+from common.settings import Section
+
+log = logging.getLogger(__name__)
+
+DLP_FINDINGS = Counter(
+    "aiml021_dlp_findings_total",
+    "Personal data found and redacted before it was stored or exported, by kind and where.",
+    ["kind", "where"],
+)
+
+
+def count_findings(where: str, counts: Mapping[str, int]) -> None:
+    """The DLP metric: ``counts`` (kind -> findings) redacted from ``where``."""
+    for kind, n in counts.items():
+        DLP_FINDINGS.labels(kind, where).inc(n)
+
+
+class GatewayPrivacySettings(Section):
+    """Pseudonyms, DLP and encryption at rest for what the gateway keeps (docs/privacy.md)."""
+
+    pseudonym_key_file: Path | None = None
+    """File with the 32-byte HMAC key (hex or base64) that pseudonymises device and session ids
+    in the metadata store, telemetry and logs; None (and no ``pseudonym_key``) stores them as
+    they are. Keep it out of the database's reach: with it, pseudonyms can be linked to ids."""
+    pseudonym_key: str | None = None
+    """The pseudonym key itself (hex or base64), e.g. from a secret store."""
+    dlp: bool = True
+    """Scan request records and device telemetry for personal data (e-mails, phone numbers,
+    payment cards, IBANs, IP addresses) and redact it before it is stored."""
+    dlp_kinds: list[str] = Field(default_factory=lambda: list(KINDS))
+    """Kinds of personal data the scanner looks for."""
+    at_rest_key_file: Path | None = None
+    """Key ring file (``aiml021 privacy keys``) sealing the values of the Redis idempotency store
+    and result cache with AES-256-GCM; None keeps them in the clear."""
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayPrivacySettings:
+        unknown = set(self.dlp_kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"privacy.dlp_kinds: unknown {sorted(unknown)}; known {list(KINDS)}")
+        if self.pseudonym_key_file is not None and self.pseudonym_key:
+            raise ValueError("set privacy.pseudonym_key_file or privacy.pseudonym_key, not both")
+        return self
+
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """The configured pseudonymiser, or None."""
+        if self.pseudonym_key:
+            return Pseudonymiser.from_text(self.pseudonym_key)
+        if self.pseudonym_key_file is not None:
+            return Pseudonymiser.from_file(self.pseudonym_key_file)
+        return None
+
+    def redactor(self) -> Redactor | None:
+        """The DLP redactor reporting to the metric, or None when DLP is off."""
+        return Redactor(PiiScanner(self.dlp_kinds), count_findings) if self.dlp else None
+
+    def keyring(self) -> KeyRing | None:
+        """The at-rest key ring, or None."""
+        return None if self.at_rest_key_file is None else KeyRing.load(self.at_rest_key_file)
+
+
+Sink = Callable[[Any], None]
+
+_WHERE: dict[type, str] = {
+    RequestRecord: "request_record",
+    TelemetryEvent: "telemetry",
+    DeviceSeen: "device",
+    SessionEvent: "session",
+}
+"""Records the sink cleans -> the ``where`` label of the DLP metric."""
+_TEXT_FIELDS = frozenset(
+    {"request_id", "idempotency_key", "offload_reason", "codec", "cut_point", "region",
+     "model_name", "route", "device_class", "end_reason", "status"}
+)  # fmt: skip
+"""Fields a client can fill with free text (ids, labels); scanned and redacted."""
+
+
+class PrivacySink:
+    """A metadata/telemetry sink that pseudonymises ids and redacts PII, then passes the record
+    on to ``inner`` (the metadata writer). Never raises: a record it cannot clean is dropped
+    (and logged) rather than stored raw."""
+
+    def __init__(
+        self,
+        inner: Sink,
+        pseudonymiser: Pseudonymiser | None,
+        redactor: Redactor | None,
+    ) -> None:
+        self.inner = inner
+        self._p = pseudonymiser
+        self._r = redactor
+
+    def _device(self, device_id: str) -> str:
+        return self._p.device(device_id) if self._p is not None else device_id
+
+    def _session(self, session_id: str) -> str:
+        return self._p.session(session_id) if self._p is not None else session_id
+
+    def _text(self, value: str, where: str) -> str:
+        return self._r.text(value, where) if self._r is not None and value else value
+
+    def clean(self, record: Any) -> Any:
+        """The record as it may be stored: ids pseudonymised, free-text fields redacted."""
+        where = _WHERE.get(type(record))
+        if where is None:
+            return record
+        names = {f.name for f in dataclasses.fields(record)}
+        changes: dict[str, str] = {}
+        for name in names & {"device_id", "session_id"}:
+            value = getattr(record, name)
+            changes[name] = self._device(value) if name == "device_id" else self._session(value)
+        for name in names & _TEXT_FIELDS:
+            value = getattr(record, name)
+            if isinstance(value, str):
+                changes[name] = self._text(value, where)
+        return dataclasses.replace(record, **changes)
+
+    def __call__(self, record: Any, /) -> None:
+        try:
+            cleaned = self.clean(record)
+        except Exception:
+            log.exception("privacy: dropped a %s that could not be cleaned", type(record).__name__)
+            return
+        self.inner(cleaned)
+
+    def __getattr__(self, item: str) -> Any:
+        # The wrapped writer's other methods (submit, flush, stop...) stay reachable.
+        return getattr(self.inner, item)
+
+
+__all__ = ["DLP_FINDINGS", "GatewayPrivacySettings", "PrivacySink", "count_findings"]

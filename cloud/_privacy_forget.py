@@ -1,0 +1,208 @@
+"""Right to erasure: ``aiml021 privacy forget DEVICE`` removes a device's records from every store
+the gateway writes and leaves a tombstone that says it happened.
+
+- Metadata database (SQLite or PostgreSQL): every table with a ``device_id`` column (found from
+  the catalogue, so tables added later are covered), matching the raw id or its pseudonym. The
+  append-only audit log is left alone: its hash chain is the evidence, and its principals are the
+  callers, not the data subjects.
+- Redis: the device's idempotency entries (their keys are namespaced by org and device, see
+  ``cloud.core._tenancy``), and with ``flush_org_cache`` the org's result-cache entries (they are
+  shared by the org's devices and keyed by content, so they cannot be told apart per device).
+- Tombstone: one row in ``privacy_tombstones`` (in the same transaction as the deletes) with the
+  device's pseudonym, never its raw id, the time, who asked, and how many records went where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.privacy import Pseudonymiser
+
+TOMBSTONES = "privacy_tombstones"
+_TOMBSTONE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {TOMBSTONES} ("
+    "tombstone_id TEXT PRIMARY KEY, subject TEXT NOT NULL, forgotten_at DOUBLE PRECISION NOT NULL, "
+    "actor TEXT NOT NULL, detail TEXT NOT NULL)"
+)
+_KEEP = {"audit_log", "audit_head", TOMBSTONES, "schema_migrations"}
+
+
+@dataclass
+class ForgetReport:
+    """What ``forget`` removed."""
+
+    subject: str
+    """How the tombstone names the device: its pseudonym (or a SHA-256 digest without a key)."""
+    rows: dict[str, int] = field(default_factory=dict)
+    """Table -> rows deleted."""
+    redis_keys: int = 0
+    tombstone_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "rows": self.rows,
+            "redis_keys": self.redis_keys,
+            "tombstone_id": self.tombstone_id,
+        }
+
+
+def _digest(*parts: str) -> str:
+    # The same namespacing as cloud.core._tenancy (a test keeps the two equal).
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def idempotency_prefix(org: str, device_id: str, prefix: str = "aiml021:idem:") -> str:
+    """Redis key prefix of a device's idempotency entries (a device's principal subject is its
+    device id)."""
+    return f"{prefix}p:{_digest(org, device_id)}/"
+
+
+def cache_prefix(org: str, prefix: str = "aiml021:cache:") -> str:
+    """Redis key prefix of an org's result-cache entries."""
+    return f"{prefix}o:{_digest(org)}/"
+
+
+def _subject(device_id: str, pseudonymiser: Pseudonymiser | None) -> str:
+    if pseudonymiser is not None:
+        return pseudonymiser.device(device_id)
+    return "sha256:" + hashlib.sha256(device_id.encode()).hexdigest()
+
+
+def _ids(device_id: str, pseudonymiser: Pseudonymiser | None) -> list[str]:
+    ids = [device_id]
+    if pseudonymiser is not None:
+        ids.append(pseudonymiser.device(device_id))
+    return ids
+
+
+def _forget_sqlite(path: str, ids: list[str], report: ForgetReport, actor: str) -> None:
+    if path != ":memory:" and not Path(path).exists():
+        raise FileNotFoundError(f"metadata database {path} does not exist")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_TOMBSTONE_TABLE)
+            tables = [
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            marks = ",".join("?" * len(ids))
+            for table in sorted(tables):
+                cols = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+                if table in _KEEP or "device_id" not in cols:
+                    continue
+                cur = conn.execute(f'DELETE FROM "{table}" WHERE device_id IN ({marks})', ids)
+                report.rows[table] = cur.rowcount
+            conn.execute(
+                f"INSERT INTO {TOMBSTONES} VALUES (?, ?, ?, ?, ?)",
+                (report.tombstone_id, report.subject, time.time(), actor, _detail(report)),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
+async def _forget_postgres(url: str, ids: list[str], report: ForgetReport, actor: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
+        async with conn.transaction():
+            await conn.execute(sql.SQL(_TOMBSTONE_TABLE))
+            cur = await conn.execute(
+                "SELECT table_name FROM information_schema.columns WHERE column_name = 'device_id' "
+                "AND table_schema = current_schema()"
+            )
+            tables = sorted({r[0] for r in await cur.fetchall()} - _KEEP)
+            for table in tables:
+                query = sql.SQL("DELETE FROM {} WHERE device_id = ANY(%s)").format(
+                    sql.Identifier(table)
+                )
+                cur = await conn.execute(query, (ids,))
+                report.rows[table] = cur.rowcount
+            await conn.execute(
+                "INSERT INTO privacy_tombstones VALUES (%s, %s, %s, %s, %s)",
+                (report.tombstone_id, report.subject, time.time(), actor, _detail(report)),
+            )
+
+
+def _detail(report: ForgetReport) -> str:
+    return json.dumps({"rows": report.rows, "redis_keys": report.redis_keys}, sort_keys=True)
+
+
+async def _forget_redis(client: Any, patterns: list[str]) -> int:
+    deleted = 0
+    for pattern in patterns:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(await client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(await client.delete(*batch))
+    return deleted
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+async def forget_device(
+    device_id: str,
+    *,
+    metadata_url: str | None,
+    redis_url: str | None = None,
+    org: str = "",
+    pseudonymiser: Pseudonymiser | None = None,
+    flush_org_cache: bool = False,
+    actor: str = "cli",
+    redis_client: Any = None,
+) -> ForgetReport:
+    """Remove ``device_id``'s records from the metadata database at ``metadata_url`` and its
+    idempotency entries (and, with ``flush_org_cache``, its org's cache) from the Redis at
+    ``redis_url``; write the tombstone last, with the counts, in the metadata database."""
+    if not device_id:
+        raise ValueError("forget needs a device id")
+    report = ForgetReport(subject=_subject(device_id, pseudonymiser), tombstone_id=uuid.uuid4().hex)
+    client = redis_client
+    if client is None and redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_url)
+    if client is not None:
+        try:
+            patterns = [_glob_escape(idempotency_prefix(org, device_id)) + "*"]
+            if flush_org_cache:
+                patterns.append(_glob_escape(cache_prefix(org)) + "*")
+            report.redis_keys = await _forget_redis(client, patterns)
+        finally:
+            if redis_client is None:
+                await client.aclose()
+    ids = _ids(device_id, pseudonymiser)
+    if metadata_url and metadata_url != "none":
+        if metadata_url.startswith("sqlite:///"):
+            import asyncio
+
+            path = metadata_url.removeprefix("sqlite:///")
+            await asyncio.to_thread(_forget_sqlite, path, ids, report, actor)
+        elif metadata_url.startswith(("postgresql://", "postgres://")):
+            await _forget_postgres(metadata_url, ids, report, actor)
+        else:
+            raise ValueError(f"unsupported metadata URL {metadata_url!r}")
+    return report
+
+
+__all__ = ["TOMBSTONES", "ForgetReport", "cache_prefix", "forget_device", "idempotency_prefix"]
