@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cloud._privacy import GatewayPrivacySettings
+from cloud.artifacts import ArtifactSettings
 from cloud.stores._settings import CacheSettings, IdempotencySettings, StoreSettings
 from common.settings import TREE_CONFIG, LayeredSettings, Section
 from policy._settings import PolicySettings
@@ -292,6 +293,8 @@ class GatewaySettings(LayeredSettings):
     """Where idempotency keys, cached results and request metadata live."""
     policy: PolicySettings = Field(default_factory=PolicySettings)
     """The policy PolicyService serves."""
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    """Signed model bundles loaded from S3-compatible storage into ``models_dir`` at start."""
     privacy: GatewayPrivacySettings = Field(default_factory=GatewayPrivacySettings)
     """Pseudonyms, DLP and encryption at rest for what the gateway keeps (docs/privacy.md)."""
 

@@ -28,6 +28,7 @@ from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
 from cloud._privacy import PrivacySink
 from cloud._settings import GatewaySettings
+from cloud.artifacts import sync_models
 from cloud._transport import TransportSecurity
 from cloud._workers_rollouts import SharedRollouts
 from cloud.backends import Backend, OnnxRuntimeBackend
@@ -255,6 +256,8 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Gateway:
         """The gateway ``aiml021 serve`` runs: stores built from the settings too."""
+        if settings.artifacts.bucket:  # signed bundles from object storage, before the scan
+            sync_models(settings.artifacts, settings.models_dir)
         return cls(
             settings,
             stores=build_stores(

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ocr-eval": "common.pipeline.cli",
     "codec-sweep": "common.codecs.cli",
     "certs": "common.auth.cli",
+    "artifacts": "common.artifacts.cli",
     "ca": "common.auth.cli",
     "enroll": "common.auth.cli",
     "serve": "cloud.cli",
