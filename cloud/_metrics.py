@@ -4,8 +4,10 @@ Label values are bounded, so no client can grow ``/metrics`` (or the gateway's m
 names: ``model`` takes only names the gateway serves or served (:meth:`GatewayMetrics.add_model`;
 any other name is counted as ``_unknown``), labels that devices fill in (``device_class``,
 ``codec``) keep their first :data:`MAX_FREE_VALUES` values of at most :data:`MAX_LABEL_CHARS`
-characters and count the rest as ``_other``; every other label comes from the gateway's own
-enumerations (status codes, routes, kinds).
+characters and count the rest as ``_other``; ``region`` takes only the configured regions
+(:meth:`GatewayMetrics.set_regions`; any other value is ``_other``, none is the gateway's own
+region or ``unspecified``); ``org`` comes from the gateway's accounting configuration; every other
+label comes from the gateway's own enumerations (status codes, routes, kinds).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_REQUEST_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
 _CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 UNKNOWN_MODEL = "_unknown"
@@ -29,6 +34,8 @@ MAX_FREE_VALUES = 64
 MAX_LABEL_CHARS = 64
 """Longest device-filled label value kept."""
 _FREE_LABELS = frozenset({"device_class", "codec"})
+UNSPECIFIED_REGION = "unspecified"
+"""The ``region`` label of requests and devices that name none (and no gateway region is set)."""
 
 
 class GatewayMetrics:
@@ -132,13 +139,114 @@ class GatewayMetrics:
             buckets=_CONFIDENCE_BUCKETS,
             registry=r,
         )
+        self.request_duration = Histogram(
+            "aiml021_gateway_request_duration_seconds",
+            "Gateway time of each finished request, from having the whole request to its answer "
+            "(decode, queue, compute), by model, API and the device's region.",
+            ["model", "api", "region"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.device_replay_backlog = Gauge(
+            "aiml021_gateway_device_replay_backlog_requests",
+            "Offloads waiting in devices' offline replay queues, summed over the devices that "
+            "reported in the last 15 minutes (their latest telemetry batch).",
+            ["region", "device_class"],
+            registry=r,
+        )
+        self.reporting_devices = Gauge(
+            "aiml021_gateway_reporting_devices",
+            "Devices whose telemetry arrived in the last 15 minutes.",
+            ["region", "device_class"],
+            registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            "aiml021_gateway_certificate_expiry_timestamp_seconds",
+            "When the gateway's TLS certificate expires (notAfter, seconds since the epoch); "
+            "re-read when the file changes.",
+            ["cert"],
+            registry=r,
+        )
+        self.batch_worker_restarts = Counter(
+            "aiml021_gateway_batch_worker_restarts",
+            "Batch workers restarted after a crash, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "aiml021_gateway_drift_psi",
+            "Population stability index of a signal's recent window against its reference "
+            "window, by model, region and signal (exit_confidence, feature_rms).",
+            ["model", "region", "signal"],
+            registry=r,
+        )
+        self.drift_kl = Gauge(
+            "aiml021_gateway_drift_kl_divergence",
+            "KL divergence (nats) of a signal's recent window from its reference window.",
+            ["model", "region", "signal"],
+            registry=r,
+        )
+        self.drift_window = Gauge(
+            "aiml021_gateway_drift_window_samples",
+            "Samples in a drift signal's window (phase reference: still filling the reference; "
+            "phase current: the window compared against it).",
+            ["model", "region", "signal", "phase"],
+            registry=r,
+        )
+        self.compute_billed = Counter(
+            "aiml021_gateway_billed_compute_seconds",
+            "Backend compute billed to requests (each request's share of its batch), by "
+            "organisation, model and processor (cpu, gpu).",
+            ["org", "model", "processor"],
+            registry=r,
+        )
+        self.egress_bytes = Counter(
+            "aiml021_gateway_egress_bytes",
+            "Output bytes sent back to devices, by organisation and model.",
+            ["org", "model"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "aiml021_gateway_cost",
+            "Cost of requests in the price table's currency (compute and egress), by "
+            "organisation, model and region.",
+            ["org", "model", "region"],
+            registry=r,
+        )
+        self.budget = Gauge(
+            "aiml021_gateway_budget",
+            "An organisation's budget for the current budget period (price-table currency).",
+            ["org"],
+            registry=r,
+        )
+        self.budget_spent = Gauge(
+            "aiml021_gateway_budget_spent",
+            "What an organisation has spent in the current budget period on this gateway.",
+            ["org"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Any] = {}
+        self._regions: frozenset[str] = frozenset()
+        self._home_region = UNSPECIFIED_REGION
         self._models: set[str] = set()
         self._free: dict[str, set[str]] = {name: set() for name in _FREE_LABELS}
 
     def add_model(self, name: str) -> None:
         """Let ``name`` be a ``model`` label value (called when a model is loaded)."""
         self._models.add(name)
+
+    def set_regions(self, regions: frozenset[str] | set[str], home: str = "") -> None:
+        """Let ``regions`` (and ``home``, the gateway's own region, which also stands for
+        requests that name none) be ``region`` label values; any other value is ``_other``."""
+        self._home_region = home or UNSPECIFIED_REGION
+        self._regions = frozenset(regions) | {self._home_region}
+        self._children.clear()
+
+    def region(self, value: str) -> str:
+        """The ``region`` label of a device-declared region."""
+        if not value:
+            return self._home_region
+        return value if value in self._regions else OTHER
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)`` with the values bounded (see the module docstring), cached:
@@ -152,11 +260,17 @@ class GatewayMetrics:
                 self._children[key] = c
         return c
 
+    def bounded_label(self, name: str, value: str) -> str:
+        """``value`` as label ``name`` takes it (see the module docstring)."""
+        return self._bounded((name,), (value,))[0]
+
     def _bounded(self, names: tuple[str, ...], labels: tuple[str, ...]) -> tuple[str, ...]:
         out = []
         for name, value in zip(names, labels, strict=True):
             if name == "model":
                 value = value if value in self._models else UNKNOWN_MODEL
+            elif name == "region":
+                value = self.region(value)
             elif name in _FREE_LABELS:
                 seen = self._free[name]
                 if value not in seen:
@@ -168,4 +282,11 @@ class GatewayMetrics:
         return tuple(out)
 
 
-__all__ = ["MAX_FREE_VALUES", "MAX_LABEL_CHARS", "OTHER", "UNKNOWN_MODEL", "GatewayMetrics"]
+__all__ = [
+    "MAX_FREE_VALUES",
+    "MAX_LABEL_CHARS",
+    "OTHER",
+    "UNKNOWN_MODEL",
+    "UNSPECIFIED_REGION",
+    "GatewayMetrics",
+]

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cloud._observability import AccountingSettings, ObservabilitySettings
 from cloud._privacy import GatewayPrivacySettings
 from cloud.artifacts import ArtifactSettings
 from cloud.stores._settings import CacheSettings, IdempotencySettings, StoreSettings
@@ -297,6 +298,10 @@ class GatewaySettings(LayeredSettings):
     """Signed model bundles loaded from S3-compatible storage into ``models_dir`` at start."""
     privacy: GatewayPrivacySettings = Field(default_factory=GatewayPrivacySettings)
     """Pseudonyms, DLP and encryption at rest for what the gateway keeps (docs/privacy.md)."""
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    """Region labels, drift detection and tracing (docs/observability.md)."""
+    accounting: AccountingSettings = Field(default_factory=AccountingSettings)
+    """Cost accounting: prices, organisations and their budgets."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:

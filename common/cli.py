@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import AimlError
+from common.telemetry import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,19 @@ SUBCOMMANDS: dict[str, str] = {
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiml021", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text or JSON (request id, pseudonymous device, route, decision, "
+        "status, trace id); default: $AIML021_LOG_FORMAT or text",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="one log line per request (default: $AIML021_ACCESS_LOG)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only import the module of the requested subcommand (or all of them for --help).
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -68,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(
+        args.log_format,
+        logging.DEBUG if args.verbose else logging.INFO,
+        access=args.access_log,
     )
     if not getattr(args, "func", None):
         parser.print_help()

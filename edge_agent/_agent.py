@@ -19,6 +19,7 @@ import numpy as np
 
 from common.bundle import Bundle, load_bundle
 from common.errors import FailedPrecondition, InvalidArgument
+from common.telemetry import configure_tracing, tracer
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._cache import ResultCache, content_key
@@ -33,7 +34,13 @@ from edge_agent._replay_worker import ReplayWorker
 from edge_agent._runtime import EdgeRuntime
 from edge_agent._settings import EdgeSettings
 from edge_agent._stream import Credentials, SessionClient
-from edge_agent._telemetry import AgentStats, TelemetryBuffer, event_of, telemetry_loop
+from edge_agent._telemetry import (
+    AgentStats,
+    TelemetryBuffer,
+    event_of,
+    log_answer,
+    telemetry_loop,
+)
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route
 from policy import Action, DecisionContext, FallbackPolicy, Policy, PolicySnapshot
 
@@ -98,6 +105,7 @@ class EdgeAgent:
         self.telemetry = TelemetryBuffer(st.telemetry.buffer)
         self.client: SessionClient | None = None
         self.replay: ReplayQueue | None = None
+        self._replay_backlog = 0
         self._replay_exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: ReplayWorker | None = None
         self._offload = self._offloader()
@@ -114,6 +122,11 @@ class EdgeAgent:
 
     async def start(self) -> None:
         """Open the replay queue and the session stream (in the background)."""
+        tel = self.settings.telemetry
+        if tel.otlp_endpoint:
+            configure_tracing(
+                "aiml021-edge", tel.otlp_endpoint, sample_ratio=tel.trace_sample_ratio
+            )
         if self._started:
             return
         self._started = True
@@ -243,7 +256,24 @@ class EdgeAgent:
     def _send_telemetry(self, events: list[dict[str, object]], dropped: int) -> bool:
         if self.client is None or not self.client.connected:
             return False
-        return self.client.send_telemetry(conv.telemetry(self.settings.device_id, events, dropped))
+        st = self.settings
+        frame = conv.telemetry(
+            st.device_id,
+            events,
+            dropped,
+            region=st.region,
+            device_class=st.device_class,
+            replay_backlog=self._replay_backlog,
+        )
+        if self.replay is not None and self._replay_exec is not None:
+            # counted on the replay thread (its database's only user); the next batch carries it
+            fut = asyncio.get_running_loop().run_in_executor(self._replay_exec, len, self.replay)
+            fut.add_done_callback(self._set_backlog)
+        return self.client.send_telemetry(frame)
+
+    def _set_backlog(self, fut: asyncio.Future[int]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._replay_backlog = fut.result()
 
     # -- inference ---------------------------------------------------------------------------
     async def infer(
@@ -257,6 +287,16 @@ class EdgeAgent:
         confident, else as the policy decides; never later than the deadline."""
         if not self._started:
             raise FailedPrecondition("EdgeAgent.infer before start(); use 'async with'")
+        with tracer("aiml021.edge").start_as_current_span("aiml021.edge.infer") as span:
+            result = await self._infer(sample, deadline_ms, idempotency_key)
+            span.set_attribute("aiml021.route", result.route.value)
+            span.set_attribute("aiml021.request_id", result.request_id)
+            log_answer(result, self.model_name)
+            return result
+
+    async def _infer(
+        self, sample: np.ndarray, deadline_ms: float | None, idempotency_key: str | None
+    ) -> EdgeResult:
         t0 = time.perf_counter()
         sla = (deadline_ms if deadline_ms is not None else self.settings.routing.sla_ms) / 1e3
         x = self.runtime.prepare(sample)

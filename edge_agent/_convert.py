@@ -62,6 +62,9 @@ class OutboundRequest:
     entropy: float = 0.0
     device_class: str = ""
     edge_load: float = 0.0
+    region: str = ""
+    traceparent: str = ""
+    """W3C trace context of the device's offload span (empty: not traced)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +193,11 @@ def infer_frames(
             entropy=req.entropy,
             modality=request_pb2.MODALITY_IMAGE,
             device_class=req.device_class,
+            region=req.region,
         ),
         deferred=req.deferred,
         payload_digest=req.digest,
+        traceparent=req.traceparent,
     )
     if req.features.parts:  # a multi-tensor cut: one part per tensor, each with its own codec
         for name, part in req.features.parts:
@@ -231,10 +236,23 @@ def ping(nonce: int) -> session_pb2.ConnectRequest:
 
 
 def telemetry(
-    device_id: str, events: list[dict[str, object]], dropped: int
+    device_id: str,
+    events: list[dict[str, object]],
+    dropped: int,
+    *,
+    region: str = "",
+    device_class: str = "",
+    replay_backlog: int = 0,
 ) -> session_pb2.ConnectRequest:
-    """A TelemetryBatch frame from event dicts (see ``edge_agent._telemetry``)."""
-    batch = telemetry_pb2.TelemetryBatch(device_id=device_id, dropped=dropped)
+    """A TelemetryBatch frame from event dicts (see ``edge_agent._telemetry``), with what the
+    device says about itself (region, class, offloads waiting in its replay queue)."""
+    batch = telemetry_pb2.TelemetryBatch(
+        device_id=device_id,
+        dropped=dropped,
+        region=region,
+        device_class=device_class,
+        replay_backlog=replay_backlog,
+    )
     for e in events:
         t = request_pb2.TimingBreakdown(
             edge_compute=duration_from_ms(float(e["edge_compute_ms"])),  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from common.errors import AimlError, ResourceExhausted
+from common.telemetry import traceparent, tracer
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._features import EncodedFeatures
@@ -82,12 +83,20 @@ class Offloader:
             entropy=entropy,
             device_class=self._settings.device_class,
             edge_load=self._load.value(),
+            region=self._settings.region,
+            traceparent=traceparent(),
         )
 
     async def offload(self, req: OpenRequest, cut: str, codec: str) -> EdgeResult:
         """Send the features at ``cut`` (coded with ``codec``; empty strings: the defaults) and
         answer with the cloud's result, or with the best local exit (route ``edge_fallback``)
         when it cannot arrive ``fallback_margin_ms`` before the deadline or fails."""
+        with tracer("aiml021.edge").start_as_current_span(
+            "aiml021.edge.offload", attributes={"aiml021.cut_point": cut, "aiml021.codec": codec}
+        ):
+            return await self._offload(req, cut, codec)
+
+    async def _offload(self, req: OpenRequest, cut: str, codec: str) -> EdgeResult:
         assert self._client is not None
         try:
             name, feats, encode_ms = await self._head.features(

@@ -159,6 +159,11 @@ class TelemetrySettings(Section):
     """Longest time an event waits before its batch is sent."""
     buffer: int = Field(default=4096, ge=1)
     """Events buffered while disconnected; older ones are dropped (and counted) beyond this."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector (``host:port``, OTLP/gRPC) that receives the agent's spans (each
+    request's trace continues at the gateway); empty: tracing off."""
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of requests traced."""
 
 
 class EdgeSettings(LayeredSettings):

@@ -15,6 +15,8 @@ import numpy as np
 from edge_agent._types import EdgeResult
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("aiml021.access")
+"""One line per answer (INFO; off unless logging is configured with access lines)."""
 
 Event = dict[str, object]
 
@@ -39,6 +41,25 @@ def event_of(result: EdgeResult, model_name: str) -> Event:
         "codec": result.codec,
         "confidence": result.confidence,
     }
+
+
+def log_answer(result: EdgeResult, model_name: str) -> None:
+    """The access-log line of one answer (the same fields as the gateway's)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "edge %s %s",
+        model_name,
+        result.route.value,
+        extra={
+            "request_id": result.request_id,
+            "model": model_name,
+            "route": result.route.value,
+            "decision": result.exit_name or result.route.value,
+            "status": "OK",
+            "latency_ms": round(result.timing.total_ms, 3),
+        },
+    )
 
 
 class TelemetryBuffer:
@@ -127,4 +148,4 @@ class AgentStats:
         return {f"p{int(q)}": float(np.percentile(arr, q)) for q in qs}
 
 
-__all__ = ["AgentStats", "Event", "TelemetryBuffer", "event_of", "telemetry_loop"]
+__all__ = ["AgentStats", "Event", "TelemetryBuffer", "event_of", "log_answer", "telemetry_loop"]

@@ -1,5 +1,5 @@
-"""Accounting helpers of the data plane: per-request metadata records, telemetry metrics and
-content hashes (no grpc, no state)."""
+"""Accounting helpers of the data plane: per-request metadata records, telemetry metrics, the
+request's trace spans and access-log line, and content hashes (no grpc, no state)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from cloud.core._repository import ModelRepository
 from cloud.core._types import InferenceRequest, InferenceResult, RequestRecord, TelemetryEvent
 from common import confidence
 from common.errors import AimlError
+from common.telemetry import context_from_traceparent, device_pseudonym, tracer, wall_ns
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("aiml021.access")
+"""One line per finished request (INFO; off unless logging is configured with access lines)."""
+_tracer = tracer  # resolved per call: tracing may be configured after import
 
 
 def request_record(
@@ -57,6 +61,89 @@ def request_record(
         confidence=conf,
         bytes_out=bytes_out,
         latency_ms=(time.monotonic() - request.received_at) * 1000.0,
+    )
+
+
+def trace_request(
+    request: InferenceRequest, status: str, result: InferenceResult | None, end: float
+) -> dict[str, str]:
+    """The gateway's spans of a finished request, parented by the caller's ``traceparent``:
+    ``aiml021.gateway.request`` (arrival to answer) with ``aiml021.gateway.decode``,
+    ``aiml021.batcher.queue`` and ``aiml021.backend.compute`` inside it, placed from the
+    result's measured times (written once the request is over, so the hot path holds no span)."""
+    t = _tracer("aiml021.gateway")
+    parent = context_from_traceparent(request.traceparent)
+    end_ns = wall_ns(end)
+
+    def at(instant: float) -> int:  # one clock anchor: nested spans never cross by jitter
+        return end_ns - int((end - instant) * 1e9)
+
+    name = "aiml021.session.request" if request.api == "session" else "aiml021.gateway.request"
+    span = t.start_span(
+        name,
+        context=parent,
+        start_time=at(request.received_at),
+        attributes={
+            "aiml021.request_id": request.request_id,
+            "aiml021.model": request.model_name,
+            "aiml021.api": request.api,
+            "aiml021.status": status,
+            "aiml021.cut_point": request.cut_point,
+            "aiml021.codec": request.codec,
+        },
+    )
+    if not span.is_recording():
+        return {}
+    from opentelemetry import trace
+
+    ctx = trace.set_span_in_context(span)
+    if result is not None and not result.cached:
+        compute_start = end - result.compute_s
+        queue_start = compute_start - result.queue_s
+        steps = [("aiml021.batcher.queue", queue_start, compute_start)]
+        steps.append(("aiml021.backend.compute", compute_start, end))
+        if result.decode_s:
+            steps.insert(0, ("aiml021.gateway.decode", queue_start - result.decode_s, queue_start))
+        for step, a, b in steps:
+            child = t.start_span(step, context=ctx, start_time=at(a))
+            if step == "aiml021.backend.compute":
+                child.set_attribute("aiml021.batch_size", result.batch_size)
+            child.end(end_time=at(b))
+    if status != "OK":
+        span.set_status(trace.StatusCode.ERROR, status)
+    span.end(end_time=end_ns)
+    sc = span.get_span_context()
+    return {"trace_id": format(sc.trace_id, "032x"), "span_id": format(sc.span_id, "016x")}
+
+
+def log_request(
+    request: InferenceRequest,
+    status: str,
+    result: InferenceResult | None,
+    region: str,
+    latency_s: float,
+    trace_ids: dict[str, str] | None = None,
+) -> None:
+    """The access-log line of a finished request (JSON fields with ``--log-format json``)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    access_log.info(
+        "%s %s %s",
+        request.api,
+        request.model_name,
+        status,
+        extra={
+            "request_id": request.request_id,
+            "device": device_pseudonym(request.device_id),
+            "model": request.model_name,
+            "api": request.api,
+            "route": "cache" if result is not None and result.cached else "cloud",
+            "decision": request.offload_reason or "infer",
+            "status": status,
+            "region": region,
+            "latency_ms": round(latency_s * 1000.0, 3),
+            **(trace_ids or {}),
+        },
     )
 
 
@@ -122,4 +209,13 @@ def content_hash(inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()) 
     return h.hexdigest()
 
 
-__all__ = ["calibrate", "content_hash", "record_telemetry", "request_record", "top_class"]
+__all__ = [
+    "access_log",
+    "calibrate",
+    "content_hash",
+    "log_request",
+    "record_telemetry",
+    "request_record",
+    "top_class",
+    "trace_request",
+]

@@ -289,6 +289,9 @@ class SessionCore:
             cut_point=h.cut_point,
             session_id=self.session_id,
             offload_reason="deferred" if h.deferred else "offload",
+            region=h.region,
+            device_class=h.context.device_class if h.context is not None else "",
+            traceparent=h.traceparent,
         )
         p.request = req
         if h.context is not None:  # how sure the device was when it asked the cloud

@@ -67,6 +67,10 @@ class RequestHeader:
     """The whole payload when the header carries it inline; empty when chunks follow."""
     context: DecisionContext | None = None
     """What the device knew when it offloaded (InferHeader.context), in the policy's terms."""
+    region: str = ""
+    """Region the device declares (InferHeader.context.region)."""
+    traceparent: str = ""
+    """W3C trace context of the device's span (InferHeader.traceparent)."""
 
     def answer_deadline(self) -> float | None:
         """The last instant an answer is worth computing: the device's deadline less the half

@@ -4,6 +4,7 @@ PolicyUpdate frames a session stream carries (in Welcome, then on every publish)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
 from aiml021.session.v1 import session_pb2
 
 from cloud.grpc._errors import handle_unary
+from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._policy_converters import (
     context_from_proto,
     decision_to_proto,
@@ -34,10 +36,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         publisher: PolicyPublisher | None = None,
         *,
         max_outcomes_per_call: int = 10_000,
+        budget_exhausted: Callable[[str], bool] | None = None,
     ) -> None:
         self.learner = learner
         self.publisher = publisher
         self.max_outcomes_per_call = max_outcomes_per_call
+        self.budget_exhausted = budget_exhausted
+        """Whether a device's organisation has spent its budget (``accounting.steer_offload``):
+        its decisions are then made with no cloud cost allowed, so the policy stays local."""
 
     @property
     def policy(self) -> Policy:
@@ -50,7 +56,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.DecideResponse:
         if not request.HasField("context"):
             raise InvalidArgument("context: required")
-        decision_id, decision = self.learner.decide(context_from_proto(request.context))
+        ctx = context_from_proto(request.context)
+        if self.budget_exhausted is not None:
+            device = device_id_from_context(context) or ctx.device_id
+            if self.budget_exhausted(device):
+                ctx = dataclasses.replace(ctx, cost_budget=0.0)
+        decision_id, decision = self.learner.decide(ctx)
         return policy_pb2.DecideResponse(decision=decision_to_proto(decision, decision_id))
 
     @handle_unary

@@ -39,7 +39,7 @@ from cloud.grpc._errors import grpc_status, handle_stream
 from cloud.grpc._outbox import Outbox, OutboxSink, StreamGuards
 from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._policy import push_policy_updates, welcome_policy
-from cloud.grpc._telemetry import events_from_pb
+from cloud.grpc._telemetry import device_report_from_pb, events_from_pb
 from common.errors import (
     AimlError,
     DeadlineExceeded,
@@ -310,6 +310,7 @@ class SessionServicer:
                             events_from_pb(batch, core.device_id, core.session_id),
                             int(batch.dropped),
                         )
+                        self._dp.report_device(device_report_from_pb(batch, core.device_id))
                     elif kind == "hello":
                         outbox.put(_StreamFault("Hello may only be the first frame"))
                         return

@@ -12,6 +12,7 @@ from aiml021.common.v1 import request_pb2
 from aiml021.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 from cloud.core import DataPlane, TelemetryEvent
+from cloud.core._fleet import DeviceReport
 from cloud.grpc._errors import handle_unary
 from cloud.grpc._peer import device_id_from_context
 from common.prototime import duration_to_s
@@ -44,9 +45,21 @@ def events_from_pb(
                 codec=e.codec,
                 confidence=e.confidence,
                 session_id=session_id,
+                region=batch.region,
+                device_class=batch.device_class,
             )
         )
     return events
+
+
+def device_report_from_pb(batch: telemetry_pb2.TelemetryBatch, device_id: str) -> DeviceReport:
+    """What a batch says about its device, attributed to ``device_id``."""
+    return DeviceReport(
+        device_id=device_id,
+        region=batch.region,
+        device_class=batch.device_class,
+        replay_backlog=int(batch.replay_backlog),
+    )
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
@@ -66,7 +79,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         n = self._dp.record_telemetry(
             events_from_pb(request.batch, device), int(request.batch.dropped)
         )
+        self._dp.report_device(device_report_from_pb(request.batch, device))
         return telemetry_pb2.ReportResponse(accepted=n)
 
 
-__all__ = ["SERVICE", "TelemetryServicer", "events_from_pb"]
+__all__ = ["SERVICE", "TelemetryServicer", "device_report_from_pb", "events_from_pb"]

@@ -22,9 +22,17 @@ from ._exporter import (
     promql_metric_names,
     recorded_series,
 )
+from ._fleet import cost, fleet
 from ._gateway import cache, gateway
 
-DASHBOARDS = {"gateway": gateway, "cache": cache, "devices": devices, "policy": policy}
+DASHBOARDS = {
+    "gateway": gateway,
+    "cache": cache,
+    "devices": devices,
+    "policy": policy,
+    "fleet": fleet,
+    "cost": cost,
+}
 """File stem (``aiml021-<stem>.json``) -> the function that builds that dashboard."""
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"

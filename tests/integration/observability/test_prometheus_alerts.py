@@ -134,9 +134,18 @@ def test_induced_sla_breach_fires_the_alert_in_a_real_prometheus(
             "query", query=f"model:aiml021_gateway_queue_compute_seconds:p95_5m{sel}"
         )["result"]
         assert float(target["value"][1]) == 0.0001 < float(p95["value"][1])
+        # The measured per-request p95 breaches it too (no region declared: "unspecified").
+        per_request = _wait(
+            "Aiml021RequestLatencySLABreach firing",
+            stack,
+            lambda: _firing(prom, "Aiml021RequestLatencySLABreach"),
+        )
+        assert [(a["labels"]["model"], a["labels"]["region"]) for a in per_request] == [
+            (BREACHED, "unspecified")
+        ]
         # Every rule has been evaluated against the real series and none failed.
         rules = _wait("every rule evaluated", stack, lambda: _evaluated_rules(prom))
-        assert len(rules) == 33  # 2 targets + 30 gateway rules + the test override
+        assert len(rules) == 48  # 2 targets + 45 gateway rules + the test override
         assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
         targets = prom.api("targets")["activeTargets"]
         assert [(t["labels"]["job"], t["health"]) for t in targets] == [("aiml021-gateway", "up")]
@@ -147,7 +156,7 @@ def test_induced_sla_breach_fires_the_alert_in_a_real_prometheus(
 def _concrete(expr: str) -> str:
     """A dashboard query as Grafana sends it with every variable at All."""
     for var, value in (("$__rate_interval", "1m"), ("$model", ".*"), ("$route", ".*"),
-                       ("$device_class", ".*")):  # fmt: skip
+                       ("$device_class", ".*"), ("$region", ".*"), ("$org", ".*")):  # fmt: skip
         expr = expr.replace(var, value)
     return expr
 
@@ -176,3 +185,4 @@ def test_dashboard_queries_are_valid_promql_with_data_for_the_gateway_panels(
     # Requests and batches happened: the gateway dashboard's traffic panels have data.
     assert "aiml021-gateway: panel 'Requests by model and status' A" not in empty
     assert "aiml021-gateway: panel 'Batches / s' A" not in empty
+    assert "aiml021-fleet: panel 'Requests / s by region' A" not in empty
