@@ -4,7 +4,8 @@ TLS has verified the chain by the time a call arrives; this checks what TLS does
 device profile (``common.auth.device_identity``: KeyUsage, clientAuth, exactly one device URI SAN,
 matching common name) and the revocation deny-list (``common.auth.RevocationCache``). Either
 failure ends the call with UNAUTHENTICATED naming the reason. Calls without a client certificate
-(``--insecure``, or a token-only caller where the listener allows one) pass on to the
+(``--insecure``, or a token-only caller where the listener allows one), and certificates that
+name no device at all (a service's, an operator's: their token says who they are), pass on to the
 authorization layer, which decides about them.
 
 When the deny-list grows, the open calls of newly revoked devices or certificates (a device's
@@ -22,8 +23,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from cryptography import x509
 
-from common.auth import DeviceIdentity, RevocationCache, Revocations, identity_from_pem
+from common.auth import (
+    DEVICE_URI_PREFIX,
+    DeviceIdentity,
+    RevocationCache,
+    Revocations,
+    identity_from_pem,
+)
 from common.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,19 @@ _identity: contextvars.ContextVar[DeviceIdentity | None] = contextvars.ContextVa
 def current_identity() -> DeviceIdentity | None:
     """The checked device identity of the call being served (None without a certificate)."""
     return _identity.get()
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_a_device(pem: bytes) -> bool:
+    """Whether the certificate claims to be a device's (has a device URI SAN at all)."""
+    try:
+        san = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
+        return False
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return any(u.startswith(DEVICE_URI_PREFIX) for u in uris)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -72,6 +93,10 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
             return None
         checked = _checked(bytes(pems[0]))
         if isinstance(checked, Unauthenticated):
+            if not _names_a_device(bytes(pems[0])):
+                # A service's or operator's client certificate: not a device, no identity here;
+                # the authorization layer (cloud.authz) demands its bearer token.
+                return None
             raise checked
         if self.revocations is not None:
             self.revocations.check(checked)
@@ -153,14 +178,20 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             identity = await self._admit(method, context)
             task = self._track(identity)
+            items = inner(request, context)
             try:
-                async for item in inner(request, context):
+                async for item in items:
                     yield item
             except asyncio.CancelledError:
                 if not await self._cut(task, context):
                     raise
             finally:
                 self._live.pop(task, None)  # type: ignore[arg-type]
+                # Closed here, in this call's task and context: left to the garbage collector,
+                # the handler's cleanup would run in another context.
+                aclose = getattr(items, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
         if h.unary_stream is not None:
             return h._replace(unary_stream=stream)

@@ -12,7 +12,8 @@ gateway's ``--tls-dir``::
 Rotation (``aiml021 ca rotate``) makes a new CA key and certificate, deletes the old key and
 keeps the old certificate in ``bundle.pem`` until ``aiml021 ca retire``: gateways and devices
 trust both while certificates of the old CA are still valid (device certificates are short-lived,
-so that is hours, not years).
+so that is hours, not years). The CA service keeps presenting its certificate of the old CA
+until retire, so devices that trust only the old CA can still reach it to renew.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ class CertificateAuthority:
         self.keypair = create_ca(label)
         self.bundle = [self.keypair.cert, *[c for c in self.bundle if c != old.cert], old.cert]
         self._save()
-        # The CA service presents a certificate of the new CA from now on.
-        self.issue_server(self._service_hosts()).write(self.directory, "service")
+        # The CA service keeps its certificate of the old CA until retire: devices that have
+        # not renewed yet trust only the old CA, and must still reach the service to renew.
         return self.keypair
 
     def retire(self) -> list[x509.Certificate]:
@@ -168,6 +169,8 @@ class CertificateAuthority:
         dropped = [c for c in self.bundle if c != self.keypair.cert]
         self.bundle = [self.keypair.cert]
         self._save()
+        # From now on the CA service presents a certificate of the current CA.
+        self.issue_server(self._service_hosts()).write(self.directory, "service")
         return dropped
 
     def _service_hosts(self) -> list[str] | None:

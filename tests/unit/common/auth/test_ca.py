@@ -122,9 +122,12 @@ def test_rotation_trusts_both_cas_until_retire(ca: CertificateAuthority) -> None
     issued_new = reopened.sign_device(make_csr(_key(), "cam-1"), "cam-1", 600).cert
     issued_new.verify_directly_issued_by(new.cert)
     reopened.verify_issued(issued_old)  # still trusted during the overlap
+    # devices that trust only the old CA can still reach the service to renew
+    service = x509.load_pem_x509_certificate((ca.directory / "service.pem").read_bytes())
+    service.verify_directly_issued_by(old_cert)
+    assert reopened.retire() == [old_cert]
     service = x509.load_pem_x509_certificate((ca.directory / "service.pem").read_bytes())
     service.verify_directly_issued_by(new.cert)
-    assert reopened.retire() == [old_cert]
     with pytest.raises(Unauthenticated, match="not issued by a trusted CA"):
         CertificateAuthority.open(ca.directory).verify_issued(issued_old)
 
