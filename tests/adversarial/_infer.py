@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -67,7 +67,7 @@ def metrics_bytes(gw: ServedGateway) -> int:
         return len(r.read())
 
 
-async def many(calls: list[Callable[[], Awaitable[object]]], concurrency: int) -> list[Answer]:
+async def many(calls: Sequence[Callable[[], Awaitable[object]]], concurrency: int) -> list[Answer]:
     """Start each of ``calls`` (a grpc.aio call starts when made), at most ``concurrency`` in
     flight."""
     gate = asyncio.Semaphore(concurrency)

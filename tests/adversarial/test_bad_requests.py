@@ -87,7 +87,7 @@ async def test_malformed_requests_get_invalid_argument_never_unknown(
         with under_attack("malformed requests", served, legit):
             answers = await many(
                 [lambda: inference.ModelInfer(huge), lambda: inference.ModelInfer(long_id)] * 40
-                + [lambda f=f: f(GARBAGE) for f in raw.values()] * 20  # type: ignore[misc]
+                + [lambda f=f: f(GARBAGE) for f in raw.values()] * 20
                 + [garbage_stream] * 20,
                 concurrency=16,
             )

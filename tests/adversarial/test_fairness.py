@@ -1,13 +1,14 @@
 """Issue 13, compute fairness: one device flooding valid requests cannot take the compute of
 others.
 
-The flooder sends full-size requests (16 samples each) with short deadlines at the highest
-priority, many at once, for as long as the attack lasts: by deadline and priority alone every one
-of them comes before the legitimate device's requests (no deadline, normal priority). Before,
-the batcher served the queue earliest deadline first over all devices, so the legitimate device
-waited behind the flooder's whole backlog. Now each device is one flow of the batcher, batches
-take the flows' requests in turn (deadline and priority order only within a device) and a device
-holds at most its share of the queue, so the legitimate device waits for about one batch.
+The flooder keeps 64 requests of 8 samples each open, with short deadlines at the highest
+priority, for as long as the attack lasts, so the model's queue never empties: by deadline and
+priority alone every one of them comes before the legitimate device's requests (no deadline,
+normal priority). Before, the batcher served the queue earliest deadline first over all devices
+and the legitimate device starved: 2 answers in 6.3 s, p99 6.3 s. Now each device is one flow of
+the batcher, batches take the flows' requests in turn (deadline and priority order only within
+a device), batches are cut short while devices share the model, and a device holds at most its
+share of the queue, so the legitimate device waits for about one short batch.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from tests.adversarial._attack import MAX_ATTACK_S, under_attack
 from tests.adversarial._infer import infer_request, stub, timed
 from tests.adversarial._served import Probe, ServedGateway
 
-ROWS = 16
-"""Samples per flood request (a quarter of a full batch of the reference model)."""
-IN_FLIGHT = 96
+ROWS = 8
+"""Samples per flood request (an eighth of a full batch of the reference model)."""
+IN_FLIGHT = 64
 """Flood requests the attacker keeps open: far more than the gateway computes in their deadline."""
 FLOOD_S = 6.0
 
@@ -59,12 +60,11 @@ async def test_a_flooding_device_gets_its_share_of_compute_not_everyone_elses(
     served: ServedGateway, legit: Probe
 ) -> None:
     assert FLOOD_S < MAX_ATTACK_S
-    with under_attack("one device floods urgent 16-sample requests", served, legit) as report:
+    with under_attack("one device floods urgent 8-sample requests", served, legit) as report:
         ended = await _flood(served, "attacker", time.monotonic() + FLOOD_S)
         report.rss_peak_mb = max(report.rss_peak_mb, served.rss_mb())
     print(f"flood: {ended}")
-    # The flooder saturated the gateway (it wanted more than was computed in time) and was
-    # still served: its share is capped, not taken away.
+    # The flooder was still served: its share is capped, not taken away.
     assert ended.get(grpc.StatusCode.OK, 0) * ROWS > 2_000, ended
     assert set(ended) - {grpc.StatusCode.OK} <= {
         grpc.StatusCode.DEADLINE_EXCEEDED,

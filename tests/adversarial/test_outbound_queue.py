@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import grpc
@@ -48,7 +48,7 @@ def test_a_device_that_never_reads_is_cut_off_and_its_memory_returned(
     big_ids = 400
     progress = {"written": 0, "last": time.monotonic()}
 
-    def flood() -> Iterator[session_pb2.ConnectRequest]:
+    def flood() -> Generator[session_pb2.ConnectRequest]:
         yield hello()
         for i in range(big_ids + 300_000):
             yield chunk(f"{BIG_ID}{i}", 0, b"x", True) if i < big_ids else ping(i)
