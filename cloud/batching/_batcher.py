@@ -353,6 +353,7 @@ class DynamicBatcher:
 
     async def _execute(self, batch: list[_Item]) -> None:
         rows = sum(i.rows for i in batch)
+        stacking = time.monotonic()
         if len(batch) == 1:
             feeds = batch[0].inputs
             assert feeds is not None
@@ -383,8 +384,7 @@ class DynamicBatcher:
         self._row_estimate_s = per_row if est == 0 else 0.8 * est + 0.2 * per_row
         self.batches += 1
         self.samples += rows
-        if self._observer is not None:
-            self._observer(self.key, rows, compute)
+        input_s = start - stacking
         offset = 0
         for item in batch:
             item.inputs = None
@@ -397,6 +397,7 @@ class DynamicBatcher:
                     )
                     offset += item.rows
                     continue
+                slicing = time.monotonic()
                 if len(batch) == 1:
                     mine = {n: outputs[n] for n in wanted}
                 else:
@@ -409,9 +410,13 @@ class DynamicBatcher:
                         queue_s=start - item.enqueued,
                         compute_s=compute,
                         batch_size=rows,
+                        compute_input_s=input_s,
+                        compute_output_s=time.monotonic() - slicing,
                     )
                 )
             offset += item.rows
+        if self._observer is not None:
+            self._observer(self.key, rows, compute, input_s, time.monotonic() - end)
 
     async def close(self) -> None:
         """Stop the workers; queued requests fail with UNAVAILABLE."""

@@ -18,8 +18,9 @@ from cloud.core._types import InferenceResult, ModelKey, ModelSpec
 RunFn = Callable[[Mapping[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
 """Runs one batch (inputs with the batch dimension first) through the backend."""
 
-BatchObserver = Callable[[ModelKey, int, float], None]
-"""Called after each batch with (key, samples, compute seconds)."""
+BatchObserver = Callable[[ModelKey, int, float, float, float], None]
+"""Called after each batch with (key, samples, compute seconds, input stacking seconds, output
+slicing seconds)."""
 
 
 class Batcher(Protocol):

@@ -14,24 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cloud._metrics import GatewayMetrics
-from cloud.core._accounting import (
-    content_hash,
-    log_request,
-    record_telemetry,
-    request_record,
-    trace_request,
-)
+from cloud.core._accounting import content_hash, record_telemetry, request_record
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory
 from cloud.core._decoding import PayloadDecoder
-from cloud.core._fleet import DeviceFleet, DeviceReport
 from cloud.core._hooks import (
     CacheEntry,
     IdempotencyStore,
@@ -43,16 +36,12 @@ from cloud.core._hooks import (
     discard_telemetry,
 )
 from cloud.core._repository import ModelRepository
+from cloud.core._statistics import InferenceStatistics
 from cloud.core._types import InferenceRequest, InferenceResult, ModelKey, ModelSpec, TelemetryEvent
 from cloud.core._validate import check_outputs, validate_inputs
 from common.errors import AimlError, Unavailable
 
 log = logging.getLogger(__name__)
-
-RequestObserver = Callable[[InferenceRequest, str, InferenceResult | None], None]
-"""Called with every finished request (status code, result when answered): drift, costs."""
-TelemetryObserver = Callable[[Sequence[TelemetryEvent]], None]
-"""Called with every batch of device telemetry events: drift."""
 
 
 class DataPlane:
@@ -76,6 +65,7 @@ class DataPlane:
         *,
         cache_full_models: bool = True,
         cache_tail_segments: bool = False,
+        cache_kserve: bool = False,
         router: RequestRouter | None = None,
         telemetry_sink: TelemetrySink = discard_telemetry,
         decoder: PayloadDecoder | None = None,
@@ -88,10 +78,13 @@ class DataPlane:
         self.result_cache = result_cache
         self.cache_full_models = cache_full_models
         self.cache_tail_segments = cache_tail_segments
+        self.cache_kserve = cache_kserve
         self.router = router
         self.telemetry_sink = telemetry_sink
         self.decoder = decoder or PayloadDecoder()
         """Decodes session payloads (codec frames on its threads)."""
+        self.statistics = InferenceStatistics()
+        """Triton-style per model version statistics (front doors report finished requests)."""
         self._new_batcher = batchers
         self._batchers: dict[ModelKey, Batcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
@@ -100,13 +93,6 @@ class DataPlane:
         self._entropy: dict[Path, Any] = {}
         self._unloaded: dict[ModelKey, ModelSpec] = {}
         self._started = False
-        self.observers: list[RequestObserver] = []
-        """Called with every finished request (the composition root adds drift and costs)."""
-        self.telemetry_observers: list[TelemetryObserver] = []
-        """Called with every telemetry batch's events."""
-        self.fleet = DeviceFleet(self.metrics)
-        """What devices report about themselves (replay backlog)."""
-        self._restarts: dict[ModelKey, int] = {}
 
     async def start(self) -> None:
         """Load every repository model into the backend and start its batcher."""
@@ -155,7 +141,6 @@ class DataPlane:
                 self._unloaded[key] = spec
         self.repository.remove(key)
         batcher = self._batchers.pop(key, None)
-        self._restarts.pop(key, None)  # a reload starts a new batcher, counting from 0
         if batcher is not None:
             await batcher.close()
         await self.backend.unload(key)
@@ -210,7 +195,10 @@ class DataPlane:
             raise Unavailable(f"model {key} is not loaded")
         return batcher
 
-    def _observe_batch(self, key: ModelKey, rows: int, compute_s: float) -> None:
+    def _observe_batch(
+        self, key: ModelKey, rows: int, compute_s: float, input_s: float, output_s: float
+    ) -> None:
+        self.statistics.batch(key, rows, compute_s, input_s, output_s)
         m = self.metrics
         m.child(m.batch_size, key.name).observe(rows)
         m.child(m.compute_seconds, key.name).observe(compute_s)
@@ -245,7 +233,7 @@ class DataPlane:
             check_outputs(spec, request.outputs)
         if request.idempotency_key and self.idempotency is not None:
             return asyncio.ensure_future(self._infer_idempotent(request, spec, rows))
-        if self._cache_applies(spec):
+        if self._cache_applies(spec, request):
             return asyncio.ensure_future(self._infer_cached(request, spec, rows))
         return self._enqueue(request, spec, rows)
 
@@ -271,8 +259,8 @@ class DataPlane:
 
     # -- result cache ------------------------------------------------------------------------
 
-    def _cache_applies(self, spec: ModelSpec) -> bool:
-        if self.result_cache is None:
+    def _cache_applies(self, spec: ModelSpec, request: InferenceRequest) -> bool:
+        if self.result_cache is None or (request.kserve and not self.cache_kserve):
             return False
         return self.cache_tail_segments if spec.cut_point else self.cache_full_models
 
@@ -292,6 +280,7 @@ class DataPlane:
             m.child(m.cache_requests, spec.name, "hit").inc()
             return _as_cached(hit.result(spec.name, spec.version))
         m.child(m.cache_requests, spec.name, "miss").inc()
+        self.statistics.cache_missed(spec.key)
         fut = self._enqueue(request, spec, rows)
         if key:
             self._queued_keys[key] = (spec.key, fut)
@@ -359,7 +348,7 @@ class DataPlane:
             m.child(m.idempotency, "stored").inc()
             return _as_cached(stored)
         try:
-            if self._cache_applies(spec):
+            if self._cache_applies(spec, request):
                 result = await self._infer_cached(request, spec, rows, key)
             else:
                 fut = self._enqueue(request, spec, rows)
@@ -393,56 +382,17 @@ class DataPlane:
         m.child(m.requests, request.model_name, request.api, status).inc()
         if status != "OK" and result is None:
             m.child(m.rejections, status).inc()
-        end = time.monotonic()
-        region = m.region(request.region)
-        m.child(m.request_duration, request.model_name, request.api, region).observe(
-            end - request.received_at
-        )
-        try:
-            ids = trace_request(request, status, result, end)
-            log_request(request, status, result, region, end - request.received_at, ids)
-        except Exception:
-            log.exception("tracing or access log failed")
-        for observe in self.observers:
-            try:
-                observe(request, status, result)
-            except Exception:  # an observer fault must never fail inference
-                log.exception("request observer failed")
         if self.metadata_sink is discard_record:
             return
         try:
-            rec = request_record(self.repository, request, status, result, bytes_in)
-            rec.region = region
-            self.metadata_sink(rec)
+            self.metadata_sink(request_record(self.repository, request, status, result, bytes_in))
         except Exception:  # a sink fault must never fail inference
             log.exception("metadata sink failed")
 
     def record_telemetry(self, events: Sequence[TelemetryEvent], dropped: int = 0) -> int:
         """Count device telemetry (route, device-side latency, bytes) and hand each event to the
         telemetry sink; never blocks or raises. Returns the events accepted."""
-        n = record_telemetry(self.metrics, self.telemetry_sink, events, dropped)
-        for observe in self.telemetry_observers:
-            try:
-                observe(events)
-            except Exception:
-                log.exception("telemetry observer failed")
-        return n
-
-    def report_device(self, report: DeviceReport) -> None:
-        """Take what a telemetry batch says about its device (replay backlog)."""
-        self.fleet.report(report)
-
-    def upkeep(self) -> None:
-        """Periodic bookkeeping (the gateway's model-health watcher calls it): count batch
-        worker restarts, forget devices that stopped reporting."""
-        m = self.metrics
-        for key, batcher in self._batchers.items():
-            restarts = int(getattr(batcher, "restarts", 0))
-            seen = self._restarts.get(key, 0)
-            if restarts > seen:
-                m.child(m.batch_worker_restarts, key.name).inc(restarts - seen)
-            self._restarts[key] = restarts
-        self.fleet.expire()
+        return record_telemetry(self.metrics, self.telemetry_sink, events, dropped)
 
 
 def _as_cached(result: InferenceResult) -> InferenceResult:

@@ -106,6 +106,9 @@ class InferenceRequest:
     """The API that brought it: ``infer`` (ModelInfer), ``stream`` (ModelStreamInfer),
     ``session`` (the device session stream) or ``rest``. (A *route* is where a request was
     answered: edge, cloud, cache...)"""
+    kserve: bool = False
+    """Arrived through the KServe-v2/Triton protocol (ModelInfer, ModelStreamInfer, ``/v2`` REST):
+    the result cache answers it only when the data plane's ``cache_kserve`` is on."""
     codec: str = "raw"
     cut_point: str = ""
     session_id: str = ""
@@ -114,12 +117,6 @@ class InferenceRequest:
     """Why the device offloaded: ``deferred`` (replayed from its offline queue), ``offload``."""
     received_at: float = field(default_factory=time.monotonic)
     """Monotonic instant the gateway had the whole request (deadline and latency base)."""
-    region: str = ""
-    """Region the device declares (``RequestContext.region``; empty: none or not a device)."""
-    device_class: str = ""
-    """Device class the device declares in its request context."""
-    traceparent: str = ""
-    """W3C trace context of the caller's span (InferHeader.traceparent, gRPC metadata)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +130,10 @@ class InferenceResult:
     queue_s: float = 0.0
     compute_s: float = 0.0
     batch_size: int = 1
+    compute_input_s: float = 0.0
+    """Time stacking the batch's inputs (Triton's compute_input)."""
+    compute_output_s: float = 0.0
+    """Time slicing this request's rows out of the batch's outputs (Triton's compute_output)."""
     decode_s: float = 0.0
     """Time the gateway spent decoding the request's coded payload (sessions)."""
     top_class: int | None = None
@@ -177,8 +178,6 @@ class RequestRecord:
     """Gateway time from arrival of the whole request to its answer."""
     recorded_at: float = field(default_factory=time.time)
     """Seconds since the epoch when the record was made (the request had just finished)."""
-    region: str = ""
-    """Region the device declared (empty: none)."""
 
 
 @dataclass(slots=True)
@@ -200,10 +199,6 @@ class TelemetryEvent:
     codec: str = ""
     confidence: float = 0.0
     session_id: str = ""
-    region: str = ""
-    """Region the device reports with its batch (TelemetryBatch.region)."""
-    device_class: str = ""
-    """Device class the device reports with its batch."""
 
 
 __all__ = [

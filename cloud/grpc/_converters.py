@@ -84,6 +84,11 @@ def infer_request_from_pb(
         row = dtypes.by_v2(t.datatype)
         dtype = row.name
         if raw:
+            if t.HasField("contents"):  # Triton refuses the mix: which of the two is the input?
+                raise InvalidArgument(
+                    f"input {t.name!r}: contents must not be given when raw_input_contents are "
+                    "used; send every input one way"
+                )
             arr = from_raw(dtype, t.shape, raw[i])
         else:
             field = row.contents_field
@@ -120,6 +125,7 @@ def infer_request_from_pb(
         priority=priority,
         idempotency_key=idem if isinstance(idem, str) else "",
         api=api,
+        kserve=api in ("infer", "stream"),
     )
 
 
@@ -187,8 +193,6 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         deferred=h.deferred,
         inline_payload=h.payload,
         context=request_context_from_proto(h.context) if h.HasField("context") else None,
-        region=h.context.region,
-        traceparent=h.traceparent,
     )
 
 

@@ -11,29 +11,23 @@ from collections.abc import AsyncIterator
 import grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from inference import model_config_pb2 as mc
 
 from cloud.core import DataPlane, InferenceResult
-from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb, tensor_metadata
+from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.grpc._errors import bounded, detach, handle_unary
 from cloud.grpc._peer import device_id_from_context
-from common import dtypes
+from cloud.grpc._triton_converters import (
+    SERVER_NAME,
+    SERVER_VERSION,
+    model_config_to_pb,
+    model_metadata_to_pb,
+    repository_index,
+    served_key,
+    statistics_response,
+)
 from common.errors import AimlError, Internal, Unavailable
 
 log = logging.getLogger(__name__)
-
-SERVER_NAME = "aiml021-gateway"
-SERVER_VERSION = "0.1.0"
-
-
-class _Stats:
-    """Per-model counters for ModelStatistics."""
-
-    __slots__ = ("executions", "fail", "fail_ns", "inferences", "last", "queue_ns", "success_ns")
-
-    def __init__(self) -> None:
-        self.inferences = self.executions = self.fail = 0
-        self.success_ns = self.fail_ns = self.queue_ns = self.last = 0
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -42,7 +36,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, max_request_id_bytes: int = 256) -> None:
         self._dp = dataplane
         self._max_id = max_request_id_bytes
-        self._stats: dict[tuple[str, str], _Stats] = {}
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: object
@@ -71,78 +64,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: object
     ) -> pb.ModelMetadataResponse:
         spec = self._dp.repository.resolve(request.name, request.version)
-        return pb.ModelMetadataResponse(
-            name=spec.name,
-            versions=self._dp.repository.versions(spec.name),
-            platform="onnxruntime_onnx",
-            inputs=tensor_metadata(spec.inputs),
-            outputs=tensor_metadata(spec.outputs),
-        )
+        return model_metadata_to_pb(spec, self._dp.repository.versions(spec.name))
 
     @handle_unary
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: object
     ) -> pb.ModelConfigResponse:
         spec = self._dp.repository.resolve(request.name, request.version)
-        if spec.model_config:  # a Triton repository's config.pbtxt, as loaded
-            return pb.ModelConfigResponse(config=mc.ModelConfig.FromString(spec.model_config))
-        cfg = mc.ModelConfig(
-            name=spec.name, platform="onnxruntime_onnx", max_batch_size=spec.max_batch_size
-        )
-        for t, target in ((spec.inputs, cfg.input), (spec.outputs, cfg.output)):
-            for m in tensor_metadata(t):
-                data_type = mc.DataType.Value(dtypes.by_v2(m.datatype).triton_config)
-                target.add(name=m.name, data_type=data_type, dims=m.shape[1:])
-        cfg.dynamic_batching.SetInParent()
-        return pb.ModelConfigResponse(config=cfg)
+        return pb.ModelConfigResponse(config=model_config_to_pb(spec))
 
     @handle_unary
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: object
     ) -> pb.ModelStatisticsResponse:
-        resp = pb.ModelStatisticsResponse()
-        for spec in self._dp.repository.specs():
-            if request.name and spec.name != request.name:
-                continue
-            if request.version and spec.version != request.version:
-                continue
-            st = self._stats.get((spec.name, spec.version), _Stats())
-            batcher = self._dp.batcher(spec.key)
-            m = resp.model_stats.add(
-                name=spec.name,
-                version=spec.version,
-                last_inference=st.last,
-                inference_count=batcher.samples,
-                execution_count=batcher.batches,
-            )
-            m.inference_stats.success.count = st.inferences
-            m.inference_stats.success.ns = st.success_ns
-            m.inference_stats.fail.count = st.fail
-            m.inference_stats.fail.ns = st.fail_ns
-            m.inference_stats.queue.count = st.inferences
-            m.inference_stats.queue.ns = st.queue_ns
-        if request.name and not resp.model_stats:
-            self._dp.repository.resolve(request.name, request.version)  # NotFound
-        return resp
+        return statistics_response(self._dp, request.name, request.version)
 
     @handle_unary
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: object
     ) -> pb.RepositoryIndexResponse:
-        resp = pb.RepositoryIndexResponse()
-        for spec in self._dp.repository.specs():
-            ready = self._dp.model_ready(spec.name, spec.version)
-            if request.ready and not ready:
-                continue
-            resp.models.add(
-                name=spec.name, version=spec.version, state="READY" if ready else "UNAVAILABLE"
-            )
-        if not request.ready:  # unloaded models stay listed, as Triton lists them
-            for spec in self._dp.unloaded():
-                resp.models.add(
-                    name=spec.name, version=spec.version, state="UNAVAILABLE", reason="unloaded"
-                )
-        return resp
+        return repository_index(self._dp, request.ready)
 
     @handle_unary
     async def RepositoryModelLoad(
@@ -161,38 +102,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self._dp.unload(self._dp.repository.resolve(request.model_name, version).key)
         return pb.RepositoryModelUnloadResponse()
 
-    def _count(self, result: InferenceResult | None, key: tuple[str, str], start: int) -> None:
-        st = self._stats.get(key)
-        if st is None:
-            if result is None and not self._dp.model_ready(*key):
-                return  # failures of names a client made up are not statistics of a model
-            st = self._stats[key] = _Stats()
-        now = time.time_ns()
-        if result is None:
-            st.fail += 1
-            st.fail_ns += now - start
-            return
-        st.inferences += 1
-        st.success_ns += now - start
-        st.queue_ns += int(result.queue_s * 1e9)
-        st.last = now // 1_000_000
+    def _failed(self, msg: pb.ModelInferRequest, started_ns: int) -> None:
+        key = served_key(self._dp, msg.model_name, msg.model_version)
+        if key is not None:
+            self._dp.statistics.failed(key, started_ns)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        start = time.time_ns()
-        key = (request.model_name, request.model_version)
+        start = time.monotonic_ns()
         req = None
+        accepted = False
         try:
             req = infer_request_from_pb(request, "infer", context.time_remaining(), self._max_id)
             req.device_id = device_id_from_context(context)  # compute is shared fairly by device
-            result = await self._dp.submit(req)
+            fut = self._dp.submit(req)
+            accepted = True
+            result = await fut
         except AimlError as exc:
-            self._count(None, key, start)
+            if accepted:  # as Triton: requests refused before queueing are no failures of a model
+                self._failed(request, start)
             self._record(req, request, exc.code.value)
             status, message = detach(exc)
         else:
-            self._count(result, (result.model_name, result.model_version), start)
+            self._dp.statistics.finished(result, start)
             self._dp.record(req, "OK", result)
             return infer_response_to_pb(result, request.id)
         del req, request  # the request's bytes go now, not with the aborted call
@@ -217,7 +150,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         gauge.inc()
 
         def deliver(
-            fut: asyncio.Future[InferenceResult], msg: pb.ModelInferRequest, req: object
+            fut: asyncio.Future[InferenceResult],
+            msg: pb.ModelInferRequest,
+            req: object,
+            started_ns: int,
         ) -> None:
             pending.discard(fut)
             if fut.cancelled():
@@ -225,12 +161,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             exc = fut.exception()
             if exc is None:
                 result = fut.result()
+                self._dp.statistics.finished(result, started_ns)
                 self._dp.record(req, "OK", result)  # type: ignore[arg-type]
                 out.put_nowait(
                     pb.ModelStreamInferResponse(infer_response=infer_response_to_pb(result, msg.id))
                 )
             else:
                 err = exc if isinstance(exc, AimlError) else Internal(str(exc))
+                self._failed(msg, started_ns)
                 self._record(req, msg, err.code.value)
                 out.put_nowait(_stream_error(err, msg, self._max_id))
             if eof and not pending:
@@ -244,6 +182,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 async for msg in request_iterator:
                     req = None
+                    started_ns = time.monotonic_ns()
                     try:
                         req = infer_request_from_pb(msg, "stream", None, self._max_id)
                         req.device_id = device
@@ -253,7 +192,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         out.put_nowait(_stream_error(exc, msg, self._max_id))
                         continue
                     pending.add(fut)
-                    fut.add_done_callback(functools.partial(deliver, msg=msg, req=req))
+                    fut.add_done_callback(
+                        functools.partial(deliver, msg=msg, req=req, started_ns=started_ns)
+                    )
             except Exception as exc:  # the call ended (aborted on a malformed message, or reset)
                 log.debug("ModelStreamInfer read ended: %s", type(exc).__name__)
             finally:

@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 from aiml021.session.v1 import session_pb2
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from inference import grpc_service_pb2
 
 from cloud._settings import ServerSettings, TlsSettings
+from cloud.grpc._reflection import enable_reflection
 from common.auth import ReloadingServerTls, load_server_tls
 from common.auth._grpc_tls import reloading_server_credentials
 
@@ -75,9 +75,7 @@ def enable_health_and_reflection(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _ = session_pb2  # the session service's descriptors must be in the pool for reflection
-    reflection.enable_server_reflection(
-        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((*services, health.SERVICE_NAME), server)
     return health_servicer
 
 

@@ -4,13 +4,13 @@ Every endpoint is thin: parse the body, call the core (:class:`cloud.core.DataPl
 :class:`cloud.core.RegistryView`, the :class:`cloud.core.RolloutManager`, the result cache, the
 policy), answer. ``/v1/*`` bodies are the canonical proto3 JSON of our messages
 (``google.protobuf.json_format``; unknown fields rejected; the same converters as the gRPC
-services); ``/v2/*`` follows the KServe-v2 REST protocol. Errors are JSON
-``{"code": ..., "message": ...}`` with the HTTP status from one table (``_errors``).
+services); ``/v2/*`` follows the KServe-v2 REST protocol (``_kserve``). Errors are JSON
+``{"code": ..., "message": ...}`` on /v1 and ``{"error": ...}`` on /v2 (what KServe clients
+decode), with the HTTP status from one table (``_errors``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -46,13 +46,16 @@ from common.prototime import duration_to_s
 from policy import OnlineLearner
 
 from ._errors import error_body, http_status
+from ._kserve import KServeV2
 from ._openapi import openapi_document
-from ._v2 import v2_request, v2_response
 
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    # KServe v2 (what tritonclient.http decodes) answers {"error": ...}; /v1 names the code too.
+    if request.url.path.startswith("/v2"):
+        return JSONResponse({"error": message}, status_code=status)
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
@@ -177,21 +180,6 @@ class RestBridge:
         accepted = self._dp.record_telemetry(events, int(msg.batch.dropped))
         return self._json(telemetry_pb2.ReportResponse(accepted=accepted))
 
-    # -- KServe v2 -----------------------------------------------------------------------------
-
-    async def v2_ready(self, request: Request) -> Response:
-        return JSONResponse({"ready": await self._dp.ready()}, status_code=200)
-
-    async def v2_infer(self, request: Request) -> Response:
-        body = await self._body(request)
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidArgument(f"body is not JSON: {exc}") from None
-        core = v2_request(doc, request.path_params["name"], request.path_params.get("version", ""))
-        result = await self._dp.infer(core)
-        return JSONResponse(v2_response(result, core.request_id))
-
     def app(self) -> Starlette:
         """The ASGI app."""
         post, get = ["POST"], ["GET"]
@@ -206,9 +194,7 @@ class RestBridge:
             Route("/v1/cache/put", self.cache_put, methods=post),
             Route("/v1/deploy/canary", self.canary, methods=post),
             Route("/v1/deploy/rollouts/{name}", self.rollout, methods=get),
-            Route("/v2/health/ready", self.v2_ready, methods=get),
-            Route("/v2/models/{name}/infer", self.v2_infer, methods=post),
-            Route("/v2/models/{name}/versions/{version}/infer", self.v2_infer, methods=post),
+            *KServeV2(self._dp, self._body).routes(),
             Route("/openapi.json", self.openapi, methods=get),
         ]
         handlers: dict[Any, Any] = {
@@ -229,11 +215,11 @@ class _TooLarge(Exception):
 
 
 async def _aiml_error(request: Request, exc: AimlError) -> Response:
-    return JSONResponse(error_body(exc), status_code=http_status(exc))
+    return _error(request, http_status(exc), error_body(exc)["code"], exc.message)
 
 
 async def _too_large(request: Request, exc: _TooLarge) -> Response:
-    return _error(413, ErrorCode.RESOURCE_EXHAUSTED.value, str(exc))
+    return _error(request, 413, ErrorCode.RESOURCE_EXHAUSTED.value, str(exc))
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -241,12 +227,12 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     message = exc.detail
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}; see /openapi.json"
-    return _error(exc.status_code, code, message)
+    return _error(request, exc.status_code, code, message)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("REST bridge bug on %s %s", request.method, request.url.path)
-    return _error(500, "INTERNAL", "internal error")
+    return _error(request, 500, "INTERNAL", "internal error")
 
 
 __all__ = ["RestBridge"]

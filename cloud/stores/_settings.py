@@ -44,6 +44,10 @@ class CacheSettings(Section):
     """Answer repeated inputs of full models from the cache (model, version, content hash)."""
     tail_segments: bool = False
     """Also cache tail-segment (offloaded feature) requests; their inputs rarely repeat."""
+    kserve: bool = False
+    """Also answer KServe-v2/Triton-protocol requests (ModelInfer, ModelStreamInfer, /v2 REST
+    infer) from the cache. Off by default, as Triton's response cache is opt-in: perf_analyzer
+    and other benchmark clients repeat one input and would otherwise measure the cache."""
 
 
 class StoreSettings(Section):

@@ -52,10 +52,19 @@ def _libdir(python: Path) -> str:
     return out.stdout.strip()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    # Never the same port twice from this process: the kernel may hand a just-closed port out
+    # again, and Triton refuses to start with its gRPC and metrics ports equal.
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
@@ -75,6 +84,9 @@ class TritonServer:
     http_port: int = field(default_factory=_free_port)
     metrics_port: int = field(default_factory=_free_port)
     log_path: Path | None = None
+    restricted_endpoints: Sequence[str] | None = None
+    """Triton APIs that need PyTriton's access token (None: PyTriton's default list; []: none,
+    as a plain tritonserver serves statistics and the repository API)."""
     _proc: subprocess.Popen[bytes] | None = None
     _dir: Path | None = None
 
@@ -102,6 +114,9 @@ class TritonServer:
             "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "models": models,
+            "restricted_endpoints": (
+                None if self.restricted_endpoints is None else list(self.restricted_endpoints)
+            ),
         }
 
     def start(self, timeout_s: float = 90.0) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 log = logging.getLogger("triton_server")
 
@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         log_verbose=0,
         exit_on_error=True,
     )
-    with Triton(config=config) as triton:
+    security = None
+    if cfg.get("restricted_endpoints") is not None:  # [] opens statistics, repository... to all
+        security = TritonSecurityConfig(restricted_endpoints=list(cfg["restricted_endpoints"]))
+    with Triton(config=config, security_config=security) as triton:
         for m in cfg["models"]:
             triton.bind(
                 model_name=m["triton_name"],

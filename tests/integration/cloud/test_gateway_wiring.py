@@ -12,6 +12,7 @@ import grpc
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pytest
 from aiml021.common.v1 import request_pb2
 from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -164,10 +165,15 @@ async def test_rest_and_grpc_front_doors_share_one_core(tmp_path: Path) -> None:
     assert ready == {"ready": True}
 
 
-async def test_result_cache_answers_repeated_full_model_inputs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_kserve", [True, False])
+async def test_result_cache_answers_repeated_full_model_inputs(
+    tmp_path: Path, cache_kserve: bool
+) -> None:
+    # ModelInfer is the Triton protocol: the cache answers it only with cache.kserve (Triton's
+    # response cache is opt-in; perf_analyzer repeats one input and would measure the cache).
     x = np.random.default_rng(4).random((1, 1, 28, 28), dtype=np.float32)
     cut = np.random.default_rng(5).random((1, 8, 14, 14), dtype=np.float32)
-    async with Gateway(_settings(tmp_path)) as gw:
+    async with Gateway(_settings(tmp_path, **{"cache.kserve": cache_kserve})) as gw:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
             kserve = kgrpc.GRPCInferenceServiceStub(ch)
             first = await kserve.ModelInfer(_kserve_request(x))
@@ -184,8 +190,12 @@ async def test_result_cache_answers_repeated_full_model_inputs(tmp_path: Path) -
             if s.name.endswith("_count")
         )
     assert first.raw_output_contents == second.raw_output_contents
-    assert (hits, misses) == (1, 1)
-    assert batches == 3  # one full-model computation, two tail computations
+    if cache_kserve:
+        assert (hits, misses) == (1, 1)
+        assert batches == 3  # one full-model computation, two tail computations
+    else:
+        assert (hits, misses) == (0, 0)
+        assert batches == 4  # the full model computed twice, two tail computations
 
 
 def _tail_request(cut: np.ndarray) -> kpb.ModelInferRequest:
