@@ -75,6 +75,7 @@ def telemetry_record(event: TelemetryEvent) -> RequestRecord:
         latency_ms=None if event.total_s is None else event.total_s * 1000.0,
         bytes_in=event.bytes_sent,
         bytes_out=event.bytes_received,
+        region=event.region,
     )
 
 
@@ -139,6 +140,35 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "WHERE route IN ('infer', 'stream', 'session', 'rest')",
         ],
     ),
+    (
+        3,
+        [
+            # The hash-chained audit trail (cloud.stores._audit): append-only, one row per
+            # management action and per refused call; audit_head is the chain's last row.
+            """CREATE TABLE audit_log (
+                seq BIGINT PRIMARY KEY,
+                at_us BIGINT NOT NULL,
+                principal TEXT NOT NULL,
+                role TEXT NOT NULL,
+                org TEXT NOT NULL,
+                action TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL)""",
+            "CREATE INDEX audit_log_at ON audit_log (at_us)",
+            "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+        ],
+    ),
+    (
+        4,
+        [
+            # The device's region (bounded to the gateway's configured regions, '' before this
+            # version): the daily summary reports by it.
+            "ALTER TABLE requests ADD COLUMN region TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -155,8 +185,9 @@ _UPSERT_SESSION = (
 )
 _INSERT_REQUEST = (
     "INSERT INTO requests (device_id, request_id, session_id, model_name, model_version, route, "
-    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at, api) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at, api, region) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (device_id, request_id) DO NOTHING"
 )
 _INSERT_RESULT = (
     "INSERT INTO results (device_id, request_id, top_class, confidence, latency_ms) "
@@ -186,7 +217,7 @@ def statements(
             requests.append(
                 (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, r.route,
                  r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.recorded_at,
-                 r.api)
+                 r.api, r.region)
             )  # fmt: skip
             if r.top_class is not None or r.latency_ms is not None:
                 results.append((r.device_id, r.request_id, r.top_class, r.confidence, r.latency_ms))

@@ -4,6 +4,7 @@ of bad input while the stream (and the server) keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import grpc
@@ -280,16 +281,22 @@ async def test_idempotent_retry_is_not_recomputed(tmp_path: Path) -> None:
     x = np.random.default_rng(9).random((1, 1, 28, 28), dtype=np.float32)
     async with running_gateway(tmp_path) as gw:
         channel, c = await _session(gw)
-        a = await c.infer("i1", x, idempotency_key="key-1", payload_digest=b"d1")
+        d1 = hashlib.sha256(x.tobytes()).digest()  # the gateway checks it against the payload
+        a = await c.infer("i1", x, idempotency_key="key-1", payload_digest=d1)
         batches = gw.dataplane.batcher(gw.dataplane.repository.resolve("tiny_cnn").key).batches
-        b = await c.infer("i2", x, idempotency_key="key-1", payload_digest=b"d1")
+        b = await c.infer("i2", x, idempotency_key="key-1", payload_digest=d1)
         assert b.infer_result.cached and not a.infer_result.cached
         np.testing.assert_array_equal(logits(a), logits(b))
         assert (
             gw.dataplane.batcher(gw.dataplane.repository.resolve("tiny_cnn").key).batches == batches
         )
-        e = await c.infer("i3", x, idempotency_key="key-1", payload_digest=b"other")
+        y = x + 1  # another payload under the same key
+        e = await c.infer(
+            "i3", y, idempotency_key="key-1", payload_digest=hashlib.sha256(y.tobytes()).digest()
+        )
         assert e.infer_error.status.code == code_pb2.FAILED_PRECONDITION
+        lie = await c.infer("i4", y, idempotency_key="key-2", payload_digest=d1)
+        assert lie.infer_error.status.code == code_pb2.INVALID_ARGUMENT
         await channel.close()
 
 
@@ -309,11 +316,14 @@ async def test_inline_payload_is_one_frame_with_the_chunked_answer(tmp_path: Pat
         np.testing.assert_array_equal(logits(inline), logits(chunked))
         # Digest and idempotency apply as to chunked payloads (a new input: not in the cache).
         data = np.random.default_rng(12).random(x.shape, dtype=np.float32).tobytes()
-        await c.send(header("n2", x.shape, payload=data, idempotency_key="k", payload_digest=b"d"))
+        d = hashlib.sha256(data).digest()
+        await c.send(header("n2", x.shape, payload=data, idempotency_key="k", payload_digest=d))
         assert not (await c.recv()).infer_result.cached
-        await c.send(header("n3", x.shape, payload=data, idempotency_key="k", payload_digest=b"d"))
+        await c.send(header("n3", x.shape, payload=data, idempotency_key="k", payload_digest=d))
         assert (await c.recv()).infer_result.cached
-        await c.send(header("n4", x.shape, payload=data, idempotency_key="k", payload_digest=b"e"))
+        other = bytes(reversed(data))
+        e = hashlib.sha256(other).digest()
+        await c.send(header("n4", x.shape, payload=other, idempotency_key="k", payload_digest=e))
         assert (await c.recv()).infer_error.status.code == code_pb2.FAILED_PRECONDITION
         # Inline bytes are metered and credited back like chunk bytes.
         assert gw.dataplane.metrics.child(

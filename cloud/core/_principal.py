@@ -1,0 +1,99 @@
+"""Who is calling: the authenticated principal of the request being served, and the tenant
+namespaces its data lives in.
+
+The front doors' authorization layer (``cloud.authz``) resolves a :class:`Principal` from the
+transport (a device certificate's URI SAN, or a verified token) and runs the handler inside
+:func:`acting_as`; the core reads it with :func:`current_principal` to scope what it keeps
+(``cloud.core._tenancy``) and which models it serves (:meth:`Principal.may_use_model`). A task
+started while serving a request inherits the principal (``contextvars``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from common.errors import PermissionDenied
+
+
+class Role(enum.StrEnum):
+    """What a principal may do (the table in ``cloud.authz`` says where)."""
+
+    ADMIN = "Admin"
+    """Repository load/unload, registry, everything an operator may."""
+    OPERATOR = "Operator"
+    """Rollouts and policies, cache writes, everything an observer may."""
+    OBSERVER = "Observer"
+    """Read-only: registry, rollouts, statistics."""
+    DEVICE = "Device"
+    """Its own session, inference on its org's models, its own telemetry, cache reads."""
+    SERVICE = "Service"
+    """A backend system (OAuth2 client credentials): inference, policy decisions and outcomes,
+    cache reads and writes."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller and its scope (``*``: every project / region of the org)."""
+
+    subject: str
+    """Unique id: the device id for devices, the token's ``sub`` otherwise."""
+    role: Role
+    org: str
+    project: str = "*"
+    region: str = "*"
+    device_id: str = ""
+    """The certificate's device id (devices only)."""
+    authenticated_by: str = "mtls"
+    """``mtls``, ``token``, ``mtls+token`` or ``insecure`` (development, no TLS)."""
+
+    @property
+    def is_device(self) -> bool:
+        return self.role is Role.DEVICE
+
+    def may_use_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> bool:
+        """True when ``model`` is served to this principal's org (a model that
+        ``model_orgs`` does not list is served to every org)."""
+        orgs = model_orgs.get(model)
+        return orgs is None or self.org in orgs or "*" in orgs
+
+    def check_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> None:
+        """PermissionDenied unless :meth:`may_use_model`."""
+        if not self.may_use_model(model, model_orgs):
+            raise PermissionDenied(f"model {model!r} is not served to org {self.org!r}")
+
+
+INTERNAL = Principal("gateway", Role.ADMIN, "default", authenticated_by="internal")
+"""The gateway itself (work no request started: loading models at start-up, tests calling the
+core directly)."""
+
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "aiml021_principal", default=INTERNAL
+)
+
+
+def current_principal() -> Principal:
+    """The principal of the request being served (:data:`INTERNAL` outside any request)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal) -> Iterator[Principal]:
+    """Run the block (and the tasks it starts) as ``principal``."""
+    token = _current.set(principal)
+    try:
+        yield principal
+    finally:
+        _current.reset(token)
+
+
+__all__ = [
+    "INTERNAL",
+    "Principal",
+    "Role",
+    "acting_as",
+    "current_principal",
+]

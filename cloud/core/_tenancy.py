@@ -1,0 +1,78 @@
+"""Tenant isolation of what the gateway keeps: result-cache entries are shared within an org and
+never across orgs; idempotency keys (and the answers they replay) belong to one principal of one
+org, so a key another device or tenant sent first is simply a different key.
+
+Namespaces are short digests of the org (and subject), so a namespaced key stays within the
+stores' key limits whatever the org is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cloud.core._hooks import CacheEntry, ResultCache
+from cloud.core._principal import Principal, current_principal
+from common.errors import InvalidArgument
+
+MAX_CLIENT_KEY_LENGTH = 256
+"""Longest idempotency key or cache model name a client may send (before namespacing)."""
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def org_namespace(principal: Principal) -> str:
+    """Prefix of every result-cache key of ``principal``'s org."""
+    return f"o:{_digest(principal.org)}"
+
+
+def idempotency_key(principal: Principal, key: str) -> str:
+    """The store key of a client's idempotency ``key``: scoped to the principal and its org."""
+    if not key or len(key) > MAX_CLIENT_KEY_LENGTH:
+        raise InvalidArgument(f"idempotency key must be 1..{MAX_CLIENT_KEY_LENGTH} characters")
+    return f"p:{_digest(principal.org, principal.subject)}/{key}"
+
+
+def check_payload_digest(digest: bytes, payload: bytes) -> None:
+    """InvalidArgument unless ``digest`` (when the client sent one) is the SHA-256 of
+    ``payload``: the digest an idempotency key is bound to must be the payload's own."""
+    if digest and hashlib.sha256(payload).digest() != digest:
+        raise InvalidArgument(
+            "payload_digest is not the SHA-256 of the payload received; "
+            "send the digest of the exact payload bytes"
+        )
+
+
+class OrgScopedCache:
+    """A :class:`ResultCache` whose keys are prefixed with the current principal's org: the data
+    plane, CacheService and the REST bridge all see only their own org's entries."""
+
+    def __init__(self, inner: ResultCache) -> None:
+        self.inner = inner
+
+    @staticmethod
+    def _model(model_name: str) -> str:
+        if not model_name or len(model_name) > MAX_CLIENT_KEY_LENGTH:
+            raise InvalidArgument(f"model_name must be 1..{MAX_CLIENT_KEY_LENGTH} characters")
+        return f"{org_namespace(current_principal())}/{model_name}"
+
+    async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
+        return await self.inner.get(self._model(model_name), content_hash)
+
+    async def put(
+        self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
+    ) -> None:
+        await self.inner.put(self._model(model_name), content_hash, entry, ttl_s)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+__all__ = [
+    "MAX_CLIENT_KEY_LENGTH",
+    "OrgScopedCache",
+    "check_payload_digest",
+    "idempotency_key",
+    "org_namespace",
+]
