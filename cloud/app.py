@@ -26,8 +26,10 @@ from inference import grpc_service_pb2_grpc
 from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
+from cloud._observability import observe_gateway
 from cloud._privacy import PrivacySink
 from cloud._settings import GatewaySettings
+from cloud.artifacts import sync_models
 from cloud._transport import TransportSecurity
 from cloud._workers_rollouts import SharedRollouts
 from cloud.backends import Backend, OnnxRuntimeBackend
@@ -39,6 +41,7 @@ from cloud.core import (
     DeviceQuotas,
     IdempotencyStore,
     MetadataSink,
+    ModelKey,
     ModelRepository,
     PayloadDecoder,
     RegistryView,
@@ -176,6 +179,14 @@ class Gateway:
                 s.session.max_request_bytes * 64,
             ),
         )
+        self.observers = observe_gateway(
+            self.dataplane,
+            self.metrics,
+            s.observability,
+            s.accounting,
+            None if s.tls.insecure else s.tls.dir / "server.pem",
+        )
+        """Drift detection and cost accounting hooked onto the data plane."""
         self.transport = TransportSecurity(s, uses_stores=stores is not None)
         """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)
@@ -256,6 +267,8 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Gateway:
         """The gateway ``aiml021 serve`` runs: stores built from the settings too."""
+        if settings.artifacts.bucket:  # signed bundles from object storage, before the scan
+            sync_models(settings.artifacts, settings.models_dir)
         return cls(
             settings,
             stores=build_stores(
@@ -284,8 +297,11 @@ class Gateway:
         )
         names.append(TELEMETRY_SERVICE)
         if self.learner is not None:
+            steer = (
+                self.observers.costs.exhausted if self.settings.accounting.steer_offload else None
+            )
             policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-                PolicyServicer(self.learner, self.policies), server
+                PolicyServicer(self.learner, self.policies, budget_exhausted=steer), server
             )
             names.append(POLICY_SERVICE)
         return names
@@ -326,9 +342,7 @@ class Gateway:
         for name in ("", *served):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        self._model_health = ModelHealth(
-            self._health, self.dataplane.models_down, ("", INFERENCE_SERVICE)
-        )
+        self._model_health = ModelHealth(self._health, self._watch_models, ("", INFERENCE_SERVICE))
         self._model_health.start()
         if s.server.heap_trim_interval_s is not None:
             self._trimmer = HeapTrimmer(s.server.heap_trim_interval_s)
@@ -367,6 +381,12 @@ class Gateway:
             self.rest_port,
             ", ".join(served),
         )
+
+    def _watch_models(self) -> list[ModelKey]:
+        """Models that cannot compute (polled by the health watcher, which also runs the data
+        plane's bookkeeping: worker-restart counts, devices that stopped reporting)."""
+        self.dataplane.upkeep()
+        return self.dataplane.models_down()
 
     def _receive_limit(self) -> int:
         """The largest gRPC message received (see ``server.fit_message_limit_to_models``)."""

@@ -14,17 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cloud._metrics import GatewayMetrics
-from cloud.core._accounting import content_hash, record_telemetry, request_record
+from cloud.core._accounting import (
+    content_hash,
+    log_request,
+    record_telemetry,
+    request_record,
+    trace_request,
+)
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory
 from cloud.core._decoding import PayloadDecoder
+from cloud.core._fleet import DeviceFleet, DeviceReport
 from cloud.core._hooks import (
     CacheEntry,
     IdempotencyStore,
@@ -42,6 +49,11 @@ from cloud.core._validate import check_outputs, validate_inputs
 from common.errors import AimlError, Unavailable
 
 log = logging.getLogger(__name__)
+
+RequestObserver = Callable[[InferenceRequest, str, InferenceResult | None], None]
+"""Called with every finished request (status code, result when answered): drift, costs."""
+TelemetryObserver = Callable[[Sequence[TelemetryEvent]], None]
+"""Called with every batch of device telemetry events: drift."""
 
 
 class DataPlane:
@@ -93,6 +105,13 @@ class DataPlane:
         self._entropy: dict[Path, Any] = {}
         self._unloaded: dict[ModelKey, ModelSpec] = {}
         self._started = False
+        self.observers: list[RequestObserver] = []
+        """Called with every finished request (the composition root adds drift and costs)."""
+        self.telemetry_observers: list[TelemetryObserver] = []
+        """Called with every telemetry batch's events."""
+        self.fleet = DeviceFleet(self.metrics)
+        """What devices report about themselves (replay backlog)."""
+        self._restarts: dict[ModelKey, int] = {}
 
     async def start(self) -> None:
         """Load every repository model into the backend and start its batcher."""
@@ -141,6 +160,7 @@ class DataPlane:
                 self._unloaded[key] = spec
         self.repository.remove(key)
         batcher = self._batchers.pop(key, None)
+        self._restarts.pop(key, None)  # a reload starts a new batcher, counting from 0
         if batcher is not None:
             await batcher.close()
         await self.backend.unload(key)
@@ -382,17 +402,56 @@ class DataPlane:
         m.child(m.requests, request.model_name, request.api, status).inc()
         if status != "OK" and result is None:
             m.child(m.rejections, status).inc()
+        end = time.monotonic()
+        region = m.region(request.region)
+        m.child(m.request_duration, request.model_name, request.api, region).observe(
+            end - request.received_at
+        )
+        try:
+            ids = trace_request(request, status, result, end)
+            log_request(request, status, result, region, end - request.received_at, ids)
+        except Exception:
+            log.exception("tracing or access log failed")
+        for observe in self.observers:
+            try:
+                observe(request, status, result)
+            except Exception:  # an observer fault must never fail inference
+                log.exception("request observer failed")
         if self.metadata_sink is discard_record:
             return
         try:
-            self.metadata_sink(request_record(self.repository, request, status, result, bytes_in))
+            rec = request_record(self.repository, request, status, result, bytes_in)
+            rec.region = region
+            self.metadata_sink(rec)
         except Exception:  # a sink fault must never fail inference
             log.exception("metadata sink failed")
 
     def record_telemetry(self, events: Sequence[TelemetryEvent], dropped: int = 0) -> int:
         """Count device telemetry (route, device-side latency, bytes) and hand each event to the
         telemetry sink; never blocks or raises. Returns the events accepted."""
-        return record_telemetry(self.metrics, self.telemetry_sink, events, dropped)
+        n = record_telemetry(self.metrics, self.telemetry_sink, events, dropped)
+        for observe in self.telemetry_observers:
+            try:
+                observe(events)
+            except Exception:
+                log.exception("telemetry observer failed")
+        return n
+
+    def report_device(self, report: DeviceReport) -> None:
+        """Take what a telemetry batch says about its device (replay backlog)."""
+        self.fleet.report(report)
+
+    def upkeep(self) -> None:
+        """Periodic bookkeeping (the gateway's model-health watcher calls it): count batch
+        worker restarts, forget devices that stopped reporting."""
+        m = self.metrics
+        for key, batcher in self._batchers.items():
+            restarts = int(getattr(batcher, "restarts", 0))
+            seen = self._restarts.get(key, 0)
+            if restarts > seen:
+                m.child(m.batch_worker_restarts, key.name).inc(restarts - seen)
+            self._restarts[key] = restarts
+        self.fleet.expire()
 
 
 def _as_cached(result: InferenceResult) -> InferenceResult:

@@ -117,6 +117,12 @@ class InferenceRequest:
     """Why the device offloaded: ``deferred`` (replayed from its offline queue), ``offload``."""
     received_at: float = field(default_factory=time.monotonic)
     """Monotonic instant the gateway had the whole request (deadline and latency base)."""
+    region: str = ""
+    """Region the device declares (``RequestContext.region``; empty: none or not a device)."""
+    device_class: str = ""
+    """Device class the device declares in its request context."""
+    traceparent: str = ""
+    """W3C trace context of the caller's span (InferHeader.traceparent, gRPC metadata)."""
 
 
 @dataclass(slots=True)
@@ -178,6 +184,8 @@ class RequestRecord:
     """Gateway time from arrival of the whole request to its answer."""
     recorded_at: float = field(default_factory=time.time)
     """Seconds since the epoch when the record was made (the request had just finished)."""
+    region: str = ""
+    """Region the device declared (empty: none)."""
 
 
 @dataclass(slots=True)
@@ -199,6 +207,10 @@ class TelemetryEvent:
     codec: str = ""
     confidence: float = 0.0
     session_id: str = ""
+    region: str = ""
+    """Region the device reports with its batch (TelemetryBatch.region)."""
+    device_class: str = ""
+    """Device class the device reports with its batch."""
 
 
 __all__ = [

@@ -193,6 +193,8 @@ def header_from_pb(h: session_pb2.InferHeader) -> RequestHeader:
         deferred=h.deferred,
         inline_payload=h.payload,
         context=request_context_from_proto(h.context) if h.HasField("context") else None,
+        region=h.context.region,
+        traceparent=h.traceparent,
     )
 
 
