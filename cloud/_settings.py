@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from cloud._observability import AccountingSettings, ObservabilitySettings
 from cloud._privacy import GatewayPrivacySettings
 from cloud.artifacts import ArtifactSettings
+from cloud.authz._settings import AuthzSettings
 from cloud.stores._settings import CacheSettings, IdempotencySettings, StoreSettings
 from common.settings import TREE_CONFIG, LayeredSettings, Section
 from policy._settings import PolicySettings
@@ -104,6 +105,9 @@ class MetricsSettings(Section):
 
     port: int | None = Field(default=8002, ge=0, le=65535)
     """Prometheus metrics port (0 picks a free port, null disables the endpoint)."""
+    host: str = "127.0.0.1"
+    """Address the metrics endpoint binds: loopback by default (it has no authentication; a
+    scraper elsewhere reaches it through the pod network namespace or a sidecar)."""
 
 
 class RestSettings(Section):
@@ -276,6 +280,8 @@ class GatewaySettings(LayeredSettings):
     """The Prometheus endpoint."""
     rest: RestSettings = Field(default_factory=RestSettings)
     """The REST endpoint (off unless a port is set)."""
+    authz: AuthzSettings = Field(default_factory=AuthzSettings)
+    """Who may call what: tokens (JWKS), orgs, the audit trail (docs/authz.md)."""
     session: SessionSettings = Field(default_factory=SessionSettings)
     """Per-session limits of the device stream."""
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

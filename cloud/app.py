@@ -29,12 +29,14 @@ from cloud._metrics import GatewayMetrics
 from cloud._observability import observe_gateway
 from cloud._privacy import PrivacySink
 from cloud._settings import GatewaySettings
-from cloud.artifacts import sync_models
 from cloud._transport import TransportSecurity
 from cloud._workers_rollouts import SharedRollouts
+from cloud.artifacts import sync_models
+from cloud.authz import Authenticator, AuthzInterceptor, authz_middleware, read_audit_key
 from cloud.backends import Backend, OnnxRuntimeBackend
 from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
+    AuditSink,
     ByteBudget,
     DataPlane,
     DeviceQuota,
@@ -43,6 +45,7 @@ from cloud.core import (
     MetadataSink,
     ModelKey,
     ModelRepository,
+    OrgScopedCache,
     PayloadDecoder,
     RegistryView,
     ResultCache,
@@ -50,6 +53,7 @@ from cloud.core import (
     RolloutRouter,
     SessionLimits,
     TelemetrySink,
+    discard_audit,
     discard_record,
     discard_telemetry,
     largest_request_bytes,
@@ -75,7 +79,15 @@ from cloud.grpc._guard import StatusGuard
 from cloud.grpc._policy import SERVICE as POLICY_SERVICE
 from cloud.grpc._policy import PolicyServicer
 from cloud.rest import RestBridge, RestServer
-from cloud.stores import MemoryIdempotencyStore, MemoryResultCache, Stores, build_stores
+from cloud.stores import (
+    AuditLog,
+    MemoryIdempotencyStore,
+    MemoryResultCache,
+    Stores,
+    audit_log,
+    build_stores,
+)
+from common.auth import JwksVerifier
 from common.errors import InvalidArgument
 from common.privacy import configure as configure_pseudonymiser
 from policy import OnlineLearner, Policy, PolicyPublisher
@@ -124,6 +136,7 @@ class Gateway:
         result_cache: ResultCache | None = None,
         telemetry_sink: TelemetrySink = discard_telemetry,
         policy: Policy | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.settings = s = settings
         self.metrics = metrics or GatewayMetrics()
@@ -132,7 +145,8 @@ class Gateway:
             backend = _backend(s)
         if repository is None:
             repository = ModelRepository(scan_models_dir(s.models_dir, s.batching.max_batch_size))
-        self.cache_store = _cache_store(s, stores)
+        # Entries are keyed by the caller's org, whoever reads them (data plane, CacheService, REST)
+        self.cache_store: ResultCache = OrgScopedCache(_cache_store(s, stores))
         if stores is not None:
             if idempotency is None:
                 idempotency = stores.idempotency
@@ -189,6 +203,16 @@ class Gateway:
         """Drift detection and cost accounting hooked onto the data plane."""
         self.transport = TransportSecurity(s, uses_stores=stores is not None)
         """Server TLS material (rotates without restart), revocation deny-list, device checks."""
+        self.dataplane.model_orgs = {m: frozenset(o) for m, o in s.authz.models.items()}
+        self.authn = _authenticator(s)
+        """Who is calling (certificates, tokens); the table in ``cloud.authz`` says what they may."""
+        self.audit_log: AuditLog | None = None
+        if audit is None and stores is not None and s.stores.metadata_url != "none":
+            audit = self.audit_log = audit_log(
+                s.stores.metadata_url, read_audit_key(s.authz.audit_key_file), s.authz.audit_buffer
+            )
+        self.audit: AuditSink = audit or discard_audit
+        """Where refused calls and management actions are written (the hash-chained audit log)."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)
         self.router = RolloutRouter(self.dataplane, self.rollouts)
         self.dataplane.router = self.router
@@ -252,6 +276,7 @@ class Gateway:
             self.dataplane, self.registry, self.rollouts, self.cache_store, self.learner
         )
         """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
+        self.rest.middleware = authz_middleware(self.authn, self.audit)
         self._extra: list[tuple[ServiceRegistration, tuple[str, ...]]] = []
         self.service_names: list[str] = []
         self._server: grpc.aio.Server | None = None
@@ -325,13 +350,17 @@ class Gateway:
         s = self.settings
         if self.stores is not None:
             await self.stores.start()
+        if self.audit_log is not None:
+            await self.audit_log.start()
         await self.dataplane.start()
         if s.stores.backend == "redis":  # workers and replicas route every request alike
             self._shared_rollouts = SharedRollouts(self.rollouts, s.stores.redis_url)
             await self._shared_rollouts.start()
         await self.transport.start()
         server = grpc_server(
-            s.server, [StatusGuard(), self.transport.authenticator], self._receive_limit()
+            s.server,
+            [StatusGuard(), self.transport.authenticator, AuthzInterceptor(self.authn, self.audit)],
+            self._receive_limit(),
         )
         served = self._mount_grpc(server)
         self.service_names = served
@@ -348,7 +377,7 @@ class Gateway:
             self._trimmer = HeapTrimmer(s.server.heap_trim_interval_s)
             self._trimmer.start()
         if s.metrics.port is not None:
-            self.metrics_port = _start_metrics(self.metrics, s.server.host, s.metrics.port)
+            self.metrics_port = _start_metrics(self.metrics, s.metrics.host, s.metrics.port)
         if s.rest.port is not None:
             self._rest_server = RestServer(
                 self.rest.app(),
@@ -420,6 +449,8 @@ class Gateway:
         await self.dataplane.close()
         if self.stores is not None:
             await self.stores.close()
+        if self.audit_log is not None:
+            await self.audit_log.stop()
         await self.transport.close()
 
     async def __aenter__(self) -> Gateway:
@@ -448,6 +479,14 @@ def _backend(s: GatewaySettings) -> Backend:
         return TritonBackend(s.triton)
     ort = s.onnxruntime
     return OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
+
+
+def _authenticator(s: GatewaySettings) -> Authenticator:
+    a = s.authz
+    verifier = None
+    if a.jwks_file is not None:
+        verifier = JwksVerifier(a.jwks_file, issuer=a.issuer, audience=a.audience)
+    return Authenticator(verifier, default_org=a.default_org, insecure=s.tls.insecure)
 
 
 def _cache_store(s: GatewaySettings, stores: Stores | None) -> ResultCache:

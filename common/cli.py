@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, str] = {
     "ocr-eval": "common.pipeline.cli",
     "codec-sweep": "common.codecs.cli",
     "certs": "common.auth.cli",
+    "token": "common.auth._jwks_cli",
+    "audit": "cloud.stores._audit_cli",
     "artifacts": "common.artifacts.cli",
     "ca": "common.auth.cli",
     "enroll": "common.auth.cli",

@@ -3,6 +3,7 @@ the seams its outer layers implement (backend, batcher, stores) — no grpc, sta
 implementation imports here."""
 
 from cloud.core._accounting import calibrate
+from cloud.core._audit import AuditEvent, AuditSink, discard_audit
 from cloud.core._backend import Backend
 from cloud.core._batching import Batcher, BatcherFactory, BatchObserver, RunFn
 from cloud.core._codec import CODEC_RAW, PayloadFormat, PayloadPart, decode_payload
@@ -18,6 +19,7 @@ from cloud.core._hooks import (
     discard_record,
     discard_telemetry,
 )
+from cloud.core._principal import INTERNAL, Principal, Role, acting_as, current_principal
 from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
 from cloud.core._repository import (
@@ -53,6 +55,7 @@ from cloud.core._statistics import (
     InferenceStatistics,
     ModelStatistics,
 )
+from cloud.core._tenancy import OrgScopedCache, check_payload_digest, idempotency_key
 from cloud.core._types import (
     InferenceRequest,
     InferenceResult,
@@ -67,6 +70,9 @@ from cloud.core._validate import check_payload_format, largest_request_bytes, va
 
 __all__ = [
     "CODEC_RAW",
+    "INTERNAL",
+    "AuditEvent",
+    "AuditSink",
     "Backend",
     "BatchObserver",
     "BatchStatistics",
@@ -92,15 +98,18 @@ __all__ = [
     "ModelRepository",
     "ModelSpec",
     "ModelStatistics",
+    "OrgScopedCache",
     "PayloadDecoder",
     "PayloadFormat",
     "PayloadPart",
+    "Principal",
     "Priority",
     "RegistryView",
     "RequestHeader",
     "RequestRecord",
     "RequestRouter",
     "ResultCache",
+    "Role",
     "RollbackPolicy",
     "Rollout",
     "RolloutManager",
@@ -117,13 +126,18 @@ __all__ = [
     "TensorSpec",
     "VersionChoice",
     "VersionInfo",
+    "acting_as",
     "calibrate",
+    "check_payload_digest",
     "check_payload_format",
     "content_hash",
+    "current_principal",
     "decode_payload",
+    "discard_audit",
     "discard_record",
     "discard_telemetry",
     "hash_fraction",
+    "idempotency_key",
     "largest_request_bytes",
     "monotonic_deadline",
     "scan_models_dir",

@@ -42,8 +42,10 @@ from cloud.core._hooks import (
     discard_record,
     discard_telemetry,
 )
+from cloud.core._principal import current_principal
 from cloud.core._repository import ModelRepository
 from cloud.core._statistics import InferenceStatistics
+from cloud.core._tenancy import idempotency_key
 from cloud.core._types import InferenceRequest, InferenceResult, ModelKey, ModelSpec, TelemetryEvent
 from cloud.core._validate import check_outputs, validate_inputs
 from common.errors import AimlError, Unavailable
@@ -97,6 +99,8 @@ class DataPlane:
         """Decodes session payloads (codec frames on its threads)."""
         self.statistics = InferenceStatistics()
         """Triton-style per model version statistics (front doors report finished requests)."""
+        self.model_orgs: dict[str, frozenset[str]] = {}
+        """Orgs each model is served to (a model not listed: every org); see ``authz.models``."""
         self._new_batcher = batchers
         self._batchers: dict[ModelKey, Batcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
@@ -251,8 +255,18 @@ class DataPlane:
             rows = validate_inputs(spec, request.inputs)
         if request.outputs:
             check_outputs(spec, request.outputs)
+        principal = current_principal()
+        principal.check_model(spec.name, self.model_orgs)
+        if not request.device_id and principal.authenticated_by not in ("internal", "insecure"):
+            request.device_id = principal.subject  # records name the real caller
         if request.idempotency_key and self.idempotency is not None:
-            return asyncio.ensure_future(self._infer_idempotent(request, spec, rows))
+            # Keys are the caller's own (another device's key is another key); the digest is the
+            # device's payload digest (sessions) or the gateway's own hash of the inputs.
+            key = idempotency_key(principal, request.idempotency_key)
+            digest = request.payload_digest or bytes.fromhex(
+                content_hash(request.inputs, request.outputs)
+            )
+            return asyncio.ensure_future(self._infer_idempotent(request, spec, rows, key, digest))
         if self._cache_applies(spec, request):
             return asyncio.ensure_future(self._infer_cached(request, spec, rows))
         return self._enqueue(request, spec, rows)
@@ -318,7 +332,7 @@ class DataPlane:
     # -- idempotency -------------------------------------------------------------------------
 
     async def _infer_idempotent(
-        self, request: InferenceRequest, spec: ModelSpec, rows: int
+        self, request: InferenceRequest, spec: ModelSpec, rows: int, key: str, digest: bytes
     ) -> InferenceResult:
         """Claim the key in the store (atomic across replicas), compute once, complete.
 
@@ -328,7 +342,6 @@ class DataPlane:
         so a retry never computes the key again.
         """
         assert self.idempotency is not None
-        key = request.idempotency_key
         while (running := self._inflight_keys.get(key)) is not None:
             try:
                 return _as_cached(await asyncio.shield(running))
@@ -336,7 +349,7 @@ class DataPlane:
                 if running.cancelled():
                     continue  # the owner was withdrawn before computing: claim it here
                 raise
-        work = asyncio.ensure_future(self._claim_and_compute(request, spec, rows))
+        work = asyncio.ensure_future(self._claim_and_compute(request, spec, rows, key, digest))
         self._inflight_keys[key] = work
         self._owned.add(work)
         work.add_done_callback(lambda f: self._settled(key, f))
@@ -358,10 +371,9 @@ class DataPlane:
             work.exception()  # retrieved: waiters and the owner re-raise it themselves
 
     async def _claim_and_compute(
-        self, request: InferenceRequest, spec: ModelSpec, rows: int
+        self, request: InferenceRequest, spec: ModelSpec, rows: int, key: str, digest: bytes
     ) -> InferenceResult:
         assert self.idempotency is not None
-        key, digest = request.idempotency_key, request.payload_digest
         stored = await self.idempotency.reserve(key, digest)
         m = self.metrics
         if stored is not None:

@@ -31,6 +31,7 @@ from cloud.core._session_types import (
     SessionLimits,
     SessionSink,
 )
+from cloud.core._tenancy import check_payload_digest
 from cloud.core._types import InferenceRequest, InferenceResult
 from cloud.core._validate import check_payload_format, check_payload_parts
 from common.errors import (
@@ -300,6 +301,7 @@ class SessionCore:
                 h.context.confidence
             )
         try:  # a codec frame is decoded off the loop (cloud.core._decoding)
+            check_payload_digest(h.payload_digest, payload)
             entropy = self._dp.entropy_models(p.spec)
             fut = self._dp.decoder.submit(self._dp, req, payload, p, entropy)
         except AimlError as exc:

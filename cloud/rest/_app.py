@@ -12,6 +12,7 @@ decode), with the HTTP status from one table (``_errors``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiml021.cache.v1 import cache_pb2
@@ -24,9 +25,10 @@ from google.protobuf.message import Message
 from inference import grpc_service_pb2 as pb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager
 from cloud.grpc._cache import MAX_CACHE_ENTRY_BYTES
@@ -82,6 +84,9 @@ class RestBridge:
         self._learner = learner
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
+        self.middleware: Callable[[Sequence[BaseRoute]], Middleware] | None = None
+        """The authorization hook (``cloud.authz.authz_middleware``; the composition root sets
+        it): given the app's routes, the middleware every request passes first."""
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -203,7 +208,8 @@ class RestBridge:
             _TooLarge: _too_large,
             Exception: _internal,
         }
-        return Starlette(routes=routes, exception_handlers=handlers)
+        middleware = [self.middleware(routes)] if self.middleware is not None else []
+        return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from cloud._settings import TlsSettings
+from cloud.authz import PeerCertProtocol
 from common.auth import ReloadingServerTls, follow_rotation
 from common.errors import InvalidArgument
 
@@ -40,6 +41,8 @@ def _config(app: Any, host: str, tls: TlsSettings) -> uvicorn.Config:
             "ssl_certfile": str(files["server.pem"]),
             "ssl_keyfile": str(files["server.key"]),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            # hands the verified client certificate to the authorization middleware
+            "http": PeerCertProtocol,
         }
     config = uvicorn.Config(
         app, host=host, log_level="warning", access_log=False, lifespan="off", **options

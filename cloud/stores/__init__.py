@@ -1,8 +1,22 @@
 """Gateway stores, implementing the core's store Protocols (``cloud.core.IdempotencyStore``,
 ``ResultCache``, ``MetadataSink``, ``TelemetrySink``): idempotency keys and result cache (memory or
 Redis), request metadata (SQLite or PostgreSQL, written in batches off the request path by
-:class:`MetadataWriter`, the metadata and telemetry sink). See docs/integrations.md."""
+:class:`MetadataWriter`, the metadata and telemetry sink) and the hash-chained audit trail
+(:class:`AuditLog`). See docs/integrations.md."""
 
+from ._audit import (
+    AuditBackend,
+    AuditFilter,
+    AuditLog,
+    AuditRow,
+    PostgresAuditBackend,
+    SqliteAuditBackend,
+    Verdict,
+    audit_backend,
+    audit_log,
+    verify,
+    verify_chain,
+)
 from ._cache import MemoryResultCache, RedisResultCache, check_cache_key
 from ._idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from ._metadata_sql import (
@@ -43,6 +57,10 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "TABLES",
+    "AuditBackend",
+    "AuditFilter",
+    "AuditLog",
+    "AuditRow",
     "CacheSettings",
     "DeviceSeen",
     "IdempotencySettings",
@@ -50,6 +68,7 @@ __all__ = [
     "MemoryResultCache",
     "MetadataBackend",
     "MetadataWriter",
+    "PostgresAuditBackend",
     "PostgresMetadataBackend",
     "PriceTable",
     "Record",
@@ -57,9 +76,13 @@ __all__ = [
     "RedisResultCache",
     "SealedRedis",
     "SessionEvent",
+    "SqliteAuditBackend",
     "SqliteMetadataBackend",
     "StoreSettings",
     "Stores",
+    "Verdict",
+    "audit_backend",
+    "audit_log",
     "build_stores",
     "check_cache_key",
     "decode_entry",
@@ -70,4 +93,6 @@ __all__ = [
     "encode_tensors",
     "metadata_backend",
     "telemetry_record",
+    "verify",
+    "verify_chain",
 ]

@@ -25,7 +25,8 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 def check_cache_key(model_name: str, content_hash: str) -> None:
     """Reject keys a cache must not store: empty model name, content hash not 64 hex digits."""
-    if not model_name or len(model_name) > 256:
+    # 256 characters of the client's plus the gateway's tenant namespace (cloud.core._tenancy)
+    if not model_name or len(model_name) > 320:
         raise InvalidArgument("model_name must be 1..256 characters")
     if not _HASH.match(content_hash):
         raise InvalidArgument(

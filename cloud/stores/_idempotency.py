@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 _PENDING = "pending"
 _DONE = "done"
-MAX_KEY_LENGTH = 256
+MAX_KEY_LENGTH = 320
+"""256 characters of the client's key plus the gateway's tenant namespace (cloud.core._tenancy)."""
 
 
 def _check_key(key: str) -> None:

@@ -104,7 +104,9 @@ class SqliteMetadataBackend:
 
     def _count_sync(self, table: str) -> int:
         with self._lock:
-            return int(self._connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            # ``table`` was checked against TABLES (fixed names) by count(): no caller text
+            sql = f"SELECT COUNT(*) FROM {table}"  # nosec B608
+            return int(self._connection().execute(sql).fetchone()[0])
 
     async def migrate(self) -> int:
         return await asyncio.to_thread(self._migrate_sync)
@@ -202,8 +204,8 @@ class PostgresMetadataBackend:
                     await cur.executemany(sql.replace("?", "%s"), rows)
 
     async def count(self, table: str) -> int:
-        _check_table(table)
-        return len(await self.query(f"SELECT 1 FROM {table}"))
+        _check_table(table)  # one of TABLES (fixed names): no caller text reaches the SQL
+        return len(await self.query(f"SELECT 1 FROM {table}"))  # nosec B608
 
     async def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query with ``?`` placeholders (operations and tests)."""

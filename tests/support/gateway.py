@@ -8,6 +8,8 @@ of the gateway is replaced; tests see what they need through the gateway's own s
   :meth:`LiveGateway.computations` counts computations per idempotency key (answers replayed
   from the idempotency store are ``cached``);
 - ``telemetry``: the device telemetry events the gateway's telemetry sink received;
+- ``audit``: the audit events (refused calls, management actions) the gateway's audit sink
+  received (empty when the test passed its own sink, e.g. a ``cloud.stores.AuditLog``);
 - ``frames``: the ConnectRequest frames the session service read (a tap on its request stream);
 - ``backend``: onnxruntime behind a gate, :meth:`GatedBackend.hold` keeps computations waiting
   (requests accepted, never answered) until :meth:`GatedBackend.release`;
@@ -35,7 +37,15 @@ from onnx import TensorProto, helper, numpy_helper
 from cloud import Gateway
 from cloud._settings import GatewaySettings
 from cloud.backends import OnnxRuntimeBackend
-from cloud.core import Backend, ModelKey, ModelSpec, RequestRecord, TelemetryEvent
+from cloud.core import (
+    AuditEvent,
+    AuditSink,
+    Backend,
+    ModelKey,
+    ModelSpec,
+    RequestRecord,
+    TelemetryEvent,
+)
 from cloud.stores import MemoryIdempotencyStore
 from common.errors import Unavailable
 from tests.support.edge_bundle import make_bundle
@@ -204,6 +214,7 @@ class LiveGateway:
     frames: FrameLog
     records: list[RequestRecord]
     telemetry: list[TelemetryEvent]
+    audit: list[AuditEvent] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -262,6 +273,7 @@ async def running_gateway(
     tls_dir: Path | None = None,
     inline_payloads: bool = True,
     hold: bool = False,
+    audit: AuditSink | None = None,
     **sections: Any,
 ) -> AsyncIterator[LiveGateway]:
     """Run the real gateway over ``models`` (see :func:`gateway_models`) until the block ends.
@@ -276,19 +288,21 @@ async def running_gateway(
     store = idempotency if idempotency is not None else MemoryIdempotencyStore()
     records: list[RequestRecord] = []
     telemetry: list[TelemetryEvent] = []
+    audited: list[AuditEvent] = []
     gw = Gateway(
         gateway_settings(models, port, tls_dir, **sections),
         backend,
         idempotency=store,
         metadata_sink=records.append,
         telemetry_sink=telemetry.append,
+        audit=audit if audit is not None else audited.append,
     )
     frames = FrameLog()
     tap = _SessionTap(gw.sessions.Connect, frames, inline_payloads)
     # handler() registers whatever ``Connect`` is when the gateway starts; grpc needs an async
     # generator function there.
     gw.sessions.Connect = tap.connect  # type: ignore[method-assign]
-    live = LiveGateway(gw, backend, store, frames, records, telemetry)
+    live = LiveGateway(gw, backend, store, frames, records, telemetry, audited)
     await gw.start()
     try:
         yield live

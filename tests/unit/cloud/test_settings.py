@@ -161,7 +161,7 @@ async def test_every_knob_reaches_the_gateway(tmp_path: Path) -> None:
         assert (lim.max_session_buffer_bytes, lim.reassembly_timeout_s, lim.ping_interval_s) == (
             2000, 1.5, 2.5
         )  # fmt: skip
-        cache = gw.cache_store
+        cache = gw.cache_store.inner  # entries keyed by org around the configured store
         assert (cache._max, cache._ttl_s) == (7, 9.0)
         idem = gw.dataplane.idempotency
         assert (idem._max_keys, idem._ttl_s, idem._pending_ttl_s) == (11, 13.0, 17.0)
