@@ -94,6 +94,11 @@ class GatewayMetrics:
             "Bytes of unfinished session payloads buffered (global budget in use).",
             registry=r,
         )
+        self.queued_requests = Gauge(
+            "aiml021_gateway_queued_requests",
+            "Requests waiting in this process's batcher queues, over all models (autoscaling).",
+            registry=r,
+        )
         self.cache_requests = Counter(
             "aiml021_gateway_result_cache",
             "Result cache lookups of the data plane by model and result (hit, miss).",

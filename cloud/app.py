@@ -30,6 +30,7 @@ from cloud._observability import observe_gateway
 from cloud._privacy import PrivacySink
 from cloud._settings import GatewaySettings
 from cloud._transport import TransportSecurity
+from cloud._workers_queue import QueueDepth
 from cloud._workers_rollouts import SharedRollouts
 from cloud.artifacts import sync_models
 from cloud.authz import Authenticator, AuthzInterceptor, authz_middleware, read_audit_key
@@ -163,9 +164,7 @@ class Gateway:
             )
         if result_cache is None and (s.cache.full_models or s.cache.tail_segments):
             result_cache = self.cache_store
-        self.dataplane = DataPlane(
-            repository,
-            backend,
+        self.queue_depth = QueueDepth(
             DynamicBatching(
                 BatcherConfig(
                     max_batch_size=s.batching.max_batch_size,
@@ -178,7 +177,13 @@ class Gateway:
                         else s.batching.contended_batch_ms / 1000
                     ),
                 )
-            ),
+            )
+        )
+        self.metrics.queued_requests.set_function(self.queue_depth.queued)
+        self.dataplane = DataPlane(
+            repository,
+            backend,
+            self.queue_depth,
             self.metrics,
             idempotency,
             metadata_sink,
