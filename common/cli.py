@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ca": "common.auth.cli",
     "enroll": "common.auth.cli",
     "serve": "cloud.cli",
+    "report": "cloud._report",
     "edge": "edge_agent.cli",
     "policy": "policy.cli",
     "privacy": "cloud._privacy_cli",

@@ -182,6 +182,7 @@ def record_telemetry(
     if dropped:
         m.telemetry_dropped.inc(dropped)
     for e in events:
+        e.region = m.region(e.region)  # what is kept is a label value, never the device's text
         route = e.route or "unspecified"
         m.child(m.telemetry_events, route).inc()
         if e.total_s is not None:
