@@ -9,11 +9,12 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
+TSCLIENT := clients/typescript/node_modules/.package-lock.json
 
 .PHONY: setup system-deps venv triton proto proto-check lint typecheck observability security check test ci demo bench mobile clean
 
 ## setup: everything the project needs on a fresh machine (idempotent).
-setup: system-deps $(STAMP) $(BUF) triton
+setup: system-deps $(STAMP) $(BUF) $(TSCLIENT) triton
 
 # Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
 # PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames,
@@ -47,6 +48,12 @@ venv: $(STAMP)
 
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund
+	touch $@
+
+# The TypeScript client's exact packages (clients/typescript/package-lock.json); its tests
+# (tests/integration/clients) build it with tsc and run node's test runner against a gateway.
+$(TSCLIENT): clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund
 	touch $@
 
 ## triton: a real Triton Inference Server (nvidia-pytriton) in its own venv.

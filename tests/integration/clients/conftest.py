@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from tests.support.gateway import gateway_models_dir
+
+__all__ = ["gateway_models_dir"]  # fixtures
