@@ -48,6 +48,7 @@ def test_durability_kill9_agent_and_gateway_restart_exactly_once(
     (tmp_path / "secrets").mkdir()
     key = tmp_path / "secrets" / "replay.key"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)  # a device secret others may read is refused
     replay, skip = tmp_path / "q" / "replay.db", tmp_path / "acked"
     client = redis.Redis.from_url(redis_url)
     client.delete(*[f"{IDEM_PREFIX}req-{i}" for i in range(n)])

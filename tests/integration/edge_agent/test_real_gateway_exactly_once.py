@@ -52,6 +52,7 @@ def test_kill9_agent_mid_drain_and_gateway_restart_compute_each_key_once(
     bundle = make_bundle(models / "edge_bundle", thresholds=(0.99, 0.99, 0.0))
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "replay.key").write_text(os.urandom(32).hex())
+    (tmp_path / "secrets" / "replay.key").chmod(0o600)  # a readable device secret is refused
     skip = tmp_path / "acked"
     client = redis.Redis.from_url(redis_url)
     client.delete(*[f"{IDEM_PREFIX}req-{i}" for i in range(N)])
