@@ -58,13 +58,13 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
 
 def check_private_file(path: Path, what: str = "private key") -> None:
     """Refuse a ``what`` file that its group or others may read or write, or that is not a
-    regular file (a symlink could point anywhere)."""
+    regular file. A symlink is judged by its target (Kubernetes mounts secrets as symlinks)."""
     try:
-        st = os.lstat(path)
+        st = os.stat(path)
     except OSError as exc:
         raise InvalidArgument(f"{what} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise InvalidArgument(f"{what} {path} is not a regular file (symlinks are refused)")
+        raise InvalidArgument(f"{what} {path} is not a regular file")
     if st.st_mode & 0o077:
         raise InvalidArgument(
             f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others may read "

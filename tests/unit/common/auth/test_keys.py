@@ -60,11 +60,16 @@ def test_key_file_readable_by_group_or_others_is_refused(tmp_path: Path, mode: i
         load_private_key(path)
 
 
-def test_symlinked_key_file_is_refused(tmp_path: Path) -> None:
+def test_a_symlinked_key_file_is_judged_by_its_target(tmp_path: Path) -> None:
+    # Kubernetes mounts secrets as symlinks into a ..data directory
     real = write_private_key(tmp_path / "real.key", ec.generate_private_key(ec.SECP256R1()))
     (tmp_path / "link.key").symlink_to(real)
-    with pytest.raises(InvalidArgument, match="not a regular file"):
+    check_private_file(tmp_path / "link.key")
+    real.chmod(0o644)
+    with pytest.raises(InvalidArgument, match="mode 0644"):
         check_private_file(tmp_path / "link.key")
+    with pytest.raises(InvalidArgument, match="not a regular file"):
+        check_private_file(tmp_path)
 
 
 @pytest.mark.parametrize(
