@@ -113,7 +113,9 @@ class KServeV2:
         ready = doc.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument('"ready" must be a boolean')
-        return JSONResponse(triton_json(repository_index(self._dp, ready)).get("models", []))
+        models = triton_json(repository_index(self._dp, ready)).get("models", [])
+        # as Triton writes the index: a reason only when there is one
+        return JSONResponse([{k: v for k, v in m.items() if v or k != "reason"} for m in models])
 
     async def load(self, request: Request) -> Response:
         body = await self._body(request)
