@@ -105,6 +105,8 @@ class GatewayObservers:
 
     drift: DriftMonitor | None
     costs: CostAccountant
+    tracing: bool = False
+    """The gateway installed the process's tracer provider (its stop flushes and removes it)."""
 
 
 def observe_gateway(
@@ -137,17 +139,21 @@ def observe_gateway(
         {org: Budget(b.amount, b.period_s) for org, b in accounting.budgets.items()},
     )
     dataplane.observers.append(costs.on_request)
+    tracing = False
     if obs.otlp_endpoint:
-        configure_tracing(
-            obs.service_name,
-            obs.otlp_endpoint,
-            sample_ratio=obs.trace_sample_ratio,
-            insecure=obs.otlp_insecure,
+        tracing = (
+            configure_tracing(
+                obs.service_name,
+                obs.otlp_endpoint,
+                sample_ratio=obs.trace_sample_ratio,
+                insecure=obs.otlp_insecure,
+            )
+            is not None
         )
     if cert is not None:
         watch = CertificateExpiry(cert)
         metrics.certificate_expiry.labels("server").set_function(watch)
-    return GatewayObservers(drift, costs)
+    return GatewayObservers(drift, costs, tracing)
 
 
 class CertificateExpiry:

@@ -91,6 +91,7 @@ from cloud.stores import (
 from common.auth import JwksVerifier
 from common.errors import InvalidArgument
 from common.privacy import configure as configure_pseudonymiser
+from common.telemetry import shutdown_tracing
 from policy import OnlineLearner, Policy, PolicyPublisher
 
 log = logging.getLogger(__name__)
@@ -452,6 +453,8 @@ class Gateway:
             self._shared_rollouts = None
         await self.router.close()
         await self.dataplane.close()
+        if self.observers.tracing:  # the last spans reach the collector before the exit
+            await asyncio.to_thread(shutdown_tracing)
         if self.stores is not None:
             await self.stores.close()
         if self.audit_log is not None:

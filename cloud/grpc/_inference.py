@@ -15,7 +15,7 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 from cloud.core import DataPlane, InferenceResult
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
 from cloud.grpc._errors import bounded, detach, handle_unary
-from cloud.grpc._peer import device_id_from_context
+from cloud.grpc._peer import device_id_from_context, traceparent_from_context
 from cloud.grpc._triton_converters import (
     SERVER_NAME,
     SERVER_VERSION,
@@ -116,6 +116,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             req = infer_request_from_pb(request, "infer", context.time_remaining(), self._max_id)
             req.device_id = device_id_from_context(context)  # compute is shared fairly by device
+            req.traceparent = traceparent_from_context(context)
             fut = self._dp.submit(req)
             accepted = True
             result = await fut
@@ -176,6 +177,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         eof = False
         device = device_id_from_context(context)
+        parent = traceparent_from_context(context)  # the stream's: every request continues it
 
         async def read() -> None:
             nonlocal eof
@@ -186,6 +188,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     try:
                         req = infer_request_from_pb(msg, "stream", None, self._max_id)
                         req.device_id = device
+                        req.traceparent = parent
                         fut = self._dp.submit(req)
                     except AimlError as exc:
                         self._record(req, msg, exc.code.value)
