@@ -73,7 +73,7 @@ async def scene(tmp_path: Path, gateway_models_dir: Path) -> AsyncIterator[Scene
         tls_dir=world.tls_dir,
         authz=world.authz_section(),
         rest={"port": 0},
-        cache={"full_models": True},
+        cache={"full_models": True, "kserve": True},  # ModelInfer answers from the cache too
         audit=log,
     ) as live:
         channels = {name: world.channel(live.port, ident) for name, ident in who.items()}
