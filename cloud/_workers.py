@@ -235,10 +235,15 @@ def _worker_main(config: Path, index: int) -> int:
 
     from cloud.app import Gateway
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-    )
+    if os.environ.get("AIML021_LOG_FORMAT", "") == "json":  # the supervisor's --log-format
+        from common.telemetry import configure_logging
+
+        configure_logging("json")
+    else:
+        logging.basicConfig(
+            level=logging.INFO,
+            format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+        )
     settings = GatewaySettings.model_validate(json.loads(config.read_text()))
     asyncio.run(Gateway.from_settings(settings).serve_forever())
     return 0

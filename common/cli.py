@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -90,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.verbose else logging.INFO,
         access=args.access_log,
     )
+    # processes this one starts (serve --workers) log the same way
+    if args.log_format:
+        os.environ["AIML021_LOG_FORMAT"] = args.log_format
+    if args.access_log:
+        os.environ["AIML021_ACCESS_LOG"] = "1"
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
