@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _forget(args: argparse.Namespace) -> int:
     from cloud._privacy_forget import forget_device
     from cloud._settings import GatewaySettings
+    from cloud.authz._settings import read_audit_key
 
     settings = GatewaySettings.load(args.config)
     metadata_url = args.metadata_url or settings.stores.metadata_url
@@ -73,6 +74,7 @@ def _forget(args: argparse.Namespace) -> int:
             pseudonymiser=settings.privacy.pseudonymiser(),
             flush_org_cache=args.flush_org_cache,
             actor=args.actor,
+            audit_key=read_audit_key(settings.authz.audit_key_file),
         )
     )
     print(json.dumps(report.as_dict(), sort_keys=True))

@@ -9,7 +9,9 @@ the gateway writes and leaves a tombstone that says it happened.
   ``cloud.core._tenancy``), and with ``flush_org_cache`` the org's result-cache entries (they are
   shared by the org's devices and keyed by content, so they cannot be told apart per device).
 - Tombstone: one row in ``privacy_tombstones`` (in the same transaction as the deletes) with the
-  device's pseudonym, never its raw id, the time, who asked, and how many records went where.
+  device's pseudonym, never its raw id, the time, who asked, and how many records went where;
+  and the same as an event in the hash-chained audit log (``cloud.stores`` audit_log, action
+  ``privacy.forget``), so that the erasure itself is tamper-evident.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud.core import AuditEvent, Principal, Role
+from cloud.core._tenancy import idempotency_key, org_namespace
 from common.privacy import Pseudonymiser
 
 TOMBSTONES = "privacy_tombstones"
@@ -54,20 +58,19 @@ class ForgetReport:
         }
 
 
-def _digest(*parts: str) -> str:
-    # The same namespacing as cloud.core._tenancy (a test keeps the two equal).
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+def _device(org: str, device_id: str) -> Principal:
+    return Principal(subject=device_id, role=Role.DEVICE, org=org, device_id=device_id)
 
 
 def idempotency_prefix(org: str, device_id: str, prefix: str = "aiml021:idem:") -> str:
-    """Redis key prefix of a device's idempotency entries (a device's principal subject is its
-    device id)."""
-    return f"{prefix}p:{_digest(org, device_id)}/"
+    """Redis key prefix of a device's idempotency entries (the data plane scopes each key to
+    the calling principal, whose subject is the device id)."""
+    return prefix + idempotency_key(_device(org, device_id), "k")[:-1]
 
 
 def cache_prefix(org: str, prefix: str = "aiml021:cache:") -> str:
     """Redis key prefix of an org's result-cache entries."""
-    return f"{prefix}o:{_digest(org)}/"
+    return f"{prefix}{org_namespace(_device(org, ''))}/"
 
 
 def _subject(device_id: str, pseudonymiser: Pseudonymiser | None) -> str:
@@ -170,10 +173,13 @@ async def forget_device(
     flush_org_cache: bool = False,
     actor: str = "cli",
     redis_client: Any = None,
+    audit: bool = True,
+    audit_key: bytes | None = None,
 ) -> ForgetReport:
     """Remove ``device_id``'s records from the metadata database at ``metadata_url`` and its
     idempotency entries (and, with ``flush_org_cache``, its org's cache) from the Redis at
-    ``redis_url``; write the tombstone last, with the counts, in the metadata database."""
+    ``redis_url``; write the tombstone last, with the counts, in the metadata database, and
+    (``audit``) append it to the audit log there, chained with ``audit_key`` when it has one."""
     if not device_id:
         raise ValueError("forget needs a device id")
     report = ForgetReport(subject=_subject(device_id, pseudonymiser), tombstone_id=uuid.uuid4().hex)
@@ -202,7 +208,26 @@ async def forget_device(
             await _forget_postgres(metadata_url, ids, report, actor)
         else:
             raise ValueError(f"unsupported metadata URL {metadata_url!r}")
+        if audit:
+            await _audit(metadata_url, report, actor, org, audit_key)
     return report
+
+
+async def _audit(url: str, report: ForgetReport, actor: str, org: str, key: bytes | None) -> None:
+    from cloud.stores import audit_backend
+    from cloud.stores._audit import migrate
+
+    backend = audit_backend(url)
+    try:
+        await migrate(url, backend)
+        event = AuditEvent(
+            principal=actor, role="operator", org=org, action="privacy.forget",
+            resource=report.subject, outcome="OK",
+            detail=f"tombstone {report.tombstone_id}: {_detail(report)}",
+        )  # fmt: skip
+        await backend.append([event], key)
+    finally:
+        await backend.close()
 
 
 __all__ = ["TOMBSTONES", "ForgetReport", "cache_prefix", "forget_device", "idempotency_prefix"]

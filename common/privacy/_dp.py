@@ -46,7 +46,7 @@ def noise_multiplier(epsilon: float, delta: float) -> float:
         loss = GaussianPrivacyLoss(multiplier, sensitivity=1.0)
         return float(loss.get_delta_for_epsilon(epsilon)) - delta
 
-    lo, hi = 1e-3, 1e6
+    lo, hi = 1e-6, 1e6
     if excess(hi) > 0:
         raise InvalidArgument(f"(ε={epsilon}, δ={delta}) needs more noise than is sensible")
     if excess(lo) <= 0:

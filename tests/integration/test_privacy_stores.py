@@ -22,7 +22,9 @@ from cloud.stores import (
     RedisResultCache,
     SealedRedis,
     StoreSettings,
+    audit_backend,
     build_stores,
+    verify,
 )
 from common.errors import DataLoss
 from common.privacy import KeyRing, Pseudonymiser, is_sealed
@@ -166,4 +168,9 @@ async def test_postgres_keeps_pseudonyms_and_forget_erases_a_device(
     stones = await db.query(f"SELECT subject, actor, detail FROM {TOMBSTONES}")
     assert len(stones) == 1 and stones[0][0] == P.device("cam-1") and stones[0][1] == "ticket-9"
     assert "cam-1" not in str(stones)
+    audit = audit_backend(database_url)
+    events = [r for r in await audit.rows() if r.action == "privacy.forget"]
+    assert len(events) == 1 and events[0].resource == P.device("cam-1")
+    assert (await verify(audit)).ok
+    await audit.close()
     await db.close()

@@ -17,7 +17,14 @@ from prometheus_client import REGISTRY
 from cloud._privacy import GatewayPrivacySettings, PrivacySink
 from cloud._privacy_forget import TOMBSTONES, forget_device
 from cloud.core import RequestRecord, TelemetryEvent
-from cloud.stores import DeviceSeen, MetadataWriter, SessionEvent, SqliteMetadataBackend
+from cloud.stores import (
+    DeviceSeen,
+    MetadataWriter,
+    SessionEvent,
+    SqliteMetadataBackend,
+    audit_backend,
+    verify,
+)
 from common.cli import build_parser
 from common.errors import InvalidArgument
 from common.privacy import Pseudonymiser, is_pseudonym
@@ -124,6 +131,16 @@ async def test_forget_removes_every_row_and_leaves_a_tombstone_without_the_id(
     assert "cam-1" not in json.dumps(stone)
     again = await forget_device("cam-1", metadata_url=f"sqlite:///{path}", pseudonymiser=P)
     assert sum(again.rows.values()) == 0  # idempotent: nothing left, one more tombstone
+    # Each erasure is also an event in the hash-chained audit log, which still verifies.
+    audit = audit_backend(f"sqlite:///{path}")
+    events = [r for r in await audit.rows() if r.action == "privacy.forget"]
+    assert [(e.principal, e.resource) for e in events] == [
+        ("dpo@example", P.device("cam-1")),
+        ("cli", P.device("cam-1")),
+    ]
+    assert report.tombstone_id in events[0].detail and "cam-1" not in str(events)
+    assert (await verify(audit)).ok
+    await audit.close()
 
 
 async def test_forget_refuses_a_missing_database_instead_of_creating_one(tmp_path: Path) -> None:
