@@ -33,10 +33,13 @@ class OnnxModel(Model):
         x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
         (y,) = self.session.run([self.output_name], {self.input_name: x})
         out = InferOutput(name=self.output_name, shape=list(y.shape), datatype="FP32")
-        out.set_numpy_data(y)
+        out.set_data_from_numpy(y)
         return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
 
 
 if __name__ == "__main__":
     path, name, grpc_port, http_port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    ModelServer(grpc_port=grpc_port, http_port=http_port, workers=1).start([OnnxModel(name, path)])
+    server = ModelServer(
+        grpc_port=grpc_port, http_port=http_port, workers=1, enable_latency_logging=False
+    )
+    server.start([OnnxModel(name, path)])
