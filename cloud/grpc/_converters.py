@@ -213,6 +213,17 @@ def _payload_format(enc: tensor_pb2.EncodedTensorHeader) -> PayloadFormat:
     )
 
 
+def payload_format_from_pb(enc: tensor_pb2.EncodedTensorHeader) -> PayloadFormat:
+    """Core payload format of an EncodedTensorHeader (a session's encoding, REST's
+    ``compression``); UNSPECIFIED codec stages and negative dimensions are refused."""
+    return _payload_format(enc)
+
+
+def priority_from_pb(value: request_pb2.Priority.ValueType) -> Priority:
+    """Core priority of an ``aiml021.common.v1.Priority`` (UNSPECIFIED: normal)."""
+    return _PRIORITY.get(value, Priority.NORMAL)
+
+
 def chunk_from_pb(c: session_pb2.TensorChunk) -> Chunk:
     """Core chunk of a TensorChunk."""
     return Chunk(c.request_id, c.offset, c.data, c.last)
@@ -265,6 +276,8 @@ __all__ = [
     "infer_request_from_pb",
     "infer_response_to_pb",
     "limits_to_pb",
+    "payload_format_from_pb",
+    "priority_from_pb",
     "result_to_pb",
     "tensor_metadata",
 ]

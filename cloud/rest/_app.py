@@ -19,6 +19,7 @@ from aiml021.cache.v1 import cache_pb2
 from aiml021.deploy.v1 import deploy_pb2
 from aiml021.policy.v1 import policy_pb2
 from aiml021.registry.v1 import registry_pb2
+from aiml021.session.v1 import features_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -48,6 +49,7 @@ from common.prototime import duration_to_s
 from policy import OnlineLearner
 
 from ._errors import error_body, http_status
+from ._features import infer_features
 from ._kserve import KServeV2
 from ._openapi import openapi_document
 
@@ -125,6 +127,10 @@ class RestBridge:
         result = await self._dp.infer(core)
         return self._json(infer_response_to_pb(result, core.request_id))
 
+    async def features(self, request: Request) -> Response:
+        msg = await self._parse(request, features_pb2.InferFeaturesRequest())
+        return self._json(await infer_features(self._dp, msg))
+
     async def models(self, request: Request) -> Response:
         page_size = request.query_params.get("page_size", "0")
         if not page_size.isdigit() or int(page_size) > 2**31 - 1:
@@ -190,7 +196,7 @@ class RestBridge:
         post, get = ["POST"], ["GET"]
         routes = [
             Route("/v1/infer", self.infer, methods=post),
-            Route("/v1/features", self.infer, methods=post),
+            Route("/v1/features", self.features, methods=post),
             Route("/v1/models", self.models, methods=get),
             Route("/v1/models/{name}", self.model, methods=get),
             Route("/v1/policy/decide", self.decide, methods=post),

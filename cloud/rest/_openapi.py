@@ -13,6 +13,7 @@ from aiml021.cache.v1 import cache_pb2
 from aiml021.deploy.v1 import deploy_pb2
 from aiml021.policy.v1 import policy_pb2
 from aiml021.registry.v1 import registry_pb2
+from aiml021.session.v1 import features_pb2, session_pb2
 from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from inference import grpc_service_pb2 as pb
@@ -128,7 +129,7 @@ def build_openapi(
 def openapi_document() -> dict[str, Any]:
     """The bridge's OpenAPI document (proto3 JSON schemas of our messages)."""
     md = pb.ModelInferRequest.DESCRIPTOR
-    routes = [
+    routes: list[tuple[str, str, Descriptor | None, Descriptor | None, str]] = [
         (
             "post",
             "/v1/infer",
@@ -139,9 +140,9 @@ def openapi_document() -> dict[str, Any]:
         (
             "post",
             "/v1/features",
-            md,
-            pb.ModelInferResponse.DESCRIPTOR,
-            "Run a tail model <bundle>.<cut point> on features",
+            features_pb2.InferFeaturesRequest.DESCRIPTOR,
+            session_pb2.InferResult.DESCRIPTOR,
+            "Run the tail of a bundle on coded features (features_b64 + compression)",
         ),
         (
             "get",
@@ -193,27 +194,95 @@ def openapi_document() -> dict[str, Any]:
             deploy_pb2.GetRolloutResponse.DESCRIPTOR,
             "Rollout and its stats",
         ),
-        ("get", "/v2/health/ready", None, None, "KServe v2 readiness"),
-        ("post", "/v2/models/{name}/infer", None, None, "KServe v2 inference (JSON tensors)"),
-        (
-            "post",
-            "/v2/models/{name}/versions/{version}/infer",
-            None,
-            None,
-            "KServe v2 inference of a version",
-        ),
     ]
     doc = build_openapi(routes)
-    body = {"type": "object", "required": ["inputs"], "properties": {
-        "id": {"type": "string"}, "inputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
-        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
-    }}  # fmt: skip
-    for p in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
-        doc["paths"][p]["post"]["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
+    _add_kserve(doc)
     return doc
+
+
+_V2_ERROR = {
+    "description": "client error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
+_V2_INFER_BODY = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"binary_data": {"type": "boolean"}},
+                    },
+                },
+            },
+        },
+        "parameters": {
+            "type": "object",
+            "properties": {"binary_data_output": {"type": "boolean"}},
+        },
+    },
+}
+_V2_ROUTES = [
+    ("get", "/v2", "Server metadata (name, version, extensions)"),
+    ("get", "/v2/health/live", "Liveness"),
+    ("get", "/v2/health/ready", "Readiness (non-200 when not ready)"),
+    ("get", "/v2/models/stats", "Statistics of every served model version"),
+    ("post", "/v2/repository/index", "Repository index (served and unloaded versions)"),
+    ("post", "/v2/repository/models/{name}/load", "Serve an unloaded model again"),
+    ("post", "/v2/repository/models/{name}/unload", "Stop serving a model"),
+]
+for _base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    _V2_ROUTES += [
+        ("get", _base, "Model metadata"),
+        ("get", _base + "/ready", "Model readiness (400 when not ready, as Triton)"),
+        ("get", _base + "/config", "Model configuration (Triton's ModelConfig)"),
+        ("get", _base + "/stats", "Model statistics (Triton's ModelStatistics)"),
+        ("post", _base + "/infer", "Inference: JSON tensors or the binary-data extension"),
+    ]
+
+
+def _add_kserve(doc: dict[str, Any]) -> None:
+    """The KServe-v2 / Triton HTTP routes (bodies as Triton writes them; errors ``{"error"}``)."""
+    for method, path, summary in _V2_ROUTES:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+                "4XX": _V2_ERROR,
+            },
+        }
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in ("name", "version")
+            if "{" + p + "}" in path
+        ]
+        if params:
+            op["parameters"] = params
+        if path.endswith("/infer"):
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _V2_INFER_BODY}},
+            }
+        elif path == "/v2/repository/index":
+            body = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+            op["requestBody"] = {"content": {"application/json": {"schema": body}}}
+        doc["paths"].setdefault(path, {})[method] = op
 
 
 __all__ = ["build_openapi", "openapi_document"]
