@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from cloud._settings import GatewaySettings
+from cloud.core import AuditSink, discard_audit
 from cloud.grpc._identity import PeerAuthenticator
 from common.auth import ReloadingServerTls, RevocationCache, assert_tls13_only, open_deny_list
 
@@ -37,13 +38,15 @@ def deny_list_url(s: GatewaySettings, uses_stores: bool = True) -> str | None:
 class TransportSecurity:
     """mTLS material, deny-list and peer checks of one gateway (nothing with ``tls.insecure``)."""
 
-    def __init__(self, s: GatewaySettings, *, uses_stores: bool = True) -> None:
+    def __init__(
+        self, s: GatewaySettings, *, uses_stores: bool = True, audit: AuditSink = discard_audit
+    ) -> None:
         self.settings = s
         self.insecure = s.tls.insecure
         self.deny_list_url = None if self.insecure else deny_list_url(s, uses_stores)
         self.material: ReloadingServerTls | None = None
         self.revocations: RevocationCache | None = None
-        self.authenticator = PeerAuthenticator()
+        self.authenticator = PeerAuthenticator(audit=audit)
 
     async def start(self) -> None:
         """Load the server material (a CA key in ``tls.dir``, a key file others may read or a

@@ -207,8 +207,6 @@ class Gateway:
             None if s.tls.insecure else s.tls.dir / "server.pem",
         )
         """Drift detection and cost accounting hooked onto the data plane."""
-        self.transport = TransportSecurity(s, uses_stores=stores is not None)
-        """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.dataplane.model_orgs = {m: frozenset(o) for m, o in s.authz.models.items()}
         self.authn = _authenticator(s)
         """Who is calling (certificates, tokens); the table in ``cloud.authz`` says what they may."""
@@ -219,6 +217,8 @@ class Gateway:
             )
         self.audit: AuditSink = audit or discard_audit
         """Where refused calls and management actions are written (the hash-chained audit log)."""
+        self.transport = TransportSecurity(s, uses_stores=stores is not None, audit=self.audit)
+        """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)
         self.router = RolloutRouter(self.dataplane, self.rollouts)
         self.dataplane.router = self.router
@@ -457,9 +457,9 @@ class Gateway:
             await asyncio.to_thread(shutdown_tracing)
         if self.stores is not None:
             await self.stores.close()
+        await self.transport.close()
         if self.audit_log is not None:
             await self.audit_log.stop()
-        await self.transport.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -25,11 +25,13 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from cloud.core import AuditEvent, AuditSink, discard_audit
 from common.auth import (
     DEVICE_URI_PREFIX,
     DeviceIdentity,
     RevocationCache,
     Revocations,
+    check_client_usage,
     identity_from_pem,
 )
 from common.errors import Unauthenticated
@@ -60,6 +62,18 @@ def _names_a_device(pem: bytes) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
+def _client_usage(pem: bytes) -> Unauthenticated | None:
+    """Why a certificate that names no device is not a TLS client certificate, or None."""
+    try:
+        check_client_usage(x509.load_pem_x509_certificate(pem))
+    except ValueError:
+        return Unauthenticated("client certificate is not a readable X.509 certificate")
+    except Unauthenticated as exc:
+        return exc
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
 def _checked(pem: bytes) -> DeviceIdentity | Unauthenticated:
     try:
         return identity_from_pem(pem)
@@ -71,7 +85,11 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
     """Refuses certificates that are not a device's, or that are revoked; ends the open calls
     of devices revoked while connected."""
 
-    def __init__(self, revocations: RevocationCache | None = None) -> None:
+    def __init__(
+        self, revocations: RevocationCache | None = None, *, audit: AuditSink = discard_audit
+    ) -> None:
+        self.audit = audit
+        """Where refusals and cut sessions are written (the hash-chained audit trail)."""
         self.revocations: RevocationCache | None = None
         self.refused = 0
         self.cut = 0
@@ -95,12 +113,35 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         if isinstance(checked, Unauthenticated):
             if not _names_a_device(bytes(pems[0])):
                 # A service's or operator's client certificate: not a device, no identity here;
-                # the authorization layer (cloud.authz) demands its bearer token.
+                # the authorization layer (cloud.authz) demands its bearer token. It must still
+                # be made for client authentication (not, say, a server's certificate).
+                usage = _client_usage(bytes(pems[0]))
+                if usage is not None:
+                    raise usage
                 return None
             raise checked
         if self.revocations is not None:
             self.revocations.check(checked)
         return checked
+
+    def _audit(self, action: str, principal: str, detail: str) -> None:
+        self.audit(
+            AuditEvent(
+                principal=principal or "anonymous",
+                role="",
+                org="",
+                action=action,
+                resource="",
+                outcome="UNAUTHENTICATED",
+                detail=detail[:256],
+            )
+        )
+
+    @staticmethod
+    def _claimed(context: grpc.aio.ServicerContext) -> str:
+        """The device id a refused certificate names (for the record only: not trusted)."""
+        names = context.auth_context().get("x509_common_name")
+        return bytes(names[0]).decode("utf-8", "replace")[:64] if names else ""
 
     def _end_revoked(self, revoked: Revocations) -> None:
         for task, identity in list(self._live.items()):
@@ -114,6 +155,7 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         except Unauthenticated as exc:
             self.refused += 1
             log.info("%s refused: %s", method, exc.message)
+            self._audit(method, self._claimed(context), exc.message)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
             raise  # unreachable: abort raises
         _identity.set(identity)
@@ -130,10 +172,12 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         if task is None or task not in self._revoked_tasks:
             return False
         self._revoked_tasks.discard(task)
-        task.uncancel()
+        while task.cancelling():
+            task.uncancel()
         self.cut += 1
         identity = self._live.get(task)
         why = self.revocations.current.reason(identity) if self.revocations and identity else None
+        self._audit("revocation", identity.device_id if identity else "", f"open call ended: {why}")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, why or "certificate revoked")
         return True
 
@@ -146,7 +190,8 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
                 task = self._track(identity)
                 try:
                     return await uu(request, context)
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, Exception):
+                    # cancelled by us (revoked), however the handler turned the cancellation
                     if not await self._cut(task, context):
                         raise
                 finally:
@@ -163,7 +208,8 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
                 task = self._track(identity)
                 try:
                     return await su(requests, context)
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, Exception):
+                    # cancelled by us (revoked), however the handler turned the cancellation
                     if not await self._cut(task, context):
                         raise
                 finally:
@@ -182,7 +228,8 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
             try:
                 async for item in items:
                     yield item
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Exception):
+                # cancelled by us (revoked), however the handler turned the cancellation
                 if not await self._cut(task, context):
                     raise
             finally:

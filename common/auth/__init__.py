@@ -27,7 +27,13 @@ from common.auth._certs import (
     load_keypair,
     server_certificate,
 )
-from common.auth._identity import DeviceIdentity, device_identity, identity_from_pem, serial_hex
+from common.auth._identity import (
+    DeviceIdentity,
+    check_client_usage,
+    device_identity,
+    identity_from_pem,
+    serial_hex,
+)
 from common.auth._keys import (
     MIN_SECRET_BYTES,
     check_private_file,
@@ -100,6 +106,7 @@ __all__ = [
     "Revocations",
     "ServerTls",
     "assert_tls13_only",
+    "check_client_usage",
     "check_device_id",
     "check_private_file",
     "check_secret",

@@ -42,8 +42,10 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
         return None
 
 
-def device_identity(cert: x509.Certificate) -> DeviceIdentity:
-    """The device ``cert`` names; Unauthenticated, naming the first failed rule, otherwise."""
+def check_client_usage(cert: x509.Certificate) -> None:
+    """Unauthenticated unless ``cert`` is made for TLS client authentication: KeyUsage
+    digitalSignature, ExtendedKeyUsage clientAuth, not a CA (asked of every client certificate,
+    a device's or a service's)."""
     try:
         cert.extensions  # noqa: B018 - parses every extension, raising on a malformed one
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
@@ -57,6 +59,11 @@ def device_identity(cert: x509.Certificate) -> DeviceIdentity:
     eku = _extension(cert, x509.ExtendedKeyUsage)
     if not isinstance(eku, x509.ExtendedKeyUsage) or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         raise Unauthenticated("client certificate lacks ExtendedKeyUsage clientAuth")
+
+
+def device_identity(cert: x509.Certificate) -> DeviceIdentity:
+    """The device ``cert`` names; Unauthenticated, naming the first failed rule, otherwise."""
+    check_client_usage(cert)
     san = _extension(cert, x509.SubjectAlternativeName)
     uris = (
         [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
@@ -91,4 +98,10 @@ def identity_from_pem(pem: bytes) -> DeviceIdentity:
     return device_identity(cert)
 
 
-__all__ = ["DeviceIdentity", "device_identity", "identity_from_pem", "serial_hex"]
+__all__ = [
+    "DeviceIdentity",
+    "check_client_usage",
+    "device_identity",
+    "identity_from_pem",
+    "serial_hex",
+]

@@ -20,10 +20,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud import Gateway
 from cloud._settings import GatewaySettings
+from cloud.core import AuditEvent
 from common.auth import (
     DEVICE_URI_PREFIX,
     CertificateAuthority,
     KeyPair,
+    load_private_key,
     open_deny_list,
     serial_hex,
     write_dev_pki,
@@ -107,8 +109,14 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
             "differs",
         ),
     }
+    # a certificate that names no device must still be made for client authentication
+    odd["no EKU, no device SAN"] = (
+        _odd_cert(ca, "svc", eku=False, uri="spiffe://x/svc"),
+        "clientAuth",
+    )
     deny = open_deny_list(deny_url)
-    async with Gateway(settings) as gw:
+    audit: list[AuditEvent] = []
+    async with Gateway(settings, audit=audit.append) as gw:
         good_channel, good = await _welcomed(gw.port, _creds(pki, device="dev-1"))
 
         for name, (kp, why) in odd.items():
@@ -125,6 +133,16 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
                     await stub.ListModels(registry_pb2.ListModelsRequest())
                 assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
 
+        # the gateway's own server certificate (serverAuth only) is refused in the handshake
+        server_kp = KeyPair(
+            x509.load_pem_x509_certificate((pki / "server.pem").read_bytes()),
+            load_private_key(pki / "server.key"),
+        )
+        async with grpc.aio.secure_channel(f"127.0.0.1:{gw.port}", _creds(pki, server_kp)) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _welcomed_on(ch)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
         # revoking one certificate (by serial) refuses it at Hello
         dev2 = x509.load_pem_x509_certificate((pki / "dev-2.pem").read_bytes())
         await deny.revoke("serial", serial_hex(dev2), "key lost")
@@ -137,7 +155,7 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 break
             await asyncio.sleep(0.05)
-        assert await dev3.call.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert await dev3.call.code() == grpc.StatusCode.UNAUTHENTICATED, await dev3.call.details()
         assert "device 'dev-3' is revoked" in (await dev3.call.details() or "")
         await dev3_channel.close()
         for device, why in (
@@ -155,6 +173,11 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
         # the good device was served throughout
         assert (await good.infer("r1", X)).WhichOneof("frame") == "infer_result"
         assert gw.transport.authenticator.cut == 1
+        # refusals and the cut session are on the record
+        details = [e.detail for e in audit if e.outcome == "UNAUTHENTICATED"]
+        assert any("clientAuth" in d for d in details)
+        assert any("open call ended: device 'dev-3' is revoked" in d for d in details)
+        assert any("certificate " + serial_hex(dev2) in d for d in details)
         await good_channel.close()
     await deny.close()
 
