@@ -104,7 +104,8 @@ class SqlDenyList:
             with psycopg.connect(self.url, connect_timeout=10) as pg:
                 if not self._ready:
                     pg.execute(create)
-                rows = pg.execute(sql.replace("?", "%s"), args).fetchall()
+                cur = pg.execute(sql.replace("?", "%s"), args)
+                rows = cur.fetchall() if cur.description is not None else []
         self._ready = True
         return [(str(k), str(v)) for k, v in rows] if rows else []
 
