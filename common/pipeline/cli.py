@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import shlex
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from common.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -22,6 +27,20 @@ def _images(path: Path) -> list[Path]:
     return [path]
 
 
+def _redactor() -> Callable[[str], str]:
+    from common.privacy import PiiScanner, Redactor
+
+    found: dict[str, int] = {}
+
+    def tally(_where: str, counts: Mapping[str, int]) -> None:
+        for kind, n in counts.items():
+            found[kind] = found.get(kind, 0) + n
+        log.info("redacted from OCR output: %s", dict(found))
+
+    redactor = Redactor(PiiScanner(), tally)
+    return lambda text: redactor.text(text, "ocr")
+
+
 def _ocr(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -29,10 +48,13 @@ def _ocr(args: argparse.Namespace) -> int:
     from common.pipeline._runner import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, threads=args.threads)
+    redact = _redactor() if args.redact_pii else None
     for path in _images(Path(args.frame)):
         with Image.open(path) as img:
             bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
         lines = pipeline(bgr)["lines"]
+        if redact is not None:  # personal data never reaches the output
+            lines = [dataclasses.replace(ln, text=redact(ln.text)) for ln in lines]
         if args.json:
             print(json.dumps({"frame": str(path), "lines": [ln.to_json() for ln in lines]}))
             continue
@@ -135,6 +157,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline", default="ppocr_v4", help="built-in name, pipeline.json or its dir")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--json", action="store_true", help="one JSON document per frame")
+    p.add_argument(
+        "--redact-pii",
+        action="store_true",
+        help="replace e-mails, phone numbers, payment cards, IBANs and IPs in the read text "
+        "with [KIND] (common.privacy DLP)",
+    )
     p.set_defaults(func=_ocr)
 
     e = subparsers.add_parser(
