@@ -192,16 +192,23 @@ class CertificateAuthority:
         """A device key and certificate made here (development only)."""
         return issue_device_cert(self.keypair, device_id, days=days)
 
-    def sign_device(
-        self, csr_pem: bytes, device_id: str, lifetime_s: float = DEFAULT_DEVICE_LIFETIME_S
-    ) -> Issued:
-        """A device certificate for the key of ``csr_pem``. The request's own extensions are
-        ignored: the device profile (id, usages, lifetime) is the CA's."""
+    @staticmethod
+    def check_device_request(csr_pem: bytes, device_id: str) -> x509.CertificateSigningRequest:
+        """The request, if it can become ``device_id``'s certificate (checked before a bootstrap
+        token is spent on it); InvalidArgument otherwise."""
         csr = parse_csr(csr_pem)
         check_device_id(device_id)
         asked = _requested_name(csr)
         if asked is not None and asked != device_id:
             raise InvalidArgument(f"certificate request names {asked!r}, not device {device_id!r}")
+        return csr
+
+    def sign_device(
+        self, csr_pem: bytes, device_id: str, lifetime_s: float = DEFAULT_DEVICE_LIFETIME_S
+    ) -> Issued:
+        """A device certificate for the key of ``csr_pem``. The request's own extensions are
+        ignored: the device profile (id, usages, lifetime) is the CA's."""
+        csr = self.check_device_request(csr_pem, device_id)
         cert = device_certificate(self.keypair, csr.public_key(), device_id, lifetime_s=lifetime_s)  # type: ignore[arg-type]
         return Issued(cert, self.bundle_pem())
 

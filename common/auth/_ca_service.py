@@ -119,6 +119,8 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         async def work() -> Issued:
             if not request.bootstrap_token:
                 raise Unauthenticated("enrollment needs a bootstrap token")
+            # Everything that can fail is checked before the one-time token is spent.
+            CertificateAuthority.check_device_request(request.csr_pem, request.device_id)
             ca = await asyncio.to_thread(CertificateAuthority.open, self.ca_dir)
             await self._revoked(request.device_id, None)
             await asyncio.to_thread(ca.redeem_bootstrap, request.bootstrap_token, request.device_id)

@@ -1,0 +1,159 @@
+"""The CA service (EnrollmentService) against a hostile caller: nothing is signed, and no
+bootstrap token is spent, for a request that cannot become a device certificate; every refusal
+has a precise status; the CA's own certificate, an expired one or garbage cannot be renewed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from aiml021.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from common.auth import CaServer, CertificateAuthority, EnrollmentServicer, open_deny_list
+from common.auth._ca_service import IssueEvent
+from common.auth._enroll import make_csr, renewal_proof
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+class Ca:
+    def __init__(self, directory: Path, stub: enrollment_pb2_grpc.EnrollmentServiceStub) -> None:
+        self.directory = directory
+        self.stub = stub
+        self.events: list[IssueEvent] = []
+
+    @property
+    def authority(self) -> CertificateAuthority:
+        return CertificateAuthority.open(self.directory)
+
+    async def enroll(self, device: str, token: str, csr: bytes) -> enrollment_pb2.EnrollResponse:
+        req = enrollment_pb2.EnrollRequest(device_id=device, bootstrap_token=token, csr_pem=csr)
+        return await self.stub.Enroll(req, timeout=10)
+
+    async def renew(self, cert: bytes, csr: bytes, proof: bytes) -> enrollment_pb2.RenewResponse:
+        req = enrollment_pb2.RenewRequest(certificate_pem=cert, csr_pem=csr, proof=proof)
+        return await self.stub.Renew(req, timeout=10)
+
+
+@pytest.fixture
+async def ca(tmp_path: Path) -> AsyncIterator[Ca]:
+    d = tmp_path / "ca"
+    CertificateAuthority.init(d)
+    deny = open_deny_list(f"sqlite:///{tmp_path / 'deny.sqlite3'}")
+    servicer = EnrollmentServicer(d, deny, device_lifetime_s=600)
+    server = CaServer(servicer)
+    await server.start()
+    creds = grpc.ssl_channel_credentials((d / "bundle.pem").read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds) as channel:
+        c = Ca(d, enrollment_pb2_grpc.EnrollmentServiceStub(channel))
+        servicer.on_issue = c.events.append
+        yield c
+    await server.stop(0)
+    await deny.close()
+
+
+async def _refused(call: object, code: grpc.StatusCode, text: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    assert info.value.code() == code, info.value.details()
+    assert text in (info.value.details() or ""), info.value.details()
+
+
+async def test_a_bad_request_does_not_spend_the_token(ca: Ca) -> None:
+    token = ca.authority.issue_bootstrap("cam-1", 600)
+    bad = [
+        (b"not a csr", grpc.StatusCode.INVALID_ARGUMENT, "not a PEM PKCS#10 request"),
+        (make_csr(_key(), "cam-2"), grpc.StatusCode.INVALID_ARGUMENT, "names 'cam-2'"),
+        (b"x" * 20_000, grpc.StatusCode.INVALID_ARGUMENT, "limit 16384"),
+    ]
+    for csr, code, text in bad:
+        await _refused(ca.enroll("cam-1", token, csr), code, text)
+    await _refused(
+        ca.enroll("cam-1", token, b"x" * 200_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ""
+    )
+    await _refused(
+        ca.enroll("cam-1", "", make_csr(_key(), "cam-1")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "needs a bootstrap token",
+    )
+    await _refused(
+        ca.enroll("cam-1", "aiml021-bt.guess", make_csr(_key(), "cam-1")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unknown",
+    )
+    await _refused(
+        ca.enroll("cam-9", token, make_csr(_key(), "cam-9")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "another device",
+    )
+    # the token still works once, and only once
+    ok = await ca.enroll("cam-1", token, make_csr(_key(), "cam-1"))
+    assert ok.certificate.certificate_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    await _refused(
+        ca.enroll("cam-1", token, make_csr(_key(), "cam-1")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "already used",
+    )
+    outcomes = [e.outcome for e in ca.events]
+    assert outcomes.count("issued") == 1 and "UNAUTHENTICATED" in outcomes
+    assert "INVALID_ARGUMENT" in outcomes
+
+
+async def test_revoked_devices_cannot_enroll_or_renew(ca: Ca, tmp_path: Path) -> None:
+    key = _key()
+    current = ca.authority.sign_device(make_csr(key, "cam-1"), "cam-1", 600)
+    deny = open_deny_list(f"sqlite:///{tmp_path / 'deny.sqlite3'}")
+    await deny.revoke("serial", format(current.cert.serial_number, "x"))
+    csr = make_csr(_key(), "cam-1")
+    await _refused(
+        ca.renew(current.cert_pem, csr, renewal_proof(key, csr)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "is revoked",
+    )
+    await deny.revoke("device", "cam-2")
+    token = ca.authority.issue_bootstrap("cam-2", 600)
+    await _refused(
+        ca.enroll("cam-2", token, make_csr(_key(), "cam-2")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "device 'cam-2' is revoked",
+    )
+    await deny.close()
+
+
+async def test_what_cannot_be_renewed(ca: Ca) -> None:
+    authority = ca.authority
+    csr_key = _key()
+    csr = make_csr(csr_key, "cam-1")
+    # garbage, and the CA's own certificate (self-signed by a trusted CA, but a CA)
+    await _refused(
+        ca.renew(b"garbage", csr, b""), grpc.StatusCode.INVALID_ARGUMENT, "not PEM X.509"
+    )
+    await _refused(
+        ca.renew(authority.keypair.cert_pem(), csr, renewal_proof(authority.keypair.key, csr)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CA certificate",
+    )
+    # an expired certificate
+    key = _key()
+    short = authority.sign_device(make_csr(key, "cam-1"), "cam-1", lifetime_s=1)
+    await asyncio.sleep(1.5)
+    await _refused(
+        ca.renew(short.cert_pem, csr, renewal_proof(key, csr)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "not valid now",
+    )
+    # the same key again
+    live_key = _key()
+    live = authority.sign_device(make_csr(live_key, "cam-1"), "cam-1", 600)
+    same = make_csr(live_key, "cam-1")
+    await _refused(
+        ca.renew(live.cert_pem, same, renewal_proof(live_key, same)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "new key",
+    )
