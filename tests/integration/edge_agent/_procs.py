@@ -17,9 +17,14 @@ from typing import Any
 
 import redis
 
+from cloud.core import Principal, Role, idempotency_key
+
 ROOT = Path(__file__).resolve().parents[3]
-IDEM_PREFIX = "aiml021:idem:"
-"""Key prefix of the gateway's Redis idempotency store."""
+_PLAINTEXT_CALLER = Principal("insecure", Role.ADMIN, "default", authenticated_by="insecure")
+"""Who every caller of a plaintext (``--insecure``) gateway is (``cloud.authz.Authenticator``)."""
+IDEM_PREFIX = "aiml021:idem:" + idempotency_key(_PLAINTEXT_CALLER, "k").removesuffix("k")
+"""Key prefix of the gateway's Redis idempotency store for the keys of a plaintext gateway's
+callers (a key is scoped to its caller: ``cloud.core.idempotency_key``)."""
 
 
 def serve_gateway(
