@@ -5,6 +5,8 @@ has a precise status; the CA's own certificate, an expired one or garbage cannot
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -157,3 +159,41 @@ async def test_what_cannot_be_renewed(ca: Ca) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "new key",
     )
+
+
+def test_operator_and_device_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from common.cli import main
+    from tests.support.ca import ca_service
+
+    d = tmp_path / "ca"
+    assert main(["ca", "--dir", str(d), "init", "--host", "127.0.0.1"]) == 0
+    assert main(["ca", "--dir", str(d), "init"]) == 1  # never overwrites a CA
+    assert main(["ca", "--dir", str(d), "issue-bootstrap", "--device", "cam-1", "--ttl", "5m"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("aiml021-bt.")
+    # offline signing of a request made elsewhere
+    csr = tmp_path / "cam-7.csr"
+    csr.write_bytes(make_csr(_key(), "cam-7"))
+    out = tmp_path / "cam-7.pem"
+    assert (
+        main(
+            ["ca", "--dir", str(d), "sign", "--csr", str(csr), "--device", "cam-7", "-o", str(out)]
+        )
+        == 0
+    )
+    assert b"BEGIN CERTIFICATE" in out.read_bytes()
+    assert main(["ca", "--dir", str(d), "bundle"]) == 0
+    assert capsys.readouterr().out.count("BEGIN CERTIFICATE") == 1
+    # the device side: aiml021 enroll against the running service
+    dev = tmp_path / "device"
+    dev.mkdir()
+    (dev / "ca.pem").write_bytes((d / "bundle.pem").read_bytes())
+    enroll = [sys.executable, "-m", "common.cli", "enroll", "--device", "cam-1", "--token", token]
+    with ca_service(d) as port:
+        cmd = [*enroll, "--ca", f"127.0.0.1:{port}", "--tls-dir", str(dev)]
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        assert first.returncode == 0, first.stderr
+        assert (dev / "cam-1.key").stat().st_mode & 0o777 == 0o600
+        # a second enrollment with the same token is refused, with the reason
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 1 and "already used" in again.stderr, again.stderr
