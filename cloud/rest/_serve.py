@@ -53,6 +53,25 @@ def _config(app: Any, host: str, tls: TlsSettings) -> uvicorn.Config:
     return config
 
 
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """The listening socket, made with proto IPPROTO_TCP (socket.create_server's is 0): asyncio
+    sets TCP_NODELAY only on connections whose socket says TCP, and without it every response on
+    a keep-alive connection waited about 40 ms (Nagle's algorithm holding the body until the
+    client's delayed ACK of the headers)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class RestServer:
     """The REST front door on ``host:port`` (0 picks a free port, see :attr:`port`)."""
 
@@ -70,9 +89,8 @@ class RestServer:
         if material is not None and config.ssl is not None:
             follow_rotation(config.ssl, material)  # rotated certificates without a restart
         self._server = _Server(config)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # reuse_port: the other workers of ``serve --workers`` bind the same port
-        self._sock = socket.create_server((host, port), family=family, reuse_port=reuse_port)
+        self._sock = _listen(host, port, reuse_port)
         self.port: int = self._sock.getsockname()[1]
         self._task: asyncio.Task[None] | None = None
 
