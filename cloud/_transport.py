@@ -1,17 +1,19 @@
 """Transport security of the gateway's listeners, built once by the composition root: the
 server TLS material (re-read when ``tls.dir`` changes: certificate and CA rotation without a
 restart), the revocation deny-list (refreshed from the shared store) and the interceptor that
-admits only device certificates that are not revoked; plus the start-up check that every TLS
-listener refuses TLS 1.2.
+admits only device certificates that are not revoked (and ends calls that outlive their
+certificate); plus the start-up check that every TLS listener refuses TLS 1.2.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from cloud._settings import GatewaySettings
 from cloud.core import AuditSink, discard_audit
 from cloud.grpc._identity import PeerAuthenticator
+from common.aio import cancel_and_wait
 from common.auth import ReloadingServerTls, RevocationCache, assert_tls13_only, open_deny_list
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class TransportSecurity:
         self.material: ReloadingServerTls | None = None
         self.revocations: RevocationCache | None = None
         self.authenticator = PeerAuthenticator(audit=audit)
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load the server material (a CA key in ``tls.dir``, a key file others may read or a
@@ -56,6 +59,9 @@ class TransportSecurity:
             return
         t = self.settings.tls
         self.material = ReloadingServerTls(t.dir, t.reload_interval_s)
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep(t.revocation_refresh_s), name="expired-certificates"
+        )
         if self.deny_list_url is None:
             log.warning(
                 "no revocation deny-list (tls.revocation_url / shared store): revoked "
@@ -73,7 +79,14 @@ class TransportSecurity:
         if not self.insecure:
             assert_tls13_only(host, port, what)
 
+    async def _sweep(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.authenticator.end_expired()
+
     async def close(self) -> None:
+        await cancel_and_wait(self._sweeper)
+        self._sweeper = None
         if self.revocations is not None:
             await self.revocations.close()
 

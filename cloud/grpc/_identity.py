@@ -10,13 +10,15 @@ authorization layer, which decides about them.
 
 When the deny-list grows, the open calls of newly revoked devices or certificates (a device's
 session stream above all) are ended with UNAUTHENTICATED too, not left to run until the device
-reconnects.
+reconnects; so are open calls whose certificate expired (:meth:`PeerAuthenticator.end_expired`,
+run periodically by the gateway): TLS checks validity only at the handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,6 +75,13 @@ def _client_usage(pem: bytes) -> Unauthenticated | None:
     return None
 
 
+def _expired(identity: DeviceIdentity) -> str:
+    return (
+        f"certificate {identity.serial} of device {identity.device_id!r} expired at "
+        f"{identity.not_after:%Y-%m-%dT%H:%M:%SZ}; reconnect with the renewed one"
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked(pem: bytes) -> DeviceIdentity | Unauthenticated:
     try:
@@ -94,7 +103,8 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         self.refused = 0
         self.cut = 0
         self._live: dict[asyncio.Task[Any], DeviceIdentity] = {}
-        self._revoked_tasks: set[asyncio.Task[Any]] = set()
+        self._ending: dict[asyncio.Task[Any], str] = {}
+        """Open calls this interceptor cancelled, with the reason they end with."""
         if revocations is not None:
             self.attach(revocations)
 
@@ -122,6 +132,8 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
             raise checked
         if self.revocations is not None:
             self.revocations.check(checked)
+        if checked.not_after < dt.datetime.now(dt.UTC):  # a new call on an old connection
+            raise Unauthenticated(_expired(checked))
         return checked
 
     def _audit(self, action: str, principal: str, detail: str) -> None:
@@ -143,11 +155,25 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         names = context.auth_context().get("x509_common_name")
         return bytes(names[0]).decode("utf-8", "replace")[:64] if names else ""
 
+    def _end(self, task: asyncio.Task[Any], why: str) -> None:
+        if not task.done() and task not in self._ending:
+            self._ending[task] = why
+            task.cancel()
+
     def _end_revoked(self, revoked: Revocations) -> None:
         for task, identity in list(self._live.items()):
-            if revoked.reason(identity) is not None and not task.done():
-                self._revoked_tasks.add(task)
-                task.cancel()
+            why = revoked.reason(identity)
+            if why is not None:
+                self._end(task, why)
+
+    def end_expired(self, now: dt.datetime | None = None) -> int:
+        """End the open calls whose certificate has expired since they began (TLS checked it
+        once, at the handshake; a stream may outlive it). Returns how many."""
+        now = now or dt.datetime.now(dt.UTC)
+        expired = [(t, i) for t, i in list(self._live.items()) if i.not_after < now]
+        for task, identity in expired:
+            self._end(task, _expired(identity))
+        return len(expired)
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> DeviceIdentity | None:
         try:
@@ -169,16 +195,15 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
 
     async def _cut(self, task: asyncio.Task[Any] | None, context: grpc.aio.ServicerContext) -> bool:
         """After a CancelledError: True (and the call aborted) when we cancelled it."""
-        if task is None or task not in self._revoked_tasks:
+        if task is None or task not in self._ending:
             return False
-        self._revoked_tasks.discard(task)
+        why = self._ending.pop(task)
         while task.cancelling():
             task.uncancel()
         self.cut += 1
         identity = self._live.get(task)
-        why = self.revocations.current.reason(identity) if self.revocations and identity else None
-        self._audit("revocation", identity.device_id if identity else "", f"open call ended: {why}")
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, why or "certificate revoked")
+        self._audit("open call", identity.device_id if identity else "", f"open call ended: {why}")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
         return True
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -186,3 +186,35 @@ async def _welcomed_on(channel: grpc.aio.Channel) -> None:
     client = SessionClient(channel)
     await client.send(hello())
     await client.recv(("welcome",))
+
+
+async def test_a_session_does_not_outlive_its_certificate(tmp_path: Path, pki: Path) -> None:
+    """TLS checks validity once, at the handshake; the gateway ends the streams (and refuses
+    new calls on old connections) of certificates that expired since."""
+    authority = CertificateAuthority.open(tmp_path / "pki-ca")
+    short = authority.issue_device("dev-short", days=3 / 86400)  # three seconds
+    settings = GatewaySettings(
+        models_dir=models_dir(tmp_path),
+        server={"port": 0},
+        metrics={"port": None},
+        tls={"dir": pki, "revocation_url": "none", "revocation_refresh_s": 0.2},
+    )
+    async with Gateway(settings) as gw:
+        good_channel, good = await _welcomed(gw.port, _creds(pki, device="dev-1"))
+        channel, client = await _welcomed(gw.port, _creds(pki, short))
+        deadline = asyncio.get_running_loop().time() + 15
+        while not client.call.done():
+            assert asyncio.get_running_loop().time() < deadline, (
+                "the stream outlived its certificate"
+            )
+            await asyncio.sleep(0.1)
+        assert await client.call.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "of device 'dev-short' expired" in (await client.call.details() or "")
+        # a new call on the same (old) connection is refused too
+        stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListModels(registry_pb2.ListModelsRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await good.infer("r1", X)).WhichOneof("frame") == "infer_result"
+        await channel.close()
+        await good_channel.close()
