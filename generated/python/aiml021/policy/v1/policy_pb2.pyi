@@ -72,6 +72,9 @@ class DecisionContext(google.protobuf.message.Message):
     bandwidth_bps: builtins.float
     edge_load: builtins.float
     modality: aiml021.common.v1.request_pb2.Modality.ValueType
+    """Required by Decide: MODALITY_UNSPECIFIED (or a value this gateway does not know) is
+    INVALID_ARGUMENT, as every enum's zero value is when received.
+    """
     cost_budget: builtins.float
     """Cloud cost the caller is willing to spend on this request, in the price table's unit."""
     device_class: builtins.str

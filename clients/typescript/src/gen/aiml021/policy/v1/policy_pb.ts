@@ -78,6 +78,9 @@ export type DecisionContext = Message<"aiml021.policy.v1.DecisionContext"> & {
   deadline?: Duration | undefined;
 
   /**
+   * Required by Decide: MODALITY_UNSPECIFIED (or a value this gateway does not know) is
+   * INVALID_ARGUMENT, as every enum's zero value is when received.
+   *
    * @generated from field: aiml021.common.v1.Modality modality = 10;
    */
   modality: Modality;
