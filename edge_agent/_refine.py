@@ -3,8 +3,10 @@ any other caller uses to have a larger cloud model read an input the device hold
 
 :func:`session_refiner` gives an async function that codes a tensor (the original input or a
 region of it — never the edge model's features), sends it on the open session as a full-model
-request for the cloud model (``cut_point`` empty) and returns the model's first output (or the one
-named). Requests carry a deadline and an idempotency key; failures raise the gateway's error
+request for the cloud model (``cut_point`` empty) and returns the model's outputs by name. Keep
+answers small: an answer larger than the channel's receive limit (gRPC's default 4 MiB) ends the
+stream, so a recogniser with a large character list is served with its best-path head
+(``aiml021 ctc-head``). Requests carry a deadline and an idempotency key; failures raise the gateway's error
 (``common.errors``), so the caller can keep its local answer.
 """
 
@@ -15,6 +17,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +27,7 @@ from edge_agent._convert import OutboundRequest
 from edge_agent._features import encode_features
 from edge_agent._stream import SessionClient
 
-Refiner = Callable[[npt.NDArray[np.float32]], Awaitable[npt.NDArray[np.float32]]]
+Refiner = Callable[[npt.NDArray[np.float32]], Awaitable[dict[str, npt.NDArray[Any]]]]
 
 
 def session_refiner(
@@ -33,14 +36,13 @@ def session_refiner(
     *,
     version: str = "",
     codec: str = "raw",
-    output: str = "",
     deadline_s: float = 10.0,
 ) -> Refiner:
     """An async ``x -> cloud model output`` over ``client``'s session (see the module doc)."""
     prefix = uuid.uuid4().hex[:12]
     seq = itertools.count()
 
-    async def refine(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    async def refine(x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         features = encode_features(x, codec)
         rid = f"refine-{prefix}-{next(seq)}"
         req = OutboundRequest(
@@ -56,11 +58,7 @@ def session_refiner(
         answer = await client.submit(req)
         if not answer.outputs:
             raise Internal(f"cloud model {model!r} answered without output tensors")
-        if output:
-            if output not in answer.outputs:
-                raise Internal(f"cloud model {model!r} has no output {output!r}")
-            return answer.outputs[output]
-        return next(iter(answer.outputs.values()))
+        return answer.outputs
 
     return refine
 

@@ -15,7 +15,13 @@ from common.pipeline._confidence import (
     line_score,
     reliability,
 )
-from common.pipeline._ctc import Decoded, charset_from_metadata, ctc_greedy
+from common.pipeline._ctc import (
+    Decoded,
+    best_path_model,
+    charset_from_metadata,
+    ctc_best_path,
+    ctc_greedy,
+)
 from common.pipeline._detect import db_boxes, det_preprocess, target_size, unclip
 from common.pipeline._recognize import crop_line, line_input
 from common.pipeline._registry import STEPS, Models, step
@@ -42,9 +48,11 @@ __all__ = [
     "Refine",
     "RoutedLine",
     "apply_calibration",
+    "best_path_model",
     "builtin_pipelines",
     "charset_from_metadata",
     "crop_line",
+    "ctc_best_path",
     "ctc_greedy",
     "db_boxes",
     "det_preprocess",

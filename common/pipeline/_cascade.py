@@ -5,9 +5,11 @@ in the cloud refines what it is unsure of, from the original input.
 confidence is below the description's ``cascade.threshold`` is cut out of the original frame by
 its box (``crop_line``: the region, not the edge model's features), resized to the cloud
 recogniser's input height and handed to ``refine`` — an async function that gets the region
-tensor ``[1, 3, H, W]`` to the cloud model and returns its output ``[1, T, classes]``
-(``edge_agent.session_refiner`` sends it over the device's session to the gateway). The cloud's
-CTC steps are decoded with the cloud model's own character list and scored like a local line.
+tensor ``[1, 3, H, W]`` to the cloud model and returns its outputs
+(``edge_agent.session_refiner`` sends it over the device's session to the gateway). The cloud
+model answers its best path (``best_path_model``: the class and its probability per step, 12
+bytes a step) or its full step probabilities; either is decoded with the cloud model's own
+character list and scored like a local line.
 Each answer says where it came from (``route``: ``edge`` or ``cloud``); a line the cloud could
 not refine (an error, a deadline) keeps the edge's reading with route ``edge_fallback``.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +29,24 @@ import numpy.typing as npt
 
 from common.errors import AimlError, BundleError
 from common.pipeline._confidence import Line, apply_calibration, line_score
-from common.pipeline._ctc import charset_from_metadata, ctc_greedy
+from common.pipeline._ctc import (
+    BEST,
+    BEST_PROB,
+    Decoded,
+    charset_from_metadata,
+    ctc_best_path,
+    ctc_greedy,
+)
 from common.pipeline._recognize import crop_line
 from common.pipeline._runner import Pipeline
 from common.pipeline._spec import CascadeSpec
 
 log = logging.getLogger(__name__)
 
-Refine = Callable[[npt.NDArray[np.float32]], Awaitable[npt.NDArray[np.float32]]]
-"""Region tensor ``[1, 3, H, W]`` -> the cloud recogniser's output ``[1, T, classes]``."""
+Refine = Callable[[npt.NDArray[np.float32]], Awaitable[Mapping[str, npt.NDArray[Any]]]]
+"""Region tensor ``[1, 3, H, W]`` -> the cloud recogniser's outputs by name: ``best`` and
+``best_prob`` (``[1, T]``, cascade ``cloud_output: best_path``) or one ``[1, T, classes]``
+matrix (``probs``)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +113,8 @@ class Cascade:
         s = self.spec
         x = region_input(bgr, edge.box, s.height, s.min_width, s.max_width)
         try:
-            probs = np.asarray(await self.refine(x))
-            decoded = ctc_greedy(probs[0], self.charset)
+            outputs = await self.refine(x)
+            decoded = self._decode(outputs)
         except (AimlError, BundleError) as exc:
             log.info("cascade: keeping the edge's line %r: %s", edge.text, exc)
             return RoutedLine(edge, "edge_fallback", edge, error=str(exc))
@@ -111,6 +122,19 @@ class Cascade:
         confidence = float(apply_calibration([raw], s.calibration)[0])
         line = Line(decoded.text, confidence, line_score(decoded, "mean"), edge.box)
         return RoutedLine(line, "cloud", edge)
+
+    def _decode(self, outputs: Mapping[str, npt.NDArray[Any]]) -> Decoded:
+        if self.spec.cloud_output == "probs":
+            if not outputs:
+                raise BundleError("the cloud model answered no output")
+            return ctc_greedy(np.asarray(next(iter(outputs.values())))[0], self.charset)
+        missing = [n for n in (BEST, BEST_PROB) if n not in outputs]
+        if missing:
+            raise BundleError(
+                f"the cloud model answered {sorted(outputs)}, not {missing} (serve the "
+                "recogniser with its best-path head: aiml021 ctc-head)"
+            )
+        return ctc_best_path(outputs[BEST][0], outputs[BEST_PROB][0], self.charset)
 
 
 __all__ = ["Cascade", "Refine", "RoutedLine", "region_input"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -85,6 +85,10 @@ class CascadeSpec(BaseModel):
     """Name the gateway serves the cloud recogniser under (a bundle, Triton model or ONNX)."""
     cloud_version: str = ""
     """Its version (empty: the gateway's choice)."""
+    cloud_output: Literal["best_path", "probs"] = "best_path"
+    """What the cloud model answers: ``best_path`` (outputs ``best`` and ``best_prob``, ``[1, T]``
+    each: the recogniser with ``common.pipeline.best_path_model``'s head, ``aiml021 ctc-head``)
+    or ``probs`` (its ``[1, T, classes]`` step probabilities, large for big character lists)."""
     charset: str
     """Entry of ``models`` whose ONNX metadata holds the cloud recogniser's character list (the
     file is only read for it: the edge never runs that model)."""

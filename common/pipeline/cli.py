@@ -150,8 +150,21 @@ def _ocr_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ctc_head(args: argparse.Namespace) -> int:
+    import onnx
+
+    from common.pipeline._ctc import best_path_model
+
+    model = best_path_model(onnx.load(args.model), args.from_output)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    print(f"wrote {out}: outputs best [N, T] int64, best_prob [N, T] float32")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``ocr`` and ``ocr-eval`` subcommands."""
+    """Add the ``ocr``, ``ocr-eval`` and ``ctc-head`` subcommands."""
     p = subparsers.add_parser("ocr", help="read the text lines of frames with an OCR pipeline")
     p.add_argument("frame", help="an image, or a directory searched for images")
     p.add_argument("--pipeline", default="ppocr_v4", help="built-in name, pipeline.json or its dir")
@@ -185,3 +198,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--json", default="benchmarks/results/ocr_pipeline.json")
     e.set_defaults(func=_ocr_eval)
+
+    h = subparsers.add_parser(
+        "ctc-head",
+        help="append a best-path head (ArgMax, ReduceMax) to a CTC recogniser for serving",
+    )
+    h.add_argument("model", help="recogniser ONNX ([N, T, classes] output)")
+    h.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    h.add_argument("--from-output", default=None, help="output to reduce (default: the first)")
+    h.set_defaults(func=_ctc_head)

@@ -6,24 +6,29 @@ directory; the cloud's readings equal v6's own on the same regions and fix what 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from cloud import Gateway
 from cloud._settings import GatewaySettings
 from common.frames import render_frame
 from common.pipeline import Cascade, ctc_greedy, load_pipeline
+from common.pipeline._ctc import best_path_model
 from common.settings import nest
 from edge_agent import EdgeSettings, SessionClient
 from edge_agent._refine import session_refiner
 
-CLOUD = "ppocr_v6_rec"
+CLOUD = "ppocr_v6_rec_best"
 
 
 async def test_doubtful_lines_are_read_again_by_the_cloud_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pipeline = load_pipeline("ppocr_v4_cascade")
     v6 = pipeline.model_path("cloud_rec")
     (tmp_path / "models" / CLOUD / "1").mkdir(parents=True)
-    (tmp_path / "models" / CLOUD / "1" / "model.onnx").symlink_to(v6)
+    # bring your own model: v6's recogniser with its best-path head, in Triton's layout
+    onnx.save(
+        best_path_model(onnx.load(str(v6))), str(tmp_path / "models" / CLOUD / "1" / "model.onnx")
+    )
     frame = render_frame(0, "hard", "test", 1)
     bgr = frame.image[:, :, ::-1].copy()
     truth = {t.text for t in frame.lines}
@@ -45,7 +50,7 @@ async def test_doubtful_lines_are_read_again_by_the_cloud_model(tmp_path) -> Non
             assert await client.wait_connected(10)
             remote = session_refiner(client, CLOUD, version="1")
 
-            async def refine(x: np.ndarray) -> np.ndarray:
+            async def refine(x: np.ndarray) -> dict[str, np.ndarray]:
                 sent.append(x)
                 return await remote(x)
 

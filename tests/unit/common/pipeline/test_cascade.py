@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 import pytest
 
+from common.cli import main
 from common.errors import BundleError, DeadlineExceeded
 from common.frames import render_frame
-from common.pipeline import Cascade, load_pipeline
+from common.pipeline import Cascade, ctc_greedy, load_pipeline
+from common.pipeline._ctc import BEST, BEST_PROB, best_path_model, ctc_best_path
 from common.pipeline._spec import BUILTIN_DIR
 
 
@@ -26,14 +30,17 @@ def frame() -> npt.NDArray[np.uint8]:
 
 @pytest.fixture(scope="module")
 def cloud() -> ort.InferenceSession:
+    """PP-OCRv6's recogniser with its best-path head, as the gateway would serve it."""
     path = load_pipeline("ppocr_v4_cascade").model_path("cloud_rec")
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = best_path_model(onnx.load(str(path)))
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def _refiner(session: ort.InferenceSession, seen: list[npt.NDArray[np.float32]]):  # type: ignore[no-untyped-def]
-    async def refine(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    async def refine(x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         seen.append(x)
-        return np.asarray(session.run(None, {"x": x})[0])
+        best, prob = session.run([BEST, BEST_PROB], {"x": x})
+        return {BEST: best, BEST_PROB: prob}
 
     return refine
 
@@ -62,7 +69,7 @@ async def test_confident_lines_stay_on_the_edge_and_doubtful_ones_go_to_the_clou
 
 
 async def test_a_cloud_failure_keeps_the_edge_reading(frame: npt.NDArray[np.uint8]) -> None:
-    async def late(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    async def late(x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         raise DeadlineExceeded("the answer would come too late")
 
     routed = await Cascade(load_pipeline("ppocr_v4_cascade"), late, threshold=1.01)(frame)
@@ -70,15 +77,36 @@ async def test_a_cloud_failure_keeps_the_edge_reading(frame: npt.NDArray[np.uint
     assert all(r.line is r.edge and "too late" in r.error for r in routed)
 
 
-async def test_an_output_that_does_not_fit_the_charset_falls_back(
-    frame: npt.NDArray[np.uint8],
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"y": np.zeros((1, 10, 7), np.float32)}, "not ['best', 'best_prob']"),
+        ({BEST: np.full((1, 3), 99_999), BEST_PROB: np.ones((1, 3))}, "outside the character list"),
+        ({BEST: np.ones((1, 3), np.int64), BEST_PROB: np.ones((1, 2))}, "3 classes but 2"),
+    ],
+)
+async def test_a_cloud_answer_that_does_not_fit_falls_back(
+    frame: npt.NDArray[np.uint8], answer: dict[str, npt.NDArray[Any]], message: str
 ) -> None:
-    async def wrong(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.zeros((1, 10, 7), np.float32)  # 7 classes, not v6's 18,710
+    async def wrong(x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        return answer
 
     routed = await Cascade(load_pipeline("ppocr_v4_cascade"), wrong, threshold=1.01)(frame)
     assert {r.route for r in routed} == {"edge_fallback"}
-    assert "does not fit its character list" in routed[0].error
+    assert message in routed[0].error
+
+
+def test_the_best_path_head_decodes_like_the_full_matrix(cloud: ort.InferenceSession) -> None:
+    path = load_pipeline("ppocr_v4_cascade").model_path("cloud_rec")
+    full = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 48, 200)).astype(np.float32)
+    probs = full.run(None, {"x": x})[0]
+    best, prob = cloud.run([BEST, BEST_PROB], {"x": x})
+    np.testing.assert_array_equal(best, probs.argmax(-1))
+    np.testing.assert_array_equal(prob, probs.max(-1))
+    charset = [str(i) for i in range(probs.shape[-1])]
+    for i in range(2):
+        assert ctc_best_path(best[i], prob[i], charset).text == ctc_greedy(probs[i], charset).text
 
 
 def test_a_cascade_must_name_a_known_charset_model(tmp_path: Path) -> None:
@@ -89,3 +117,18 @@ def test_a_cascade_must_name_a_known_charset_model(tmp_path: Path) -> None:
         load_pipeline(tmp_path)
     with pytest.raises(BundleError, match="has no cascade section"):
         Cascade(load_pipeline("ppocr_v4"), _refiner(None, []))
+
+
+def test_cli_ctc_head_writes_a_servable_best_path_recogniser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = load_pipeline("ppocr_v4").model_path("rec")
+    out = tmp_path / "rec_best" / "1" / "model.onnx"
+    assert main(["ctc-head", str(rec), "-o", str(out)]) == 0
+    assert "best [N, T] int64" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == [BEST, BEST_PROB]
+    best, prob = session.run(None, {"x": np.zeros((1, 3, 48, 64), np.float32)})
+    assert best.shape == prob.shape == (1, 8) and best.dtype == np.int64
+    assert main(["ctc-head", str(rec), "-o", str(out), "--from-output", "nope"]) != 0
+    assert "has no output 'nope'" in capsys.readouterr().err
