@@ -111,13 +111,15 @@ class Gateway:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     incarnation: int = 0
+    launcher: tuple[str, ...] = ("-m", "cloud")
+    """What runs ``serve``: ``python -m cloud``, or a wrapper (``benchmarks.soak.traced``)."""
 
     def start(self) -> None:
         self.incarnation += 1
         port_file = self.workdir / f"ports-{self.incarnation}.json"
         log = (self.workdir / f"gateway-{self.incarnation}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud", "serve", "--models", str(ROOT / "models"), "--port",
+            [sys.executable, *self.launcher, "serve", "--models", str(ROOT / "models"), "--port",
              str(self.port), "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir",
              str(self.pki)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, **self.env},

@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lost {report['lost']} of {report['requests']}; duplicated computations: devices "
           f"{report['duplicated_computations_seen_by_devices']}, postgres {db}; chaos {len(events)} "
           f"faults; attacks {dict(attacks)}")  # fmt: skip
-    for inc, s in slopes.items():
-        print(f"gateway #{inc}: {s}")
+    for inc, per_inc in slopes.items():
+        print(f"gateway #{inc}: {per_inc}")
     print(f"wrote {a.out}")
 
 
