@@ -102,7 +102,14 @@ def serve(tmp: Path, pki: Path, env: dict[str, str] | None = None) -> Iterator[S
     cmd = [sys.executable, "-m", "cloud", "serve", "--models", str(MODELS), "--port", "0",
            "--metrics-port", "0", "--port-file", str(port_file), "--tls-dir", str(pki),
            "--metadata-url", "none"]  # fmt: skip
-    full_env = {**os.environ, "AIML021_GATEWAY_CACHE__FULL_MODELS": "false", **(env or {})}
+    tokens = pki / "jwks.json"  # the conftest's Admin token verifies against it
+    jwks = {"AIML021_GATEWAY_AUTHZ__JWKS_FILE": str(tokens)} if tokens.exists() else {}
+    full_env = {
+        **os.environ,
+        "AIML021_GATEWAY_CACHE__FULL_MODELS": "false",
+        **jwks,
+        **(env or {}),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     try:

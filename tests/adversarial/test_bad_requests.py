@@ -24,6 +24,7 @@ from tests.adversarial._client import next_answer, open_session
 from tests.adversarial._frames import chunk, header
 from tests.adversarial._infer import infer_request, many, reference_logits, stub, timed
 from tests.adversarial._served import MODELS, MODELS_SERVED, ROOT, Probe, ServedGateway
+from tests.support.authz import Identity
 
 GARBAGE = b"\xff\xff\xff\xff\x0fthis is not protobuf"
 INFERENCE = "inference.GRPCInferenceService"
@@ -99,25 +100,38 @@ async def test_malformed_requests_get_invalid_argument_never_unknown(
     assert max(a.seconds for a in answers) < 1.0
 
 
-async def test_unload_then_load_serves_the_model_again(served: ServedGateway, legit: Probe) -> None:
+async def test_unload_then_load_serves_the_model_again(
+    served: ServedGateway, legit: Probe, admin: Identity
+) -> None:
     model = "fmnist_edge_small"  # not the legitimate device's model
-    async with served.aio_channel("attacker") as ch:
+    async with served.aio_channel("attacker") as ch:  # a device may not (issue 14)
+        refused = await timed(
+            stub(ch).RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=model))
+        )
+        assert refused.code is grpc.StatusCode.PERMISSION_DENIED
+    md = admin.metadata()  # an administrator may, as often as it likes
+    async with served.aio_channel("admin") as ch:
         inference = stub(ch)
-        before = await inference.ModelInfer(infer_request(model), timeout=5)
+        before = await inference.ModelInfer(infer_request(model), timeout=5, metadata=md)
         with under_attack("unload and load", served, legit):
             for _ in range(5):
                 await inference.RepositoryModelUnload(
-                    pb.RepositoryModelUnloadRequest(model_name=model)
+                    pb.RepositoryModelUnloadRequest(model_name=model), metadata=md
                 )
-                index = await inference.RepositoryIndex(pb.RepositoryIndexRequest())
+                index = await inference.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=md)
                 assert {(m.name, m.state) for m in index.models if m.name == model} == {
                     (model, "UNAVAILABLE")
                 }
-                gone = await timed(inference.ModelInfer(infer_request(model), timeout=5))
+                gone = await timed(
+                    inference.ModelInfer(infer_request(model), timeout=5, metadata=md)
+                )
                 assert gone.code is grpc.StatusCode.NOT_FOUND and gone.seconds < 1.0
-                await inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model))
-                assert (await inference.ModelReady(pb.ModelReadyRequest(name=model))).ready
-        after = await inference.ModelInfer(infer_request(model), timeout=5)
+                await inference.RepositoryModelLoad(
+                    pb.RepositoryModelLoadRequest(model_name=model), metadata=md
+                )
+                ready = await inference.ModelReady(pb.ModelReadyRequest(name=model), metadata=md)
+                assert ready.ready
+        after = await inference.ModelInfer(infer_request(model), timeout=5, metadata=md)
         assert after.raw_output_contents[0] == before.raw_output_contents[0]
 
 

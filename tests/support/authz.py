@@ -98,6 +98,40 @@ def _client_cert(
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+def client_certificate(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, uris: list[str]
+) -> tuple[bytes, bytes]:
+    """A clientAuth certificate (PEM) and its key signed by the CA, with these URI SANs."""
+    return _client_cert(ca_cert, ca_key, cn, uris)
+
+
+def add_token_client(
+    directory: Path,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    role: str,
+    org: str = "default",
+) -> Identity:
+    """Beside a PKI in ``directory``: ``<name>.pem/.key`` (a client certificate naming no
+    device) and a token for ``role`` signed by a key whose JWKS is ``directory/jwks.json``
+    (created on first use, reused after)."""
+    signing = directory / "jwks-signing.json"
+    if signing.exists():
+        key = json.loads(signing.read_text())
+    else:
+        key = generate_signing_key("ES256")
+        signing.touch(mode=0o600)
+        signing.write_text(json.dumps(key))
+        (directory / "jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}))
+    cert, key_pem = _client_cert(ca_cert, ca_key, name, [])
+    (directory / f"{name}.pem").write_bytes(cert)
+    key_path = directory / f"{name}.key"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key_pem)
+    return Identity(name, role, org, cert, key_pem, issue_token(key, name, role, org, ttl_s=86400))
+
+
 class AuthzWorld:
     """A CA and server certificate in ``tls_dir``, a JWKS in ``jwks_file``, and identities."""
 
@@ -167,4 +201,4 @@ class AuthzWorld:
         return {"jwks_file": self.jwks_file, **extra}
 
 
-__all__ = ["AuthzWorld", "Identity"]
+__all__ = ["AuthzWorld", "Identity", "add_token_client", "client_certificate"]
