@@ -8,13 +8,18 @@ certificate); plus the start-up check that every TLS listener refuses TLS 1.2.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import ssl
+from typing import Any
 
 from cloud._settings import GatewaySettings
+from cloud.authz import PEER_CERT
 from cloud.core import AuditSink, discard_audit
 from cloud.grpc._identity import PeerAuthenticator
 from common.aio import cancel_and_wait
 from common.auth import ReloadingServerTls, RevocationCache, assert_tls13_only, open_deny_list
+from common.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,31 @@ class TransportSecurity:
         while True:
             await asyncio.sleep(interval_s)
             self.authenticator.end_expired()
+
+    def rest_guard(self, app: Any) -> Any:
+        """``app`` (ASGI) behind the same certificate checks as gRPC: a client certificate
+        outside the device profile, revoked or expired gets 401 before any route runs."""
+        if self.insecure:
+            return app
+        authenticator = self.authenticator
+
+        async def guarded(scope: Any, receive: Any, send: Any) -> None:
+            der = (scope.get("state") or {}).get(PEER_CERT) if scope["type"] == "http" else None
+            if der:
+                try:
+                    authenticator.check_certificate(ssl.DER_cert_to_PEM_cert(der).encode())
+                except Unauthenticated as exc:
+                    authenticator.refused += 1
+                    authenticator.audit_refusal(f"{scope.get('method')} {scope.get('path')}", exc)
+                    body = json.dumps({"error": exc.message}).encode()
+                    headers = [(b"content-type", b"application/json"),
+                               (b"content-length", str(len(body)).encode())]  # fmt: skip
+                    await send({"type": "http.response.start", "status": 401, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            await app(scope, receive, send)
+
+        return guarded
 
     async def close(self) -> None:
         await cancel_and_wait(self._sweeper)

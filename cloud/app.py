@@ -386,7 +386,7 @@ class Gateway:
             self.metrics_port = _start_metrics(self.metrics, s.metrics.host, s.metrics.port)
         if s.rest.port is not None:
             self._rest_server = RestServer(
-                self.rest.app(),
+                self.transport.rest_guard(self.rest.app()),
                 s.server.host,
                 s.rest.port,
                 s.tls,

@@ -117,15 +117,20 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         """The caller's device identity, None without a certificate; Unauthenticated when the
         certificate is not a device's or is revoked."""
         pems = context.auth_context().get("x509_pem_cert")
-        if not pems:
-            return None
-        checked = _checked(bytes(pems[0]))
+        return self.check_certificate(bytes(pems[0])) if pems else None
+
+    def check_certificate(self, pem: bytes) -> DeviceIdentity | None:
+        """The device a (TLS-verified) PEM client certificate names, None for a certificate
+        that names no device but is a client certificate (a service's, with a token);
+        Unauthenticated when it is neither, or revoked, or expired. For other front doors (REST)
+        too: ``cert = ssl.DER_cert_to_PEM_cert(der).encode()``."""
+        checked = _checked(pem)
         if isinstance(checked, Unauthenticated):
-            if not _names_a_device(bytes(pems[0])):
+            if not _names_a_device(pem):
                 # A service's or operator's client certificate: not a device, no identity here;
                 # the authorization layer (cloud.authz) demands its bearer token. It must still
                 # be made for client authentication (not, say, a server's certificate).
-                usage = _client_usage(bytes(pems[0]))
+                usage = _client_usage(pem)
                 if usage is not None:
                     raise usage
                 return None
@@ -148,6 +153,10 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
                 detail=detail[:256],
             )
         )
+
+    def audit_refusal(self, action: str, exc: Unauthenticated, principal: str = "") -> None:
+        """Record a refusal made at another front door (REST) with this interceptor's checks."""
+        self._audit(action, principal, exc.message)
 
     @staticmethod
     def _claimed(context: grpc.aio.ServicerContext) -> str:

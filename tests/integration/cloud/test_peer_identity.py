@@ -6,10 +6,13 @@ Hello, and a device revoked while its session is open is cut off; the rest keep 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import ssl
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from aiml021.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -25,6 +28,7 @@ from common.auth import (
     DEVICE_URI_PREFIX,
     CertificateAuthority,
     KeyPair,
+    load_keypair,
     load_private_key,
     open_deny_list,
     serial_hex,
@@ -121,12 +125,9 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
 
         for name, (kp, why) in odd.items():
             async with grpc.aio.secure_channel(f"127.0.0.1:{gw.port}", _creds(pki, kp)) as ch:
-                client = SessionClient(ch)
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await client.send(hello())
-                    await client.recv(("welcome",))
-                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
-                assert why in (info.value.details() or ""), name
+                code, details = await _session_status(ch)
+                assert code == grpc.StatusCode.UNAUTHENTICATED, name
+                assert why in details, name
                 # not only the session: every RPC
                 stub = registry_pb2_grpc.ModelRegistryServiceStub(ch)
                 with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -165,10 +166,9 @@ async def test_only_unrevoked_device_certificates_are_served(tmp_path: Path, pki
             async with grpc.aio.secure_channel(
                 f"127.0.0.1:{gw.port}", _creds(pki, device=device)
             ) as ch:
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await _welcomed_on(ch)
-                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, device
-                assert why in (info.value.details() or ""), device
+                code, details = await _session_status(ch)
+                assert code == grpc.StatusCode.UNAUTHENTICATED, device
+                assert why in details, device
 
         # the good device was served throughout
         assert (await good.infer("r1", X)).WhichOneof("frame") == "infer_result"
@@ -186,6 +186,16 @@ async def _welcomed_on(channel: grpc.aio.Channel) -> None:
     client = SessionClient(channel)
     await client.send(hello())
     await client.recv(("welcome",))
+
+
+async def _session_status(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, str]:
+    """How a session stream that the gateway refuses ends (its status, not the write that
+    raced the refusal: grpc may fail that write with INTERNAL)."""
+    client = SessionClient(channel)
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        await client.send(hello())
+        await client.recv(("welcome",))
+    return await client.call.code(), await client.call.details() or ""
 
 
 async def test_a_session_does_not_outlive_its_certificate(tmp_path: Path, pki: Path) -> None:
@@ -218,3 +228,38 @@ async def test_a_session_does_not_outlive_its_certificate(tmp_path: Path, pki: P
         assert (await good.infer("r1", X)).WhichOneof("frame") == "infer_result"
         await channel.close()
         await good_channel.close()
+
+
+def _https(pki: Path, kp: KeyPair, tmp: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.check_hostname = False
+    kp.write(tmp, "client")
+    ctx.load_cert_chain(str(tmp / "client.pem"), str(tmp / "client.key"))
+    return ctx
+
+
+async def test_rest_applies_the_same_certificate_checks(tmp_path: Path, pki: Path) -> None:
+    deny_url = f"sqlite:///{tmp_path / 'deny.sqlite3'}"
+    settings = GatewaySettings(
+        models_dir=models_dir(tmp_path),
+        server={"port": 0},
+        metrics={"port": None},
+        rest={"port": 0},
+        tls={"dir": pki, "revocation_url": deny_url, "revocation_refresh_s": 0.1},
+    )
+    ca = CertificateAuthority.open(tmp_path / "pki-ca").keypair
+    good = load_keypair(pki / "dev-1.pem", pki / "dev-1.key")
+    no_eku = _odd_cert(ca, "dev-9", eku=False, uri=DEVICE_URI_PREFIX + "dev-9")
+    deny = open_deny_list(deny_url)
+    async with Gateway(settings) as gw:
+        url = f"https://127.0.0.1:{gw.rest_port}/v2/health/ready"
+        async with httpx.AsyncClient(verify=_https(pki, good, tmp_path / "good")) as client:
+            assert (await client.get(url)).status_code == 200
+            async with httpx.AsyncClient(verify=_https(pki, no_eku, tmp_path / "odd")) as odd:
+                r = await odd.get(url)
+            assert r.status_code == 401 and "clientAuth" in r.json()["error"]
+            await deny.revoke("device", "dev-1", "stolen")
+            await asyncio.sleep(0.5)
+            r = await client.get(url)
+            assert r.status_code == 401 and "device 'dev-1' is revoked" in r.json()["error"]
+    await deny.close()
