@@ -169,10 +169,29 @@ def pipeline_path(name_or_path: str | Path) -> Path:
     return path
 
 
+def _extended(doc: Any, path: Path) -> Any:
+    """``{"extends": BASE, ...}``: the base description (a built-in name or a path relative to
+    this one) with this one's keys over it and its models added (the base's ``calibration``
+    record stays with the base). One level only."""
+    if not isinstance(doc, dict) or "extends" not in doc:
+        return doc
+    base_ref = doc.pop("extends")
+    if not isinstance(base_ref, str):
+        raise ValueError("extends must name a pipeline (a built-in name or a path)")
+    relative = path.parent / base_ref
+    base_path = pipeline_path(relative if relative.exists() else base_ref)
+    base = json.loads(base_path.read_text())
+    if not isinstance(base, dict) or "extends" in base:
+        raise ValueError(f"extends: {base_path} must be a whole description (one level only)")
+    base.pop("calibration", None)
+    models = {**base.get("models", {}), **doc.get("models", {})}
+    return {**base, **doc, "models": models}
+
+
 def parse_pipeline(path: Path, registered: set[str]) -> PipelineSpec:
     """Read and check one description; ``BundleError`` naming the file and the field."""
     try:
-        spec = PipelineSpec.model_validate(json.loads(path.read_text()))
+        spec = PipelineSpec.model_validate(_extended(json.loads(path.read_text()), path))
         spec.check(registered)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not JSON: {exc}") from exc

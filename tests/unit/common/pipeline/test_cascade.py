@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from common.cli import main
-from common.errors import BundleError, DeadlineExceeded
+from common.errors import BundleError, DeadlineExceeded, NotFound
 from common.frames import render_frame
 from common.pipeline import Cascade, ctc_greedy, load_pipeline
 from common.pipeline._ctc import BEST, BEST_PROB, best_path_model, ctc_best_path
@@ -132,3 +132,19 @@ def test_cli_ctc_head_writes_a_servable_best_path_recogniser(
     assert best.shape == prob.shape == (1, 8) and best.dtype == np.int64
     assert main(["ctc-head", str(rec), "-o", str(out), "--from-output", "nope"]) != 0
     assert "has no output 'nope'" in capsys.readouterr().err
+
+
+def test_a_description_extends_another_and_stays_in_step_with_it(tmp_path: Path) -> None:
+    cascade = load_pipeline("ppocr_v4_cascade").spec
+    edge = load_pipeline("ppocr_v4").spec
+    assert cascade.steps == edge.steps  # ocr-eval --write on ppocr_v4 reaches the cascade too
+    assert set(cascade.models) == {*edge.models, "cloud_rec"} and cascade.calibration is None
+    (tmp_path / "two.json").write_text(json.dumps({"extends": "ppocr_v4_cascade", "name": "two"}))
+    with pytest.raises(BundleError, match="one level only"):
+        load_pipeline(tmp_path / "two.json")
+    (tmp_path / "odd.json").write_text(json.dumps({"extends": 3}))
+    with pytest.raises(BundleError, match="extends must name a pipeline"):
+        load_pipeline(tmp_path / "odd.json")
+    (tmp_path / "gone.json").write_text(json.dumps({"extends": "no_such_pipeline"}))
+    with pytest.raises(NotFound, match="no pipeline 'no_such_pipeline'"):
+        load_pipeline(tmp_path / "gone.json")
