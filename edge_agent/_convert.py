@@ -6,6 +6,7 @@ This is the only module of the agent that touches generated ``*_pb2`` code.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -132,8 +133,10 @@ def hello(
     max_inflight: int,
     max_chunk_bytes: int,
     resume_session_id: str = "",
+    bundles: Sequence[tuple[str, str]] = (),
 ) -> session_pb2.ConnectRequest:
-    """The Hello frame that opens a session."""
+    """The Hello frame that opens a session; ``bundles``: (model name, head version) pairs the
+    gateway must serve the matching tails of."""
     caps = session_pb2.Capabilities(
         codecs=[tensor_pb2.CODEC_KIND_RAW],
         max_inflight_requests=max_inflight,
@@ -148,6 +151,7 @@ def hello(
             agent_version=agent_version,
             device_class=device_class,
             resume_session_id=resume_session_id,
+            bundles=[session_pb2.BundleHead(model_name=n, version=v) for n, v in bundles],
         )
     )
 

@@ -225,6 +225,8 @@ class SessionClient:
                 st.session.max_inflight,
                 st.session.max_chunk_bytes,
                 self._session_id,
+                # a pinned head version: the gateway serves its tail, or refuses the session
+                [(st.model_name, st.model_version)] if st.model_name and st.model_version else [],
             )
         )
         msg = await asyncio.wait_for(call.read(), st.session.connect_timeout_s)

@@ -55,6 +55,9 @@ from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
 
+MAX_HELLO_BUNDLES = 32
+"""Most bundles one Hello may declare (Hello.bundles)."""
+
 SERVICE = "aiml021.session.v1.SessionService"
 PROTOCOL_VERSION = 1
 _CLOSE = object()
@@ -132,6 +135,30 @@ class SessionServicer:
         finally:
             gauge.dec()
 
+    def _tails(self, hello: session_pb2.Hello) -> list[tuple[str, str]]:
+        """The tail served for each head the device declares (Hello.bundles): the same version
+        of the bundle; FailedPrecondition naming the served versions when there is none."""
+        if len(hello.bundles) > MAX_HELLO_BUNDLES:
+            raise InvalidArgument(
+                f"Hello declares {len(hello.bundles)} bundles (at most {MAX_HELLO_BUNDLES})"
+            )
+        tails = []
+        for b in hello.bundles:
+            if not b.model_name or not b.version or len(b.model_name) > 256 or len(b.version) > 128:
+                raise InvalidArgument(
+                    "Hello.bundles: model_name (<= 256) and version (<= 128) are required"
+                )
+            if not self._dp.model_ready(b.model_name, b.version):
+                served = sorted(
+                    s.key.version for s in self._dp.repository.specs() if s.key.name == b.model_name
+                )
+                raise FailedPrecondition(
+                    f"no tail for head {b.model_name!r} version {b.version!r}: this gateway serves "
+                    f"versions {served or 'none'} of it; update the device's bundle"
+                )
+            tails.append((b.model_name, b.version))
+        return tails
+
     async def _hello(self, it: AsyncIterator[bytes]) -> session_pb2.Hello | None:
         timeout = self._guards.hello_timeout_s
         try:
@@ -179,6 +206,7 @@ class SessionServicer:
             limits = _replace(
                 limits, max_chunk_bytes=min(caps.max_chunk_bytes, limits.max_chunk_bytes)
             )
+        tails = self._tails(hello)  # FAILED_PRECONDITION: a head this gateway has no tail for
         ledger = self.quotas.open_session(device)  # RESOURCE_EXHAUSTED past the device's quota
         outbox = Outbox(self._guards.max_outbound_bytes)
         session_id = uuid.uuid4().hex
@@ -195,6 +223,8 @@ class SessionServicer:
         w.initial_credit_bytes = core.initial_credit_bytes
         w.gateway_version = "0.1.0"
         w.inline_payloads = True
+        for name, version in tails:
+            w.tails.add(model_name=name, version=version)
         stop_policy_updates = None
         if self._policies is not None and caps.accepts_policy_updates:
             policy = welcome_policy(self._policies, hello.device_class)

@@ -144,6 +144,7 @@ class Hello(google.protobuf.message.Message):
     AGENT_VERSION_FIELD_NUMBER: builtins.int
     DEVICE_CLASS_FIELD_NUMBER: builtins.int
     RESUME_SESSION_ID_FIELD_NUMBER: builtins.int
+    BUNDLES_FIELD_NUMBER: builtins.int
     device_id: builtins.str
     """Informational only: the gateway takes the device identity from the verified client
     certificate and rejects a Hello whose device_id disagrees with it.
@@ -156,6 +157,13 @@ class Hello(google.protobuf.message.Message):
     """Session to resume after a reconnect, if any; in-flight requests are re-sent by the device."""
     @property
     def capabilities(self) -> global___Capabilities: ...
+    @property
+    def bundles(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___BundleHead]:
+        """The bundles whose head segments the device runs, by version: the gateway answers with the
+        tail it serves for each (Welcome.tails), or ends the stream with FAILED_PRECONDITION naming
+        the versions it serves when it has no tail for a head. At most 32.
+        """
+
     def __init__(
         self,
         *,
@@ -165,11 +173,54 @@ class Hello(google.protobuf.message.Message):
         agent_version: builtins.str = ...,
         device_class: builtins.str = ...,
         resume_session_id: builtins.str = ...,
+        bundles: collections.abc.Iterable[global___BundleHead] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["capabilities", b"capabilities"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["agent_version", b"agent_version", "capabilities", b"capabilities", "device_class", b"device_class", "device_id", b"device_id", "protocol_version", b"protocol_version", "resume_session_id", b"resume_session_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["agent_version", b"agent_version", "bundles", b"bundles", "capabilities", b"capabilities", "device_class", b"device_class", "device_id", b"device_id", "protocol_version", b"protocol_version", "resume_session_id", b"resume_session_id"]) -> None: ...
 
 global___Hello = Hello
+
+@typing.final
+class BundleHead(google.protobuf.message.Message):
+    """A bundle the device runs the head segments of."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    model_name: builtins.str
+    version: builtins.str
+    """The bundle version the head segments come from (the manifest's version)."""
+    def __init__(
+        self,
+        *,
+        model_name: builtins.str = ...,
+        version: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model_name", b"model_name", "version", b"version"]) -> None: ...
+
+global___BundleHead = BundleHead
+
+@typing.final
+class BundleTail(google.protobuf.message.Message):
+    """The tail the gateway serves for one of the device's heads."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: builtins.int
+    VERSION_FIELD_NUMBER: builtins.int
+    model_name: builtins.str
+    version: builtins.str
+    """The version whose tail segments answer this device's requests (its head's version)."""
+    def __init__(
+        self,
+        *,
+        model_name: builtins.str = ...,
+        version: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["model_name", b"model_name", "version", b"version"]) -> None: ...
+
+global___BundleTail = BundleTail
 
 @typing.final
 class NegotiatedLimits(google.protobuf.message.Message):
@@ -223,6 +274,7 @@ class Welcome(google.protobuf.message.Message):
     GATEWAY_VERSION_FIELD_NUMBER: builtins.int
     POLICY_FIELD_NUMBER: builtins.int
     INLINE_PAYLOADS_FIELD_NUMBER: builtins.int
+    TAILS_FIELD_NUMBER: builtins.int
     session_id: builtins.str
     device_id: builtins.str
     """The identity taken from the client certificate."""
@@ -242,6 +294,10 @@ class Welcome(google.protobuf.message.Message):
     def policy(self) -> aiml021.policy.v1.policy_pb2.PolicyUpdate:
         """The current policy for this device, if the gateway manages one."""
 
+    @property
+    def tails(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___BundleTail]:
+        """One per Hello.bundles entry, in order: the tail version the gateway serves for that head."""
+
     def __init__(
         self,
         *,
@@ -253,9 +309,10 @@ class Welcome(google.protobuf.message.Message):
         gateway_version: builtins.str = ...,
         policy: aiml021.policy.v1.policy_pb2.PolicyUpdate | None = ...,
         inline_payloads: builtins.bool = ...,
+        tails: collections.abc.Iterable[global___BundleTail] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["limits", b"limits", "policy", b"policy"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["device_id", b"device_id", "gateway_version", b"gateway_version", "initial_credit_bytes", b"initial_credit_bytes", "inline_payloads", b"inline_payloads", "limits", b"limits", "policy", b"policy", "protocol_version", b"protocol_version", "session_id", b"session_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["device_id", b"device_id", "gateway_version", b"gateway_version", "initial_credit_bytes", b"initial_credit_bytes", "inline_payloads", b"inline_payloads", "limits", b"limits", "policy", b"policy", "protocol_version", b"protocol_version", "session_id", b"session_id", "tails", b"tails"]) -> None: ...
 
 global___Welcome = Welcome
 

@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aiml021/session/v1/session.proto.
  */
 export const file_aiml021_session_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("CiBhaW1sMDIxL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxISYWltbDAyMS5zZXNzaW9uLnYxItACCg5Db25uZWN0UmVxdWVzdBIqCgVoZWxsbxgBIAEoCzIZLmFpbWwwMjEuc2Vzc2lvbi52MS5IZWxsb0gAEjcKDGluZmVyX2hlYWRlchgCIAEoCzIfLmFpbWwwMjEuc2Vzc2lvbi52MS5JbmZlckhlYWRlckgAEjcKDHRlbnNvcl9jaHVuaxgDIAEoCzIfLmFpbWwwMjEuc2Vzc2lvbi52MS5UZW5zb3JDaHVua0gAEiwKBmNhbmNlbBgEIAEoCzIaLmFpbWwwMjEuc2Vzc2lvbi52MS5DYW5jZWxIABI/Cg90ZWxlbWV0cnlfYmF0Y2gYBSABKAsyJC5haW1sMDIxLnRlbGVtZXRyeS52MS5UZWxlbWV0cnlCYXRjaEgAEigKBHBpbmcYBiABKAsyGC5haW1sMDIxLnNlc3Npb24udjEuUGluZ0gAQgcKBWZyYW1lIvgCCg9Db25uZWN0UmVzcG9uc2USLgoHd2VsY29tZRgBIAEoCzIbLmFpbWwwMjEuc2Vzc2lvbi52MS5XZWxjb21lSAASNwoMaW5mZXJfcmVzdWx0GAIgASgLMh8uYWltbDAyMS5zZXNzaW9uLnYxLkluZmVyUmVzdWx0SAASNQoLaW5mZXJfZXJyb3IYAyABKAsyHi5haW1sMDIxLnNlc3Npb24udjEuSW5mZXJFcnJvckgAEiwKBmNyZWRpdBgEIAEoCzIaLmFpbWwwMjEuc2Vzc2lvbi52MS5DcmVkaXRIABI4Cg1wb2xpY3lfdXBkYXRlGAUgASgLMh8uYWltbDAyMS5wb2xpY3kudjEuUG9saWN5VXBkYXRlSAASKgoFZHJhaW4YBiABKAsyGS5haW1sMDIxLnNlc3Npb24udjEuRHJhaW5IABIoCgRwb25nGAcgASgLMhguYWltbDAyMS5zZXNzaW9uLnYxLlBvbmdIAEIHCgVmcmFtZSKUAQoMQ2FwYWJpbGl0aWVzEiwKBmNvZGVjcxgBIAMoDjIcLmFpbWwwMjEuY29tbW9uLnYxLkNvZGVjS2luZBIdChVtYXhfaW5mbGlnaHRfcmVxdWVzdHMYAiABKA0SFwoPbWF4X2NodW5rX2J5dGVzGAMgASgEEh4KFmFjY2VwdHNfcG9saWN5X3VwZGF0ZXMYBCABKAgitAEKBUhlbGxvEhEKCWRldmljZV9pZBgBIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAIgASgNEjYKDGNhcGFiaWxpdGllcxgDIAEoCzIgLmFpbWwwMjEuc2Vzc2lvbi52MS5DYXBhYmlsaXRpZXMSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIUCgxkZXZpY2VfY2xhc3MYBSABKAkSGQoRcmVzdW1lX3Nlc3Npb25faWQYBiABKAki8AEKEE5lZ290aWF0ZWRMaW1pdHMSGQoRbWF4X3JlcXVlc3RfYnl0ZXMYASABKAQSFwoPbWF4X2NodW5rX2J5dGVzGAIgASgEEh0KFW1heF9pbmZsaWdodF9yZXF1ZXN0cxgDIAEoDRIgChhtYXhfc2Vzc2lvbl9idWZmZXJfYnl0ZXMYBCABKAQSNQoScmVhc3NlbWJseV90aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXBpbmdfaW50ZXJ2YWwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24igQIKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCglkZXZpY2VfaWQYAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRI0CgZsaW1pdHMYBCABKAsyJC5haW1sMDIxLnNlc3Npb24udjEuTmVnb3RpYXRlZExpbWl0cxIcChRpbml0aWFsX2NyZWRpdF9ieXRlcxgFIAEoBBIXCg9nYXRld2F5X3ZlcnNpb24YBiABKAkSLwoGcG9saWN5GAcgASgLMh8uYWltbDAyMS5wb2xpY3kudjEuUG9saWN5VXBkYXRlEhcKD2lubGluZV9wYXlsb2FkcxgIIAEoCCLXAwoLSW5mZXJIZWFkZXISEgoKcmVxdWVzdF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEgoKbW9kZWxfbmFtZRgDIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAQgASgJEhEKCWN1dF9wb2ludBgFIAEoCRI4CghlbmNvZGluZxgGIAEoCzImLmFpbWwwMjEuY29tbW9uLnYxLkVuY29kZWRUZW5zb3JIZWFkZXISEwoLdG90YWxfYnl0ZXMYByABKAQSLAoIZGVhZGxpbmUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCHByaW9yaXR5GAkgASgOMhsuYWltbDAyMS5jb21tb24udjEuUHJpb3JpdHkSMgoHY29udGV4dBgKIAEoCzIhLmFpbWwwMjEuY29tbW9uLnYxLlJlcXVlc3RDb250ZXh0EhAKCGRlZmVycmVkGAsgASgIEhYKDnBheWxvYWRfZGlnZXN0GAwgASgMEg8KB3BheWxvYWQYDSABKAwSEwoLdHJhY2VwYXJlbnQYDiABKAkSLQoFcGFydHMYDyADKAsyHi5haW1sMDIxLnNlc3Npb24udjEuVGVuc29yUGFydCJrCgpUZW5zb3JQYXJ0EgwKBG5hbWUYASABKAkSOAoIZW5jb2RpbmcYAiABKAsyJi5haW1sMDIxLmNvbW1vbi52MS5FbmNvZGVkVGVuc29ySGVhZGVyEhUKDXBheWxvYWRfYnl0ZXMYAyABKAQiTQoLVGVuc29yQ2h1bmsSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDBIMCgRsYXN0GAQgASgIIhwKBkNhbmNlbBISCgpyZXF1ZXN0X2lkGAEgASgJIv8BCgtJbmZlclJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEioKB291dHB1dHMYAiADKAsyGS5haW1sMDIxLmNvbW1vbi52MS5UZW5zb3ISEQoJdG9wX2NsYXNzGAMgASgFEhIKCmNvbmZpZGVuY2UYBCABKAISJwoFcm91dGUYBSABKA4yGC5haW1sMDIxLmNvbW1vbi52MS5Sb3V0ZRIcChRzZXJ2ZWRfbW9kZWxfdmVyc2lvbhgGIAEoCRIyCgZ0aW1pbmcYByABKAsyIi5haW1sMDIxLmNvbW1vbi52MS5UaW1pbmdCcmVha2Rvd24SDgoGY2FjaGVkGAggASgIIkQKCkluZmVyRXJyb3ISEgoKcmVxdWVzdF9pZBgBIAEoCRIiCgZzdGF0dXMYAiABKAsyEi5nb29nbGUucnBjLlN0YXR1cyIpCgZDcmVkaXQSDQoFYnl0ZXMYASABKAQSEAoIcmVxdWVzdHMYAiABKA0ilQEKBURyYWluEg4KBnJlYXNvbhgBIAEoCRIyCg9yZWNvbm5lY3RfYWZ0ZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYWx0ZXJuYXRlX2VuZHBvaW50GAMgASgJEiwKCGNsb3NlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCCgRQaW5nEg0KBW5vbmNlGAEgASgEEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKBFBvbmcSDQoFbm9uY2UYASABKAQSMAoMcGluZ19zZW50X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDJoCg5TZXNzaW9uU2VydmljZRJWCgdDb25uZWN0EiIuYWltbDAyMS5zZXNzaW9uLnYxLkNvbm5lY3RSZXF1ZXN0GiMuYWltbDAyMS5zZXNzaW9uLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_aiml021_common_v1_request, file_aiml021_common_v1_tensor, file_aiml021_policy_v1_policy, file_aiml021_telemetry_v1_telemetry, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("CiBhaW1sMDIxL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxISYWltbDAyMS5zZXNzaW9uLnYxItACCg5Db25uZWN0UmVxdWVzdBIqCgVoZWxsbxgBIAEoCzIZLmFpbWwwMjEuc2Vzc2lvbi52MS5IZWxsb0gAEjcKDGluZmVyX2hlYWRlchgCIAEoCzIfLmFpbWwwMjEuc2Vzc2lvbi52MS5JbmZlckhlYWRlckgAEjcKDHRlbnNvcl9jaHVuaxgDIAEoCzIfLmFpbWwwMjEuc2Vzc2lvbi52MS5UZW5zb3JDaHVua0gAEiwKBmNhbmNlbBgEIAEoCzIaLmFpbWwwMjEuc2Vzc2lvbi52MS5DYW5jZWxIABI/Cg90ZWxlbWV0cnlfYmF0Y2gYBSABKAsyJC5haW1sMDIxLnRlbGVtZXRyeS52MS5UZWxlbWV0cnlCYXRjaEgAEigKBHBpbmcYBiABKAsyGC5haW1sMDIxLnNlc3Npb24udjEuUGluZ0gAQgcKBWZyYW1lIvgCCg9Db25uZWN0UmVzcG9uc2USLgoHd2VsY29tZRgBIAEoCzIbLmFpbWwwMjEuc2Vzc2lvbi52MS5XZWxjb21lSAASNwoMaW5mZXJfcmVzdWx0GAIgASgLMh8uYWltbDAyMS5zZXNzaW9uLnYxLkluZmVyUmVzdWx0SAASNQoLaW5mZXJfZXJyb3IYAyABKAsyHi5haW1sMDIxLnNlc3Npb24udjEuSW5mZXJFcnJvckgAEiwKBmNyZWRpdBgEIAEoCzIaLmFpbWwwMjEuc2Vzc2lvbi52MS5DcmVkaXRIABI4Cg1wb2xpY3lfdXBkYXRlGAUgASgLMh8uYWltbDAyMS5wb2xpY3kudjEuUG9saWN5VXBkYXRlSAASKgoFZHJhaW4YBiABKAsyGS5haW1sMDIxLnNlc3Npb24udjEuRHJhaW5IABIoCgRwb25nGAcgASgLMhguYWltbDAyMS5zZXNzaW9uLnYxLlBvbmdIAEIHCgVmcmFtZSKUAQoMQ2FwYWJpbGl0aWVzEiwKBmNvZGVjcxgBIAMoDjIcLmFpbWwwMjEuY29tbW9uLnYxLkNvZGVjS2luZBIdChVtYXhfaW5mbGlnaHRfcmVxdWVzdHMYAiABKA0SFwoPbWF4X2NodW5rX2J5dGVzGAMgASgEEh4KFmFjY2VwdHNfcG9saWN5X3VwZGF0ZXMYBCABKAgi5QEKBUhlbGxvEhEKCWRldmljZV9pZBgBIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAIgASgNEjYKDGNhcGFiaWxpdGllcxgDIAEoCzIgLmFpbWwwMjEuc2Vzc2lvbi52MS5DYXBhYmlsaXRpZXMSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIUCgxkZXZpY2VfY2xhc3MYBSABKAkSGQoRcmVzdW1lX3Nlc3Npb25faWQYBiABKAkSLwoHYnVuZGxlcxgHIAMoCzIeLmFpbWwwMjEuc2Vzc2lvbi52MS5CdW5kbGVIZWFkIjEKCkJ1bmRsZUhlYWQSEgoKbW9kZWxfbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJIjEKCkJ1bmRsZVRhaWwSEgoKbW9kZWxfbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJIvABChBOZWdvdGlhdGVkTGltaXRzEhkKEW1heF9yZXF1ZXN0X2J5dGVzGAEgASgEEhcKD21heF9jaHVua19ieXRlcxgCIAEoBBIdChVtYXhfaW5mbGlnaHRfcmVxdWVzdHMYAyABKA0SIAoYbWF4X3Nlc3Npb25fYnVmZmVyX2J5dGVzGAQgASgEEjUKEnJlYXNzZW1ibHlfdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1waW5nX2ludGVydmFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIrACCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSEQoJZGV2aWNlX2lkGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SNAoGbGltaXRzGAQgASgLMiQuYWltbDAyMS5zZXNzaW9uLnYxLk5lZ290aWF0ZWRMaW1pdHMSHAoUaW5pdGlhbF9jcmVkaXRfYnl0ZXMYBSABKAQSFwoPZ2F0ZXdheV92ZXJzaW9uGAYgASgJEi8KBnBvbGljeRgHIAEoCzIfLmFpbWwwMjEucG9saWN5LnYxLlBvbGljeVVwZGF0ZRIXCg9pbmxpbmVfcGF5bG9hZHMYCCABKAgSLQoFdGFpbHMYCSADKAsyHi5haW1sMDIxLnNlc3Npb24udjEuQnVuZGxlVGFpbCLXAwoLSW5mZXJIZWFkZXISEgoKcmVxdWVzdF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEgoKbW9kZWxfbmFtZRgDIAEoCRIVCg1tb2RlbF92ZXJzaW9uGAQgASgJEhEKCWN1dF9wb2ludBgFIAEoCRI4CghlbmNvZGluZxgGIAEoCzImLmFpbWwwMjEuY29tbW9uLnYxLkVuY29kZWRUZW5zb3JIZWFkZXISEwoLdG90YWxfYnl0ZXMYByABKAQSLAoIZGVhZGxpbmUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCHByaW9yaXR5GAkgASgOMhsuYWltbDAyMS5jb21tb24udjEuUHJpb3JpdHkSMgoHY29udGV4dBgKIAEoCzIhLmFpbWwwMjEuY29tbW9uLnYxLlJlcXVlc3RDb250ZXh0EhAKCGRlZmVycmVkGAsgASgIEhYKDnBheWxvYWRfZGlnZXN0GAwgASgMEg8KB3BheWxvYWQYDSABKAwSEwoLdHJhY2VwYXJlbnQYDiABKAkSLQoFcGFydHMYDyADKAsyHi5haW1sMDIxLnNlc3Npb24udjEuVGVuc29yUGFydCJrCgpUZW5zb3JQYXJ0EgwKBG5hbWUYASABKAkSOAoIZW5jb2RpbmcYAiABKAsyJi5haW1sMDIxLmNvbW1vbi52MS5FbmNvZGVkVGVuc29ySGVhZGVyEhUKDXBheWxvYWRfYnl0ZXMYAyABKAQiTQoLVGVuc29yQ2h1bmsSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDBIMCgRsYXN0GAQgASgIIhwKBkNhbmNlbBISCgpyZXF1ZXN0X2lkGAEgASgJIv8BCgtJbmZlclJlc3VsdBISCgpyZXF1ZXN0X2lkGAEgASgJEioKB291dHB1dHMYAiADKAsyGS5haW1sMDIxLmNvbW1vbi52MS5UZW5zb3ISEQoJdG9wX2NsYXNzGAMgASgFEhIKCmNvbmZpZGVuY2UYBCABKAISJwoFcm91dGUYBSABKA4yGC5haW1sMDIxLmNvbW1vbi52MS5Sb3V0ZRIcChRzZXJ2ZWRfbW9kZWxfdmVyc2lvbhgGIAEoCRIyCgZ0aW1pbmcYByABKAsyIi5haW1sMDIxLmNvbW1vbi52MS5UaW1pbmdCcmVha2Rvd24SDgoGY2FjaGVkGAggASgIIkQKCkluZmVyRXJyb3ISEgoKcmVxdWVzdF9pZBgBIAEoCRIiCgZzdGF0dXMYAiABKAsyEi5nb29nbGUucnBjLlN0YXR1cyIpCgZDcmVkaXQSDQoFYnl0ZXMYASABKAQSEAoIcmVxdWVzdHMYAiABKA0ilQEKBURyYWluEg4KBnJlYXNvbhgBIAEoCRIyCg9yZWNvbm5lY3RfYWZ0ZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYWx0ZXJuYXRlX2VuZHBvaW50GAMgASgJEiwKCGNsb3NlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCCgRQaW5nEg0KBW5vbmNlGAEgASgEEisKB3NlbnRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKBFBvbmcSDQoFbm9uY2UYASABKAQSMAoMcGluZ19zZW50X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDJoCg5TZXNzaW9uU2VydmljZRJWCgdDb25uZWN0EiIuYWltbDAyMS5zZXNzaW9uLnYxLkNvbm5lY3RSZXF1ZXN0GiMuYWltbDAyMS5zZXNzaW9uLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_aiml021_common_v1_request, file_aiml021_common_v1_tensor, file_aiml021_policy_v1_policy, file_aiml021_telemetry_v1_telemetry, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A frame from the device.
@@ -220,6 +220,15 @@ export type Hello = Message<"aiml021.session.v1.Hello"> & {
    * @generated from field: string resume_session_id = 6;
    */
   resumeSessionId: string;
+
+  /**
+   * The bundles whose head segments the device runs, by version: the gateway answers with the
+   * tail it serves for each (Welcome.tails), or ends the stream with FAILED_PRECONDITION naming
+   * the versions it serves when it has no tail for a head. At most 32.
+   *
+   * @generated from field: repeated aiml021.session.v1.BundleHead bundles = 7;
+   */
+  bundles: BundleHead[];
 };
 
 /**
@@ -228,6 +237,58 @@ export type Hello = Message<"aiml021.session.v1.Hello"> & {
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
   messageDesc(file_aiml021_session_v1_session, 3);
+
+/**
+ * A bundle the device runs the head segments of.
+ *
+ * @generated from message aiml021.session.v1.BundleHead
+ */
+export type BundleHead = Message<"aiml021.session.v1.BundleHead"> & {
+  /**
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+
+  /**
+   * The bundle version the head segments come from (the manifest's version).
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message aiml021.session.v1.BundleHead.
+ * Use `create(BundleHeadSchema)` to create a new message.
+ */
+export const BundleHeadSchema: GenMessage<BundleHead> = /*@__PURE__*/
+  messageDesc(file_aiml021_session_v1_session, 4);
+
+/**
+ * The tail the gateway serves for one of the device's heads.
+ *
+ * @generated from message aiml021.session.v1.BundleTail
+ */
+export type BundleTail = Message<"aiml021.session.v1.BundleTail"> & {
+  /**
+   * @generated from field: string model_name = 1;
+   */
+  modelName: string;
+
+  /**
+   * The version whose tail segments answer this device's requests (its head's version).
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message aiml021.session.v1.BundleTail.
+ * Use `create(BundleTailSchema)` to create a new message.
+ */
+export const BundleTailSchema: GenMessage<BundleTail> = /*@__PURE__*/
+  messageDesc(file_aiml021_session_v1_session, 5);
 
 /**
  * Limits both sides hold to for the whole session.
@@ -275,7 +336,7 @@ export type NegotiatedLimits = Message<"aiml021.session.v1.NegotiatedLimits"> & 
  * Use `create(NegotiatedLimitsSchema)` to create a new message.
  */
 export const NegotiatedLimitsSchema: GenMessage<NegotiatedLimits> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 4);
+  messageDesc(file_aiml021_session_v1_session, 6);
 
 /**
  * Answer to Hello.
@@ -332,6 +393,13 @@ export type Welcome = Message<"aiml021.session.v1.Welcome"> & {
    * @generated from field: bool inline_payloads = 8;
    */
   inlinePayloads: boolean;
+
+  /**
+   * One per Hello.bundles entry, in order: the tail version the gateway serves for that head.
+   *
+   * @generated from field: repeated aiml021.session.v1.BundleTail tails = 9;
+   */
+  tails: BundleTail[];
 };
 
 /**
@@ -339,7 +407,7 @@ export type Welcome = Message<"aiml021.session.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 5);
+  messageDesc(file_aiml021_session_v1_session, 7);
 
 /**
  * Opens one request on the stream; chunks follow, unless `payload` carries the payload inline.
@@ -464,7 +532,7 @@ export type InferHeader = Message<"aiml021.session.v1.InferHeader"> & {
  * Use `create(InferHeaderSchema)` to create a new message.
  */
 export const InferHeaderSchema: GenMessage<InferHeader> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 6);
+  messageDesc(file_aiml021_session_v1_session, 8);
 
 /**
  * One tensor of a multi-tensor request (InferHeader.parts).
@@ -499,7 +567,7 @@ export type TensorPart = Message<"aiml021.session.v1.TensorPart"> & {
  * Use `create(TensorPartSchema)` to create a new message.
  */
 export const TensorPartSchema: GenMessage<TensorPart> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 7);
+  messageDesc(file_aiml021_session_v1_session, 9);
 
 /**
  * A slice of a request's payload. Chunks of one request arrive in order, without gaps.
@@ -537,7 +605,7 @@ export type TensorChunk = Message<"aiml021.session.v1.TensorChunk"> & {
  * Use `create(TensorChunkSchema)` to create a new message.
  */
 export const TensorChunkSchema: GenMessage<TensorChunk> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 8);
+  messageDesc(file_aiml021_session_v1_session, 10);
 
 /**
  * Withdraws a request; queued work is freed and no answer is sent.
@@ -556,7 +624,7 @@ export type Cancel = Message<"aiml021.session.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 9);
+  messageDesc(file_aiml021_session_v1_session, 11);
 
 /**
  * A successful answer.
@@ -616,7 +684,7 @@ export type InferResult = Message<"aiml021.session.v1.InferResult"> & {
  * Use `create(InferResultSchema)` to create a new message.
  */
 export const InferResultSchema: GenMessage<InferResult> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 10);
+  messageDesc(file_aiml021_session_v1_session, 12);
 
 /**
  * A failed request; the stream stays open.
@@ -640,7 +708,7 @@ export type InferError = Message<"aiml021.session.v1.InferError"> & {
  * Use `create(InferErrorSchema)` to create a new message.
  */
 export const InferErrorSchema: GenMessage<InferError> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 11);
+  messageDesc(file_aiml021_session_v1_session, 13);
 
 /**
  * Grants the device more room to send.
@@ -668,7 +736,7 @@ export type Credit = Message<"aiml021.session.v1.Credit"> & {
  * Use `create(CreditSchema)` to create a new message.
  */
 export const CreditSchema: GenMessage<Credit> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 12);
+  messageDesc(file_aiml021_session_v1_session, 14);
 
 /**
  * The gateway is shutting down or shedding this device: finish, then reconnect.
@@ -708,7 +776,7 @@ export type Drain = Message<"aiml021.session.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 13);
+  messageDesc(file_aiml021_session_v1_session, 15);
 
 /**
  * Liveness and round-trip time probe.
@@ -732,7 +800,7 @@ export type Ping = Message<"aiml021.session.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 14);
+  messageDesc(file_aiml021_session_v1_session, 16);
 
 /**
  * Answer to Ping with the same nonce.
@@ -756,7 +824,7 @@ export type Pong = Message<"aiml021.session.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_aiml021_session_v1_session, 15);
+  messageDesc(file_aiml021_session_v1_session, 17);
 
 /**
  * One persistent, mutually authenticated stream per device. Requests are multiplexed: an
