@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 Kind = Literal["serial", "device"]
 _TABLE = "aiml021_revocations"
 _REDIS_KEY = "aiml021:revocations"
+_INSERT = (
+    "INSERT INTO aiml021_revocations (kind, value, reason, revoked_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (kind, value) DO NOTHING"
+)
+_SELECT = "SELECT kind, value FROM aiml021_revocations"
 
 
 @dataclass(frozen=True)
@@ -113,13 +118,12 @@ class SqlDenyList:
         _check(kind, value)
         await asyncio.to_thread(
             self._run,
-            f"INSERT INTO {_TABLE} (kind, value, reason, revoked_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (kind, value) DO NOTHING",
+            _INSERT,
             (kind, value, reason, time.time()),
         )
 
     async def snapshot(self) -> Revocations:
-        return _collect(await asyncio.to_thread(self._run, f"SELECT kind, value FROM {_TABLE}"))
+        return _collect(await asyncio.to_thread(self._run, _SELECT))
 
     async def close(self) -> None:
         return None
