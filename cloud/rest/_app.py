@@ -52,6 +52,7 @@ from ._errors import error_body, http_status
 from ._features import infer_features
 from ._kserve import KServeV2
 from ._openapi import openapi_document
+from ._raw import RAW_CONTENT_TYPE, raw_infer_request
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,15 @@ class RestBridge:
     # -- /v1 -----------------------------------------------------------------------------------
 
     async def infer(self, request: Request) -> Response:
-        msg = await self._parse(request, pb.ModelInferRequest())
+        if request.headers.get("content-type", "").startswith(RAW_CONTENT_TYPE):
+            msg = raw_infer_request(request.query_params, await self._body(request))
+            if not msg.inputs[0].name:  # the model's one input when the query names none
+                spec = self._dp.repository.resolve(msg.model_name, msg.model_version)
+                if len(spec.inputs) != 1:
+                    raise InvalidArgument(f"input: model {spec.key} has several; name one")
+                msg.inputs[0].name = spec.inputs[0].name
+        else:
+            msg = await self._parse(request, pb.ModelInferRequest())
         core = infer_request_from_pb(msg, "rest", None)
         result = await self._dp.infer(core)
         return self._json(infer_response_to_pb(result, core.request_id))

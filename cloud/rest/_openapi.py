@@ -196,8 +196,30 @@ def openapi_document() -> dict[str, Any]:
         ),
     ]
     doc = build_openapi(routes)
+    _add_raw_infer(doc["paths"]["/v1/infer"]["post"])
     _add_kserve(doc)
     return doc
+
+
+def _add_raw_infer(op: dict[str, Any]) -> None:
+    """``/v1/infer`` also takes a raw body: the tensor's bytes, the metadata in the query."""
+    op["requestBody"]["content"]["application/octet-stream"] = {
+        "schema": {"type": "string", "format": "binary"}
+    }
+    text = {"type": "string", "maxLength": 256}
+    op["parameters"] = [
+        {"name": "model", "in": "query", "required": False, "schema": text,
+         "description": "raw body: the model (required then)"},
+        {"name": "shape", "in": "query", "required": False,
+         "schema": {"type": "string", "pattern": "^[0-9]{1,12}(,[0-9]{1,12}){0,15}$"},
+         "description": "raw body: comma-separated dimensions (required then)"},
+        {"name": "datatype", "in": "query", "required": False, "schema": text,
+         "description": "raw body: KServe-v2 datatype (default FP32)"},
+        {"name": "input", "in": "query", "required": False, "schema": text,
+         "description": "raw body: input name (default the model's one input)"},
+        {"name": "version", "in": "query", "required": False, "schema": text},
+        {"name": "id", "in": "query", "required": False, "schema": text},
+    ]  # fmt: skip
 
 
 _V2_ERROR = {

@@ -343,3 +343,46 @@ def test_features_refuses_bad_bodies_with_400(
     r = httpx.post(base_url + "/v1/features", json=body)
     assert r.status_code in (400, 404), r.text
     assert needle.lower() in r.json()["message"].lower(), r.text
+
+
+def test_v1_infer_takes_a_raw_body_with_the_metadata_in_the_query(base_url: str) -> None:
+    x = np.random.default_rng(5).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    raw = {"content-type": "application/octet-stream"}
+    with httpx.Client(base_url=base_url) as c:
+        as_json = c.post(
+            "/v1/infer",
+            json={
+                "modelName": "tiny", "modelVersion": "1",
+                "inputs": [{"name": "features", "datatype": "FP32", "shape": ["2", "4", "3", "3"]}],
+                "rawInputContents": [base64.b64encode(x.tobytes()).decode()],
+            },
+        )  # fmt: skip
+        as_raw = c.post(
+            "/v1/infer?model=tiny&version=1&shape=2,4,3,3&id=raw1",
+            content=x.tobytes(),
+            headers=raw,
+        )
+        bad = {
+            "missing model": c.post("/v1/infer?shape=2,4,3,3", content=x.tobytes(), headers=raw),
+            "missing shape": c.post("/v1/infer?model=tiny", content=x.tobytes(), headers=raw),
+            "bad shape": c.post("/v1/infer?model=tiny&shape=2,-4", content=b"", headers=raw),
+            "huge shape": c.post(
+                "/v1/infer?model=tiny&shape=999999999999,999999999999", content=b"", headers=raw
+            ),
+            "short body": c.post(
+                "/v1/infer?model=tiny&shape=2,4,3,3", content=x.tobytes()[:-4], headers=raw
+            ),
+            "bad datatype": c.post(
+                "/v1/infer?model=tiny&shape=2,4,3,3&datatype=BF99", content=x.tobytes(),
+                headers=raw,
+            ),
+            "unknown parameter": c.post(
+                "/v1/infer?model=tiny&shape=2,4,3,3&bogus=1", content=x.tobytes(), headers=raw
+            ),
+        }  # fmt: skip
+    assert as_json.status_code == as_raw.status_code == 200, as_raw.text
+    assert as_raw.json()["id"] == "raw1"
+    assert as_raw.json()["rawOutputContents"] == as_json.json()["rawOutputContents"]
+    for what, r in bad.items():
+        assert r.status_code == 400, (what, r.text)
+        assert r.json()["code"] == "INVALID_ARGUMENT", what
