@@ -24,8 +24,9 @@ class AuthzSettings(Section):
     default_org: str = "default"
     """Org of a device whose certificate names none (no ``aiml021:org:`` URI SAN)."""
     models: dict[str, list[str]] = Field(default_factory=dict)
-    """Orgs each model is served to (``{"ocr": ["acme"]}``; ``*`` for all); a model not listed
-    is served to every org."""
+    """Scopes each model is served to: ``org``, ``org/project`` or ``org/project/region``
+    (``{"ocr": ["acme", "globex/lab"]}``; ``*`` for all); a model not listed is served to
+    every org."""
     audit_key_file: Path | None = None
     """Secret (32+ bytes, mode 0600) keying the audit chain's HMAC; unset: plain SHA-256."""
     audit_buffer: int = Field(default=10_000, ge=1)

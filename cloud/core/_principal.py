@@ -55,15 +55,32 @@ class Principal:
         return self.role is Role.DEVICE
 
     def may_use_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> bool:
-        """True when ``model`` is served to this principal's org (a model that
-        ``model_orgs`` does not list is served to every org)."""
-        orgs = model_orgs.get(model)
-        return orgs is None or self.org in orgs or "*" in orgs
+        """True when ``model`` is served to this principal's scope. ``model_orgs`` lists, per
+        model, the scopes it is served to: ``*`` (everyone), ``org``, ``org/project`` or
+        ``org/project/region``; a model it does not list is served to everyone. A principal
+        scoped to the whole org (project ``*``) uses every model of its org; one scoped to a
+        project (or region) uses the org's models and those of its project (or region)."""
+        scopes = model_orgs.get(model)
+        if scopes is None or "*" in scopes:
+            return True
+        return any(self._within(scope) for scope in scopes)
+
+    def _within(self, scope: str) -> bool:
+        org, _, rest = scope.partition("/")
+        project, _, region = rest.partition("/")
+        if org != self.org:
+            return False
+        if project and project != "*" and self.project != "*" and project != self.project:
+            return False
+        return not (region and region != "*" and self.region != "*" and region != self.region)
 
     def check_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> None:
         """PermissionDenied unless :meth:`may_use_model`."""
         if not self.may_use_model(model, model_orgs):
-            raise PermissionDenied(f"model {model!r} is not served to org {self.org!r}")
+            raise PermissionDenied(
+                f"model {model!r} is not served to org {self.org!r} "
+                f"(project {self.project!r}, region {self.region!r})"
+            )
 
 
 INTERNAL = Principal("gateway", Role.ADMIN, "default", authenticated_by="internal")

@@ -109,6 +109,12 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         ),
         "the core owns its types and knows no transport or implementation",
     ),
+    (
+        "cloud.authz",
+        ("cloud.grpc", "cloud.rest", "cloud.app", "cloud.stores", "cloud.backends"),
+        "authorization sits in front of the servicers: it knows principals and the table, "
+        "never a servicer, a store or the composition root",
+    ),
 ]
 
 

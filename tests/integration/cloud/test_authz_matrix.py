@@ -251,3 +251,33 @@ async def test_audit_events_arrive_in_order_under_concurrent_refusals(
     assert set(codes) == {grpc.StatusCode.PERMISSION_DENIED}
     mine = [e for e in live.audit if e.principal == "dev-b"]
     assert len(mine) == 20 and {e.org for e in mine} == {"globex"}
+
+
+async def test_names_a_caller_chooses_never_become_metric_labels(
+    live: LiveGateway, world: AuthzWorld
+) -> None:
+    from prometheus_client import generate_latest
+
+    device = world.device("dev-a", "acme")
+    served = _served_methods(live)
+    infer = KSERVE_INFER
+    request = _message_class(served[infer].input_type.full_name)(model_name="evil_label_x")
+    response = _message_class(served[infer].output_type.full_name)
+    async with world.channel(live.port, device) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary(infer, request.SerializeToString, response.FromString)(
+                request, timeout=5
+            )
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        put = "/aiml021.cache.v1.CacheService/Put"
+        bad = _message_class(served[put].input_type.full_name)(model_name="evil_label_y")
+        out = _message_class(served[put].output_type.full_name)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary(put, bad.SerializeToString, out.FromString)(bad, timeout=5)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    text = generate_latest(live.gateway.metrics.registry).decode()
+    assert "evil_label" not in text
+    assert live.gateway.settings.metrics.host == "127.0.0.1"  # the metrics port is loopback
+
+
+KSERVE_INFER = "/inference.GRPCInferenceService/ModelInfer"

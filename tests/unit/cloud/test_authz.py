@@ -240,6 +240,21 @@ async def test_models_are_served_to_their_orgs_only() -> None:
     await dp.close()
 
 
+def test_model_scopes_by_org_project_and_region() -> None:
+    scopes = {"m": frozenset({"acme/lab", "globex/ops/eu"})}
+    lab = Principal("a", Role.SERVICE, "acme", project="lab")
+    other = Principal("b", Role.SERVICE, "acme", project="shop")
+    org_wide = Principal("c", Role.OPERATOR, "acme")
+    eu = Principal("d", Role.DEVICE, "globex", project="ops", region="eu")
+    us = Principal("e", Role.DEVICE, "globex", project="ops", region="us")
+    assert lab.may_use_model("m", scopes) and org_wide.may_use_model("m", scopes)
+    assert not other.may_use_model("m", scopes)
+    assert eu.may_use_model("m", scopes) and not us.may_use_model("m", scopes)
+    assert other.may_use_model("unlisted", scopes)
+    with pytest.raises(PermissionDenied, match="project 'shop'"):
+        other.check_model("m", scopes)
+
+
 async def test_cache_entries_live_in_their_org() -> None:
     cache = OrgScopedCache(MemoryResultCache())
     dp, backend = await _plane(result_cache=cache)
