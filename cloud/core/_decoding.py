@@ -89,18 +89,19 @@ class PayloadDecoder:
         arrs: dict[str, np.ndarray] = {}
         names = [part.name for part in p.header.parts] or [p.spec.inputs[0].name]
         ranks = {t.name: len(t.shape) for t in p.spec.inputs}
-        codecs: list[str] = []
+        pieces = _pieces(p, payload)
+        m = dp.metrics
         try:
-            for name, (fmt, piece) in zip(names, _pieces(p, payload), strict=True):
-                try:
-                    arr = decode_payload(piece, fmt, self.max_bytes, entropy)
-                finally:
-                    codecs.append(fmt.codec_name)
+            for name, (fmt, piece) in zip(names, pieces, strict=True):
+                arr = decode_payload(piece, fmt, self.max_bytes, entropy)
                 arrs[name] = arr[None] if arr.ndim == ranks[name] - 1 else arr
-        finally:  # each frame names its codec; counted under that name once it was read
-            req.codec = "+".join(codecs)
-            m = dp.metrics
-            m.child(m.bytes_received, req.codec).inc(len(payload))
+        finally:
+            # Each frame names its codec once it was read (a part not reached keeps the name its
+            # header gave); bytes are counted per part under that name, so the metric's labels
+            # stay the codecs' names, never their combinations.
+            req.codec = "+".join(fmt.codec_name for fmt, _ in pieces)
+            for fmt, piece in pieces:
+                m.child(m.bytes_received, fmt.codec_name).inc(len(piece))
         p.decode_s = time.perf_counter() - t0
         if len({a.shape[0] for a in arrs.values()}) > 1:
             raise InvalidArgument("InferHeader.parts decode to different batch sizes")

@@ -100,6 +100,12 @@ async def test_edge_sends_a_multi_tensor_cut_and_the_gateway_feeds_the_tail(spli
             with pytest.raises(InvalidArgument, match=r"frame holds float32\[1, 3, 2, 2\]"):
                 await client.submit(_outbound("lying", combine_features(parts)))
             again = await client.submit(_outbound("again", coded))
+        received = {
+            sample.labels["codec"]: sample.value
+            for family in gw.metrics.bytes_received.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
     prob = "sigmoid_0.tmp_0"
     full = split["full"]
     assert exact.outputs[prob].shape == full.shape == (1, 1, 192, 320)
@@ -112,4 +118,7 @@ async def test_edge_sends_a_multi_tensor_cut_and_the_gateway_feeds_the_tail(spli
     got = mixed.outputs[prob]
     assert float(np.abs(got - full).max()) < 0.1
     np.testing.assert_array_equal(again.outputs[prob], got)
+    # bytes are counted per part under each codec's name, never under their combination
+    assert {"raw", "int8|zstd", "f16"} <= set(received)
+    assert not any("+" in codec for codec in received)
     assert np.mean((got > 0.3) == (full > 0.3)) > 0.99
