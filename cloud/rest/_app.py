@@ -133,6 +133,7 @@ class RestBridge:
         else:
             msg = await self._parse(request, pb.ModelInferRequest())
         core = infer_request_from_pb(msg, "rest", None)
+        core.traceparent = request.headers.get("traceparent", "")[:128]  # W3C trace context
         result = await self._dp.infer(core)
         return self._json(infer_response_to_pb(result, core.request_id))
 

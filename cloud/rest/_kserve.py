@@ -86,6 +86,7 @@ class KServeV2:
         body = await self._body(request)
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), name, version)
         del body
+        parsed.request.traceparent = request.headers.get("traceparent", "")[:128]
         fut = self._dp.submit(parsed.request)  # refused here (bad input): no model's failure
         try:
             result = await fut

@@ -1,22 +1,26 @@
 """observability.otlp_endpoint: the gateway exports its spans over OTLP/gRPC to a collector (a
 real gRPC server speaking OpenTelemetry's TraceService here), and a ModelInfer call's W3C
-traceparent metadata makes them children of the caller's span."""
+traceparent metadata (a REST call's traceparent header) makes them children of the caller's
+span."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from inference import grpc_service_pb2 as kpb
 from inference import grpc_service_pb2_grpc as kgrpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cloud import Gateway
 from cloud._settings import GatewaySettings
+from common.telemetry import configure_tracing, shutdown_tracing
 
 ROOT = Path(__file__).resolve().parents[3]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -98,3 +102,49 @@ async def test_model_infer_spans_reach_the_collector_under_the_callers_trace(
         s for s in c.spans if s.name == "aiml021.gateway.request" and s.trace_id.hex() != TRACE_ID
     ]
     assert len(others) == 1 and not others[0].parent_span_id
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    configure_tracing("rest-test", exporter=exporter)
+    yield exporter
+    shutdown_tracing()
+
+
+async def test_rest_infer_continues_the_traceparent_header(spans: InMemorySpanExporter) -> None:
+    settings = GatewaySettings.model_validate(
+        {
+            "models_dir": ROOT / "models",
+            "server": {"port": 0},
+            "metrics": {"port": None},
+            "rest": {"port": 0},
+            "tls": {"insecure": True},
+            "drain_grace_s": 0.5,
+        }
+    )
+    body = {
+        "id": "rest-1",
+        "inputs": [
+            {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}
+        ],
+    }
+    async with Gateway(settings) as gw:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.rest_port}") as client:
+            r = await client.post(
+                "/v2/models/fmnist_branchy/infer",
+                json=body,
+                headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"},
+            )
+            assert r.status_code == 200, r.text
+            huge = await client.post(
+                "/v2/models/fmnist_branchy/infer",
+                json=body,
+                headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01" + "0" * 4000},
+            )
+            assert huge.status_code == 200  # an oversized header is ignored, not an error
+    requests = [s for s in spans.get_finished_spans() if s.name == "aiml021.gateway.request"]
+    assert len(requests) == 2
+    ours = [s for s in requests if format(s.context.trace_id, "032x") == TRACE_ID]
+    assert len(ours) == 1 and ours[0].parent is not None
+    assert format(ours[0].parent.span_id, "016x") == PARENT
