@@ -19,7 +19,7 @@ import numpy as np
 
 from common.bundle import Bundle, load_bundle
 from common.errors import FailedPrecondition, InvalidArgument
-from common.telemetry import configure_tracing, tracer
+from common.telemetry import configure_tracing, shutdown_tracing, tracer
 from edge_agent import _convert as conv
 from edge_agent._answer import Answers, OpenRequest
 from edge_agent._cache import ResultCache, content_key
@@ -122,14 +122,14 @@ class EdgeAgent:
 
     async def start(self) -> None:
         """Open the replay queue and the session stream (in the background)."""
+        if self._started:
+            return
+        self._started = True
         tel = self.settings.telemetry
         if tel.otlp_endpoint:
             configure_tracing(
                 "aiml021-edge", tel.otlp_endpoint, sample_ratio=tel.trace_sample_ratio
             )
-        if self._started:
-            return
-        self._started = True
         st = self.settings
         self._head.start()
         if st.replay.path is not None:
@@ -211,6 +211,8 @@ class EdgeAgent:
         if self._replay_exec is not None:
             self._replay_exec.shutdown(wait=True)
         self._head.close()
+        if self.settings.telemetry.otlp_endpoint:  # the last spans reach the collector
+            await asyncio.to_thread(shutdown_tracing)
         self._started = False
 
     async def _in_replay(self, fn: Callable[[], Any]) -> Any:
