@@ -154,6 +154,30 @@ def _ops_http(url: str, model: str, version: str) -> dict[str, Any]:
         "infer_json_in_binary_out": infer([inp(_x(2, 5), binary=False)]),
         "infer_json_in_json_out": infer([inp(_x(2, 6), binary=False)], json_out),
         "infer_binary_in_json_out": infer([inp(_x(2, 7))], json_out),
+        # 64 samples: answers past any minimum size for compression
+        "infer_gzip_request_deflate_response": call(
+            lambda: _tensor(
+                c.infer(
+                    model,
+                    [inp(_x(64, 9))],
+                    model_version=version,
+                    outputs=json_out,
+                    request_compression_algorithm="gzip",
+                    response_compression_algorithm="deflate",
+                )
+            )
+        ),
+        "infer_deflate_request_gzip_response": call(
+            lambda: _tensor(
+                c.infer(
+                    model,
+                    [inp(_x(64, 10), binary=False)],
+                    model_version=version,
+                    request_compression_algorithm="deflate",
+                    response_compression_algorithm="gzip",
+                )
+            )
+        ),
         "error_unknown_model": infer([inp(_x(1, 0))], name="no_such_model"),
         "error_wrong_dtype": infer([inp(_x(1, 0).astype(np.float64), dtype="FP64")]),
         "error_wrong_shape": infer([inp(_x(1, 0)[:, :, :2])]),

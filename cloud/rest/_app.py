@@ -48,6 +48,7 @@ from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 from common.prototime import duration_to_s
 from policy import OnlineLearner
 
+from ._encoding import inflate
 from ._errors import error_body, http_status
 from ._features import infer_features
 from ._kserve import KServeV2
@@ -102,7 +103,14 @@ class RestBridge:
             if size > self.max_body_bytes:
                 raise _TooLarge(size, self.max_body_bytes)
             chunks.append(chunk)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        coding = request.headers.get("content-encoding", "identity").strip().lower()
+        if coding in ("", "identity"):
+            return body
+        inflated = inflate(body, coding, self.max_body_bytes)
+        if inflated is None:  # a small body that inflates past the limit: refused, not inflated
+            raise _TooLarge(self.max_body_bytes + 1, self.max_body_bytes)
+        return inflated
 
     async def _parse(self, request: Request, message: Message) -> Any:
         body = await self._body(request)

@@ -30,6 +30,7 @@ from cloud.grpc._triton_converters import (
 )
 from common.errors import AimlError, InvalidArgument
 
+from ._encoding import deflate
 from ._v2 import HEADER_LENGTH, encode_infer, parse_infer, triton_json
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
@@ -98,13 +99,14 @@ class KServeV2:
         self._dp.statistics.finished(result, started)
         self._dp.record(parsed.request, "OK", result)
         content, header_length = encode_infer(result, parsed, parsed.request.request_id)
-        if header_length is None:
-            return Response(content, media_type="application/json")
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
+        headers = {}
+        if header_length is not None:  # of the uncompressed body, as Triton
+            headers["Inference-Header-Content-Length"] = str(header_length)
+        content, coding = deflate(content, request.headers.get("accept-encoding", ""))
+        if coding is not None:
+            headers["Content-Encoding"] = coding
+        media = "application/json" if header_length is None else "application/octet-stream"
+        return Response(content, media_type=media, headers=headers)
 
     async def index(self, request: Request) -> Response:
         body = await self._body(request)

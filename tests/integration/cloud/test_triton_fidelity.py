@@ -273,3 +273,41 @@ async def test_v2_binary_output_round_trip_matches_json(gateway: Gateway) -> Non
     logits = np.frombuffer(binary.content[n:], np.float32).reshape(2, 10)
     expected = np.array(as_json.json()["outputs"][0]["data"], np.float32).reshape(2, 10)
     np.testing.assert_allclose(logits, expected, rtol=1e-6)
+
+
+async def test_compressed_bodies_within_limits_and_bombs_refused(gateway: Gateway) -> None:
+    import gzip
+    import zlib
+
+    x = _x(64, 11)
+    doc = {"inputs": [{**_tensor([64, 4, 3, 3]), "data": x.reshape(-1).tolist()}]}
+    plain = json.dumps(doc).encode()
+    bomb = gzip.compress(b" " * (64 << 20))  # 64 MiB of spaces in ~64 KiB: past the body limit
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.rest_port}") as c:
+        url = "/v2/models/conf/infer"
+        ok = await c.post(
+            url,
+            content=zlib.compress(plain),
+            headers={"Content-Encoding": "deflate", "Accept-Encoding": "gzip"},
+        )
+        identity = await c.post(url, content=plain, headers={"Accept-Encoding": "identity"})
+        refused = {
+            "bomb": await c.post(url, content=bomb, headers={"Content-Encoding": "gzip"}),
+            "not gzip": await c.post(url, content=plain, headers={"Content-Encoding": "gzip"}),
+            "truncated": await c.post(
+                url, content=gzip.compress(plain)[:-20], headers={"Content-Encoding": "gzip"}
+            ),
+            "unknown coding": await c.post(url, content=plain, headers={"Content-Encoding": "br"}),
+        }
+        small = await c.post(  # one sample: an answer too small to be worth compressing
+            url,
+            json={"inputs": [{**_tensor([1, 4, 3, 3]), "data": [0.0] * 36}]},
+            headers={"Accept-Encoding": "gzip"},
+        )
+    assert ok.status_code == 200 and ok.headers["content-encoding"] == "gzip"
+    assert ok.json() == identity.json()  # httpx inflated it
+    assert "content-encoding" not in identity.headers and "content-encoding" not in small.headers
+    assert refused["bomb"].status_code == 413, refused["bomb"].text
+    for what in ("not gzip", "truncated", "unknown coding"):
+        assert refused[what].status_code == 400, (what, refused[what].text)
+        assert list(refused[what].json()) == ["error"]
