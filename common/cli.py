@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "token": "common.auth._jwks_cli",
     "audit": "cloud.stores._audit_cli",
     "artifacts": "common.artifacts.cli",
-    "ca": "common.auth.cli",
+    "ca": "cloud._ca_cli",
     "enroll": "common.auth.cli",
     "serve": "cloud.cli",
     "report": "cloud._report",

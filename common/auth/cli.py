@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+from common.errors import AimlError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,8 @@ def _duration(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``certs``, ``ca`` and ``enroll`` subcommands."""
+    """Add the ``certs`` and ``enroll`` subcommands (``ca``: :func:`register_ca`, registered by
+    ``cloud._ca_cli`` with the audit trail)."""
     p = subparsers.add_parser(
         "certs", help="development PKI: CA (kept apart), server and device certificates"
     )
@@ -48,6 +55,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", action="append", default=[], help="server DNS name or IP (repeatable)")
     p.set_defaults(func=_certs)
 
+    e = subparsers.add_parser(
+        "enroll", help="on a device: make a key, enroll with a bootstrap token"
+    )
+    e.add_argument("--ca", required=True, help="CA service host:port")
+    e.add_argument("--device", required=True)
+    e.add_argument("--token", required=True, help="bootstrap token (aiml021 ca issue-bootstrap)")
+    e.add_argument(
+        "--tls-dir",
+        type=Path,
+        required=True,
+        help="device TLS directory; ca.pem there trusts the CA",
+    )
+    e.add_argument("--server-name", help="TLS name of the CA service if not its address")
+    e.set_defaults(func=_enroll)
+
+
+Record = Callable[[str, str, str, str], None]
+"""``record(action, resource, outcome, detail)``: one CA action for the audit trail."""
+AuditOpener = Callable[[argparse.Namespace], AbstractAsyncContextManager[Record]]
+
+
+@asynccontextmanager
+async def _no_audit(args: argparse.Namespace) -> AsyncIterator[Record]:
+    yield lambda action, resource, outcome, detail: None
+
+
+def register_ca(
+    subparsers: argparse._SubParsersAction, audit: AuditOpener | None = None
+) -> argparse.ArgumentParser:
+    """Add the ``ca`` subcommand; every action that changes something (and every enrollment
+    and renewal the service answers) is handed to ``audit``'s recorder."""
     ca = subparsers.add_parser(
         "ca", help="the issuing CA (its own directory and host, never the gateway's)"
     )
@@ -115,21 +153,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="device certificate lifetime (default 24h)",
     )
     c.set_defaults(func=_ca_serve)
+    ca.set_defaults(audit_open=audit or _no_audit)
+    return ca
 
-    e = subparsers.add_parser(
-        "enroll", help="on a device: make a key, enroll with a bootstrap token"
-    )
-    e.add_argument("--ca", required=True, help="CA service host:port")
-    e.add_argument("--device", required=True)
-    e.add_argument("--token", required=True, help="bootstrap token (aiml021 ca issue-bootstrap)")
-    e.add_argument(
-        "--tls-dir",
-        type=Path,
-        required=True,
-        help="device TLS directory; ca.pem there trusts the CA",
-    )
-    e.add_argument("--server-name", help="TLS name of the CA service if not its address")
-    e.set_defaults(func=_enroll)
+
+async def _audited(
+    args: argparse.Namespace, action: str, resource: str, work: Callable[[], Any]
+) -> Any:
+    """Run ``work`` and record its outcome (the error's code when it fails)."""
+    async with args.audit_open(args) as record:
+        try:
+            result = await work() if asyncio.iscoroutinefunction(work) else work()
+        except AimlError as exc:
+            record(action, resource, exc.code.value, exc.message)
+            raise
+        record(action, resource, "OK", "")
+        return result
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -146,7 +185,12 @@ def _certs(args: argparse.Namespace) -> int:
 def _ca_init(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority
 
-    ca = CertificateAuthority.init(args.dir, args.name, args.host or None)
+    ca = asyncio.run(
+        _audited(
+            args, "ca.init", str(args.dir),
+            lambda: CertificateAuthority.init(args.dir, args.name, args.host or None),
+        )
+    )  # fmt: skip
     print(
         f"CA {ca.keypair.cert.subject.rfc4514_string()} in {args.dir}; trust bundle {args.dir / 'bundle.pem'}"
     )
@@ -156,20 +200,30 @@ def _ca_init(args: argparse.Namespace) -> int:
 def _ca_bootstrap(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority
 
-    print(CertificateAuthority.open(args.dir).issue_bootstrap(args.device, args.ttl))
+    token = asyncio.run(
+        _audited(
+            args, "ca.issue-bootstrap", args.device,
+            lambda: CertificateAuthority.open(args.dir).issue_bootstrap(args.device, args.ttl),
+        )
+    )  # fmt: skip
+    print(token)
     return 0
 
 
 def _ca_sign(args: argparse.Namespace) -> int:
     from common.auth import DEFAULT_DEVICE_LIFETIME_S, CertificateAuthority, write_atomic
 
-    ca = CertificateAuthority.open(args.dir)
-    csr = args.csr.read_bytes()
-    if args.device:
-        issued = ca.sign_device(csr, args.device, args.lifetime or DEFAULT_DEVICE_LIFETIME_S)
-    else:
-        issued = ca.sign_server(csr, args.host, (args.lifetime or 90 * 86400) / 86400)
-    write_atomic(args.out, issued.cert_pem, 0o644)
+    def sign() -> Any:
+        ca = CertificateAuthority.open(args.dir)
+        csr = args.csr.read_bytes()
+        if args.device:
+            issued = ca.sign_device(csr, args.device, args.lifetime or DEFAULT_DEVICE_LIFETIME_S)
+        else:
+            issued = ca.sign_server(csr, args.host, (args.lifetime or 90 * 86400) / 86400)
+        write_atomic(args.out, issued.cert_pem, 0o644)
+        return issued
+
+    issued = asyncio.run(_audited(args, "ca.sign", args.device or ",".join(args.host), sign))
     print(
         f"{args.out}: serial {issued.cert.serial_number:x} until {issued.cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
     )
@@ -179,9 +233,12 @@ def _ca_sign(args: argparse.Namespace) -> int:
 def _ca_server_cert(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority, write_atomic
 
-    ca = CertificateAuthority.open(args.dir)
-    ca.issue_server(args.host or None).write(args.tls_dir, "server")
-    write_atomic(args.tls_dir / "ca.pem", ca.bundle_pem(), 0o644)
+    def issue() -> None:
+        ca = CertificateAuthority.open(args.dir)
+        ca.issue_server(args.host or None).write(args.tls_dir, "server")
+        write_atomic(args.tls_dir / "ca.pem", ca.bundle_pem(), 0o644)
+
+    asyncio.run(_audited(args, "ca.server-cert", ",".join(args.host), issue))
     print(f"{args.tls_dir}: server.pem, server.key, ca.pem")
     return 0
 
@@ -199,7 +256,8 @@ def _ca_revoke(args: argparse.Namespace) -> int:
         finally:
             await deny.close()
 
-    asyncio.run(run())
+    what = f"device:{args.device}" if args.device else f"serial:{args.serial}"
+    asyncio.run(_audited(args, "ca.revoke", what, run))
     print(f"revoked {'device ' + args.device if args.device else 'certificate ' + args.serial}")
     return 0
 
@@ -207,7 +265,14 @@ def _ca_revoke(args: argparse.Namespace) -> int:
 def _ca_rotate(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority
 
-    new = CertificateAuthority.open(args.dir).rotate(args.name).cert
+    new = asyncio.run(
+        _audited(
+            args,
+            "ca.rotate",
+            str(args.dir),
+            lambda: CertificateAuthority.open(args.dir).rotate(args.name),
+        )
+    ).cert
     print(
         f"new CA {new.subject.rfc4514_string()} (serial {new.serial_number:x}); distribute {args.dir / 'bundle.pem'}"
     )
@@ -217,7 +282,11 @@ def _ca_rotate(args: argparse.Namespace) -> int:
 def _ca_retire(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority
 
-    dropped = CertificateAuthority.open(args.dir).retire()
+    dropped = asyncio.run(
+        _audited(
+            args, "ca.retire", str(args.dir), lambda: CertificateAuthority.open(args.dir).retire()
+        )
+    )
     print(f"retired {len(dropped)} CA certificate(s); distribute {args.dir / 'bundle.pem'}")
     return 0
 
@@ -236,21 +305,29 @@ def _ca_serve(args: argparse.Namespace) -> int:
         deny = open_deny_list(args.revocation_url) if args.revocation_url else None
         if deny is None:
             log.warning("no --revocation-url: revoked devices can still renew")
-        server = CaServer(
-            EnrollmentServicer(args.dir, deny, device_lifetime_s=args.device_lifetime),
-            args.host,
-            args.port,
-        )
-        await server.start()
-        if args.port_file is not None:
-            args.port_file.write_text(str(server.port))
-        log.info("CA service on %s:%d (TLS 1.3), CA directory %s", args.host, server.port, args.dir)
-        try:
-            await server.wait()
-        finally:
-            await server.stop()
-            if deny is not None:
-                await deny.close()
+        async with args.audit_open(args) as record:
+            servicer = EnrollmentServicer(
+                args.dir,
+                deny,
+                device_lifetime_s=args.device_lifetime,
+                on_issue=lambda e: record(f"ca.{e.action}", e.device_id, e.outcome, e.detail),
+            )
+            server = CaServer(servicer, args.host, args.port)
+            await server.start()
+            if args.port_file is not None:
+                args.port_file.write_text(str(server.port))
+            log.info(
+                "CA service on %s:%d (TLS 1.3), CA directory %s", args.host, server.port, args.dir
+            )
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # stop gracefully: the audit is flushed
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            try:
+                await stop.wait()
+            finally:
+                await server.stop()
+                if deny is not None:
+                    await deny.close()
 
     asyncio.run(run())
     return 0
@@ -267,4 +344,4 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+__all__ = ["AuditOpener", "Record", "register", "register_ca"]

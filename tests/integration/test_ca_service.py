@@ -197,3 +197,51 @@ def test_operator_and_device_commands(tmp_path: Path, capsys: pytest.CaptureFixt
         # a second enrollment with the same token is refused, with the reason
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 1 and "already used" in again.stderr, again.stderr
+
+
+def test_ca_actions_and_enrollments_land_in_the_audit_trail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from common.cli import main
+    from tests.support.ca import ca_service
+
+    d, db = tmp_path / "ca", f"sqlite:///{tmp_path / 'metadata.sqlite3'}"
+    ca = ["ca", "--dir", str(d), "--audit-url", db]
+    assert main([*ca, "init"]) == 0
+    assert main([*ca, "issue-bootstrap", "--device", "cam-1"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    dev = tmp_path / "device"
+    dev.mkdir()
+    (dev / "ca.pem").write_bytes((d / "bundle.pem").read_bytes())
+    cmd = [sys.executable, "-m", "common.cli", "enroll", "--device", "cam-1", "--token", token]
+    with ca_service(d, audit_url=db) as port:
+        for _ in range(2):  # the second is refused: token already used
+            subprocess.run(
+                [*cmd, "--ca", f"127.0.0.1:{port}", "--tls-dir", str(dev)], timeout=60, check=False
+            )
+    assert (
+        main(
+            [
+                *ca,
+                "revoke",
+                "--store",
+                f"sqlite:///{tmp_path / 'deny.sqlite3'}",
+                "--device",
+                "cam-1",
+            ]
+        )
+        == 0
+    )
+    assert main([*ca, "rotate"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "query", "--db", db, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    seen = [(r["action"], r["resource"], r["outcome"]) for r in rows]
+    assert ("ca.issue-bootstrap", "cam-1", "OK") in seen
+    assert ("ca.enroll", "cam-1", "issued") in seen
+    assert ("ca.enroll", "cam-1", "UNAUTHENTICATED") in seen
+    assert ("ca.revoke", "device:cam-1", "OK") in seen
+    assert any(a == "ca.rotate" for a, _, _ in seen)
+    assert main(["audit", "verify", "--db", db]) == 0  # one unbroken chain

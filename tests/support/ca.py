@@ -32,9 +32,10 @@ def ca_command(ca_dir: Path, *args: str) -> str:
 
 @contextmanager
 def ca_service(
-    ca_dir: Path, *, revocation_url: str = "", device_lifetime: str = "24h"
+    ca_dir: Path, *, revocation_url: str = "", device_lifetime: str = "24h", audit_url: str = ""
 ) -> Iterator[int]:
-    """``aiml021 ca serve`` in a child process; yields its port."""
+    """``aiml021 ca serve`` in a child process; yields its port (stopped with SIGTERM, which
+    it handles gracefully: its audit trail is flushed)."""
     port_file = ca_dir.parent / f"{ca_dir.name}.port"
     port_file.unlink(missing_ok=True)
     cmd = [
@@ -44,6 +45,7 @@ def ca_service(
         "ca",
         "--dir",
         str(ca_dir),
+        *(["--audit-url", audit_url] if audit_url else []),
         "serve",
         "--port",
         "0",
