@@ -7,6 +7,9 @@ export type { GatewayTlsFiles, GatewayTransportOptions } from "./transport.js";
 export { gatewayClients } from "./services.js";
 export type { GatewayClients } from "./services.js";
 export { InferFailed, PROTOCOL_VERSION, Session } from "./session.js";
+export { GatewayRestClient, RestError } from "./rest.js";
+export type { FetchLike } from "./rest.js";
+export { nodeFetch } from "./rest-node.js";
 export type {
   ReconnectOptions,
   SessionAnswer,
@@ -23,3 +26,4 @@ export * as telemetry from "./gen/aiml021/telemetry/v1/telemetry_pb.js";
 export * as cache from "./gen/aiml021/cache/v1/cache_pb.js";
 export * as deploy from "./gen/aiml021/deploy/v1/deploy_pb.js";
 export * as inference from "./gen/inference/grpc_service_pb.js";
+export * as features from "./gen/aiml021/session/v1/features_pb.js";

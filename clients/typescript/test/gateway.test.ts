@@ -7,7 +7,8 @@
  *    gateway computed each key once), then answered;
  * 2. a session inference, inline and chunked, within a byte credit smaller than the payloads;
  * 3. one bad request fails alone with its status;
- * 4. typed unary services: PolicyService.Decide, ModelRegistryService.ListModels, ModelInfer.
+ * 4. typed unary services: PolicyService.Decide, ModelRegistryService.ListModels, ModelInfer;
+ * 5. the same over the REST bridge (the fetch-based client browsers use), with mTLS.
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -17,13 +18,16 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   createGatewayTransport,
+  GatewayRestClient,
   gatewayClients,
   InferFailed,
+  nodeFetch,
+  RestError,
   Session,
   tlsFilesFromDir,
 } from "../src/index.js";
 import { Modality } from "../src/gen/aiml021/common/v1/request_pb.js";
-import { DataType } from "../src/gen/aiml021/common/v1/tensor_pb.js";
+import { CodecKind, DataType } from "../src/gen/aiml021/common/v1/tensor_pb.js";
 import { DecideRequestSchema } from "../src/gen/aiml021/policy/v1/policy_pb.js";
 import { ModelInferRequestSchema } from "../src/gen/inference/grpc_service_pb.js";
 
@@ -180,5 +184,45 @@ test("typed unary services: Decide, ListModels, ModelInfer", async () => {
   await assert.rejects(
     clients.inference.modelInfer({ ...infer, modelName: "no_such_model" }),
     (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound,
+  );
+});
+
+test("the REST client: Decide, features, ListModels and a typed error, over mTLS", async () => {
+  const rest = new GatewayRestClient(
+    `https://${env("AIML021_REST")}`,
+    nodeFetch(tlsFilesFromDir(env("AIML021_TLS_DIR"), env("AIML021_DEVICE"))),
+  );
+  const { decision } = await rest.decide({
+    context: {
+      modelName: env("AIML021_POLICY_MODEL"),
+      exitIndex: 0,
+      exitConfidences: [0.4],
+      bandwidthBps: 20e6,
+      rtt: durationFromMs(10),
+      deadline: durationFromMs(100),
+      modality: Modality.IMAGE,
+    },
+  });
+  assert.ok(decision?.decisionId && decision.policyId);
+
+  const answer = await rest.features({
+    requestId: "rest-1",
+    modelName: MODEL,
+    featuresB64: vector([1, 2, 3, 4.5]),
+    compression: { dtype: DataType.FLOAT32, shape: [1n, 4n], codec: { stages: [{ kind: CodecKind.RAW }] } },
+  });
+  assert.equal(answer.requestId, "rest-1");
+  assert.equal(sumOf(answer.outputs[0].contents), 10.5);
+
+  const models = await rest.listModels();
+  assert.ok(models.models.some((m) => m.name === MODEL));
+
+  await assert.rejects(
+    rest.features({
+      modelName: "no_such_model",
+      featuresB64: vector([1]),
+      compression: { dtype: DataType.FLOAT32, shape: [1n, 1n] },
+    }),
+    (err: unknown) => err instanceof RestError && err.status === 404 && err.code === "NOT_FOUND",
   );
 });

@@ -1,7 +1,8 @@
 """The TypeScript client (clients/typescript) against the real gateway over mTLS, with node's test
 runner: a session that survives a dropped stream (same idempotency keys, each computed once),
-inline and chunked payloads under a byte credit, a failing request that fails alone, and the typed
-unary services (Decide, ListModels, ModelInfer). The package is built here first (tsc), so CI
+inline and chunked payloads under a byte credit, a failing request that fails alone, the typed
+unary services (Decide, ListModels, ModelInfer) and the fetch-based REST client (Decide, features,
+ListModels, a typed error). The package is built here first (tsc), so CI
 tests the sources as committed; the generated code must match proto/."""
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ async def test_typescript_client_session_and_services_over_mtls(
         # a byte credit smaller than the chunked test's requests together
         session={"max_chunk_bytes": 4096, "buffer_bytes": 32 * 1024},
         policy={"bundle": BUNDLE},
+        rest={"port": 0},
     ) as live:
         assert live.gateway.learner is not None  # Decide has a policy to answer with
 
@@ -84,6 +86,7 @@ async def test_typescript_client_session_and_services_over_mtls(
         env = {
             **os.environ,
             "AIML021_GATEWAY": f"localhost:{live.port}",
+            "AIML021_REST": f"localhost:{live.gateway.rest_port}",
             "AIML021_TLS_DIR": str(pki),
             "AIML021_DEVICE": "ts-device",
             "AIML021_MODEL": VECTOR_MODEL,
@@ -105,7 +108,7 @@ async def test_typescript_client_session_and_services_over_mtls(
         computed = live.computations()
         headers = [h.idempotency_key for h in live.frames.headers]
         answered = {r.idempotency_key for r in live.records if r.status == "OK"}
-    assert "ℹ pass 4" in report and "ℹ fail 0" in report, report
+    assert "ℹ pass 5" in report and "ℹ fail 0" in report, report
     assert len(keys) == 4 and len(set(keys)) == 4
     # each held request was written twice: before and after the drop
     assert all(headers.count(k) == 2 for k in keys), headers
