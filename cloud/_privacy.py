@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
-from cloud.core import RequestRecord, TelemetryEvent
+from cloud.core import AuditEvent, AuditSink, RequestRecord, Role, TelemetryEvent
 from cloud.stores import DeviceSeen, SessionEvent
 from common.privacy import KINDS, KeyRing, PiiScanner, Pseudonymiser, Redactor
 from common.settings import Section
@@ -150,4 +150,24 @@ class PrivacySink:
         return getattr(self.inner, item)
 
 
-__all__ = ["DLP_FINDINGS", "GatewayPrivacySettings", "PrivacySink", "count_findings"]
+class PseudonymousAudit:
+    """An audit sink that names devices by their pseudonym; operators and services keep their
+    names (they answer for what they did). The chain is as verifiable as before."""
+
+    def __init__(self, inner: AuditSink, pseudonymiser: Pseudonymiser) -> None:
+        self.inner = inner
+        self._p = pseudonymiser
+
+    def __call__(self, event: AuditEvent, /) -> None:
+        if event.role == Role.DEVICE.value and event.principal:
+            event = dataclasses.replace(event, principal=self._p.device(event.principal))
+        self.inner(event)
+
+
+__all__ = [
+    "DLP_FINDINGS",
+    "GatewayPrivacySettings",
+    "PrivacySink",
+    "PseudonymousAudit",
+    "count_findings",
+]

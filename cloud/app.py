@@ -27,7 +27,7 @@ from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
 from cloud._observability import observe_gateway
-from cloud._privacy import PrivacySink
+from cloud._privacy import PrivacySink, PseudonymousAudit
 from cloud._settings import GatewaySettings
 from cloud._transport import TransportSecurity
 from cloud._workers_queue import QueueDepth
@@ -217,6 +217,8 @@ class Gateway:
             )
         self.audit: AuditSink = audit or discard_audit
         """Where refused calls and management actions are written (the hash-chained audit log)."""
+        if (pseudonymiser := s.privacy.pseudonymiser()) is not None:
+            self.audit = PseudonymousAudit(self.audit, pseudonymiser)
         self.transport = TransportSecurity(s, uses_stores=stores is not None, audit=self.audit)
         """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)

@@ -211,3 +211,21 @@ async def _make_db(path: Path) -> None:
     PrivacySink(writer, settings.pseudonymiser(), None)(_record(1))
     await writer.stop()
     await db.close()
+
+
+def test_audit_names_devices_by_pseudonym_and_operators_by_name(tmp_path: Path) -> None:
+    from cloud._privacy import PseudonymousAudit
+    from cloud.app import Gateway
+    from cloud.core import AuditEvent, Role
+    from tests.support.gateway import GatedBackend, gateway_settings
+
+    seen: list[AuditEvent] = []
+    audit = PseudonymousAudit(seen.append, P)
+    audit(AuditEvent("cam-1", Role.DEVICE.value, "acme", "/x/Deploy", "m", "PERMISSION_DENIED"))
+    audit(AuditEvent("alice", "Operator", "acme", "POST /v1/deploy", "m", "OK"))
+    assert [e.principal for e in seen] == [P.device("cam-1"), "alice"]
+    settings = gateway_settings(tmp_path, privacy={"pseudonym_key": KEY})
+    gw = Gateway(settings, GatedBackend(), audit=seen.append)
+    assert isinstance(gw.audit, PseudonymousAudit)
+    plain = Gateway(gateway_settings(tmp_path), GatedBackend(), audit=seen.append)
+    assert plain.audit == seen.append
