@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -371,8 +373,17 @@ async def verify(backend: AuditBackend, key: bytes | None = None) -> Verdict:
     return verify_chain(await backend.rows(), key, await backend.head())
 
 
+_REFUSALS = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+
+
 class AuditLog:
-    """The gateway's audit sink: queues events (bounded), one owned task appends them."""
+    """The gateway's audit sink: queues events (bounded), one owned task appends them.
+
+    A hostile caller repeating a refused call must not flood the trail (and crowd out the
+    management actions): per (principal, action, outcome), at most ``refusals_per_s`` refusals a
+    second are written one by one; the rest of that second are counted and written as one row
+    ("... and N more like it") when the second is over. Management actions are never coalesced.
+    """
 
     def __init__(
         self,
@@ -382,8 +393,15 @@ class AuditLog:
         key: bytes | None = None,
         max_buffer: int = 10_000,
         flush_interval_s: float = 0.2,
+        refusals_per_s: int = 10,
     ) -> None:
         self.backend = backend
+        self._refusals_per_s = refusals_per_s
+        # (principal, action, outcome) -> [second started, written, coalesced, last event]
+        self._windows: collections.OrderedDict[tuple[str, str, str], list[Any]] = (
+            collections.OrderedDict()
+        )
+        self.coalesced = 0
         self._url = url
         self._key = key
         self._max = max_buffer
@@ -394,12 +412,51 @@ class AuditLog:
         self.written = 0
 
     def __call__(self, event: AuditEvent, /) -> None:
+        if event.outcome in _REFUSALS and not self._admit_refusal(event):
+            return
+        self._queue(event)
+
+    def _queue(self, event: AuditEvent) -> None:
         if len(self._buffer) >= self._max:
             self.dropped += 1
             AUDIT_DROPPED.labels("buffer_full").inc()
-            log.warning("audit buffer full: dropped %s %s", event.action, event.outcome)
+            if self.dropped % 1000 == 1:  # logged once per thousand, not per event
+                log.warning("audit buffer full: %d event(s) dropped so far", self.dropped)
             return
         self._buffer.append(event)
+
+    def _admit_refusal(self, event: AuditEvent) -> bool:
+        key = (event.principal, event.action, event.outcome)
+        now = time.monotonic()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= 1.0:
+            if window is not None:
+                self._summarise(window)
+            window = self._windows[key] = [now, 0, 0, event]
+            self._windows.move_to_end(key)
+            while len(self._windows) > 10_000:  # bounded: the oldest windows are closed
+                self._summarise(self._windows.popitem(last=False)[1])
+        window[3] = event
+        if window[1] < self._refusals_per_s:
+            window[1] += 1
+            return True
+        window[2] += 1
+        self.coalesced += 1
+        return False
+
+    def _summarise(self, window: list[Any]) -> None:
+        if window[2]:
+            last: AuditEvent = window[3]
+            more = f"and {window[2]} more like it within 1 s"
+            self._queue(
+                dataclasses.replace(last, detail=f"{last.detail} ({more})"[:256], at=time.time())
+            )
+
+    def _close_windows(self) -> None:
+        """Write the summaries of refusal windows whose second is over."""
+        now = time.monotonic()
+        for key in [k for k, w in self._windows.items() if now - w[0] >= 1.0]:
+            self._summarise(self._windows.pop(key))
 
     async def start(self) -> None:
         """Migrate the database (when built with its ``url``) and start the append task."""
@@ -412,6 +469,7 @@ class AuditLog:
 
     async def flush(self) -> None:
         """Append everything queued now."""
+        self._close_windows()
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(500, len(self._buffer)))]
             try:
@@ -433,6 +491,8 @@ class AuditLog:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
+        for window in self._windows.values():
+            window[0] = -1.0  # stopping: every window is over
         await self.flush()
         if self._buffer:
             AUDIT_DROPPED.labels("shutdown").inc(len(self._buffer))

@@ -25,7 +25,8 @@ KEY = b"p" * 32
 
 
 def _event(i: int, who: str) -> AuditEvent:
-    return AuditEvent(who, "Device", "acme", "/x.Y/Put", "m", "PERMISSION_DENIED", f"#{i}")
+    # Management actions (never coalesced, unlike a flood of refusals)
+    return AuditEvent(who, "Admin", "acme", "/x.Y/Unload", "m", "OK", f"#{i}")
 
 
 async def test_concurrent_writers_make_one_chain_and_tampering_is_found(
@@ -49,7 +50,7 @@ async def test_concurrent_writers_make_one_chain_and_tampering_is_found(
     assert len(rows) == 20 and {r.principal for r in rows} == {"dev-1"}
 
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute("UPDATE audit_log SET outcome = 'OK' WHERE seq = 17")
+        await conn.execute("UPDATE audit_log SET outcome = 'PERMISSION_DENIED' WHERE seq = 17")
     verdict = await verify(db, KEY)
     assert not verdict.ok and verdict.bad_seq == 17 and "altered" in verdict.problem
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:

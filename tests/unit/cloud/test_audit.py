@@ -3,6 +3,7 @@ reordered row and rows cut off the end; ``aiml021 audit verify|query`` say so.""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -206,3 +207,29 @@ async def test_audit_cli_verify_and_query(
     _sql(path, "UPDATE audit_log SET detail = 'nothing to see' WHERE seq = 2")
     assert await asyncio.to_thread(main, ["audit", "verify", "--db", url]) == 1
     assert "BROKEN at row 2" in capsys.readouterr().out
+
+
+async def test_a_flood_of_refusals_is_coalesced_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "meta.sqlite3"
+    log = audit_log(f"sqlite:///{path}")
+    await log.start()
+    flood = AuditEvent("dev-b", "Device", "globex", "/x.Y/Put", "m", "PERMISSION_DENIED", "no")
+    for _ in range(1000):
+        log(flood)
+    admin = AuditEvent("admin-1", "Admin", "acme", "/x.Y/Unload", "m", "OK")
+    for _ in range(30):
+        log(admin)  # management actions are never coalesced
+    await log.stop()
+    db = SqliteAuditBackend(path)
+    rows = await db.rows()
+    refused = [r for r in rows if r.principal == "dev-b"]
+    # Every refusal is accounted for: written one by one, or counted in a summary row (how many
+    # of each depends on how many seconds the loop took on this machine).
+    singles = [r for r in refused if r.detail == "no"]
+    counted = [re.fullmatch(r"no \(and (\d+) more like it within 1 s\)", r.detail) for r in refused]
+    summaries = [int(m.group(1)) for m in counted if m is not None]
+    assert len(singles) + sum(summaries) == 1000 and log.coalesced == sum(summaries)
+    assert len(refused) == len(singles) + len(summaries) < 100
+    assert len([r for r in rows if r.principal == "admin-1"]) == 30
+    assert (await verify(db)).ok
+    await db.close()
