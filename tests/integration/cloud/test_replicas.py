@@ -244,7 +244,7 @@ async def _load(devices: list[Device], replicas_: list[Replica]) -> Replica:
 
 def test_a_replica_killed_mid_load_loses_nothing_and_computes_nothing_twice(
     tmp_path: Path,
-    redis_url: str,
+    redis_url: str,  # noqa: F811
     database_url: str,  # noqa: F811
 ) -> None:
     pki = tmp_path / "pki"
@@ -280,7 +280,7 @@ def test_a_replica_killed_mid_load_loses_nothing_and_computes_nothing_twice(
 
 def test_the_balancer_admits_no_device_without_a_certificate_of_the_gateways_ca(
     tmp_path: Path,
-    redis_url: str,
+    redis_url: str,  # noqa: F811
     database_url: str,  # noqa: F811
 ) -> None:
     pki = tmp_path / "pki"

@@ -92,7 +92,9 @@ def infer(
     req.raw_input_contents.append(x.tobytes())
     if key:
         req.parameters["idempotency_key"].string_param = key
-    return kgrpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=30)
+    # wait_for_ready: a connection the kernel resets (it was queued on a worker that just died or
+    # is being replaced) is retried, as every device's client does
+    return kgrpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=30, wait_for_ready=True)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -124,7 +126,7 @@ def ports(port_file: Path) -> dict[str, Any]:
 
 def test_workers_share_one_port_idempotency_and_rollouts(
     tmp_path: Path,
-    redis_url: str,
+    redis_url: str,  # noqa: F811
     database_url: str,  # noqa: F811
 ) -> None:
     stores = ("--stores", "redis", "--redis-url", redis_url, "--metadata-url", database_url)
