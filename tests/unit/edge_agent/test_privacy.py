@@ -143,3 +143,7 @@ async def test_gateway_stores_pseudonyms_for_a_device_session(
         }
         assert all(is_pseudonym(e.device_id) for e in gw.telemetry)
         assert "cam-7" not in repr(gw.records) + repr(gw.telemetry)
+        # No identifier travels with the features: the device id is only in the session's Hello.
+        assert gw.frames.headers
+        assert all(b"cam-7" not in h.SerializeToString() for h in gw.frames.headers)
+        assert [h.device_id for h in gw.frames.hellos] == ["cam-7"]
