@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager
+from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager, current_principal
 from cloud.grpc._cache import MAX_CACHE_ENTRY_BYTES
 from cloud.grpc._control_converters import (
     cache_entry_from_pb,
@@ -142,7 +142,12 @@ class RestBridge:
             msg = await self._parse(request, pb.ModelInferRequest())
         core = infer_request_from_pb(msg, "rest", None)
         core.traceparent = request.headers.get("traceparent", "")[:128]  # W3C trace context
-        result = await self._dp.infer(core)
+        try:
+            result = await self._dp.infer(core)
+        except AimlError as exc:
+            self._dp.record(core, exc.code.value)
+            raise
+        self._dp.record(core, "OK", result)
         return self._json(infer_response_to_pb(result, core.request_id))
 
     async def features(self, request: Request) -> Response:
@@ -204,8 +209,10 @@ class RestBridge:
 
     async def telemetry(self, request: Request) -> Response:
         msg = await self._parse(request, telemetry_pb2.ReportRequest())
-        # No client certificate over REST: events are attributed to the batch's device id.
-        events = events_from_pb(msg.batch, msg.batch.device_id or "anonymous")
+        # A device's own telemetry: events carry the id of its certificate (cloud.authz), never
+        # the id the batch claims; without TLS (development) the batch's id.
+        device = current_principal().device_id or msg.batch.device_id or "anonymous"
+        events = events_from_pb(msg.batch, device)
         accepted = self._dp.record_telemetry(events, int(msg.batch.dropped))
         return self._json(telemetry_pb2.ReportResponse(accepted=accepted))
 

@@ -88,13 +88,18 @@ class KServeV2:
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), name, version)
         del body
         parsed.request.traceparent = request.headers.get("traceparent", "")[:128]
-        fut = self._dp.submit(parsed.request)  # refused here (bad input): no model's failure
+        try:
+            fut = self._dp.submit(parsed.request)  # refused here (bad input): no model's failure
+        except AimlError as exc:
+            self._dp.record(parsed.request, exc.code.value)
+            raise
         try:
             result = await fut
-        except AimlError:
+        except AimlError as exc:
             key = served_key(self._dp, name, version)
             if key is not None:
                 self._dp.statistics.failed(key, started)
+            self._dp.record(parsed.request, exc.code.value)
             raise
         self._dp.statistics.finished(result, started)
         self._dp.record(parsed.request, "OK", result)

@@ -6,6 +6,7 @@ tritonclient.http, and the KServe-v2 REST front door refusing what a hostile cli
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -311,3 +312,24 @@ async def test_compressed_bodies_within_limits_and_bombs_refused(gateway: Gatewa
     for what in ("not gzip", "truncated", "unknown coding"):
         assert refused[what].status_code == 400, (what, refused[what].text)
         assert list(refused[what].json()) == ["error"]
+
+
+async def test_rest_requests_are_counted_like_grpc_ones(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.rest_port}") as c:
+        good = {"inputs": [{**_tensor([1, 4, 3, 3]), "data": [0.1] * 36}]}
+        assert (await c.post("/v2/models/conf/infer", json=good)).status_code == 200
+        bad = {"inputs": [{**_tensor([1, 4, 3, 2]), "data": [0.1] * 24}]}
+        assert (await c.post("/v2/models/conf/infer", json=bad)).status_code == 400
+        v1 = {
+            "modelName": "conf",
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": ["1", "4", "3", "3"]}],
+            "rawInputContents": [base64.b64encode(_x(1, 1).tobytes()).decode()],
+        }
+        assert (await c.post("/v1/infer", json=v1)).status_code == 200
+    counts = {
+        (s.labels["model"], s.labels["status"]): s.value
+        for metric in gateway.metrics.requests.collect()
+        for s in metric.samples
+        if s.name.endswith("_total") and s.labels.get("api") == "rest"
+    }
+    assert counts == {("conf", "OK"): 2, ("conf", "INVALID_ARGUMENT"): 1}
