@@ -134,7 +134,8 @@ async def test_gateway_stores_pseudonyms_for_a_device_session(
         )  # fmt: skip
         async with EdgeAgent(settings) as agent:
             assert await agent.wait_connected(5)
-            await agent.infer(images(1)[0])
+            # A hostile (or careless) app puts personal data in what the gateway records.
+            await agent.infer(images(1)[0], idempotency_key="order of bob@example.com")
             await asyncio.sleep(0.3)
         assert gw.records and gw.telemetry
         assert {r.device_id for r in gw.records} <= {
@@ -143,6 +144,8 @@ async def test_gateway_stores_pseudonyms_for_a_device_session(
         }
         assert all(is_pseudonym(e.device_id) for e in gw.telemetry)
         assert "cam-7" not in repr(gw.records) + repr(gw.telemetry)
+        assert "bob@example.com" not in repr(gw.records) + repr(gw.telemetry)
+        assert any(r.idempotency_key == "order of [EMAIL]" for r in gw.records)
         # No identifier travels with the features: the device id is only in the session's Hello.
         assert gw.frames.headers
         assert all(b"cam-7" not in h.SerializeToString() for h in gw.frames.headers)
