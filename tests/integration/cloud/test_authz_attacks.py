@@ -18,9 +18,11 @@ import httpx
 import numpy as np
 import pytest
 from aiml021.cache.v1 import cache_pb2, cache_pb2_grpc
-from aiml021.common.v1 import tensor_pb2
+from aiml021.common.v1 import request_pb2, tensor_pb2
 from aiml021.deploy.v1 import deploy_pb2, deploy_pb2_grpc
 from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
+from aiml021.telemetry.v1 import telemetry_pb2, telemetry_pb2_grpc
+from google.protobuf import json_format
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -286,3 +288,32 @@ async def test_without_a_token_a_non_device_certificate_is_nobody(scene: Scene) 
         await _refused(stub.ModelInfer(_infer_request(X1)), grpc.StatusCode.UNAUTHENTICATED)
     rows = await scene.audit(outcome="UNAUTHENTICATED")
     assert rows and rows[-1].principal == "anonymous" and rows[-1].action == KSERVE + "ModelInfer"
+
+
+async def test_telemetry_is_the_device_s_own(scene: Scene, tmp_path: Path) -> None:
+    """dev-b reporting events as dev-a: over gRPC and REST they are dev-b's."""
+    batch = telemetry_pb2.TelemetryBatch(
+        device_id="dev-a",
+        events=[
+            telemetry_pb2.TelemetryEvent(
+                request_id="r1", model_name="m", route=request_pb2.ROUTE_EDGE
+            )
+        ],
+    )
+    stub = telemetry_pb2_grpc.TelemetryServiceStub(scene.channels["dev-b"])
+    await stub.Report(telemetry_pb2.ReportRequest(batch=batch), metadata=scene.md("dev-b"))
+    ctx = scene.world.ssl_context(scene.who["dev-b"], tmp_path / "rest")
+    base = f"https://127.0.0.1:{scene.live.gateway.rest_port}"
+    async with httpx.AsyncClient(verify=ctx, base_url=base, timeout=10) as client:
+        body = json_format.MessageToJson(telemetry_pb2.ReportRequest(batch=batch))
+        r = await client.post(
+            "/v1/telemetry", content=body, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, r.text
+    assert [e.device_id for e in scene.live.telemetry if e.request_id == "r1"] == ["dev-b"] * 2
+    # Only devices report telemetry.
+    svc = telemetry_pb2_grpc.TelemetryServiceStub(scene.channels["svc-globex"])
+    await _refused(
+        svc.Report(telemetry_pb2.ReportRequest(batch=batch), metadata=scene.md("svc-globex")),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
