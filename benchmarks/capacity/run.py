@@ -58,20 +58,24 @@ Target = dict[str, Any]
 
 
 def _wait_ready(url: str, model: str, version: str = "", timeout_s: float = 120) -> None:
-    import tritonclient.grpc as tc
+    # our generated stubs, not tritonclient's: both register the `inference` protos, and one
+    # process may hold only one copy (the load generator, a separate process, uses tritonclient)
+    import grpc
+    from inference import grpc_service_pb2 as pb
+    from inference import grpc_service_pb2_grpc as pbg
 
     deadline = time.monotonic() + timeout_s
-    client = tc.InferenceServerClient(url)
-    try:
+    with grpc.insecure_channel(url) as channel:
+        stub = pbg.GRPCInferenceServiceStub(channel)
         while time.monotonic() < deadline:
             try:
-                if client.is_model_ready(model, version):
+                if stub.ModelReady(
+                    pb.ModelReadyRequest(name=model, version=version), timeout=2
+                ).ready:
                     return
-            except Exception:  # not up yet
+            except grpc.RpcError:  # not up yet
                 pass
             time.sleep(0.2)
-    finally:
-        client.close()
     raise RuntimeError(f"{model} not ready on {url} after {timeout_s:g} s")
 
 
