@@ -130,9 +130,12 @@ def test_workers_share_one_port_idempotency_and_rollouts(
     database_url: str,  # noqa: F811
 ) -> None:
     stores = ("--stores", "redis", "--redis-url", redis_url, "--metadata-url", database_url)
-    with serve_workers(tmp_path, *stores) as (proc, port_file):
+    with serve_workers(tmp_path, *stores, "--rest-port", "0") as (proc, port_file):
         info = ports(port_file)
         assert len(set(info["pids"])) == 2 and len(set(info["metrics_ports"])) == 2
+        for _ in range(8):  # the REST port is shared the same way (each GET a new connection)
+            url = f"http://127.0.0.1:{info['rest_port']}/v2/health/ready"
+            assert urllib.request.urlopen(url, timeout=10).status == 200
         channels = [channel(info["port"]) for _ in range(CONNECTIONS)]
         try:
             # Each connection lands on one worker; the kernel spreads them over both.
