@@ -301,11 +301,11 @@ def test_the_balancer_admits_no_device_without_a_certificate_of_the_gateways_ca(
             ),
         }
 
-        async def hello(creds: grpc.ChannelCredentials) -> Any:
+        async def hello(creds: grpc.ChannelCredentials, claim: str = "dev-ok") -> Any:
             async with grpc.aio.secure_channel(lb.address, creds) as ch:
                 call = session_pb2_grpc.SessionServiceStub(ch).Connect()
                 await call.write(session_pb2.ConnectRequest(
-                    hello=session_pb2.Hello(device_id="dev-ok", protocol_version=1)))  # fmt: skip
+                    hello=session_pb2.Hello(device_id=claim, protocol_version=1)))  # fmt: skip
                 return await asyncio.wait_for(call.read(), 10)
 
         for why, creds in attempts.items():
@@ -313,4 +313,8 @@ def test_the_balancer_admits_no_device_without_a_certificate_of_the_gateways_ca(
                 asyncio.run(hello(creds))
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE, why
         welcome = asyncio.run(hello(_creds(pki, "dev-ok")))
-        assert welcome.WhichOneof("frame") == "welcome"
+        assert welcome.WhichOneof("frame") == "welcome" and welcome.welcome.device_id == "dev-ok"
+        # through the balancer a device is still only what its certificate says
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            asyncio.run(hello(_creds(pki, "dev-ok"), claim="dev-someone-else"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
