@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud._settings import GatewaySettings
-from common.errors import Unavailable
+from common.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,12 @@ class Supervisor:
     def __init__(self, settings: GatewaySettings, run_dir: Path) -> None:
         self.settings = settings
         self.run_dir = run_dir
+        # Workers get the settings as JSON in a 0700 directory; a field that does not survive
+        # that (a masked secret type, say) would start them misconfigured: refuse instead.
+        if GatewaySettings.model_validate(settings.model_dump(mode="json")) != settings:
+            raise InvalidArgument(
+                "the gateway settings do not survive JSON; cannot hand them to workers"
+            )
         s = settings.server
         self._reserved = [reserve_port(s.host, s.port)]
         self.port = self._reserved[0].getsockname()[1]
