@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import Internal
+from common.pipeline import CascadeSpec
 from edge_agent._convert import OutboundRequest
 from edge_agent._features import encode_features
 from edge_agent._stream import SessionClient
@@ -63,4 +64,18 @@ def session_refiner(
     return refine
 
 
-__all__ = ["Refiner", "session_refiner"]
+def cascade_refiner(
+    client: SessionClient, cascade: CascadeSpec, deadline_s: float = 10.0
+) -> Refiner:
+    """:func:`session_refiner` for a pipeline's ``cascade`` section: its cloud model, version
+    and codec."""
+    return session_refiner(
+        client,
+        cascade.cloud_model,
+        version=cascade.cloud_version,
+        codec=cascade.codec,
+        deadline_s=deadline_s,
+    )
+
+
+__all__ = ["Refiner", "cascade_refiner", "session_refiner"]

@@ -16,7 +16,7 @@ from common.pipeline import Cascade, ctc_greedy, load_pipeline
 from common.pipeline._ctc import best_path_model
 from common.settings import nest
 from edge_agent import EdgeSettings, SessionClient
-from edge_agent._refine import session_refiner
+from edge_agent._refine import cascade_refiner
 
 CLOUD = "ppocr_v6_rec_best"
 
@@ -48,7 +48,7 @@ async def test_doubtful_lines_are_read_again_by_the_cloud_model(tmp_path) -> Non
         edge = EdgeSettings(**nest({"gateway": target, "tls.insecure": True}))
         async with SessionClient(target, edge) as client:
             assert await client.wait_connected(10)
-            remote = session_refiner(client, CLOUD, version="1")
+            remote = cascade_refiner(client, pipeline.spec.cascade)  # type: ignore[arg-type]
 
             async def refine(x: np.ndarray) -> dict[str, np.ndarray]:
                 sent.append(x)
