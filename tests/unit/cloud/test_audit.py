@@ -233,3 +233,21 @@ async def test_a_flood_of_refusals_is_coalesced_not_lost(tmp_path: Path) -> None
     assert len([r for r in rows if r.principal == "admin-1"]) == 30
     assert (await verify(db)).ok
     await db.close()
+
+
+def test_the_audit_key_file_must_be_private_and_long(tmp_path: Path) -> None:
+    from cloud.authz import read_audit_key
+    from common.errors import InvalidArgument
+
+    assert read_audit_key(None) is None
+    key = tmp_path / "audit.key"
+    key.touch(mode=0o600)
+    key.write_bytes(KEY)
+    assert read_audit_key(key) == KEY
+    key.chmod(0o640)
+    with pytest.raises(InvalidArgument, match="0600"):
+        read_audit_key(key)
+    key.chmod(0o600)
+    key.write_bytes(b"short")
+    with pytest.raises(InvalidArgument, match="32 bytes"):
+        read_audit_key(key)
