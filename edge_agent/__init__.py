@@ -13,7 +13,10 @@ See docs/edge_agent.md.
 from edge_agent._agent import AGENT_VERSION, EdgeAgent
 from edge_agent._cache import CachedAnswer, CacheMetrics, ResultCache, content_key
 from edge_agent._connection import StreamMetrics
+from edge_agent._convert import CloudAnswer, OutboundRequest
+from edge_agent._features import EncodedFeatures, combine_features, encode_cut, encode_features
 from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
+from edge_agent._refine import Refiner, cascade_refiner, session_refiner
 from edge_agent._replay import ReplayEntry, ReplayMetrics, ReplayQueue, load_key, parse_key
 from edge_agent._runtime import EdgeRuntime, HeadState, entropy
 from edge_agent._settings import EdgeSettings
@@ -25,13 +28,17 @@ __all__ = [
     "AGENT_VERSION",
     "CacheMetrics",
     "CachedAnswer",
+    "CloudAnswer",
     "EdgeAgent",
     "EdgeResult",
     "EdgeRuntime",
     "EdgeSettings",
+    "EncodedFeatures",
     "ExitOutput",
     "HeadState",
+    "OutboundRequest",
     "Reconciliation",
+    "Refiner",
     "ReplayEntry",
     "ReplayMetrics",
     "ReplayQueue",
@@ -42,12 +49,17 @@ __all__ = [
     "SyncEdgeAgent",
     "Timing",
     "backoff_delay",
+    "cascade_refiner",
     "channel_credentials",
+    "combine_features",
     "content_key",
     "default_policy",
     "device_profile",
+    "encode_cut",
+    "encode_features",
     "entropy",
     "guarded_decide",
     "load_key",
     "parse_key",
+    "session_refiner",
 ]

@@ -17,16 +17,18 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from common.errors import Internal
-from common.pipeline import CascadeSpec
 from edge_agent._convert import OutboundRequest
 from edge_agent._features import encode_features
 from edge_agent._stream import SessionClient
+
+if TYPE_CHECKING:  # common.pipeline needs the ocr extra (OpenCV); the agent does not
+    from common.pipeline import CascadeSpec
 
 Refiner = Callable[[npt.NDArray[np.float32]], Awaitable[dict[str, npt.NDArray[Any]]]]
 
