@@ -60,6 +60,14 @@ async def ca(tmp_path: Path) -> AsyncIterator[Ca]:
     await deny.close()
 
 
+async def _cli(argv: list[str]) -> int:
+    """``aiml021 ARGV`` in-process, on a worker thread: its asyncio.run must not touch this
+    thread's event loop."""
+    from common.cli import main
+
+    return await asyncio.to_thread(main, argv)
+
+
 async def _refused(call: object, code: grpc.StatusCode, text: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call  # type: ignore[misc]
@@ -161,14 +169,18 @@ async def test_what_cannot_be_renewed(ca: Ca) -> None:
     )
 
 
-def test_operator_and_device_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from common.cli import main
+async def test_operator_and_device_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.support.ca import ca_service
 
     d = tmp_path / "ca"
-    assert main(["ca", "--dir", str(d), "init", "--host", "127.0.0.1"]) == 0
-    assert main(["ca", "--dir", str(d), "init"]) == 1  # never overwrites a CA
-    assert main(["ca", "--dir", str(d), "issue-bootstrap", "--device", "cam-1", "--ttl", "5m"]) == 0
+    assert await _cli(["ca", "--dir", str(d), "init", "--host", "127.0.0.1"]) == 0
+    assert await _cli(["ca", "--dir", str(d), "init"]) == 1  # never overwrites a CA
+    assert (
+        await _cli(["ca", "--dir", str(d), "issue-bootstrap", "--device", "cam-1", "--ttl", "5m"])
+        == 0
+    )
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert token.startswith("aiml021-bt.")
     # offline signing of a request made elsewhere
@@ -176,13 +188,13 @@ def test_operator_and_device_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     csr.write_bytes(make_csr(_key(), "cam-7"))
     out = tmp_path / "cam-7.pem"
     assert (
-        main(
+        await _cli(
             ["ca", "--dir", str(d), "sign", "--csr", str(csr), "--device", "cam-7", "-o", str(out)]
         )
         == 0
     )
     assert b"BEGIN CERTIFICATE" in out.read_bytes()
-    assert main(["ca", "--dir", str(d), "bundle"]) == 0
+    assert await _cli(["ca", "--dir", str(d), "bundle"]) == 0
     assert capsys.readouterr().out.count("BEGIN CERTIFICATE") == 1
     # the device side: aiml021 enroll against the running service
     dev = tmp_path / "device"
@@ -191,26 +203,29 @@ def test_operator_and_device_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     enroll = [sys.executable, "-m", "common.cli", "enroll", "--device", "cam-1", "--token", token]
     with ca_service(d) as port:
         cmd = [*enroll, "--ca", f"127.0.0.1:{port}", "--tls-dir", str(dev)]
-        first = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        first = await asyncio.to_thread(
+            subprocess.run, cmd, capture_output=True, text=True, timeout=60, check=False
+        )
         assert first.returncode == 0, first.stderr
         assert (dev / "cam-1.key").stat().st_mode & 0o777 == 0o600
         # a second enrollment with the same token is refused, with the reason
-        again = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        again = await asyncio.to_thread(
+            subprocess.run, cmd, capture_output=True, text=True, timeout=60, check=False
+        )
     assert again.returncode == 1 and "already used" in again.stderr, again.stderr
 
 
-def test_ca_actions_and_enrollments_land_in_the_audit_trail(
+async def test_ca_actions_and_enrollments_land_in_the_audit_trail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
-    from common.cli import main
     from tests.support.ca import ca_service
 
     d, db = tmp_path / "ca", f"sqlite:///{tmp_path / 'metadata.sqlite3'}"
     ca = ["ca", "--dir", str(d), "--audit-url", db]
-    assert main([*ca, "init"]) == 0
-    assert main([*ca, "issue-bootstrap", "--device", "cam-1"]) == 0
+    assert await _cli([*ca, "init"]) == 0
+    assert await _cli([*ca, "issue-bootstrap", "--device", "cam-1"]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     dev = tmp_path / "device"
     dev.mkdir()
@@ -218,11 +233,14 @@ def test_ca_actions_and_enrollments_land_in_the_audit_trail(
     cmd = [sys.executable, "-m", "common.cli", "enroll", "--device", "cam-1", "--token", token]
     with ca_service(d, audit_url=db) as port:
         for _ in range(2):  # the second is refused: token already used
-            subprocess.run(
-                [*cmd, "--ca", f"127.0.0.1:{port}", "--tls-dir", str(dev)], timeout=60, check=False
+            await asyncio.to_thread(
+                subprocess.run,
+                [*cmd, "--ca", f"127.0.0.1:{port}", "--tls-dir", str(dev)],
+                timeout=60,
+                check=False,
             )
     assert (
-        main(
+        await _cli(
             [
                 *ca,
                 "revoke",
@@ -234,9 +252,9 @@ def test_ca_actions_and_enrollments_land_in_the_audit_trail(
         )
         == 0
     )
-    assert main([*ca, "rotate"]) == 0
+    assert await _cli([*ca, "rotate"]) == 0
     capsys.readouterr()
-    assert main(["audit", "query", "--db", db, "--json"]) == 0
+    assert await _cli(["audit", "query", "--db", db, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     seen = [(r["action"], r["resource"], r["outcome"]) for r in rows]
     assert ("ca.issue-bootstrap", "cam-1", "OK") in seen
@@ -244,4 +262,4 @@ def test_ca_actions_and_enrollments_land_in_the_audit_trail(
     assert ("ca.enroll", "cam-1", "UNAUTHENTICATED") in seen
     assert ("ca.revoke", "device:cam-1", "OK") in seen
     assert any(a == "ca.rotate" for a, _, _ in seen)
-    assert main(["audit", "verify", "--db", db]) == 0  # one unbroken chain
+    assert await _cli(["audit", "verify", "--db", db]) == 0  # one unbroken chain
