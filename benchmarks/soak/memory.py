@@ -55,6 +55,28 @@ def _growth(first: Path, last: Path, top: int) -> list[dict[str, Any]]:
     return out
 
 
+def _mappings_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory by kind of mapping (/proc/PID/smaps): the brk heap, anonymous
+    mappings (glibc's per-thread arenas, large allocations, Python's arenas) and files."""
+    kinds = {"heap": 0, "anon": 0, "files": 0, "stack": 0}
+    kind = "anon"
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            name = head[5] if len(head) > 5 else ""
+            kind = ("heap" if name == "[heap]" else "stack" if name.startswith("[stack")
+                    else "files" if name.startswith("/") else "anon")  # fmt: skip
+        elif head[0] == "Rss:":
+            kinds[kind] += int(head[1])
+    return {k: round(v / 1024, 1) for k, v in kinds.items()}
+
+
 def _traced_mb(path: Path) -> float:
     snap = tracemalloc.Snapshot.load(str(path))
     return sum(s.size for s in snap.statistics("filename")) / 2**20
@@ -99,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     rss: list[tuple[float, float]] = []
     snap_times: list[float] = []
+    mappings: dict[str, dict[str, float]] = {}
     try:
         gw.start()
         t0 = time.time()
@@ -115,19 +138,25 @@ def main(argv: list[str] | None = None) -> None:
         while time.time() < end:
             time.sleep(1.0)
             rss.append((time.time() - t0, gw.rss_mb()))
+            if gw.proc is not None and "after_warmup" not in mappings and rss[-1][0] >= a.warmup:
+                mappings["after_warmup"] = _mappings_mb(gw.proc.pid)
             if time.time() >= next_snap and gw.proc is not None:
                 gw.proc.send_signal(signal.SIGUSR1)
                 snap_times.append(time.time() - t0)
                 next_snap += a.trace
+        if gw.proc is not None:
+            mappings["end"] = _mappings_mb(gw.proc.pid)
         for p in procs:
             p.wait(timeout=60)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-        gw.stop()
-        pg.stop()
-        redis.kill()
+        try:
+            gw.stop()
+            pg.stop()
+        finally:
+            redis.kill()
 
     recs = [json.loads(x) for i in range(a.processes)
             for x in (tmp / f"devices-{i}.jsonl").read_text().splitlines()]  # fmt: skip
@@ -147,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                    "max": max(m for _, m in steady) if steady else None},
         "slope_mb_per_min": {"steady": _slope(steady), "first_half": _slope(steady[:half]),
                              "second_half": _slope(steady[half:])},
+        "rss_by_mapping_mb": mappings,
         "rss_series": [(round(t), round(m, 1)) for t, m in rss[::10]],
     }  # fmt: skip
     snaps = sorted(snapshots.glob("snapshot-*.pickle")) if a.trace > 0 else []
@@ -160,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     a.out.write_text(json.dumps(report, indent=1))
     s = report["slope_mb_per_min"]
     print(f"{report['ok']} of {report['requests']} answered; RSS {report['rss_mb']}")
+    print(f"RSS by mapping (MB): {mappings}")
     print(
         "RSS slope MB/min after warm-up: "
         + ", ".join(f"{k} {v:+.3f}" if v is not None else f"{k} -" for k, v in s.items())

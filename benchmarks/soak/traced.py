@@ -22,8 +22,10 @@ import signal
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -38,20 +40,35 @@ def main(argv: list[str]) -> int:
 
     def snapshot(signum: int, frame: FrameType | None) -> None:
         nonlocal taken
+        if not tracemalloc.is_tracing():
+            return
         taken += 1
         if collect:
             freed.append(gc.collect())
             (out / "gc.json").write_text(json.dumps({"freed": freed, "stats": gc.get_stats()}))
         tracemalloc.take_snapshot().dump(str(out / f"snapshot-{taken:03d}.pickle"))
 
-    signal.signal(signal.SIGUSR1, snapshot)
-    signal.signal(
-        signal.SIGUSR2,
-        lambda s, f: _referrers(out, os.environ.get("AIML021_TRACEMALLOC_CLASS", "")),
-    )
+    def referrers(signum: int, frame: FrameType | None) -> None:
+        _referrers(out, os.environ.get("AIML021_TRACEMALLOC_CLASS", ""))
+
+    signal.signal(signal.SIGUSR1, _never_raising(snapshot))
+    signal.signal(signal.SIGUSR2, _never_raising(referrers))
     from common.cli import main as cli
 
     return cli(argv)
+
+
+def _never_raising(handler: Callable[[int, FrameType | None], None]) -> Any:
+    """A signal handler runs inside whatever the interrupted code was doing (a Redis write, a
+    request): an exception from it must not surface there."""
+
+    def safe(signum: int, frame: FrameType | None) -> None:
+        try:
+            handler(signum, frame)
+        except Exception as exc:
+            print(f"traced: {handler.__name__} failed: {exc!r}", file=sys.stderr, flush=True)
+
+    return safe
 
 
 def _describe(o: object) -> str:
@@ -66,22 +83,43 @@ def _describe(o: object) -> str:
     return name
 
 
+_seen_before: set[int] = set()
+
+
+def _preview(o: object) -> str:
+    if isinstance(o, (list, tuple)):
+        return f" [{', '.join(type(x).__name__ for x in o[:4])}{', ...' if len(o) > 4 else ''}]"
+    if isinstance(o, dict):
+        return f" {list(o)[:6]}"
+    return ""
+
+
 def _referrers(out: Path, spec: str) -> None:
     import importlib
 
     classes = []
     for one in spec.split(","):
-        module, _, cls_name = one.partition(":")
-        classes.append(getattr(importlib.import_module(module), cls_name))
+        module, _, cls_name = one.rpartition(":")
+        try:
+            classes.append(getattr(importlib.import_module(module or "builtins"), cls_name))
+        except (ImportError, AttributeError):
+            print(f"traced: no class {one!r}", file=sys.stderr, flush=True)
     gc.collect()
     objects = gc.get_objects()
     lines = [f"{sum(isinstance(o, c) for o in objects)} {c.__qualname__} alive" for c in classes]
-    alive = [o for o in objects if isinstance(o, classes[0])]
+    alive = [o for o in objects if type(o) is classes[0] or isinstance(o, classes[0])]
     del objects
+    # Chains of instances that appeared since the last dump and are still alive: what grows.
+    ids = {id(o) for o in alive}
+    new = [o for o in alive if id(o) not in _seen_before] if _seen_before else alive
+    _seen_before.clear()
+    _seen_before.update(ids)
+    lines.append(f"{len(new)} of them new since the last dump")
+    alive = new
     here = sys._getframe()
     sample = alive[:: max(1, len(alive) // 3)][:3]
     for obj in sample:
-        lines.append("--")
+        lines.append(f"-- {_describe(obj)}{_preview(obj)}")
         seen = {id(alive), id(here), id(sample), id(lines)}
         o = obj
         for depth in range(10):  # one chain: the first other referrer of each object
@@ -101,7 +139,8 @@ def _referrers(out: Path, spec: str) -> None:
         for t in tasks:
             frames = t.get_stack(limit=1)
             at = f"{frames[0].f_code.co_filename}:{frames[0].f_lineno}" if frames else "-"
-            where[f"{t.get_coro().__qualname__} at {at}"] += 1  # type: ignore[union-attr]
+            coro = t.get_coro()
+            where[f"{getattr(coro, '__qualname__', type(coro).__name__)} at {at}"] += 1
         lines.append(f"== {len(tasks)} tasks")
         lines += [f"{n:6d} {w}" for w, n in where.most_common(15)]
     except RuntimeError:  # no running loop
