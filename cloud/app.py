@@ -148,7 +148,9 @@ class Gateway:
         if repository is None:
             repository = ModelRepository(scan_models_dir(s.models_dir, s.batching.max_batch_size))
         # Entries are keyed by the caller's org, whoever reads them (data plane, CacheService, REST)
-        self.cache_store: ResultCache = OrgScopedCache(_cache_store(s, stores))
+        self.cache_store: ResultCache = OrgScopedCache(
+            _cache_store(s, stores), per_principal=s.authz.private_results
+        )
         if stores is not None:
             if idempotency is None:
                 idempotency = stores.idempotency

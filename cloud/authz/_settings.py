@@ -27,6 +27,9 @@ class AuthzSettings(Section):
     """Scopes each model is served to: ``org``, ``org/project`` or ``org/project/region``
     (``{"ocr": ["acme", "globex/lab"]}``; ``*`` for all); a model not listed is served to
     every org."""
+    private_results: bool = False
+    """Result-cache entries per principal instead of per org: no device reads an answer another
+    device of its org computed (CacheService.Get included), at the price of cross-device hits."""
     audit_key_file: Path | None = None
     """Secret (32+ bytes, mode 0600) keying the audit chain's HMAC; unset: plain SHA-256."""
     audit_buffer: int = Field(default=10_000, ge=1)

@@ -27,11 +27,16 @@ def org_namespace(principal: Principal) -> str:
     return f"o:{_digest(principal.org)}"
 
 
+def principal_namespace(principal: Principal) -> str:
+    """Prefix of what belongs to one principal of one org."""
+    return f"p:{_digest(principal.org, principal.subject)}"
+
+
 def idempotency_key(principal: Principal, key: str) -> str:
     """The store key of a client's idempotency ``key``: scoped to the principal and its org."""
     if not key or len(key) > MAX_CLIENT_KEY_LENGTH:
         raise InvalidArgument(f"idempotency key must be 1..{MAX_CLIENT_KEY_LENGTH} characters")
-    return f"p:{_digest(principal.org, principal.subject)}/{key}"
+    return f"{principal_namespace(principal)}/{key}"
 
 
 def check_payload_digest(digest: bytes, payload: bytes) -> None:
@@ -46,16 +51,22 @@ def check_payload_digest(digest: bytes, payload: bytes) -> None:
 
 class OrgScopedCache:
     """A :class:`ResultCache` whose keys are prefixed with the current principal's org: the data
-    plane, CacheService and the REST bridge all see only their own org's entries."""
+    plane, CacheService and the REST bridge all see only their own org's entries.
 
-    def __init__(self, inner: ResultCache) -> None:
+    ``per_principal``: results are private to the principal that computed them (no device of
+    the org reads another's cached answer, at the price of cross-device hits).
+    """
+
+    def __init__(self, inner: ResultCache, *, per_principal: bool = False) -> None:
         self.inner = inner
+        self.per_principal = per_principal
 
-    @staticmethod
-    def _model(model_name: str) -> str:
+    def _model(self, model_name: str) -> str:
         if not model_name or len(model_name) > MAX_CLIENT_KEY_LENGTH:
             raise InvalidArgument(f"model_name must be 1..{MAX_CLIENT_KEY_LENGTH} characters")
-        return f"{org_namespace(current_principal())}/{model_name}"
+        p = current_principal()
+        space = principal_namespace(p) if self.per_principal else org_namespace(p)
+        return f"{space}/{model_name}"
 
     async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
         return await self.inner.get(self._model(model_name), content_hash)
@@ -75,4 +86,5 @@ __all__ = [
     "check_payload_digest",
     "idempotency_key",
     "org_namespace",
+    "principal_namespace",
 ]

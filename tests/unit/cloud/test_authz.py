@@ -309,3 +309,14 @@ async def test_a_session_request_whose_digest_lies_fails_alone() -> None:
     assert "payload_digest" in error.message
     core.close()
     await dp.close()
+
+
+async def test_private_results_are_not_shared_within_the_org() -> None:
+    cache = OrgScopedCache(MemoryResultCache(), per_principal=True)
+    dp, backend = await _plane(result_cache=cache)
+    assert await _as(DEV_A, _req(1.0), dp) == 2.0
+    assert await _as(DEV_A, _req(1.0), dp) == 2.0  # its own hit
+    assert backend.calls == 1
+    assert await _as(DEV_A2, _req(1.0), dp) == 2.0  # same org, another device: computed
+    assert backend.calls == 2
+    await dp.close()
