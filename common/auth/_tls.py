@@ -78,20 +78,32 @@ def tls12_accepted(host: str, port: int, timeout_s: float = 5.0) -> bool:
     return len(first) >= 1 and first[0] == 22
 
 
-def _loopback_for(host: str) -> str:
-    # Binds nothing: maps a wildcard bind address to the loopback address the probe dials.
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1", "[::]": "::1"}  # nosec B104
-    return wildcard.get(host, host)
+def _probe_hosts(host: str) -> list[str]:
+    """Addresses that reach a listener bound to ``host`` from this machine."""
+    # Binds nothing: maps a wildcard bind address to the loopback addresses the probe dials.
+    wildcard = {"0.0.0.0": ["127.0.0.1"], "": ["127.0.0.1"]}  # nosec B104
+    if host in ("::", "[::]"):
+        return ["::1", "127.0.0.1"]  # dual-stack; ::1 may be off in a container
+    return wildcard.get(host, [host.strip("[]")])
 
 
 def assert_tls13_only(host: str, port: int, what: str) -> None:
-    """Refuse (InvalidArgument) a listener on ``host:port`` that accepts TLS 1.2."""
-    if tls12_accepted(_loopback_for(host), port):
-        raise InvalidArgument(
-            f"{what} on {host}:{port} accepts TLS 1.2; the gateway serves TLS 1.3 only. grpc was "
-            f"imported before {GRPC_CIPHER_ENV} was set: start through `aiml021 serve`, or call "
-            "common.auth.require_tls13() before importing grpc"
-        )
+    """Refuse (InvalidArgument) a listener on ``host:port`` that accepts TLS 1.2. When no
+    address of it can be reached from here the check is skipped, with a warning."""
+    for candidate in _probe_hosts(host):
+        try:
+            accepted = tls12_accepted(candidate, port)
+        except OSError as exc:
+            log.debug("TLS 1.2 probe of %s:%d failed to connect: %s", candidate, port, exc)
+            continue
+        if accepted:
+            raise InvalidArgument(
+                f"{what} on {host}:{port} accepts TLS 1.2; the gateway serves TLS 1.3 only. grpc "
+                f"was imported before {GRPC_CIPHER_ENV} was set: start through `aiml021 serve`, or "
+                "call common.auth.require_tls13() before importing grpc"
+            )
+        return
+    log.warning("could not reach %s on %s:%d to check that TLS 1.2 is refused", what, host, port)
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,12 @@ def test_startup_probe_refuses_a_listener_that_accepts_tls12(tls12_server: int) 
     assert tls12_accepted("127.0.0.1", tls12_server)
     with pytest.raises(InvalidArgument, match=f"accepts TLS 1.2.*{GRPC_CIPHER_ENV}"):
         assert_tls13_only("127.0.0.1", tls12_server, "gRPC")
+    with pytest.raises(InvalidArgument, match=r"accepts TLS 1\.2"):  # a wildcard bind address
+        assert_tls13_only("0.0.0.0", tls12_server, "REST")
+
+
+def test_startup_probe_that_reaches_nothing_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.support.ports import free_port
+
+    assert_tls13_only("127.0.0.1", free_port(), "gRPC")
+    assert "could not reach gRPC" in caplog.text
