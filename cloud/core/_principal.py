@@ -104,7 +104,12 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
     try:
         yield principal
     finally:
-        _current.reset(token)
+        try:
+            _current.reset(token)
+        except ValueError:
+            # A stream handler's generator closed from another task (an async-generator
+            # finalizer) runs this in another context, which is being discarded anyway.
+            pass
 
 
 __all__ = [

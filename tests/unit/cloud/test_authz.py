@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,22 @@ async def test_private_results_are_not_shared_within_the_org() -> None:
     assert await _as(DEV_A2, _req(1.0), dp) == 2.0  # same org, another device: computed
     assert backend.calls == 2
     await dp.close()
+
+
+async def test_a_handler_closed_from_another_task_leaves_no_error() -> None:
+    """grpc may close a stream handler's generator from another task (a finalizer): leaving
+    ``acting_as`` there must not raise (the token belongs to the handler's context)."""
+
+    async def handler() -> AsyncIterator[str]:
+        with acting_as(DEV_A):
+            yield current_principal().subject
+            yield "never"
+
+    gen = handler()
+
+    async def first_step() -> str:  # the call's own task (grpc runs the handler in one)
+        return await gen.__anext__()
+
+    assert await asyncio.create_task(first_step()) == "dev-a"
+    await asyncio.create_task(gen.aclose())  # closed from another task: no ValueError
+    assert current_principal().subject == "gateway"
