@@ -5,7 +5,9 @@ The renewal loop sleeps until ``enrollment.renew_at`` of the certificate's lifet
 then makes a new key, asks the CA (proving possession of the current key) and installs the new
 certificate and key; the next connection presents them. A failed renewal is retried with
 backoff while the current certificate stays in use; a refusal (revoked: PERMISSION_DENIED, or
-UNAUTHENTICATED) is logged as an error and retried at the longest interval.
+UNAUTHENTICATED) is logged as an error and retried at the longest interval. A certificate that
+expired (the device was offline too long) cannot be renewed; when the operator has placed a new
+bootstrap token in ``enrollment.bootstrap_token_file`` the agent enrolls again with it.
 """
 
 from __future__ import annotations
@@ -88,16 +90,24 @@ class DeviceCertificate:
         """Enroll when the device has no certificate yet and enrollment is configured."""
         if self.files.cert_path.exists() or not self.managed:
             return
+        await self.enroll()
+
+    async def enroll(self) -> None:
+        """Enroll now with the configured bootstrap token (a new key and certificate)."""
         token = self._token()
         if not token:
             raise InvalidArgument(
-                f"{self.files.cert_path} does not exist and no bootstrap token is set "
+                f"{self.files.cert_path}: no usable certificate and no bootstrap token is set "
                 "(enrollment.bootstrap_token_file / AIML021_EDGE_ENROLLMENT__BOOTSTRAP_TOKEN)"
             )
         e = self.settings.enrollment
         async with self._lock:
             await enroll_device(self.files, e.ca_endpoint, token, server_name=e.server_name)
         self.stats.enrolled += 1
+
+    def _expired(self) -> bool:
+        cert = self.files.certificate()
+        return cert is not None and cert.not_valid_after_utc <= dt.datetime.now(dt.UTC)
 
     async def renew(self) -> x509.Certificate:
         """Renew now."""
@@ -124,7 +134,12 @@ class DeviceCertificate:
                 await asyncio.sleep(wait)
                 continue
             try:
-                await self.renew()
+                if self._expired() and self._token():
+                    # The certificate lapsed (offline too long): renewal cannot prove anything
+                    # any more; a fresh bootstrap token placed by the operator enrolls again.
+                    await self.enroll()
+                else:
+                    await self.renew()
                 retry = e.retry_s
             except (AimlError, OSError, ValueError) as exc:
                 self.stats.failures += 1

@@ -32,7 +32,12 @@ def ca_command(ca_dir: Path, *args: str) -> str:
 
 @contextmanager
 def ca_service(
-    ca_dir: Path, *, revocation_url: str = "", device_lifetime: str = "24h", audit_url: str = ""
+    ca_dir: Path,
+    *,
+    revocation_url: str = "",
+    device_lifetime: str = "24h",
+    audit_url: str = "",
+    port: int = 0,
 ) -> Iterator[int]:
     """``aiml021 ca serve`` in a child process; yields its port (stopped with SIGTERM, which
     it handles gracefully: its audit trail is flushed)."""
@@ -48,7 +53,7 @@ def ca_service(
         *(["--audit-url", audit_url] if audit_url else []),
         "serve",
         "--port",
-        "0",
+        str(port),
         "--port-file",
         str(port_file),
         "--device-lifetime",

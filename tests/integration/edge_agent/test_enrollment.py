@@ -177,3 +177,39 @@ async def test_renewal_needs_the_current_key(tmp_path: Path) -> None:
             issued = await client.renew(victim.cert_pem, csr2, renewal_proof(victim_key, csr2))
             cert = x509.load_pem_x509_certificate(issued.certificate_pem)
             assert cert.public_key() == new_key.public_key()
+
+
+async def test_a_lapsed_certificate_is_replaced_with_a_new_token(tmp_path: Path) -> None:
+    """Offline past its certificate's lifetime (the CA unreachable), a device cannot renew; once
+    the operator places a new bootstrap token, the agent enrolls again by itself."""
+    from tests.support.ports import free_port
+
+    ca_dir = tmp_path / "ca"
+    write_dev_pki(tmp_path / "gateway-tls", [], ca_dir=ca_dir)
+    dev_dir = tmp_path / "device"
+    dev_dir.mkdir()
+    shutil.copy(ca_dir / "bundle.pem", dev_dir / "ca.pem")
+    token_file = tmp_path / "token"
+    token_file.write_text(ca_command(ca_dir, "issue-bootstrap", "--device", DEVICE))
+    port = free_port()
+    settings = _settings(dev_dir, free_port(), port, token_file)  # no gateway needed
+    files = DeviceFiles(dev_dir, DEVICE)
+    with ca_service(ca_dir, device_lifetime="4s", port=port):
+        agent = EdgeAgent(settings)
+        await agent.start()
+    try:
+        first = files.certificate()
+        assert first is not None and agent.certificate is not None
+        # the CA is gone until the certificate lapses: renewals fail, the old token is spent
+        assert await _until(
+            lambda: files.certificate().not_valid_after_utc < dt.datetime.now(dt.UTC), 10
+        )  # type: ignore[union-attr]
+        assert agent.certificate.stats.failures >= 1
+        token_file.write_text(ca_command(ca_dir, "issue-bootstrap", "--device", DEVICE))
+        with ca_service(ca_dir, device_lifetime="1h", port=port):
+            assert await _until(lambda: agent.certificate.stats.enrolled == 2, 15)  # type: ignore[union-attr]
+        second = files.certificate()
+        assert second is not None and second.serial_number != first.serial_number
+        assert second.not_valid_after_utc > dt.datetime.now(dt.UTC)
+    finally:
+        await agent.close()
