@@ -281,3 +281,20 @@ async def test_names_a_caller_chooses_never_become_metric_labels(
 
 
 KSERVE_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+async def test_rest_checks_token_binding_against_the_tls_client_certificate(
+    live: LiveGateway, world: AuthzWorld, tmp_path: Path
+) -> None:
+    from common.auth import issue_token
+
+    device, other = world.device("dev-a", "acme"), world.device("dev-z", "acme")
+    own = issue_token(world.signing_key, "dev-a", "Device", "acme", cert_der=device.cert_der())
+    stolen = issue_token(world.signing_key, "dev-z", "Device", "acme", cert_der=other.cert_der())
+    ctx = world.ssl_context(device, tmp_path / "rest-binding")
+    base = f"https://127.0.0.1:{live.gateway.rest_port}"
+    async with httpx.AsyncClient(verify=ctx, base_url=base, timeout=10) as client:
+        ok = await client.get("/v1/models", headers={"authorization": f"Bearer {own}"})
+        assert ok.status_code == 200, ok.text
+        bad = await client.get("/v1/models", headers={"authorization": f"Bearer {stolen}"})
+        assert bad.status_code == 401 and "another client certificate" in bad.text
