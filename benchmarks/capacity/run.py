@@ -13,6 +13,7 @@ KServe v2 ModelInfer), same run, for:
   triton           nvidia-pytriton's Triton (.venv-triton), dynamic batching
   kserve           KServe's Python model server (``kserve``), onnxruntime (needs --kserve-python)
   mlserver         MLServer with an onnxruntime runtime (needs --mlserver-python)
+  ray-serve        Ray Serve, its gRPC proxy serving the KServe v2 service (needs --ray-python)
 
 For each, the rate goes up by x1.6 from 100/s until a trial fails, then is bisected twice; a trial
 passes when p95 (failures counted as infinitely slow) is under the SLO, at most 1% fail, and the
@@ -26,6 +27,7 @@ figures of a dedicated server. Writes benchmarks/results/capacity.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -190,6 +192,26 @@ def kserve(tmp: Path, python: str) -> Iterator[Target]:
 
 
 @contextmanager
+def ray_serve(tmp: Path, python: str) -> Iterator[Target]:
+    grpc_port, http_port = free_port(), free_port()
+    log = (tmp / "ray.log").open("wb")
+    script = Path(__file__).with_name("peers") / "ray_server.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "generated" / "python")}
+    proc = subprocess.Popen([python, str(script), str(_full_onnx()), BUNDLE, str(grpc_port),
+                             str(http_port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                            env=env, start_new_session=True)  # fmt: skip
+    log.close()
+    try:
+        _wait_ready(f"127.0.0.1:{grpc_port}", BUNDLE, timeout_s=240)
+        yield {"url": f"127.0.0.1:{grpc_port}", "model": BUNDLE, "input": "input"}
+    finally:
+        _stop([proc])
+        # Ray leaves a raylet and workers of its own: end the whole session group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
 def mlserver(tmp: Path, python: str) -> Iterator[Target]:
     root = tmp / "mlserver"
     (root / BUNDLE).mkdir(parents=True, exist_ok=True)
@@ -279,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--kserve-python", default=os.environ.get("AIML021_KSERVE_PYTHON", ""))
     ap.add_argument("--mlserver-python", default=os.environ.get("AIML021_MLSERVER_PYTHON", ""))
+    ap.add_argument("--ray-python", default=os.environ.get("AIML021_RAY_PYTHON", ""))
     ap.add_argument("--only", nargs="*", help="target names to run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -300,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         targets["mlserver"] = lambda: mlserver(tmp, args.mlserver_python)
     else:
         notes.append("mlserver not run: pass --mlserver-python (a venv with mlserver, onnxruntime)")
+    if args.ray_python:
+        targets["ray-serve"] = lambda: ray_serve(tmp, args.ray_python)
+    else:
+        notes.append("ray serve not run: pass --ray-python (a venv with ray[serve], onnxruntime)")
     results: dict[str, Any] = {}
     try:
         for name, make in targets.items():
