@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ DEFAULT_AUDIENCE = "aiml021-gateway"
 DEFAULT_ISSUER = "aiml021"
 MAX_TOKEN_BYTES = 8192
 """Longest token read (checked before any decoding)."""
+VERIFIED_CACHE = 4096
+"""Verified tokens remembered (their signature is not checked again until they expire)."""
 
 
 def cert_thumbprint(cert_der: bytes) -> str:
@@ -178,6 +181,9 @@ class JwksVerifier:
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self._keys = self._parse(jwks) if isinstance(jwks, Mapping) else self._load()
+        # Tokens verified already (a service sends the same one on every call): their claims,
+        # until they expire; emptied whenever the key set changes.
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
     @staticmethod
     def _parse(doc: Mapping[str, Any]) -> KeySet:
@@ -220,6 +226,7 @@ class JwksVerifier:
                 return False
             try:
                 self._keys = self._load()
+                self._verified.clear()
             except InvalidArgument as exc:
                 log.warning("JWKS %s not reloaded, keeping the old keys: %s", self._path, exc)
                 return False
@@ -236,6 +243,19 @@ class JwksVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated(f"token longer than {MAX_TOKEN_BYTES} bytes")
         self.refresh()
+        clock = time.time() if now is None else now
+        known = self._verified.get(token)
+        if known is not None:
+            if clock <= known.expires_at + self.leeway_s:
+                return known
+            self._verified.pop(token, None)
+        claims = self._verify(token, clock)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str, now: float) -> TokenClaims:
         try:
             header = jws.extract_compact(token.encode("ascii")).headers()
         except (JoseError, ValueError, UnicodeError):
@@ -250,7 +270,7 @@ class JwksVerifier:
         except (JoseError, ValueError) as exc:
             raise Unauthenticated(f"token signature invalid: {exc}") from None
         claims = decoded.claims
-        clock = int(time.time() if now is None else now)
+        clock = int(now)
         registry = jwt.JWTClaimsRegistry(
             now=clock,
             leeway=self.leeway_s,

@@ -166,3 +166,12 @@ def test_token_cli_keygen_issue_and_retire(
         JwksVerifier(jwks).verify(token)
     kid2 = read_private_jwk(k2)["kid"]
     assert main(["token", "retire", "--jwks", str(jwks), "--kid", kid2]) == 1  # the last key
+
+
+def test_a_remembered_token_still_expires(key: dict) -> None:
+    verifier = JwksVerifier(_jwks(key))
+    token = issue_token(key, "svc", "Service", "acme", ttl_s=60)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # remembered: not verified again
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(token, now=time.time() + 3600)
