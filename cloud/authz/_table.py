@@ -123,6 +123,11 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v2/models/{name}/versions/{version}/stats"): _r(*READERS),
     ("POST", "/v2/models/{name}/versions/{version}/infer"): _r(*INFERENCE, scope=_ORG_MODELS),
     ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/v1/console/summary"): _r(*READERS),
+    ("POST", "/v1/console/simulate"): _r(ADMIN, OPERATOR),
+    # The console's static files (no data; mTLS still admits only CA-signed clients). Its data
+    # comes from the routes above, each under its own rule and the caller's token.
+    ("GET", "/console"): PUBLIC,
 }
 """(HTTP method, route path template) -> rule."""
 

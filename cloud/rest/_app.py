@@ -48,6 +48,7 @@ from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 from common.prototime import duration_to_s
 from policy import OnlineLearner
 
+from ._console import ConsoleRoutes, console_mount
 from ._encoding import inflate
 from ._errors import error_body, http_status
 from ._features import infer_features
@@ -88,6 +89,7 @@ class RestBridge:
         self._learner = learner
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
+        self._console = ConsoleRoutes(dataplane.metrics.registry, self._body)
         self.middleware: Callable[[Sequence[BaseRoute]], Middleware] | None = None
         """The authorization hook (``cloud.authz.authz_middleware``; the composition root sets
         it): given the app's routes, the middleware every request passes first."""
@@ -232,6 +234,9 @@ class RestBridge:
             Route("/v1/deploy/rollouts/{name}", self.rollout, methods=get),
             *KServeV2(self._dp, self._body).routes(),
             Route("/openapi.json", self.openapi, methods=get),
+            Route("/v1/console/summary", self._console.summary, methods=get),
+            Route("/v1/console/simulate", self._console.simulate, methods=post),
+            *console_mount(),  # the operator console (console/dist) at /console/
         ]
         handlers: dict[Any, Any] = {
             AimlError: _aiml_error,

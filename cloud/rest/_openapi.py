@@ -18,6 +18,7 @@ from aiml021.telemetry.v1 import telemetry_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from inference import grpc_service_pb2 as pb
 
+from ._console import console_openapi_paths
 from ._v2 import V2_TENSOR_SCHEMA
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -198,6 +199,7 @@ def openapi_document() -> dict[str, Any]:
     doc = build_openapi(routes)
     _add_raw_infer(doc["paths"]["/v1/infer"]["post"])
     _add_kserve(doc)
+    doc["paths"].update(console_openapi_paths())
     return doc
 
 

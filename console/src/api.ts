@@ -1,4 +1,5 @@
-// The console's only way to the gateway: its public REST API (same origin).
+// The console's only way to the gateway: its public REST API (same origin, over the operator's
+// mTLS connection), with the operator's bearer token on every call.
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -9,16 +10,51 @@ export class ApiError extends Error {
   }
 }
 
+export type Role = "Admin" | "Operator" | "Observer" | "Service" | "Device" | "";
+
 let token = sessionStorage.getItem("aiml021.token") ?? "";
 
 export function setToken(value: string): void {
-  token = value;
-  sessionStorage.setItem("aiml021.token", value);
+  token = value.trim();
+  if (token) sessionStorage.setItem("aiml021.token", token);
+  else sessionStorage.removeItem("aiml021.token");
 }
 
-export function hasToken(): boolean {
-  return token !== "";
+export function getToken(): string {
+  return token;
 }
+
+export interface Claims {
+  sub?: string;
+  role?: string;
+  org?: string;
+  exp?: number;
+}
+
+// The token's claims, read for display only: the gateway verifies the token on every call and
+// its authorization table decides; the console merely hides what the role may not do.
+export function claims(value: string = token): Claims | null {
+  const parts = value.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/"));
+    const parsed: unknown = JSON.parse(json);
+    return typeof parsed === "object" && parsed !== null ? (parsed as Claims) : null;
+  } catch {
+    return null;
+  }
+}
+
+export function role(): Role {
+  const r = claims()?.role ?? "";
+  return (["Admin", "Operator", "Observer", "Service", "Device"].includes(r) ? r : "") as Role;
+}
+
+export const can = {
+  loadModels: (r: Role) => r === "Admin",
+  rollout: (r: Role) => r === "Admin" || r === "Operator",
+  simulate: (r: Role) => r === "Admin" || r === "Operator",
+};
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
@@ -30,32 +66,125 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
-  const data = text ? JSON.parse(text) : {};
+  let data: Record<string, unknown> = {};
+  try {
+    data = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    data = { message: text };
+  }
   if (!res.ok) {
-    throw new ApiError(res.status, data.code ?? String(res.status), data.message ?? data.error ?? text);
+    const message = String(data.message ?? data.error ?? text);
+    throw new ApiError(res.status, String(data.code ?? res.status), message);
   }
   return data as T;
 }
 
-export interface TensorInfo {
-  name: string;
-  datatype?: string;
-  shape?: string[];
+export function errorText(e: unknown): string {
+  return e instanceof ApiError ? `${e.status} ${e.code}: ${e.message}` : String(e);
 }
 
-export interface ModelSummary {
+// proto3 JSON of aiml021.registry.v1 (64-bit integers are strings).
+export interface CutPoint {
+  name: string;
+  index?: number;
+  shape?: string[];
+  activationBytesFloat32?: string;
+  activationBytesByCodec?: Record<string, string>;
+  headLatency?: string;
+  tailLatency?: string;
+}
+export interface Exit {
+  name: string;
+  index?: number;
+  temperature?: number;
+  threshold?: number;
+}
+export interface ModelVersion {
+  version: string;
+  ready?: boolean;
+  cutPoints?: CutPoint[];
+  exits?: Exit[];
+  manifestSha256?: string;
+}
+export interface Model {
+  name: string;
+  versions?: ModelVersion[];
+  defaultVersion?: string;
+}
+export interface RepositoryEntry {
   name: string;
   version?: string;
-  versions?: string[];
-  ready?: boolean;
-  [key: string]: unknown;
+  state?: string;
+  reason?: string;
+}
+export interface Rollout {
+  modelName: string;
+  stableVersion?: string;
+  candidateVersion?: string;
+  mode?: string;
+  trafficFraction?: number;
+  state?: string;
+  updatedAt?: string;
+  rollback?: { maxErrorRate?: number; minRequests?: number };
+}
+export interface RolloutStats {
+  candidateRequests?: string;
+  candidateErrors?: string;
+  shadowComparisons?: string;
+  shadowAgreement?: number;
+  latencyDeltaMs?: number;
+}
+export interface Summary {
+  requests: { total: number; ok: number; by_model: Record<string, number> };
+  cache: { hits: number; misses: number };
+  device_routes: Record<string, number>;
+  sla: { deadline_ms: number; bucket_ms: number | null; finished: number; within: number };
+  latency_heatmap: {
+    bucket_upper_ms: Array<number | null>;
+    regions: Array<{ region: string; counts: number[] }>;
+  };
+  cost: {
+    org: string;
+    total: number;
+    per_1000: number;
+    budget: number | null;
+    budget_spent: number | null;
+  };
+  drift: Array<{ model: string; signal: string; psi: number }>;
+}
+export interface SimRun {
+  policy: string;
+  summary: Record<string, number>;
+  series: Array<{ request: number; latency_ms: number; accuracy: number; offload_rate: number }>;
+}
+export interface SimResult {
+  scenario: string;
+  requests: number;
+  seed: number;
+  runs: SimRun[];
+}
+export interface ModelStats {
+  name: string;
+  version: string;
+  inference_count?: number;
+  execution_count?: number;
+  inference_stats?: Record<string, { count?: number; ns?: number }>;
 }
 
+const enc = encodeURIComponent;
+
 export const api = {
-  get: <T>(path: string) => call<T>("GET", path),
-  post: <T>(path: string, body: unknown) => call<T>("POST", path, body),
-  models: () => call<{ models?: ModelSummary[] }>("GET", "/v1/models"),
-  model: (name: string) => call<Record<string, unknown>>("GET", `/v1/models/${encodeURIComponent(name)}`),
-  live: () => call<Record<string, unknown>>("GET", "/v2/health/live"),
-  stats: () => call<{ model_stats?: Array<Record<string, unknown>> }>("GET", "/v2/models/stats"),
+  models: () => call<{ models?: Model[] }>("GET", "/v1/models"),
+  model: (name: string) => call<{ model: Model }>("GET", `/v1/models/${enc(name)}`),
+  repositoryIndex: () => call<RepositoryEntry[]>("POST", "/v2/repository/index", {}),
+  load: (name: string) => call<unknown>("POST", `/v2/repository/models/${enc(name)}/load`, {}),
+  stats: () => call<{ model_stats?: ModelStats[] }>("GET", "/v2/models/stats"),
+  summary: (deadlineMs: number) =>
+    call<Summary>("GET", `/v1/console/summary?deadline_ms=${enc(String(deadlineMs))}`),
+  rollout: (name: string) =>
+    call<{ rollout: Rollout; stats?: RolloutStats }>("GET", `/v1/deploy/rollouts/${enc(name)}`),
+  setRollout: (rollout: Rollout) => call<{ rollout: Rollout }>("POST", "/v1/deploy/canary", { rollout }),
+  simulate: (body: { policy: string; scenario: string; requests: number; seed: number; deadline_ms: number }) =>
+    call<SimResult>("POST", "/v1/console/simulate", body),
+  openapi: () => call<{ info?: { version?: string } }>("GET", "/openapi.json"),
 };

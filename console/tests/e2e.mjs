@@ -1,0 +1,283 @@
+// Browser tests of the operator console in real headless Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core) against a real gateway that tests/e2e/test_console.py starts with
+// mTLS and tokens. Usage: node tests/e2e.mjs CONFIG.json — writes the results next to CONFIG
+// (results.json) and screenshots to config.screenshots; exits 1 when a check fails.
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+import { AxeBuilder } from "@axe-core/playwright";
+
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const base = config.base; // https://127.0.0.1:PORT
+const failures = [];
+const results = { checks: [], axe: {}, routing: {}, screenshots: [] };
+const PAGES = [
+  ["overview", "#/", "Overview"],
+  ["models", "#/models", "Models"],
+  ["policies", "#/policies", "Policies"],
+  ["deployments", "#/deployments", "Deployments"],
+  ["monitoring", "#/monitoring", "Monitoring"],
+  ["settings", "#/settings", "Settings"],
+];
+
+function check(name, ok, detail = "") {
+  results.checks.push({ name, ok, detail });
+  if (!ok) failures.push(`${name}: ${detail}`);
+  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ` (${detail})` : ""}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: config.chromium ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+
+async function session(who, theme = "default") {
+  const id = config.identities[who];
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true, // the gateway's certificate is signed by the test CA
+    clientCertificates: [{ origin: base, certPath: id.cert, keyPath: id.key }],
+    viewport: { width: 1280, height: 900 },
+  });
+  await context.addInitScript((t) => localStorage.setItem("aiml021.theme", t), theme);
+  const page = await context.newPage();
+  page.on("pageerror", (e) => failures.push(`page error (${who}): ${e.message}`));
+  await page.goto(`${base}/console/`);
+  await page.getByLabel("Access token").fill(id.token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+  return { context, page, token: id.token };
+}
+
+async function open(page, hash, title) {
+  await page.goto(`${base}/console/${hash}`);
+  await page.getByRole("heading", { level: 1, name: title }).waitFor();
+}
+
+// Keyboard only: Tab (and arrow keys inside a radio group) until the element with `id` has focus.
+async function focusByKeys(page, id, maxPresses = 80) {
+  for (let i = 0; i < maxPresses; i++) {
+    const state = await page.evaluate((target) => {
+      const a = document.activeElement;
+      const t = document.getElementById(target);
+      return {
+        here: a?.id === target,
+        sameGroup: !!(a && t && a instanceof HTMLInputElement && a.type === "radio" && a.name === t.getAttribute("name")),
+      };
+    }, id);
+    if (state.here) return;
+    await page.keyboard.press(state.sameGroup ? "ArrowDown" : "Tab");
+  }
+  throw new Error(`keyboard never reached #${id}`);
+}
+
+async function focusButtonByKeys(page, name, maxPresses = 80) {
+  for (let i = 0; i < maxPresses; i++) {
+    const text = await page.evaluate(() => {
+      const a = document.activeElement;
+      return a instanceof HTMLButtonElement ? a.textContent?.trim() : null;
+    });
+    if (text === name) return;
+    await page.keyboard.press("Tab");
+  }
+  throw new Error(`keyboard never reached the button "${name}"`);
+}
+
+async function infer(page, token, model, n) {
+  return page.evaluate(
+    async ({ token, model, n }) => {
+      const versions = {};
+      for (let i = 0; i < n; i++) {
+        const res = await fetch(`/v2/models/${model}/infer`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ id: `console-${i}`, inputs: [{ name: "x", datatype: "FP32", shape: [1, 4], data: [1, 2, 3, i] }] }),
+        });
+        const body = await res.json();
+        const v = res.ok ? body.model_version : `error ${res.status}`;
+        versions[v] = (versions[v] ?? 0) + 1;
+      }
+      return versions;
+    },
+    { token, model, n },
+  );
+}
+
+try {
+  // --- Admin: the add-model wizard, keyboard only -------------------------------------------
+  {
+    const { context, page } = await session("admin");
+    await open(page, "#/models", "Models");
+    await page.locator("body").focus();
+    await focusButtonByKeys(page, "Add a model");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: /Step 1 of 4/ }).waitFor();
+    await page.locator(`#pick-${config.wizard_model}`).waitFor();
+    await focusByKeys(page, `pick-${config.wizard_model}`);
+    await page.keyboard.press("Space");
+    await focusButtonByKeys(page, "Load and continue");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: /Step 2 of 4/ }).waitFor({ timeout: 30000 });
+    const cutRadio = page.locator('input[name="wizard-cut"]').nth(1);
+    const cutId = (await cutRadio.count()) ? await cutRadio.getAttribute("id") : "cut-none";
+    await focusByKeys(page, cutId);
+    await page.keyboard.press("Space");
+    const chosenCut = cutId.replace(/^cut-/, "");
+    await focusButtonByKeys(page, "Next");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: /Step 3 of 4/ }).waitFor();
+    const thr = page.locator('input[id^="thr-"]').first();
+    let thrId = null;
+    if (await thr.count()) {
+      thrId = await thr.getAttribute("id");
+      await focusByKeys(page, thrId);
+      await page.keyboard.press("ControlOrMeta+A");
+      await page.keyboard.type("0.8");
+    }
+    await focusButtonByKeys(page, "Next");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: /Step 4 of 4/ }).waitFor();
+    const wizardConfig = JSON.parse(await page.getByTestId("wizard-config").innerText());
+    await focusButtonByKeys(page, "Finish");
+    await page.keyboard.press("Enter");
+    const done = await page.getByTestId("wizard-done").innerText();
+    results.wizard = { config: wizardConfig, done, chosenCut, thrId };
+    check("wizard (keyboard only) finishes", done.includes(config.wizard_model), done);
+    check("wizard keeps the chosen cut point", wizardConfig.cut_point === (chosenCut === "none" ? null : chosenCut), JSON.stringify(wizardConfig));
+    if (thrId) {
+      const exitName = thrId.replace(/^thr-/, "");
+      check("wizard keeps the typed threshold", wizardConfig.exit_thresholds[exitName] === 0.8, JSON.stringify(wizardConfig.exit_thresholds));
+    }
+    // the registry now lists the loaded model with its cut points
+    await open(page, "#/models", "Models");
+    await page.getByRole("cell", { name: config.wizard_model, exact: true }).waitFor();
+    check("registry lists the added model", true);
+    await context.close();
+  }
+
+  // --- Operator: 10 % canary, routing, rollback, shadow, simulation ---------------------------
+  {
+    const { context, page, token } = await session("operator");
+    check("operator sees no add-model button", (await page.goto(`${base}/console/#/models`), await page.getByRole("heading", { level: 1, name: "Models" }).waitFor(), (await page.getByRole("button", { name: "Add a model" }).count()) === 0));
+    await open(page, "#/deployments", "Deployments");
+    await page.getByLabel("Model", { exact: true }).selectOption(config.canary_model);
+    await page.getByLabel("Stable version").selectOption("1");
+    await page.getByLabel("Candidate version").selectOption("2");
+    await page.getByLabel("Custom canary share (%)").fill("10");
+    await page.getByRole("button", { name: "Set canary" }).click();
+    await page.getByTestId("rollout-fraction").filter({ hasText: "10.0 %" }).waitFor();
+    check("canary at 10 % shown", true);
+    const routed = await infer(page, token, config.canary_model, config.requests);
+    results.routing.canary = routed;
+    const cand = routed["2"] ?? 0;
+    check("gateway routes about 10 % to the candidate", cand >= config.requests * 0.04 && cand <= config.requests * 0.2, JSON.stringify(routed));
+    await page.reload();
+    const counted = page.getByTestId("rollout-candidate-requests");
+    await counted.filter({ hasText: `${cand} (0)` }).waitFor({ timeout: 15000 }).catch(() => {});
+    const shown = await counted.innerText();
+    check("deployments page shows the candidate's requests", shown.startsWith(`${cand} `), shown);
+    await page.screenshot({ path: `${config.screenshots}/deployments.png`, fullPage: true });
+    results.screenshots.push("deployments.png");
+    await page.getByRole("button", { name: "Roll back to last known good" }).click();
+    await page.getByTestId("deploy-status").filter({ hasText: "pinned to version 1" }).waitFor();
+    await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
+    const after = await infer(page, token, config.canary_model, 50);
+    results.routing.after_rollback = after;
+    check("after rollback every request is answered by the stable version", after["1"] === 50, JSON.stringify(after));
+    await page.getByLabel(/Shadow the candidate/).click(); // controlled: checked once the gateway agreed
+    await page.getByTestId("rollout-mode").filter({ hasText: "shadow" }).waitFor();
+    const shadow = await infer(page, token, config.canary_model, 20);
+    results.routing.shadow = shadow;
+    check("in shadow mode the stable version still answers", shadow["1"] === 20, JSON.stringify(shadow));
+    const rollout = await page.evaluate(async ({ token, model }) => (await fetch(`/v1/deploy/rollouts/${model}`, { headers: { Authorization: `Bearer ${token}` } })).json(), { token, model: config.canary_model });
+    results.routing.shadow_rollout = rollout;
+    check("shadow copies are compared", Number(rollout.stats?.shadowComparisons ?? 0) > 0, JSON.stringify(rollout.stats));
+    await page.getByLabel(/Shadow the candidate/).click();
+    await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
+    check("shadow toggles off", true);
+
+    await open(page, "#/policies", "Policies");
+    await page.getByLabel("Policy", { exact: true }).selectOption("linucb");
+    await page.getByLabel("Network scenario").selectOption("varying");
+    await page.getByRole("button", { name: "Run simulation" }).click();
+    await page.getByTestId("sim-result").waitFor({ timeout: 60000 });
+    const rows = await page.locator('[data-testid="sim-result"] tbody tr').count();
+    const lines = await page.locator('[data-testid="sim-result"] .recharts-line-curve').count();
+    check("policy simulation shows both runs as a table and a chart", rows === 2 && lines === 2, `rows ${rows}, lines ${lines}`);
+    await page.screenshot({ path: `${config.screenshots}/policies.png`, fullPage: true });
+    results.screenshots.push("policies.png");
+    await context.close();
+  }
+
+  // --- Observer: read-only, and the gateway refuses writes whatever the page shows -------------
+  {
+    const { context, page, token } = await session("observer");
+    await open(page, "#/deployments", "Deployments");
+    await page.getByText("Changing rollouts needs the Operator or Admin role.").waitFor();
+    check("observer sees no rollout controls", (await page.getByRole("button", { name: "Set canary" }).count()) === 0);
+    await open(page, "#/policies", "Policies");
+    check("observer cannot run simulations", (await page.getByRole("button", { name: "Run simulation" }).count()) === 0);
+    const status = await page.evaluate(async ({ token, model }) => {
+      const body = { rollout: { modelName: model, stableVersion: "1", candidateVersion: "2", mode: "ROLLOUT_MODE_CANARY", trafficFraction: 1 } };
+      const res = await fetch("/v1/deploy/canary", { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+      const sim = await fetch("/v1/console/simulate", { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` }, body: "{}" });
+      return [res.status, sim.status];
+    }, { token, model: config.canary_model });
+    check("the gateway refuses an observer's canary and simulation", status[0] === 403 && status[1] === 403, JSON.stringify(status));
+    await context.close();
+  }
+
+  // --- A browser without a token sees only the sign-in form; the API refuses it ---------------
+  {
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      clientCertificates: [{ origin: base, certPath: config.identities.observer.cert, keyPath: config.identities.observer.key }],
+    });
+    const page = await context.newPage();
+    await page.goto(`${base}/console/`);
+    await page.getByRole("heading", { level: 1, name: "Sign in" }).waitFor();
+    const status = await page.evaluate(async () => (await fetch("/v1/console/summary")).status);
+    check("no token: sign-in only, the summary is refused", status === 401 || status === 403, String(status));
+    const axe = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+    results.axe["sign-in/default"] = axe.violations.map((v) => `${v.id}: ${v.nodes.length}`);
+    check("axe: sign-in", axe.violations.length === 0, JSON.stringify(results.axe["sign-in/default"]));
+    await page.screenshot({ path: `${config.screenshots}/sign-in.png` });
+    results.screenshots.push("sign-in.png");
+    await context.close();
+  }
+
+  // --- axe on every page in both themes; screenshots ------------------------------------------
+  for (const theme of ["default", "high-contrast"]) {
+    const { context, page } = await session("admin", theme);
+    for (const [slug, hash, title] of PAGES) {
+      await open(page, hash, title);
+      if (slug === "models") await page.getByRole("button", { name: "Add a model" }).click();
+      if (slug === "models") await page.getByRole("heading", { name: /Step 1 of 4/ }).waitFor();
+      if (slug === "policies") {
+        await page.getByRole("button", { name: "Run simulation" }).click();
+        await page.getByTestId("sim-result").waitFor({ timeout: 60000 });
+      }
+      if (slug === "monitoring") await page.waitForFunction(() => document.querySelectorAll(".recharts-line-curve").length >= 5, null, { timeout: 20000 }).catch(() => {});
+      if (slug === "overview") await page.getByText("Requests", { exact: true }).waitFor();
+      await page.waitForTimeout(300);
+      const axe = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+      const found = axe.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
+      results.axe[`${slug}/${theme}`] = found;
+      check(`axe: ${slug} (${theme})`, axe.violations.length === 0, found.join("; "));
+      if (slug !== "deployments" && slug !== "policies" || theme !== "default") {
+        const file = theme === "default" ? `${slug}.png` : `${slug}-high-contrast.png`;
+        if (theme === "default" || slug === "overview" || slug === "models") {
+          await page.screenshot({ path: `${config.screenshots}/${file}`, fullPage: true });
+          results.screenshots.push(file);
+        }
+      }
+    }
+    await context.close();
+  }
+} catch (e) {
+  failures.push(`aborted: ${e.stack ?? e}`);
+  console.log(`FAIL aborted: ${e.stack ?? e}`);
+} finally {
+  await browser.close();
+}
+results.failures = failures;
+writeFileSync(config.results, JSON.stringify(results, null, 2));
+process.exit(failures.length ? 1 : 0);

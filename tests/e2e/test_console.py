@@ -1,0 +1,145 @@
+"""The operator console in real headless Chromium (Debian's ``chromium``, driven by
+playwright-core from node: ``console/tests/e2e.mjs``) against the real gateway with mutual TLS and
+role tokens: an Admin adds a model with the wizard by keyboard alone, an Operator sets a 10 %
+canary and the gateway routes about a tenth of the requests to the candidate, rolls back, toggles
+shadow and runs a policy simulation; an Observer sees no write controls and the gateway refuses
+its writes; axe-core (WCAG 2.1 A/AA) finds no violation on any page in either theme.
+
+``CONSOLE_SCREENSHOTS=DIR`` keeps the screenshots in DIR (docs/console/ is made that way)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.authz import AuthzWorld
+from tests.support.gateway import BUNDLE, gateway_models, running_gateway, vector_model
+
+ROOT = Path(__file__).resolve().parents[2]
+CONSOLE = ROOT / "console"
+CHROMIUM = Path("/usr/bin/chromium")
+CANARY_MODEL = "clf"
+REQUESTS = 400
+
+
+def _built_console() -> Path:
+    """console/dist, built when missing or older than the sources."""
+    dist = CONSOLE / "dist" / "index.html"
+    sources = [p for p in (CONSOLE / "src").rglob("*") if p.is_file()]
+    newest = max(p.stat().st_mtime for p in [*sources, CONSOLE / "index.html"])
+    if not dist.exists() or dist.stat().st_mtime < newest:
+        subprocess.run(["npm", "run", "build"], cwd=CONSOLE, check=True, timeout=600)
+    return dist.parent
+
+
+def _two_versions(root: Path) -> None:
+    """A Triton model directory serving versions 1 and 2 of the vector model."""
+    model = root / CANARY_MODEL
+    for version in ("1", "2"):
+        vector_model(model / version / "model.onnx")
+    (model / "config.pbtxt").write_text(
+        'backend: "onnxruntime"\nmax_batch_size: 8\nversion_policy: { all {} }\n'
+    )
+
+
+async def test_console_flows_in_chromium(tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), "Debian's chromium package is a system dependency (make setup)"
+    _built_console()
+    models = gateway_models(tmp_path / "models")
+    _two_versions(models)
+    world = AuthzWorld(tmp_path / "authz")
+    who = {
+        "admin": world.client("console-admin", "Admin", "acme"),
+        "operator": world.client("console-operator", "Operator", "acme"),
+        "observer": world.client("console-observer", "Observer", "acme"),
+    }
+    ids: dict[str, dict[str, str]] = {}
+    for role, ident in who.items():
+        cert, key = tmp_path / f"{role}.pem", tmp_path / f"{role}.key"
+        cert.write_bytes(ident.cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(ident.key_pem)
+        ids[role] = {"cert": str(cert), "key": str(key), "token": str(ident.token)}
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    async with running_gateway(
+        models, tls_dir=world.tls_dir, authz=world.authz_section(), rest={"port": 0}
+    ) as live:
+        base = f"https://127.0.0.1:{live.gateway.rest_port}"
+        admin_tls = world.ssl_context(who["admin"], tmp_path / "client")
+        async with httpx.AsyncClient(
+            base_url=base, verify=admin_tls, headers=who["admin"].headers(), timeout=30
+        ) as admin:
+            # The wizard adds a model the repository holds but the gateway does not serve yet.
+            r = await admin.post(f"/v2/repository/models/{BUNDLE}/unload")
+            assert r.status_code == 200, r.text
+            assert (await admin.get(f"/v2/models/{BUNDLE}/ready")).status_code != 200
+            page = await admin.get("/console/")
+            assert page.status_code == 200 and "<div id=\"root\">" in page.text
+            config = tmp_path / "console.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "base": base,
+                        "chromium": str(CHROMIUM),
+                        "identities": ids,
+                        "wizard_model": BUNDLE,
+                        "canary_model": CANARY_MODEL,
+                        "requests": REQUESTS,
+                        "screenshots": str(shots),
+                        "results": str(tmp_path / "results.json"),
+                    }
+                )
+            )
+            node = shutil.which("node")
+            assert node is not None
+            proc = await asyncio.create_subprocess_exec(
+                node,
+                str(CONSOLE / "tests" / "e2e.mjs"),
+                str(config),
+                cwd=CONSOLE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout=540)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise
+            log = out.decode(errors="replace")
+            results = json.loads((tmp_path / "results.json").read_text())
+            assert proc.returncode == 0, log
+            assert results["failures"] == [], log
+
+            # What the browser did, seen through the gateway's public API.
+            assert (await admin.get(f"/v2/models/{BUNDLE}/ready")).status_code == 200
+            rollout = (await admin.get(f"/v1/deploy/rollouts/{CANARY_MODEL}")).json()["rollout"]
+            assert rollout["mode"] == "ROLLOUT_MODE_NONE" and rollout["stableVersion"] == "1"
+        routed = results["routing"]["canary"]
+        assert sum(routed.values()) == REQUESTS and set(routed) == {"1", "2"}
+        assert 0.04 * REQUESTS <= routed["2"] <= 0.2 * REQUESTS, routed
+        # Management actions from the console are audited under the operator's name.
+        audited = {(e.principal, e.action) for e in live.audit}
+        assert ("console-operator", "POST /v1/deploy/canary") in audited
+        assert ("console-admin", "POST /v2/repository/models/{name}/load") in audited
+        refused = [e for e in live.audit if e.principal == "console-observer"]
+        assert refused and all(e.outcome == "PERMISSION_DENIED" for e in refused)
+    axe = {page: found for page, found in results["axe"].items()}
+    assert len(axe) == 13 and all(found == [] for found in axe.values()), axe
+    for name in ("overview", "models", "policies", "deployments", "monitoring", "settings"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chromium and httpx talk to 127.0.0.1 directly.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
