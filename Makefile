@@ -10,11 +10,12 @@ VPY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 TSCLIENT := clients/typescript/node_modules/.package-lock.json
+CONSOLE := console/dist/index.html
 
 .PHONY: setup system-deps venv triton proto proto-check lint typecheck observability security check test ci demo bench mobile clean
 
 ## setup: everything the project needs on a fresh machine (idempotent).
-setup: system-deps $(STAMP) $(BUF) $(TSCLIENT) triton
+setup: system-deps $(STAMP) $(BUF) $(TSCLIENT) $(CONSOLE) triton
 
 # Debian packages: Fashion-MNIST data, protoc and the gRPC Java plugin for mobile stubs,
 # PostgreSQL and Redis server binaries for the integration tests, DejaVu fonts for rendered frames,
@@ -35,6 +36,8 @@ system-deps:
 	command -v promtool >/dev/null || need+=(prometheus)
 	command -v nginx >/dev/null || need+=(nginx-light)
 	[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+	# headless Chromium for the operator console's browser tests (tests/e2e/test_console.py)
+	command -v chromium >/dev/null || need+=(chromium)
 	if [ $${#need[@]} -gt 0 ]; then
 	  echo "installing Debian packages: $${need[*]}"
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$${need[@]}"
@@ -59,6 +62,11 @@ $(BUF): package.json package-lock.json
 $(TSCLIENT): clients/typescript/package.json clients/typescript/package-lock.json
 	cd clients/typescript && npm ci --no-audit --no-fund
 	touch $@
+
+# The operator console (console/package-lock.json, exact pins), built into console/dist, which the
+# gateway serves at /console/; its browser tests run under pytest (tests/e2e/test_console.py).
+$(CONSOLE): console/package.json console/package-lock.json $(shell find console/src console/index.html console/vite.config.ts -type f 2>/dev/null)
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 ## triton: a real Triton Inference Server (nvidia-pytriton) in its own venv.
 triton:
