@@ -101,7 +101,7 @@ export interface Exit {
 }
 export interface ModelVersion {
   version: string;
-  ready?: boolean;
+  state?: string;
   cutPoints?: CutPoint[];
   exits?: Exit[];
   manifestSha256?: string;
@@ -186,5 +186,6 @@ export const api = {
   setRollout: (rollout: Rollout) => call<{ rollout: Rollout }>("POST", "/v1/deploy/canary", { rollout }),
   simulate: (body: { policy: string; scenario: string; requests: number; seed: number; deadline_ms: number }) =>
     call<SimResult>("POST", "/v1/console/simulate", body),
+  ready: async () => (await fetch("/v2/health/ready")).ok,
   openapi: () => call<{ info?: { version?: string } }>("GET", "/openapi.json"),
 };

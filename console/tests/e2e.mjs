@@ -193,6 +193,21 @@ try {
     await page.getByLabel(/Shadow the candidate/).click();
     await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
     check("shadow toggles off", true);
+    // Rollout stages 5 -> 25 -> 50 -> 100 % and the rollback, by keyboard alone.
+    await page.locator("body").focus();
+    for (const stage of [5, 25, 50, 100]) {
+      await focusButtonByKeys(page, `Canary ${stage} %`);
+      await page.keyboard.press("Enter");
+      await page.getByTestId("rollout-fraction").filter({ hasText: `${stage}.0 %` }).waitFor();
+    }
+    const full = await infer(page, token, config.canary_model, 10);
+    check("stages 5/25/50/100 % by keyboard; at 100 % the candidate answers", full["2"] === 10, JSON.stringify(full));
+    await focusButtonByKeys(page, "Roll back to last known good");
+    await page.keyboard.press("Enter");
+    await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
+    const pinned = await infer(page, token, config.canary_model, 10);
+    check("keyboard rollback pins the stable version", pinned["1"] === 10, JSON.stringify(pinned));
+    check("gateway health shown", (await page.getByTestId("gateway-health").innerText()).includes("ready"));
 
     await open(page, "#/policies", "Policies");
     await page.getByLabel("Policy", { exact: true }).selectOption("linucb");

@@ -9,6 +9,7 @@ export function Deployments() {
   const r = useRole();
   const { data: models, error: modelsError } = useLoad(() => api.models());
   const { data: stats } = useLoad(() => api.stats(), 5000);
+  const { data: ready } = useLoad(() => api.ready(), 5000);
   const [name, setName] = useState("");
   const [rollout, setRollout] = useState<Rollout | null>(null);
   const [rstats, setRstats] = useState<RolloutStats | null>(null);
@@ -70,6 +71,12 @@ export function Deployments() {
     } catch (e) {
       setError(e);
     }
+  };
+  const versionOf = (model: string, version: string) =>
+    models?.models?.find((m) => m.name === model)?.versions?.find((v) => v.version === version);
+  const pinned = (v: string | undefined) => {
+    const sha = v ? versionOf(name, v)?.manifestSha256 : "";
+    return sha ? `version ${v} (artifact ${sha.slice(0, 12)})` : `version ${v ?? stable}`;
   };
   const mode = rollout?.mode ?? "ROLLOUT_MODE_NONE";
   const active = rollout?.state === "ROLLOUT_STATE_ACTIVE" && mode !== "ROLLOUT_MODE_NONE";
@@ -193,7 +200,7 @@ export function Deployments() {
                     "ROLLOUT_MODE_NONE",
                     0,
                     undefined,
-                    `Rolled back: all traffic pinned to version ${rollout?.stableVersion ?? stable}.`,
+                    `Rolled back: all traffic pinned to ${pinned(rollout?.stableVersion)}.`,
                     rollout?.stableVersion,
                   )
                 }
@@ -208,12 +215,15 @@ export function Deployments() {
         </>
       )}
       <h2>Model versions on this gateway</h2>
+      <p data-testid="gateway-health">Gateway readiness: {ready === null ? "…" : ready ? "ready" : "NOT ready"}</p>
       <table>
         <caption>Served versions and their inference counts</caption>
         <thead>
           <tr>
             <th scope="col">Model</th>
             <th scope="col">Version</th>
+            <th scope="col">State</th>
+            <th scope="col">Artifact</th>
             <th scope="col">Inferences</th>
             <th scope="col">Failures</th>
           </tr>
@@ -223,6 +233,10 @@ export function Deployments() {
             <tr key={`${s.name}/${s.version}`}>
               <td>{s.name}</td>
               <td>{s.version}</td>
+              <td>{versionOf(s.name, s.version)?.state?.replace("VERSION_STATE_", "").toLowerCase() ?? "–"}</td>
+              <td>
+                <code>{versionOf(s.name, s.version)?.manifestSha256?.slice(0, 12) ?? "–"}</code>
+              </td>
               <td>{num(s.inference_count ?? 0)}</td>
               <td>{num(s.inference_stats?.fail?.count ?? 0)}</td>
             </tr>

@@ -257,6 +257,7 @@ export function Models() {
             <th scope="col">Default</th>
             <th scope="col">Cut points</th>
             <th scope="col">Exits (threshold)</th>
+            <th scope="col">Artifact (manifest SHA-256)</th>
           </tr>
         </thead>
         <tbody>
@@ -269,6 +270,9 @@ export function Models() {
                 <td>{m.defaultVersion}</td>
                 <td>{(v?.cutPoints ?? []).map((c) => c.name).join(", ") || "–"}</td>
                 <td>{(v?.exits ?? []).map((e) => `${e.name} (${num(e.threshold ?? 0, 2)})`).join(", ") || "–"}</td>
+                <td>
+                  <code title={v?.manifestSha256}>{v?.manifestSha256 ? `${v.manifestSha256.slice(0, 12)}…` : "–"}</code>
+                </td>
               </tr>
             );
           })}
