@@ -271,7 +271,23 @@ try {
         await page.getByTestId("sim-result").waitFor({ timeout: 60000 });
       }
       if (slug === "monitoring") await page.waitForFunction(() => document.querySelectorAll(".recharts-line-curve").length >= 5, null, { timeout: 20000 }).catch(() => {});
-      if (slug === "overview") await page.getByText("Requests", { exact: true }).waitFor();
+      if (slug === "overview") {
+        await page.getByText("Requests", { exact: true }).waitFor();
+        const stat = async (label) => page.locator(".stat", { hasText: label }).locator("dd").innerText();
+        const shown = {
+          offload: await stat("Offload rate (devices)"),
+          local: await stat("Local-exit rate (devices)"),
+          cache: await stat("Cache answers (devices)"),
+          budget: await stat("Budget spent"),
+          cost: await stat("Cost per 1,000 requests"),
+        };
+        results.overview = shown;
+        check(
+          `overview shows the devices' routes and the org's spend (${theme})`,
+          shown.offload === "30.0 %" && shown.local === "60.0 %" && shown.cache === "10.0 %" && /of 5\.00/.test(shown.budget) && Number(shown.cost) > 0,
+          JSON.stringify(shown),
+        );
+      }
       await page.waitForTimeout(300);
       const axe = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
       const found = axe.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);

@@ -69,8 +69,18 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
         ids[role] = {"cert": str(cert), "key": str(key), "token": str(ident.token)}
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
+    device = world.device("dev-1", "acme")
     async with running_gateway(
-        models, tls_dir=world.tls_dir, authz=world.authz_section(), rest={"port": 0}
+        models,
+        tls_dir=world.tls_dir,
+        authz=world.authz_section(),
+        rest={"port": 0},
+        observability={"region": "eu-west", "regions": ["eu-west", "us-east"]},
+        accounting={
+            "prices": {"per_cpu_ms": 0.01, "per_egress_gb": 1.0},
+            "budgets": {"acme": {"amount": 5.0}},
+            "devices": {"dev-1": "acme"},
+        },
     ) as live:
         base = f"https://127.0.0.1:{live.gateway.rest_port}"
         admin_tls = world.ssl_context(who["admin"], tmp_path / "client")
@@ -81,8 +91,24 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
             r = await admin.post(f"/v2/repository/models/{BUNDLE}/unload")
             assert r.status_code == 200, r.text
             assert (await admin.get(f"/v2/models/{BUNDLE}/ready")).status_code != 200
+            # A device reports 100 requests: 60 answered by an early exit, 30 offloaded, 10 cache.
+            device_tls = world.ssl_context(device, tmp_path / "device")
+            routes = ["ROUTE_EDGE"] * 60 + ["ROUTE_CLOUD"] * 30 + ["ROUTE_CACHE"] * 10
+            batch = {
+                "deviceId": "dev-1",
+                "region": "us-east",
+                "events": [{"route": r} for r in routes],
+            }
+            async with httpx.AsyncClient(base_url=base, verify=device_tls, timeout=30) as dev:
+                r = await dev.post("/v1/telemetry", json={"batch": batch})
+                assert r.status_code == 200 and r.json() == {"accepted": 100}, r.text
+                # ... and offloads 20 requests (billed to its org, acme)
+                x = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
+                for i in range(20):
+                    r = await dev.post("/v2/models/m/infer", json={"id": f"d{i}", "inputs": [x]})
+                    assert r.status_code == 200, r.text
             page = await admin.get("/console/")
-            assert page.status_code == 200 and "<div id=\"root\">" in page.text
+            assert page.status_code == 200 and '<div id="root">' in page.text
             config = tmp_path / "console.json"
             config.write_text(
                 json.dumps(

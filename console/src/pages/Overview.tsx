@@ -88,7 +88,7 @@ export function Overview() {
             <Stat label="Offload rate (devices)" value={pct(share(s.device_routes, OFFLOAD))} />
             <Stat label="Local-exit rate (devices)" value={pct(share(s.device_routes, LOCAL))} />
             <Stat label="Cache answers (devices)" value={pct(share(s.device_routes, CACHE))} />
-            <Stat label={`Cost per 1,000 requests (org ${s.cost.org})`} value={num(s.cost.per_1000, 4)} />
+            <Stat label={`Cost per 1,000 requests (org ${s.cost.org} spend / all requests)`} value={num(s.cost.per_1000, 4)} />
             <Stat
               label="Budget spent"
               value={s.cost.budget ? pct(ratio(s.cost.budget_spent ?? 0, s.cost.budget)) : "no budget set"}
