@@ -1,0 +1,329 @@
+"""OCR fleet benchmark (issue 16): many device processes reading hard 1280×720 frames, each with
+its own CPU share and shaped link, against one gateway (PP-OCRv6 rec with its best-path head, in
+a Triton-layout repository) and the cloud's whole-frame OCR (PP-OCRv6 det+rec).
+
+Systems: ``edge`` (PP-OCRv4 on the device), ``cloud`` (the frame's JPEG to the cloud's v6
+det+rec), ``hybrid`` (v4 on the device; doubtful lines' regions to the gateway, whole frames when
+most lines are doubtful on a fast link, deferred while offline).
+
+    python -m benchmarks.ocr.fleet --devices 8 --frames 3 --links 4g 3g
+
+Writes ``benchmarks/results/ocr_fleet.json`` (``--out``) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+CLASSES = {"phone": 1.0, "iot": 0.25}
+LINKS: dict[str, dict[str, float]] = {
+    # benchmarks.e2e.run's scenarios (uplink shaped in userspace by linkem, both directions)
+    "lan": {"rtt_ms": 2, "bandwidth_mbit": 1000},
+    "4g": {"rtt_ms": 50, "bandwidth_mbit": 10, "jitter_ms": 10, "loss": 0.005},
+    "3g": {"rtt_ms": 150, "bandwidth_mbit": 1, "jitter_ms": 30, "loss": 0.01},
+    "outage": {"rtt_ms": 50, "bandwidth_mbit": 10, "jitter_ms": 10, "loss": 0.005,
+               "outage_period_s": 20, "outage_duration_s": 8},
+}  # fmt: skip
+SYSTEMS = ("edge", "cloud", "hybrid")
+POLICY = {
+    "threshold": 0.9,
+    "frame_share": 1.01,
+    "frame_min_mbit": 5.0,
+    "codec": "q4|zstd",
+    "gray": True,
+    "height": 32,
+}
+"""Hybrid's default: every doubtful line as its gray region, never the whole frame (--policy)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / ticks
+
+
+def frames_json(work: Path, n: int, seed: int) -> Path:
+    out = work / "frames"
+    path = out / "hard" / "frames.json"
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "common.cli", "frames", str(out), "--variant", "hard",
+             "--seed", str(seed), "--calibration", "0", "--validation", "0", "--test", str(n)],
+            check=True, cwd=ROOT, capture_output=True,
+        )  # fmt: skip
+    return path
+
+
+def gray_input(model: Any, height: int = 48) -> Any:
+    """The recogniser with a one-channel input ``x`` ``[N, 1, h, w]`` of any height: the graph
+    scales it to the recogniser's ``height`` (linear, aspect kept) and repeats it to three
+    channels, so the device sends a gray region at a lower height (bytes: a third, times h/48)."""
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    (inp,) = [i for i in g.input if i.name == "x"]
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    for node in g.node:
+        node.input[:] = ["x_rgb" if n == "x" else n for n in node.input]
+    c = helper.make_tensor
+    f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    g.initializer.extend([
+        c("gi_target", f32, [], [float(height)]), c("gi_two", i64, [1], [2]),
+        c("gi_ones", f32, [2], [1.0, 1.0]), c("gi_roi", f32, [0], []),
+    ])  # fmt: skip
+    prefix = [
+        helper.make_node("Shape", ["x"], ["gi_shape"]),
+        helper.make_node("Gather", ["gi_shape", "gi_two"], ["gi_h"]),
+        helper.make_node("Cast", ["gi_h"], ["gi_hf"], to=f32),
+        helper.make_node("Div", ["gi_target", "gi_hf"], ["gi_s"]),
+        helper.make_node("Concat", ["gi_ones", "gi_s", "gi_s"], ["gi_scales"], axis=0),
+        helper.make_node("Resize", ["x", "gi_roi", "gi_scales"], ["gi_x48"], mode="linear"),
+        helper.make_node("Concat", ["gi_x48", "gi_x48", "gi_x48"], ["x_rgb"], axis=1),
+    ]
+    nodes = [*prefix, *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+    g.input.remove(inp)
+    g.input.insert(0, helper.make_tensor_value_info("x", f32, [dims[0], 1, None, None]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def model_repository(work: Path) -> Path:
+    """PP-OCRv6 rec_small with its best-path head in Triton's layout (what the gateway serves),
+    for RGB regions and for gray ones."""
+    import onnx
+
+    from benchmarks.ocr.app import CLOUD_REC, CLOUD_REC_GRAY
+    from common.pipeline import best_path_model, load_pipeline
+
+    repo = work / "models"
+    v6 = load_pipeline("ppocr_v4_cascade").model_path("cloud_rec")
+    for name, wrap in ((CLOUD_REC, lambda m: m), (CLOUD_REC_GRAY, gray_input)):
+        target = repo / name / "1" / "model.onnx"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            onnx.save(wrap(best_path_model(onnx.load(str(v6)))), str(target))
+    return repo
+
+
+@contextlib.contextmanager
+def child(cmd: list[str], log: Path, port_file: Path, timeout_s: float = 120) -> Iterator[Any]:
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            # distinct frames repeat no region, but a cached answer would hide cloud compute
+            env=dict(os.environ, PYTHONUNBUFFERED="1", AIML021_GATEWAY_CACHE__FULL_MODELS="false"),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (port_file.exists() and port_file.stat().st_size):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[2]} did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def gateway_port(port_file: Path) -> int:
+    doc = json.loads(port_file.read_text())
+    return int(doc["port"]) if isinstance(doc, dict) else int(doc)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def summarize(devices: list[dict[str, Any]], cloud_cpu_s: float) -> dict[str, Any]:
+    frames = [f for d in devices for f in d["frames"]]
+    n = max(len(frames), 1)
+    lat = [f["latency_s"] for f in frames]
+    lines = sum(f["lines"] for f in frames)
+    routes = {
+        k[6:]: sum(f[k] for f in frames)
+        for k in (frames[0] if frames else {})
+        if k.startswith("route_")
+    }
+    answered = max(sum(routes.values()), 1)
+    return {
+        "frames": len(frames),
+        "lines": lines,
+        "lines_exact": sum(f["exact"] for f in frames) / max(lines, 1),
+        "chars_correct": sum(f["chars_correct"] for f in frames)
+        / max(sum(f["chars"] for f in frames), 1),
+        "latency_p50_s": pct(lat, 50),
+        "latency_p95_s": pct(lat, 95),
+        "latency_p99_s": pct(lat, 99),
+        "payload_bytes_per_frame": sum(f["bytes_up"] for f in frames) / n,
+        "wire_bytes_up_per_frame": sum(d["wire_bytes_up"] for d in devices) / n,
+        "wire_bytes_down_per_frame": sum(d["wire_bytes_down"] for d in devices) / n,
+        "cloud_model_ms_per_frame": sum(f["cloud_ms"] for f in frames) / n,
+        "cloud_cpu_s_per_1000_frames": cloud_cpu_s / n * 1000,
+        "device_cpu_s_per_frame": sum(f["device_cpu_s"] for f in frames) / n,
+        "device_busy_s_per_frame": sum(f["device_busy_s"] for f in frames) / n,
+        "route_share": {k: v / answered for k, v in routes.items()},
+        "errors": sum(len(f["errors"]) for f in frames),
+        "replayed": sum(d["replayed"] for d in devices),
+    }
+
+
+def run_cell(
+    work: Path, system: str, link: str, args: argparse.Namespace, gw_port: int, ocr_port: int,
+    pids: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """One (link, system): every device at once; cloud CPU is the gateway's + the frame
+    service's CPU time over the cell."""
+    procs, outs = [], []
+    c0 = sum(cpu_seconds(p) for p in pids)
+    for d in range(args.devices):
+        cls = "phone" if d % 2 == 0 else "iot"
+        out = work / f"{link}-{system}-{d}.json"
+        outs.append((cls, out))
+        idx = [(d * args.frames + k) % args.frame_pool for k in range(args.frames)]
+        cmd = [
+            sys.executable, "-m", "benchmarks.ocr.device", "--system", system,
+            "--share", str(CLASSES[cls]), "--link", json.dumps(LINKS[link]),
+            "--gateway", f"127.0.0.1:{gw_port}", "--frame-service", f"127.0.0.1:{ocr_port}",
+            "--frames-json", str(args.frames_path), "--frame-index", *map(str, idx),
+            "--interval", str(args.interval), "--seed", str(args.seed * 1000 + d),
+            "--policy", json.dumps(args.policy), "--device-id", f"ocr-{cls}-{d}", "--out", str(out),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stderr=open(work / f"{out.stem}.log", "wb")))
+    for p in procs:
+        p.wait(args.cell_timeout)
+    cloud_cpu = sum(cpu_seconds(p) for p in pids) - c0
+    docs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLASSES}
+    failed = 0
+    for (cls, out), p in zip(outs, procs, strict=True):
+        if p.returncode == 0 and out.exists():
+            docs[cls].append(json.loads(out.read_text()))
+        else:
+            failed += 1
+    every = [d for ds in docs.values() for d in ds]
+    cell = {
+        "link": link, "system": system, "failed_devices": failed,
+        "all": summarize(every, cloud_cpu),
+        # cloud CPU is shared by the classes: split by frames
+        "by_class": {c: summarize(ds, cloud_cpu * sum(len(d["frames"]) for d in ds)
+                                  / max(sum(len(d["frames"]) for d in every), 1))
+                     for c, ds in docs.items() if ds},
+    }  # fmt: skip
+    cell["devices"] = every
+    return cell
+
+
+def markdown(cells: list[dict[str, Any]]) -> str:
+    rows = [
+        "| link | system | class | frames | lines exact | chars correct | p50 / p95 / p99 s | "
+        "payload B/frame | wire B/frame up | cloud CPU s / 1k frames | device CPU s/frame | routes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        for cls, s in [("all", c["all"]), *c["by_class"].items()]:
+            routes = ", ".join(f"{k} {v:.0%}" for k, v in s["route_share"].items() if v)
+            rows.append(
+                f"| {c['link']} | {c['system']} | {cls} | {s['frames']} | {s['lines_exact']:.1%} | "
+                f"{s['chars_correct']:.1%} | {s['latency_p50_s']:.2f} / {s['latency_p95_s']:.2f} / "
+                f"{s['latency_p99_s']:.2f} | {s['payload_bytes_per_frame']:,.0f} | "
+                f"{s['wire_bytes_up_per_frame']:,.0f} | {s['cloud_cpu_s_per_1000_frames']:,.0f} | "
+                f"{s['device_cpu_s_per_frame']:.2f} | {routes} |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=3, help="frames per device")
+    ap.add_argument("--frame-pool", type=int, default=24, help="distinct hard test frames")
+    ap.add_argument("--links", nargs="+", default=["4g", "3g"], choices=sorted(LINKS))
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    ap.add_argument("--interval", type=float, default=6.0, help="mean seconds between frames")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cell-timeout", type=float, default=900)
+    ap.add_argument("--policy", type=json.loads, default={}, help="JSON over POLICY's fields")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS / "ocr_fleet.json")
+    args = ap.parse_args()
+    args.policy = {**POLICY, **args.policy}
+    work = args.work or Path(tempfile.mkdtemp(prefix="aiml021-ocr-"))
+    work.mkdir(parents=True, exist_ok=True)
+    args.frames_path = frames_json(work, args.frame_pool, args.seed)
+    repo = model_repository(work)
+    gw_file, ocr_file = work / "gateway_ports.json", work / "cloud_ocr.port"
+    for f in (gw_file, ocr_file):
+        f.unlink(missing_ok=True)
+    gw_cmd = [
+        sys.executable, "-m", "cloud", "serve", "--models", str(repo), "--host", "127.0.0.1",
+        "--port", "0", "--metrics-port", "0", "--port-file", str(gw_file), "--insecure",
+        "--metadata-url", f"sqlite:///{work / 'metadata.sqlite3'}",
+    ]  # fmt: skip
+    ocr_cmd = [sys.executable, "-m", "benchmarks.ocr.cloud_ocr", "--port-file", str(ocr_file)]
+    cells = []
+    t0 = time.time()
+    with (
+        child(gw_cmd, work / "gateway.log", gw_file) as gw,
+        child(ocr_cmd, work / "cloud_ocr.log", ocr_file) as ocr,
+    ):
+        gw_port, ocr_port = gateway_port(gw_file), int(ocr_file.read_text())
+        for link in args.links:
+            for system in args.systems:
+                cell = run_cell(work, system, link, args, gw_port, ocr_port, [gw.pid, ocr.pid])
+                cells.append(cell)
+                print("\n".join(markdown([cell]).splitlines()[2:]), flush=True)
+    report = {
+        "schema": "aiml021.ocr_fleet/1",
+        "command": " ".join(["python -m benchmarks.ocr.fleet", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+        "wall_s": time.time() - t0,
+        "cpu_count": os.cpu_count(),
+        "classes": CLASSES,
+        "links": {k: LINKS[k] for k in args.links},
+        "policy": args.policy,
+        "devices": args.devices,
+        "frames_per_device": args.frames,
+        "interval_s": args.interval,
+        "method": {
+            "cpu_share": "device compute runs on one thread and sleeps until thread CPU time / share "
+            "of wall time has passed (phone 1.0, IoT 0.25 core)",
+            "link": "benchmarks.e2e.linkem userspace proxies per device (delay, jitter, loss as RTO "
+            "delay, token-bucket bandwidth both ways, outages)",
+            "cloud_cpu": "CPU time of the gateway and the frame-OCR process over the cell "
+            "(idle overhead included), per 1,000 frames",
+            "lines_exact": "ground-truth lines whose matched answer (box overlap >= 0.5 of the "
+            "smaller box) has exactly its text",
+        },
+        "cells": cells,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(cells))
+    print(f"wrote {args.out} (work dir {work})")
+
+
+if __name__ == "__main__":
+    main()
