@@ -29,7 +29,7 @@ from common.errors import InvalidArgument, ResourceExhausted
 CONSOLE_DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
 """Where ``cd console && npm run build`` writes the console (served at ``/console/``)."""
 MAX_SIM_REQUESTS = 5000
-SIM_POLICIES = ("static", "heuristic", "linucb", "thompson")
+SIM_POLICIES = ("static", "heuristic", "linucb", "thompson", "dqn")
 _SERIES_POINTS = 50
 
 

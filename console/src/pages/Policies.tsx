@@ -9,6 +9,7 @@ const KINDS: Array<[string, string]> = [
   ["heuristic", "Heuristic: calibrated thresholds, the cut point picked for the network estimate"],
   ["linucb", "LinUCB contextual bandit"],
   ["thompson", "Thompson-sampling bandit"],
+  ["dqn", "DQN: a small Q-network (reinforcement learning), learning online from each outcome"],
 ];
 const SCENARIOS = ["steady", "varying", "outages"];
 const COLORS = ["#0b5cad", "#b3541e"];

@@ -94,7 +94,7 @@ async def test_simulation_needs_operator_and_compares_against_the_static_baselin
         (b'{"requests": 99}', "requests"),
         (b'{"requests": 1000.0}', "requests"),
         (b'{"requests": true}', "requests"),
-        (b'{"policy": "dqn"}', "policy"),
+        (b'{"policy": "ppo"}', "policy"),
         (b'{"policy": ["static"]}', "policy"),
         (b'{"scenario": "__class__"}', "scenario"),
         (b'{"seed": -1}', "seed"),
