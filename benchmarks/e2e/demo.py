@@ -167,7 +167,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sla-ms", type=float, default=200.0)
     parser.add_argument("--no-cloud-only", action="store_true", help="skip the comparison pass")
+    parser.add_argument(
+        "--workload", choices=("fmnist", "ocr"), default="fmnist",
+        help="ocr: a small OCR fleet on hard 1280x720 frames, KPI table and PNG overlays",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.workload == "ocr":
+        from benchmarks.ocr.demo import run
+
+        return run(args.out / "ocr")
     logging.basicConfig(level=logging.WARNING)
     report = run_demo(args.limit, args.out, args.concurrency, args.sla_ms, not args.no_cloud_only)
     print(report["table"])

@@ -100,3 +100,35 @@ def test_gray_model_refuses_a_three_channel_region(recognisers) -> None:  # type
     _, gray = recognisers
     with pytest.raises(Exception, match=r"(?i)invalid|dimension|shape"):
         gray.run(None, {"x": np.zeros((1, 3, 32, 100), np.float32)})
+
+
+def test_overlay_draws_each_line_in_its_route_colour(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from benchmarks.ocr.demo import COLOURS, overlay
+
+    frame = render_frame(0, "hard", "test", 1)
+    src = tmp_path / "f.jpg"
+    src.write_bytes(frame.encoded)
+    answers = [
+        {"text": "A", "edge_text": "A", "route": "edge", "box": [[100, 300], [300, 300], [300, 330], [100, 330]]},
+        {"text": "B", "edge_text": "8", "route": "region", "box": [[700, 500], [900, 500], [900, 530], [700, 530]]},
+    ]  # fmt: skip
+    png = overlay(src, answers, tmp_path / "o" / "f.png")
+    img = Image.open(png).convert("RGB")
+    assert img.size == (1280, 720)
+    assert img.getpixel((200, 300)) == COLOURS["edge"]
+    assert img.getpixel((800, 500)) == COLOURS["region"]
+
+
+def test_policy_trace_reads_every_line_three_ways() -> None:
+    from benchmarks.ocr.policies import build_trace
+
+    trace, cost = build_trace(1)
+    assert len(trace) == cost["lines"] > 0
+    assert trace.options == (("input", "jpeg"), ("region", "q4|zstd"))
+    assert trace.cloud_correct.shape == (len(trace), 2)
+    assert 0 < cost["region_bytes_per_line"] < cost["jpeg_bytes_per_line"]
+    assert ((trace.confidences >= 0) & (trace.confidences <= 1)).all()
+    # v6 reads the hard frame's lines at least as well as the device
+    assert trace.cloud_correct[:, 1].sum() >= trace.correct[:, 0].sum()
