@@ -65,7 +65,8 @@ $(TSCLIENT): clients/typescript/package.json clients/typescript/package-lock.jso
 
 # The operator console (console/package-lock.json, exact pins), built into console/dist, which the
 # gateway serves at /console/; its browser tests run under pytest (tests/e2e/test_console.py).
-$(CONSOLE): console/package.json console/package-lock.json $(shell find console/src console/index.html console/vite.config.ts -type f 2>/dev/null)
+# It bundles the typed REST client from clients/typescript (source + that package's modules).
+$(CONSOLE): $(TSCLIENT) console/package.json console/package-lock.json $(shell find console/src console/index.html console/vite.config.ts -type f 2>/dev/null)
 	cd console && npm ci --no-audit --no-fund && npm run build
 
 ## triton: a real Triton Inference Server (nvidia-pytriton) in its own venv.

@@ -1,3 +1,6 @@
+import type { JsonValue } from "@bufbuild/protobuf";
+import { RestError, typedClient } from "./client";
+
 // The console's only way to the gateway: its public REST API (same origin, over the operator's
 // mTLS connection), with the operator's bearer token on every call.
 export class ApiError extends Error {
@@ -172,9 +175,20 @@ export interface ModelStats {
 }
 
 const enc = encodeURIComponent;
+const typed = typedClient(getToken);
+
+// The typed client's errors as the console's.
+async function viaClient<T>(call: () => Promise<unknown>): Promise<T> {
+  try {
+    return (await call()) as T;
+  } catch (e) {
+    if (e instanceof RestError) throw new ApiError(e.status, e.code, e.message);
+    throw e;
+  }
+}
 
 export const api = {
-  models: () => call<{ models?: Model[] }>("GET", "/v1/models"),
+  models: () => viaClient<{ models?: Model[] }>(() => typed.listModels()),
   model: (name: string) => call<{ model: Model }>("GET", `/v1/models/${enc(name)}`),
   repositoryIndex: () => call<RepositoryEntry[]>("POST", "/v2/repository/index", {}),
   load: (name: string) => call<unknown>("POST", `/v2/repository/models/${enc(name)}/load`, {}),
@@ -183,7 +197,8 @@ export const api = {
     call<Summary>("GET", `/v1/console/summary?deadline_ms=${enc(String(deadlineMs))}`),
   rollout: (name: string) =>
     call<{ rollout: Rollout; stats?: RolloutStats }>("GET", `/v1/deploy/rollouts/${enc(name)}`),
-  setRollout: (rollout: Rollout) => call<{ rollout: Rollout }>("POST", "/v1/deploy/canary", { rollout }),
+  setRollout: (rollout: Rollout) =>
+    viaClient<{ rollout: Rollout }>(() => typed.setRollout(rollout as unknown as JsonValue)),
   simulate: (body: { policy: string; scenario: string; requests: number; seed: number; deadline_ms: number }) =>
     call<SimResult>("POST", "/v1/console/simulate", body),
   ready: async () => (await fetch("/v2/health/ready")).ok,
