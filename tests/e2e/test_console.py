@@ -33,7 +33,8 @@ def _built_console() -> Path:
     """console/dist, built when missing or older than the sources."""
     dist = CONSOLE / "dist" / "index.html"
     sources = [p for p in (CONSOLE / "src").rglob("*") if p.is_file()]
-    newest = max(p.stat().st_mtime for p in [*sources, CONSOLE / "index.html"])
+    extra = [CONSOLE / name for name in ("index.html", "vite.config.ts", "tsconfig.json")]
+    newest = max(p.stat().st_mtime for p in [*sources, *extra])
     if not dist.exists() or dist.stat().st_mtime < newest:
         subprocess.run(["npm", "run", "build"], cwd=CONSOLE, check=True, timeout=600)
     return dist.parent
