@@ -26,7 +26,11 @@ class SyncEdgeAgent:
         )
         self._thread.start()
         self._args, self._kwargs = args, kwargs
-        self.agent: EdgeAgent = self._call(self._make())
+        try:
+            self.agent: EdgeAgent = self._call(self._make())
+        except BaseException:
+            self._stop_loop()  # an agent that cannot start must not leak its loop and thread
+            raise
 
     async def _make(self) -> EdgeAgent:
         agent = EdgeAgent(*self._args, **self._kwargs)
@@ -60,6 +64,9 @@ class SyncEdgeAgent:
         if not self._loop.is_running():
             return
         self._call(self.agent.close())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,15 @@ def test_sync_wrapper(local_bundle_dir: Path) -> None:
         assert result.route is Route.EDGE
         assert agent.metrics()["requests"] == 1
         assert not agent.wait_connected(0.01)
+
+
+def test_sync_wrapper_that_cannot_start_leaves_no_loop_behind() -> None:
+    # EdgeSettings() names no bundle: the agent refuses to start; its private loop thread and the
+    # loop's self-pipe must be gone (a leaked loop surfaced as a ResourceWarning in a later test).
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(InvalidArgument):
+        SyncEdgeAgent(EdgeSettings())
+    leaked = [
+        t for t in threading.enumerate() if t.ident not in before and t.name == "aiml021-edge"
+    ]
+    assert leaked == []
