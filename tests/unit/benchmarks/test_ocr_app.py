@@ -4,6 +4,7 @@ camera-like arrivals, the CPU-share throttle and the gray recogniser served to d
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import onnx
@@ -132,3 +133,29 @@ def test_policy_trace_reads_every_line_three_ways() -> None:
     assert ((trace.confidences >= 0) & (trace.confidences <= 1)).all()
     # v6 reads the hard frame's lines at least as well as the device
     assert trace.cloud_correct[:, 1].sum() >= trace.correct[:, 0].sum()
+
+
+def test_emulated_latency_queues_device_link_and_cloud() -> None:
+    from benchmarks.ocr.fleet import emulate
+
+    link = {"rtt_ms": 100.0, "bandwidth_mbit": 1.0}
+
+    def frame(at: float, cpu: float, sent: int, ms: float, **routes: int) -> dict[str, Any]:
+        return {"arrival_s": at, "device_cpu_s": cpu, "bytes_up": sent, "cloud_ms": ms, **routes}
+
+    phone: dict[str, Any] = {"system": "hybrid", "share": 1.0,
+             "frames": [frame(0.0, 0.5, 125_000, 0, route_region=4), frame(0.1, 0.5, 0, 0)]}  # fmt: skip
+    iot: dict[str, Any] = {
+        "system": "hybrid",
+        "share": 0.25,
+        "frames": [frame(0.0, 0.5, 12_500, 0, route_region=1)],
+    }
+    emulate([phone, iot], link, region_ms=100.0)
+    a, b = phone["frames"]
+    # 0.5 s on the device, 1 s on the 1 Mbit/s uplink, 50 ms each way, 4 regions of 100 ms
+    assert a["emulated_latency_s"] == pytest.approx(0.5 + 1.0 + 0.05 + 0.4 + 0.05)
+    # the next frame waits for the device, then needs nothing from the cloud
+    assert b["emulated_latency_s"] == pytest.approx(1.0 - 0.1)
+    # the IoT device needs 2 s for the same CPU work; the gateway is free again by then
+    (c,) = iot["frames"]
+    assert c["emulated_latency_s"] == pytest.approx(2.0 + 0.1 + 0.05 + 0.1 + 0.05)
