@@ -17,6 +17,8 @@ from common.auth._ca import (
 )
 from common.auth._certs import (
     DEVICE_URI_PREFIX,
+    SCOPE_URI_PREFIX,
+    DeviceScope,
     KeyPair,
     check_device_id,
     create_ca,
@@ -91,12 +93,14 @@ __all__ = [
     "DEVICE_URI_PREFIX",
     "GRPC_CIPHER_ENV",
     "MIN_SECRET_BYTES",
+    "SCOPE_URI_PREFIX",
     "TLS12_DISABLED_SUITES",
     "CaServer",
     "CertificateAuthority",
     "DenyList",
     "DeviceFiles",
     "DeviceIdentity",
+    "DeviceScope",
     "EnrollmentClient",
     "EnrollmentServicer",
     "Issued",

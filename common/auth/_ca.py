@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from common.auth._certs import (
+    DeviceScope,
     KeyPair,
     check_device_id,
     create_ca,
@@ -188,9 +189,11 @@ class CertificateAuthority:
         """A server key and certificate (for a gateway's ``--tls-dir`` or the CA service)."""
         return issue_server_cert(self.keypair, hosts, days=days)
 
-    def issue_device(self, device_id: str, days: float = 365) -> KeyPair:
+    def issue_device(
+        self, device_id: str, days: float = 365, scope: DeviceScope | None = None
+    ) -> KeyPair:
         """A device key and certificate made here (development only)."""
-        return issue_device_cert(self.keypair, device_id, days=days)
+        return issue_device_cert(self.keypair, device_id, days=days, scope=scope)
 
     @staticmethod
     def check_device_request(csr_pem: bytes, device_id: str) -> x509.CertificateSigningRequest:
@@ -204,12 +207,22 @@ class CertificateAuthority:
         return csr
 
     def sign_device(
-        self, csr_pem: bytes, device_id: str, lifetime_s: float = DEFAULT_DEVICE_LIFETIME_S
+        self,
+        csr_pem: bytes,
+        device_id: str,
+        lifetime_s: float = DEFAULT_DEVICE_LIFETIME_S,
+        scope: DeviceScope | None = None,
     ) -> Issued:
-        """A device certificate for the key of ``csr_pem``. The request's own extensions are
-        ignored: the device profile (id, usages, lifetime) is the CA's."""
+        """A device certificate for the key of ``csr_pem``, in ``scope``'s tenant. The request's
+        own extensions are ignored: the device profile (id, scope, usages, lifetime) is the CA's."""
         csr = self.check_device_request(csr_pem, device_id)
-        cert = device_certificate(self.keypair, csr.public_key(), device_id, lifetime_s=lifetime_s)  # type: ignore[arg-type]
+        cert = device_certificate(
+            self.keypair,
+            csr.public_key(),  # type: ignore[arg-type]
+            device_id,
+            lifetime_s=lifetime_s,
+            scope=scope,
+        )
         return Issued(cert, self.bundle_pem())
 
     def sign_server(self, csr_pem: bytes, hosts: list[str], days: float = 90) -> Issued:
@@ -240,12 +253,18 @@ class CertificateAuthority:
         db = sqlite3.connect(self.directory / "tokens.sqlite3", timeout=10, isolation_level=None)
         db.execute(
             "CREATE TABLE IF NOT EXISTS tokens (digest TEXT PRIMARY KEY, device_id TEXT NOT NULL,"
-            " expires_at REAL NOT NULL, used_at REAL)"
+            " expires_at REAL NOT NULL, used_at REAL, scope TEXT NOT NULL DEFAULT '')"
         )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
+        if "scope" not in columns:  # a CA directory made before tokens carried a tenant
+            db.execute("ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
         return db
 
-    def issue_bootstrap(self, device_id: str, ttl_s: float = 3600.0) -> str:
-        """A one-time token that lets ``device_id`` enroll within ``ttl_s`` seconds. Only its
+    def issue_bootstrap(
+        self, device_id: str, ttl_s: float = 3600.0, scope: DeviceScope | None = None
+    ) -> str:
+        """A one-time token that lets ``device_id`` enroll within ``ttl_s`` seconds, into
+        ``scope``'s tenant (the operator decides the tenant here, never the device). Only its
         SHA-256 is stored; the token itself is shown once."""
         check_device_id(device_id)
         if ttl_s <= 0:
@@ -253,23 +272,23 @@ class CertificateAuthority:
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
         with contextlib.closing(self._tokens()) as db:
             db.execute(
-                "INSERT INTO tokens (digest, device_id, expires_at) VALUES (?, ?, ?)",
-                (_digest(token), device_id, time.time() + ttl_s),
+                "INSERT INTO tokens (digest, device_id, expires_at, scope) VALUES (?, ?, ?, ?)",
+                (_digest(token), device_id, time.time() + ttl_s, (scope or DeviceScope()).encode()),
             )
         return token
 
-    def redeem_bootstrap(self, token: str, device_id: str) -> None:
-        """Consume ``token`` for ``device_id`` (exactly once, before it expires);
-        Unauthenticated with the reason otherwise."""
+    def redeem_bootstrap(self, token: str, device_id: str) -> DeviceScope:
+        """Consume ``token`` for ``device_id`` (exactly once, before it expires) and return the
+        tenant it enrolls into; Unauthenticated with the reason otherwise."""
         digest, now = _digest(token), time.time()
         with contextlib.closing(self._tokens()) as db:
             claimed = db.execute(
                 "UPDATE tokens SET used_at=? WHERE digest=? AND device_id=? AND used_at IS NULL "
-                "AND expires_at>?",
+                "AND expires_at>? RETURNING scope",
                 (now, digest, device_id, now),
-            ).rowcount
-            if claimed == 1:
-                return
+            ).fetchall()
+            if len(claimed) == 1:
+                return DeviceScope.decode(claimed[0][0])
             row = db.execute(
                 "SELECT device_id, expires_at, used_at FROM tokens WHERE digest=?", (digest,)
             ).fetchone()

@@ -24,6 +24,7 @@ from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.auth._ca import DEFAULT_DEVICE_LIFETIME_S, MAX_CSR_BYTES, CertificateAuthority, Issued
+from common.auth._certs import DeviceScope
 from common.auth._enroll import verify_renewal_proof
 from common.auth._grpc_tls import reloading_server_credentials
 from common.auth._identity import device_identity, serial_hex
@@ -123,8 +124,10 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             CertificateAuthority.check_device_request(request.csr_pem, request.device_id)
             ca = await asyncio.to_thread(CertificateAuthority.open, self.ca_dir)
             await self._revoked(request.device_id, None)
-            await asyncio.to_thread(ca.redeem_bootstrap, request.bootstrap_token, request.device_id)
-            return ca.sign_device(request.csr_pem, request.device_id, self.device_lifetime_s)
+            scope = await asyncio.to_thread(
+                ca.redeem_bootstrap, request.bootstrap_token, request.device_id
+            )
+            return ca.sign_device(request.csr_pem, request.device_id, self.device_lifetime_s, scope)
 
         cert = await self._run("enroll", [request.device_id], context, work)
         return enrollment_pb2.EnrollResponse(certificate=cert)
@@ -147,7 +150,10 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             device[0] = identity.device_id
             await self._revoked(identity.device_id, identity.serial)
             verify_renewal_proof(current, request.csr_pem, request.proof)
-            issued = ca.sign_device(request.csr_pem, identity.device_id, self.device_lifetime_s)
+            # A renewed certificate keeps the tenant the operator enrolled the device into.
+            issued = ca.sign_device(
+                request.csr_pem, identity.device_id, self.device_lifetime_s, DeviceScope.of(current)
+            )
             if issued.cert.public_key() == current.public_key():
                 raise InvalidArgument("renewal must use a new key")
             return issued

@@ -25,6 +25,63 @@ from common.auth._keys import load_private_key, write_atomic, write_private_key
 from common.errors import InvalidArgument
 
 DEVICE_URI_PREFIX = "aiml021:device:"
+SCOPE_URI_PREFIX = "aiml021:"  # + "org:<org>", "project:<project>", "region:<region>"
+SCOPE_KINDS = ("org", "project", "region")
+
+
+@dataclass(frozen=True)
+class DeviceScope:
+    """The tenant a device belongs to, written into its certificate as URI SANs
+    (``aiml021:org:<org>``, ``aiml021:project:<p>``, ``aiml021:region:<r>``) and read by the
+    gateway's authorization; an empty field is unscoped (the gateway's defaults apply)."""
+
+    org: str = ""
+    project: str = ""
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        for kind in SCOPE_KINDS:
+            value = getattr(self, kind)
+            if value:
+                _check_name(value, kind)
+        if self.project and not self.org:
+            raise InvalidArgument("a device scope with a project needs its org")
+
+    def uris(self) -> list[x509.GeneralName]:
+        """The URI SANs of this scope."""
+        return [
+            x509.UniformResourceIdentifier(f"{SCOPE_URI_PREFIX}{kind}:{getattr(self, kind)}")
+            for kind in SCOPE_KINDS
+            if getattr(self, kind)
+        ]
+
+    def encode(self) -> str:
+        """``org/project/region`` (the bootstrap-token row's form; names hold no slash)."""
+        return f"{self.org}/{self.project}/{self.region}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> DeviceScope:
+        """The inverse of :meth:`encode` (``None`` or empty: unscoped)."""
+        if not text:
+            return cls()
+        org, project, region = [*text.split("/"), "", "", ""][:3]
+        return cls(org, project, region)
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> DeviceScope:
+        """The scope written in ``cert`` (unscoped when it has none)."""
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return cls()
+        found: dict[str, str] = {}
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            kind, _, value = uri.removeprefix(SCOPE_URI_PREFIX).partition(":")
+            if uri.startswith(SCOPE_URI_PREFIX) and kind in SCOPE_KINDS:
+                found[kind] = value
+        return cls(**found)
+
+
 PublicKey = ec.EllipticCurvePublicKey
 _SKEW = dt.timedelta(minutes=5)
 """Certificates start up to this long (a tenth of their lifetime) before they are issued:
@@ -132,20 +189,24 @@ def _leaf(
     )
 
 
+def _check_name(value: str, what: str) -> str:
+    if (
+        not value
+        or len(value) > 64
+        or any(c in value for c in "/\\")
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        raise InvalidArgument(
+            f"invalid {what} {value!r} (1-64 printable characters, no slashes or spaces)"
+        )
+    return value
+
+
 def check_device_id(device_id: str) -> str:
     """``device_id`` if it can name a device: 1-64 printable characters, no slash, backslash
     or whitespace (it becomes a URI and a common name)."""
-    if (
-        not device_id
-        or len(device_id) > 64
-        or any(c in device_id for c in "/\\")
-        or not device_id.isprintable()
-        or any(c.isspace() for c in device_id)
-    ):
-        raise InvalidArgument(
-            f"invalid device id {device_id!r} (1-64 printable characters, no slashes or spaces)"
-        )
-    return device_id
+    return _check_name(device_id, "device id")
 
 
 def server_certificate(
@@ -164,15 +225,21 @@ def server_certificate(
 
 
 def device_certificate(
-    ca: KeyPair, public_key: PublicKey, device_id: str, *, lifetime_s: float
+    ca: KeyPair,
+    public_key: PublicKey,
+    device_id: str,
+    *,
+    lifetime_s: float,
+    scope: DeviceScope | None = None,
 ) -> x509.Certificate:
-    """A clientAuth certificate for ``device_id`` on ``public_key``, valid ``lifetime_s``."""
+    """A clientAuth certificate for ``device_id`` (in ``scope``'s tenant) on ``public_key``,
+    valid ``lifetime_s``."""
     uri = x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + check_device_id(device_id))
     return _leaf(
         ca,
         device_id,
         public_key,
-        [uri],
+        [uri, *(scope or DeviceScope()).uris()],
         ExtendedKeyUsageOID.CLIENT_AUTH,
         _expiry(seconds=lifetime_s),
     )
@@ -185,11 +252,13 @@ def issue_server_cert(ca: KeyPair, hosts: list[str] | None = None, days: int = 8
     return KeyPair(server_certificate(ca, key.public_key(), hosts, days=days), key)
 
 
-def issue_device_cert(ca: KeyPair, device_id: str, days: float = 365) -> KeyPair:
+def issue_device_cert(
+    ca: KeyPair, device_id: str, days: float = 365, scope: DeviceScope | None = None
+) -> KeyPair:
     """A device key and certificate made centrally (development only: enrolled devices make
     their own key, see ``common.auth.enroll``)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = device_certificate(ca, key.public_key(), device_id, lifetime_s=days * 86400)
+    cert = device_certificate(ca, key.public_key(), device_id, lifetime_s=days * 86400, scope=scope)
     return KeyPair(cert, key)
 
 
@@ -212,6 +281,8 @@ def device_id_of(cert: x509.Certificate) -> str:
 
 __all__ = [
     "DEVICE_URI_PREFIX",
+    "SCOPE_URI_PREFIX",
+    "DeviceScope",
     "KeyPair",
     "check_device_id",
     "create_ca",

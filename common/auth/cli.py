@@ -100,6 +100,7 @@ def register_ca(
     c = sub.add_parser("issue-bootstrap", help="one-time enrollment token for a device")
     c.add_argument("--device", required=True)
     c.add_argument("--ttl", type=_duration, default=3600.0, help="token lifetime (default 1h)")
+    _scope_arguments(c)
     c.set_defaults(func=_ca_bootstrap)
     c = sub.add_parser("sign", help="sign a certificate request offline")
     c.add_argument("--csr", type=Path, required=True)
@@ -110,6 +111,7 @@ def register_ca(
     c.add_argument(
         "--lifetime", type=_duration, help="certificate lifetime (device default 24h, server 90d)"
     )
+    _scope_arguments(c)
     c.set_defaults(func=_ca_sign)
     c = sub.add_parser(
         "server-cert", help="issue a gateway server key+certificate into a TLS directory"
@@ -197,13 +199,29 @@ def _ca_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scope_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tenant a device certificate is issued into (URI SANs the gateway's RBAC reads)."""
+    parser.add_argument("--org", default="", help="the device's organisation (tenant)")
+    parser.add_argument("--project", default="", help="its project within the org")
+    parser.add_argument("--region", default="", help="its region")
+
+
+def _scope(args: argparse.Namespace) -> Any:
+    from common.auth import DeviceScope
+
+    return DeviceScope(args.org, args.project, args.region)
+
+
 def _ca_bootstrap(args: argparse.Namespace) -> int:
     from common.auth import CertificateAuthority
 
+    scope = _scope(args)
     token = asyncio.run(
         _audited(
             args, "ca.issue-bootstrap", args.device,
-            lambda: CertificateAuthority.open(args.dir).issue_bootstrap(args.device, args.ttl),
+            lambda: CertificateAuthority.open(args.dir).issue_bootstrap(
+                args.device, args.ttl, scope
+            ),
         )
     )  # fmt: skip
     print(token)
@@ -217,7 +235,9 @@ def _ca_sign(args: argparse.Namespace) -> int:
         ca = CertificateAuthority.open(args.dir)
         csr = args.csr.read_bytes()
         if args.device:
-            issued = ca.sign_device(csr, args.device, args.lifetime or DEFAULT_DEVICE_LIFETIME_S)
+            issued = ca.sign_device(
+                csr, args.device, args.lifetime or DEFAULT_DEVICE_LIFETIME_S, _scope(args)
+            )
         else:
             issued = ca.sign_server(csr, args.host, (args.lifetime or 90 * 86400) / 86400)
         write_atomic(args.out, issued.cert_pem, 0o644)

@@ -13,9 +13,18 @@ from pathlib import Path
 import grpc
 import pytest
 from aiml021.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from common.auth import CaServer, CertificateAuthority, EnrollmentServicer, open_deny_list
+from cloud.authz import cert_identity
+from common.auth import (
+    CaServer,
+    CertificateAuthority,
+    DeviceScope,
+    EnrollmentServicer,
+    open_deny_list,
+)
 from common.auth._ca_service import IssueEvent
 from common.auth._enroll import make_csr, renewal_proof
 
@@ -263,3 +272,32 @@ async def test_ca_actions_and_enrollments_land_in_the_audit_trail(
     assert ("ca.revoke", "device:cam-1", "OK") in seen
     assert any(a == "ca.rotate" for a, _, _ in seen)
     assert await _cli(["audit", "verify", "--db", db]) == 0  # one unbroken chain
+
+
+async def test_the_tenant_set_at_bootstrap_survives_enrollment_and_renewal(ca: Ca) -> None:
+    # The operator decides the tenant when issuing the token; the device cannot choose it, a
+    # renewal keeps it, and the gateway's authorization reads it from the certificate.
+    token = ca.authority.issue_bootstrap("cam-5", 600, DeviceScope("acme", "lines", "eu-west"))
+    key = _key()
+    enrolled = await ca.enroll("cam-5", token, make_csr(key, "cam-5"))
+    first = x509.load_pem_x509_certificate(enrolled.certificate.certificate_pem)
+    ident = cert_identity(first.public_bytes(serialization.Encoding.DER))
+    assert (ident.device_id, ident.org, ident.project, ident.region) == (
+        "cam-5",
+        "acme",
+        "lines",
+        "eu-west",
+    )
+    new_key = _key()
+    csr = make_csr(new_key, "cam-5")
+    renewed = await ca.renew(enrolled.certificate.certificate_pem, csr, renewal_proof(key, csr))
+    second = x509.load_pem_x509_certificate(renewed.certificate.certificate_pem)
+    assert second.serial_number != first.serial_number
+    assert DeviceScope.of(second) == DeviceScope("acme", "lines", "eu-west")
+    # a request naming another tenant in its own extensions gets none of it
+    other = _key()
+    token2 = ca.authority.issue_bootstrap("cam-6", 600)
+    enrolled2 = await ca.enroll("cam-6", token2, make_csr(other, "cam-6"))
+    plain = x509.load_pem_x509_certificate(enrolled2.certificate.certificate_pem)
+    assert DeviceScope.of(plain) == DeviceScope()
+    assert cert_identity(plain.public_bytes(serialization.Encoding.DER)).org == ""

@@ -4,6 +4,7 @@ trust bundle, the device profile the gateway checks, and the development PKI's l
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from common.auth import (
     DEVICE_URI_PREFIX,
     CertificateAuthority,
+    DeviceScope,
     KeyPair,
     create_ca,
     device_identity,
@@ -258,3 +260,54 @@ def test_gateway_refuses_a_readable_server_key_and_a_client_certificate_as_serve
     (tls / "server.key").write_bytes((tls / "d1.key").read_bytes())
     with pytest.raises(InvalidArgument, match="serverAuth"):
         load_server_tls(tls)
+
+
+def test_bootstrap_token_carries_the_tenant_the_operator_chose(ca: CertificateAuthority) -> None:
+    token = ca.issue_bootstrap("cam-7", 600, DeviceScope("acme", "lines", "eu-west"))
+    scope = ca.redeem_bootstrap(token, "cam-7")
+    assert scope == DeviceScope("acme", "lines", "eu-west")
+    cert = ca.sign_device(make_csr(_key(), "cam-7"), "cam-7", 600, scope).cert
+    uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(uris.get_values_for_type(x509.UniformResourceIdentifier)) == {
+        DEVICE_URI_PREFIX + "cam-7",
+        "aiml021:org:acme",
+        "aiml021:project:lines",
+        "aiml021:region:eu-west",
+    }
+    assert DeviceScope.of(cert) == scope
+    # unscoped tokens and certificates stay unscoped
+    plain = ca.issue_bootstrap("cam-8", 600)
+    assert ca.redeem_bootstrap(plain, "cam-8") == DeviceScope()
+    assert DeviceScope.of(ca.sign_device(make_csr(_key(), "cam-8"), "cam-8", 600).cert) == (
+        DeviceScope()
+    )
+
+
+@pytest.mark.parametrize(
+    ("org", "project", "region", "reason"),
+    [
+        ("ac me", "", "", "invalid org"),
+        ("acme/evil", "", "", "invalid org"),
+        ("x" * 65, "", "", "invalid org"),
+        ("acme", "a\nb", "", "invalid project"),
+        ("", "lines", "", "needs its org"),
+        ("acme", "", "eu\\west", "invalid region"),
+    ],
+)
+def test_a_tenant_that_cannot_be_written_into_a_certificate_is_refused(
+    ca: CertificateAuthority, org: str, project: str, region: str, reason: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=reason):
+        ca.issue_bootstrap("cam-1", 600, DeviceScope(org, project, region))
+
+
+def test_a_token_table_from_before_tenants_is_upgraded(ca: CertificateAuthority) -> None:
+    db_path = ca.directory / "tokens.sqlite3"
+    db_path.unlink(missing_ok=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "CREATE TABLE tokens (digest TEXT PRIMARY KEY, device_id TEXT NOT NULL,"
+            " expires_at REAL NOT NULL, used_at REAL)"
+        )
+    token = ca.issue_bootstrap("cam-3", 600, DeviceScope("acme"))
+    assert ca.redeem_bootstrap(token, "cam-3") == DeviceScope("acme")
