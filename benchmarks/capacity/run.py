@@ -15,7 +15,8 @@ KServe v2 ModelInfer), same run, for:
   mlserver         MLServer with an onnxruntime runtime (needs --mlserver-python)
   ray-serve        Ray Serve, its gRPC proxy serving the KServe v2 service (needs --ray-python)
 
-For each, the rate goes up by x1.6 from 100/s until a trial fails, then is bisected twice; a trial
+For each, the rate goes up by x1.6 from 100/s until a trial fails (a failing trial is run once
+more, the better kept: other processes share the machine), then is bisected twice; a trial
 passes when p95 (failures counted as infinitely slow) is under the SLO, at most 1% fail, and the
 client kept its schedule (sent at >= 95% of the rate; otherwise the *client* was the limit, which
 the result says). Every server runs plaintext on loopback, like the gateway with --insecure.
@@ -259,13 +260,24 @@ def passes(r: dict[str, Any], slo_ms: float) -> bool:
     )
 
 
+def checked_trial(target: Target, rate: float, seconds: float, slo_ms: float) -> dict[str, Any]:
+    """One trial; a failing one is run again once and the better of the two kept: on a shared
+    machine one burst of another process's work can fail a rate the server sustains."""
+    r = trial(target, rate, seconds)
+    if passes(r, slo_ms):
+        return r
+    again = trial(target, rate, seconds)
+    again["retried"] = True
+    return again if passes(again, slo_ms) else r
+
+
 def search(target: Target, slo_ms: float, seconds: float) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     lo: float | None = None
     hi: float | None = None
     rate = 100.0
     while rate <= 50_000:
-        r = trial(target, rate, seconds)
+        r = checked_trial(target, rate, seconds, slo_ms)
         trials.append(r)
         print(f"    {rate:8.0f}/s  p95 {r.get('p95_ms_failures_as_inf') or 0:8.1f} ms  ok "
               f"{r.get('ok', 0)} err {r.get('errors', 0)} sent {r.get('achieved_send_rate', 0):.0f}/s "
@@ -279,7 +291,7 @@ def search(target: Target, slo_ms: float, seconds: float) -> dict[str, Any]:
         if lo is None or hi is None:
             break
         mid = round((lo + hi) / 2)
-        r = trial(target, mid, seconds)
+        r = checked_trial(target, mid, seconds, slo_ms)
         trials.append(r)
         ok = passes(r, slo_ms)
         print(f"    {mid:8.0f}/s  p95 {r.get('p95_ms_failures_as_inf') or 0:8.1f} ms  "
