@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common.auth import read_private_file, write_atomic
 from common.errors import BundleError, InvalidArgument
 
 _DOMAIN = b"aiml021-bundle-v1"
@@ -31,26 +32,26 @@ def statement(name: str, version: str, archive: bytes) -> bytes:
 
 
 def generate_signing_key(private_path: Path, public_path: Path) -> None:
-    """A new Ed25519 key pair as PEM files (the private one readable by its owner only)."""
+    """A new Ed25519 key pair as PEM files; the private one written 0600 atomically (never
+    readable by others, not even for a moment)."""
     key = Ed25519PrivateKey.generate()
-    private_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    for path in (private_path, public_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    private_path.chmod(0o600)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    write_atomic(private_path, pem, 0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    write_atomic(public_path, public, 0o644)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The Ed25519 private key in the PEM file ``path``."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    """The Ed25519 private key in the PEM file ``path`` (refused when others may read it)."""
+    key = serialization.load_pem_private_key(read_private_file(path, "signing key"), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidArgument(f"{path}: not an Ed25519 private key")
     return key

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.artifacts import pack_bundle, sign_bundle, unpack_bundle, verify_bundle
+from common.artifacts import (
+    generate_signing_key,
+    load_signing_key,
+    pack_bundle,
+    sign_bundle,
+    unpack_bundle,
+    verify_bundle,
+)
 from common.errors import BundleError, InvalidArgument
 
 
@@ -78,3 +85,12 @@ def test_a_signature_binds_archive_name_and_version() -> None:
             verify_bundle(key.public_key(), name, version, archive, sig)
     with pytest.raises(InvalidArgument):
         sign_bundle(key, "m\n2", "1", b"archive")
+
+
+def test_the_signing_key_is_owner_only_and_a_readable_one_is_refused(tmp_path: Path) -> None:
+    generate_signing_key(tmp_path / "new" / "s.key", tmp_path / "new" / "s.pub")
+    assert (tmp_path / "new" / "s.key").stat().st_mode & 0o777 == 0o600
+    load_signing_key(tmp_path / "new" / "s.key")
+    (tmp_path / "new" / "s.key").chmod(0o640)
+    with pytest.raises(InvalidArgument, match="group or others may read"):
+        load_signing_key(tmp_path / "new" / "s.key")
