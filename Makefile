@@ -122,8 +122,10 @@ test: setup
 ci: test check
 
 ## demo: the main job — gateway + edge agent over the Fashion-MNIST test set, KPI table.
+##       make demo WORKLOAD=ocr: a small OCR fleet on hard 720p frames, KPI table, PNG overlays.
+WORKLOAD ?= fmnist
 demo: setup
-	$(VPY) -m benchmarks.e2e.demo
+	$(VPY) -m benchmarks.e2e.demo --workload $(WORKLOAD)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage coverage.xml
