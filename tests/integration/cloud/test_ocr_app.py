@@ -114,3 +114,29 @@ async def test_whole_frames_go_to_the_cloud_det_rec(frame) -> None:  # type: ign
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+def test_fleet_runs_each_device_as_its_own_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "fleet.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.ocr.fleet", "--devices", "2", "--frames", "1",
+         "--frame-pool", "2", "--links", "lan", "--systems", "hybrid", "--interval", "0.5",
+         "--work", str(tmp_path / "work"), "--out", str(out)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    (cell,) = report["cells"]
+    assert cell["failed_devices"] == 0 and cell["all"]["errors"] == 0
+    assert {d["device_id"] for d in cell["devices"]} == {"ocr-phone-0", "ocr-iot-1"}
+    assert {d["share"] for d in cell["devices"]} == {1.0, 0.25}
+    assert cell["all"]["frames"] == 2 and cell["all"]["route_share"]["region"] > 0
+    assert 0 < cell["all"]["payload_bytes_per_frame"] <= cell["all"]["wire_bytes_up_per_frame"]
+    assert cell["gateway_cpu_s"] > 0
+    for d in cell["devices"]:
+        (f,) = d["frames"]
+        # the quarter-core device takes at least four times its CPU time
+        assert f["emulated_latency_s"] >= f["device_cpu_s"] / d["share"]
