@@ -61,7 +61,7 @@ $(BUF): package.json package-lock.json
 # (tests/integration/clients) build it with tsc and run node's test runner against a gateway.
 $(TSCLIENT): clients/typescript/package.json clients/typescript/package-lock.json
 	cd clients/typescript && npm ci --no-audit --no-fund
-	touch $@
+	touch $(CURDIR)/$@  # .ONESHELL: the cd above still holds
 
 # The operator console (console/package-lock.json, exact pins), built into console/dist, which the
 # gateway serves at /console/; its browser tests run under pytest (tests/e2e/test_console.py).
