@@ -150,6 +150,9 @@ class SessionSettings(Section):
     outbound_stall_s: float = Field(default=2.0, gt=0)
     """How long a full outbound queue may stay full before the stream is ended with
     RESOURCE_EXHAUSTED."""
+    max_result_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest answer frame sent on a session (gRPC clients refuse messages over 4 MiB by default
+    and end the whole stream); a larger answer fails only its request, RESOURCE_EXHAUSTED."""
 
     @model_validator(mode="after")
     def _check(self) -> SessionSettings:

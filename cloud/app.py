@@ -259,6 +259,7 @@ class Gateway:
             idle_timeout_s=s.session.idle_timeout_s,
             max_outbound_bytes=s.session.max_outbound_bytes,
             outbound_stall_s=s.session.outbound_stall_s,
+            max_result_bytes=s.session.max_result_bytes,
         )
         self.sessions = SessionServicer(
             self.dataplane,

@@ -327,7 +327,12 @@ class SessionCore:
         exc = fut.exception()
         if exc is None:
             result = dataclasses.replace(fut.result(), decode_s=p.decode_s)
-            self._sink.result(rid, result, p.spec)
+            try:
+                self._sink.result(rid, result, p.spec)
+            except AimlError as unsendable:  # e.g. larger than the device may receive
+                self._sink.error(rid, unsendable)
+                self._dp.record(p.request, unsendable.code.value, bytes_in=p.header.total_bytes)
+                return
             self._dp.record(p.request, "OK", result, p.header.total_bytes)
             return
         err = exc if isinstance(exc, AimlError) else Unavailable(f"inference failed: {exc}")

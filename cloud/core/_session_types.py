@@ -109,7 +109,10 @@ class Pending:
 class SessionSink(Protocol):
     """Where a session's answers go (the transport converts and writes them)."""
 
-    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None: ...
+    def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None:
+        """Send ``result``; raises an AimlError (and sends nothing) when it cannot be sent, e.g.
+        an answer larger than the device may receive: the session then answers that error."""
+        ...
 
     def error(self, request_id: str, error: AimlError) -> None: ...
 

@@ -20,7 +20,7 @@ from aiml021.session.v1 import session_pb2
 from cloud.core import InferenceResult, ModelSpec
 from cloud.grpc._converters import result_to_pb
 from cloud.grpc._errors import rpc_status
-from common.errors import AimlError
+from common.errors import AimlError, ResourceExhausted
 
 FRAME_OVERHEAD = 512
 """Bytes a queued frame costs beyond its wire size (the Python message and queue entry), so
@@ -35,6 +35,7 @@ class StreamGuards:
     idle_timeout_s: float = 120.0
     max_outbound_bytes: int = 8 * 1024 * 1024
     outbound_stall_s: float = 2.0
+    max_result_bytes: int = 4 * 1024 * 1024
 
 
 class Outbox:
@@ -94,15 +95,28 @@ class Outbox:
 
 
 class OutboxSink:
-    """SessionSink writing ConnectResponse frames into a stream's outbox."""
+    """SessionSink writing ConnectResponse frames into a stream's outbox.
 
-    __slots__ = ("outbox",)
+    An answer frame larger than ``max_result_bytes`` is not sent: a gRPC client ends the whole
+    stream on a message over its receive limit (4 MiB by default), which would fail every other
+    request of the session; that one request gets RESOURCE_EXHAUSTED instead."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    __slots__ = ("max_result_bytes", "outbox")
+
+    def __init__(self, outbox: Outbox, max_result_bytes: int = 4 * 1024 * 1024) -> None:
         self.outbox = outbox
+        self.max_result_bytes = max_result_bytes
 
     def result(self, request_id: str, result: InferenceResult, spec: ModelSpec) -> None:
-        self.outbox.put_frame(result_to_pb(request_id, result, spec))
+        msg = result_to_pb(request_id, result, spec)
+        size = msg.ByteSize()
+        if size > self.max_result_bytes:
+            raise ResourceExhausted(
+                f"answer of {size} bytes exceeds session.max_result_bytes "
+                f"({self.max_result_bytes}); request fewer or smaller outputs (e.g. a best-path "
+                f"head on a recognizer)"
+            )
+        self.outbox.put(msg, size + FRAME_OVERHEAD)
 
     def error(self, request_id: str, error: AimlError) -> None:
         msg = session_pb2.ConnectResponse()

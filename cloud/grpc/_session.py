@@ -211,7 +211,13 @@ class SessionServicer:
         outbox = Outbox(self._guards.max_outbound_bytes)
         session_id = uuid.uuid4().hex
         core = SessionCore(
-            self._dp, limits, self.quotas.budget, OutboxSink(outbox), device, session_id, ledger
+            self._dp,
+            limits,
+            self.quotas.budget,
+            OutboxSink(outbox, self._guards.max_result_bytes),
+            device,
+            session_id,
+            ledger,
         )
         stream = _Stream(core, outbox)
         welcome = session_pb2.ConnectResponse()

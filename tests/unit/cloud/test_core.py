@@ -4,7 +4,7 @@ credits, codec decoding, and the one error table."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -38,6 +38,7 @@ from common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
 from tests.support.tiny_cnn import build_bundle, build_full_onnx
 
@@ -152,6 +153,49 @@ class _Sink:
         self.credits.append((nbytes, requests))
 
 
+async def _until(done: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until ``done()`` holds (answers arrive from worker threads; no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not done():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class _RefusingSink(_Sink):
+    """Refuses to send answers of requests named ``big*``, as the gRPC sink refuses answers over
+    ``session.max_result_bytes``."""
+
+    def result(self, request_id: str, result: object, spec: object) -> None:
+        if request_id.startswith("big"):
+            raise ResourceExhausted(f"answer of {request_id} exceeds session.max_result_bytes")
+        super().result(request_id, result, spec)
+
+
+async def test_an_answer_the_transport_cannot_send_fails_only_its_request() -> None:
+    dp, _ = await _plane()
+    statuses: dict[str, str] = {}
+    dp.observers.append(lambda req, status, result: statuses.__setitem__(req.request_id, status))
+    limits = SessionLimits(64, 16, 8, 64, 5.0, 20.0)
+    sink = _RefusingSink()
+    core = SessionCore(dp, limits, ByteBudget(1000), sink, "dev")
+    data = np.ones((1, 4), np.float32).tobytes()
+    for rid in ("r0", "big1", "r2"):
+        core.on_header(_inline(rid, data))
+    await _until(lambda: len(sink.results) + len(sink.errors) == 3)
+    assert sink.results == ["r0", "r2"]
+    [(rid, err)] = sink.errors
+    assert rid == "big1" and err.code is ErrorCode.RESOURCE_EXHAUSTED
+    await _until(lambda: len(statuses) == 3)
+    assert statuses == {"r0": "OK", "big1": "RESOURCE_EXHAUSTED", "r2": "OK"}
+    # the refused request is finished like any other: nothing left in flight, the session goes on
+    assert core.inflight == 0 and core.buffered_bytes == 0
+    core.on_header(_inline("r3", data))
+    await _until(lambda: sink.results == ["r0", "r2", "r3"])
+    core.close()
+    await dp.close()
+
+
 def _header(rid: str, total: int = 16) -> RequestHeader:
     return RequestHeader(rid, "m", "", "", PayloadFormat("float32", (1, 4), (1,)), total)
 
@@ -220,7 +264,8 @@ async def test_session_inline_payload_is_validated_like_chunks() -> None:
     h = _inline("fmt", data)
     h.payload = PayloadFormat("float32", (1, 5), (1,))  # shape the model does not take
     core.on_header(h)
-    await asyncio.sleep(0.05)
+    # "short" fails only once its decode (off the event loop) has run: wait for every answer.
+    await _until(lambda: len(sink.errors) == 5)
     errors = dict(sink.errors)
     assert isinstance(errors["len"], InvalidArgument)
     assert "carries 16 bytes but total_bytes is 20" in errors["len"].message
