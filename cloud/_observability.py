@@ -96,7 +96,8 @@ class AccountingSettings(Section):
     """Organisation → budget; alerts fire as it is spent."""
     steer_offload: bool = False
     """When an org has spent its budget, PolicyService decides for its devices with no cloud
-    cost allowed (``cost_budget`` 0), so the policy keeps them local instead of offloading."""
+    cost allowed (``cost_budget`` 0), and the gateway refuses their session offloads
+    (RESOURCE_EXHAUSTED), so devices deciding on their own answer locally too."""
 
 
 @dataclass

@@ -270,6 +270,10 @@ class Gateway:
             quotas=self.quotas,
             guards=guards,
             max_request_id_bytes=s.server.max_request_id_bytes,
+            # a spent budget refuses the org's offloads: its devices answer locally
+            budget_exhausted=(
+                self.observers.costs.exhausted if s.accounting.steer_offload else None
+            ),
         )
         self.policy = policy
         """The policy PolicyService and REST decide with, and devices are pushed (control

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from cloud.core._dataplane import DataPlane
 from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
@@ -59,8 +60,12 @@ class SessionCore:
         device_id: str,
         session_id: str = "",
         ledger: DeviceLedger | None = None,
+        budget_exhausted: Callable[[str], bool] | None = None,
     ) -> None:
         self._dp = dataplane
+        self._budget_exhausted = budget_exhausted
+        """Whether the device's organisation has spent its cost budget (``accounting.
+        steer_offload``): its offloads are then refused, so the device answers locally."""
         self.session_id = session_id
         self.limits = limits
         self._sink = sink
@@ -101,7 +106,12 @@ class SessionCore:
         try:
             self._ledger.take_token()
             if n:
-                self._take_inline_credit(h, n)
+                self._take_inline_credit(h, n)  # returned with the answer, even a refusal
+            if self._budget_exhausted is not None and self._budget_exhausted(self.device_id):
+                raise ResourceExhausted(
+                    "the organisation's cost budget for this period is spent "
+                    "(accounting.steer_offload): answer on the device"
+                )
             p = self._open_request(h)
         except AimlError as exc:
             self._maybe_grant()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -86,8 +86,10 @@ class SessionServicer:
         quotas: DeviceQuotas | None = None,
         guards: StreamGuards | None = None,
         max_request_id_bytes: int = 256,
+        budget_exhausted: Callable[[str], bool] | None = None,
     ) -> None:
         self._dp = dataplane
+        self._budget_exhausted = budget_exhausted
         self._max_request_id = max_request_id_bytes
         self._policies = policies
         self._limits = limits
@@ -218,6 +220,7 @@ class SessionServicer:
             device,
             session_id,
             ledger,
+            self._budget_exhausted,
         )
         stream = _Stream(core, outbox)
         welcome = session_pb2.ConnectResponse()
