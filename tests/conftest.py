@@ -14,6 +14,7 @@ Every test is marked by the folder it lives in (``unit``, ``integration``, ``e2e
 
 from __future__ import annotations
 
+import asyncio
 import importlib.abc
 import importlib.machinery
 import sys
@@ -49,6 +50,15 @@ class _RefuseTritonclient(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _RefuseTritonclient())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # pytest-asyncio 1.2 asks asyncio.get_event_loop() for "the loop to restore" before its first
+    # runner; in a main thread that never set a loop, that call creates one which nobody closes,
+    # and its self-pipe later surfaces as an unraisable ResourceWarning in whichever test runs when
+    # it is collected (seen as random failures of test_rotation_drill / test_console_api). Marking
+    # the thread as having no loop makes that call raise instead, which pytest-asyncio expects.
+    asyncio.set_event_loop(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
