@@ -144,11 +144,19 @@ class GatewayMetrics:
             buckets=_CONFIDENCE_BUCKETS,
             registry=r,
         )
+        self.answer_confidence = Histogram(
+            "aiml021_gateway_device_answer_confidence",
+            "Calibrated confidence of the answers devices report (telemetry), by route: its mean "
+            "is the expected accuracy of what devices answered (no ground truth is recorded).",
+            ["route"],
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
         self.request_duration = Histogram(
             "aiml021_gateway_request_duration_seconds",
             "Gateway time of each finished request, from having the whole request to its answer "
-            "(decode, queue, compute), by model, API and the device's region.",
-            ["model", "api", "region"],
+            "(decode, queue, compute), by model, API, the device's region and device class.",
+            ["model", "api", "region", "device_class"],
             buckets=_REQUEST_BUCKETS,
             registry=r,
         )

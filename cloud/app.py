@@ -79,7 +79,7 @@ from cloud.grpc import (
 from cloud.grpc._guard import StatusGuard
 from cloud.grpc._policy import SERVICE as POLICY_SERVICE
 from cloud.grpc._policy import PolicyServicer
-from cloud.rest import RestBridge, RestServer
+from cloud.rest import PrivacyStatus, RestBridge, RestServer
 from cloud.stores import (
     AuditLog,
     MemoryIdempotencyStore,
@@ -287,8 +287,26 @@ class Gateway:
             if self.policy is not None:
                 self.learner = OnlineLearner(self.policy)
                 self.policies.publish(self.policy)
+        one_process = s.server.workers == 1
+        several = (
+            f"this gateway runs {s.server.workers} worker processes and a change would reach "
+            "only one; set accounting.budgets in the settings file"
+        )
         self.rest = RestBridge(
-            self.dataplane, self.registry, self.rollouts, self.cache_store, self.learner
+            self.dataplane,
+            self.registry,
+            self.rollouts,
+            self.cache_store,
+            self.learner,
+            # the console's budget write changes this process only: refused with several workers
+            costs=self.observers.costs if one_process else None,
+            privacy=PrivacyStatus(
+                pseudonyms=bool(s.privacy.pseudonym_key or s.privacy.pseudonym_key_file),
+                dlp=s.privacy.dlp,
+                dlp_kinds=tuple(s.privacy.dlp_kinds),
+                sealed_at_rest=s.privacy.at_rest_key_file is not None,
+            ),
+            budget_note="" if one_process else several,
         )
         """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
         self.rest.middleware = authz_middleware(self.authn, self.audit)

@@ -187,6 +187,8 @@ def record_telemetry(
         m.child(m.telemetry_events, route).inc()
         if e.total_s is not None:
             m.child(m.device_latency, route).observe(e.total_s)
+        if 0.0 < e.confidence <= 1.0:  # 0: the device reported none
+            m.child(m.answer_confidence, route).observe(e.confidence)
         if e.bytes_sent:
             m.child(m.telemetry_bytes, "sent").inc(e.bytes_sent)
         if e.bytes_received:

@@ -151,6 +151,20 @@ class CostAccountant:
             s.period, s.spent = period, 0.0
         return s
 
+    def set_budget(self, org: str, amount: float) -> Budget:
+        """Give ``org`` a budget of ``amount`` per period from now on (an existing budget keeps
+        its period and what was spent in it, so changing the amount never forgives a spend; a
+        new one gets a UTC day and counts spend from now). The org becomes a known ``org``
+        label value (callers bound who may add one: the console lets an Admin set only their
+        own org's)."""
+        old = self.budgets.get(org)
+        budget = Budget(amount, old.period_s if old is not None else 86400.0)
+        self.budgets[org] = budget
+        self.directory.orgs = self.directory.orgs | {org}
+        self._m.budget.labels(org).set(amount)
+        self._m.budget_spent.labels(org).set(self._current(org, budget).spent)
+        return budget
+
     def spent(self, org: str) -> float:
         """What ``org`` has spent in the current period (0 without a budget)."""
         budget = self.budgets.get(org)

@@ -416,9 +416,9 @@ class DataPlane:
             m.child(m.rejections, status).inc()
         end = time.monotonic()
         region = m.region(request.region)
-        m.child(m.request_duration, request.model_name, request.api, region).observe(
-            end - request.received_at
-        )
+        m.child(
+            m.request_duration, request.model_name, request.api, region, request.device_class
+        ).observe(end - request.received_at)
         try:
             ids = trace_request(request, status, result, end)
             log_request(request, status, result, region, end - request.received_at, ids)

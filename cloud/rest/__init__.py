@@ -1,6 +1,7 @@
 """REST bridge (Starlette): proto3-JSON ``/v1`` routes and KServe-v2 ``/v2`` routes over the core."""
 
 from ._app import RestBridge
+from ._console_settings import PrivacyStatus
 from ._errors import HTTP_STATUS, error_body, http_status
 from ._kserve import EXTENSIONS, KServeV2
 from ._openapi import build_openapi, openapi_document
@@ -11,6 +12,7 @@ __all__ = [
     "EXTENSIONS",
     "HTTP_STATUS",
     "KServeV2",
+    "PrivacyStatus",
     "RestBridge",
     "RestServer",
     "build_openapi",

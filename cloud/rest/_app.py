@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager, current_principal
+from cloud.core._costs import CostAccountant
 from cloud.grpc._cache import MAX_CACHE_ENTRY_BYTES
 from cloud.grpc._control_converters import (
     cache_entry_from_pb,
@@ -49,6 +50,7 @@ from common.prototime import duration_to_s
 from policy import OnlineLearner
 
 from ._console import ConsoleRoutes, console_mount
+from ._console_settings import ConsoleSettings, PrivacyStatus
 from ._encoding import inflate
 from ._errors import error_body, http_status
 from ._features import infer_features
@@ -81,6 +83,9 @@ class RestBridge:
         *,
         max_body_bytes: int = 4 * 1024 * 1024,
         max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
+        costs: CostAccountant | None = None,
+        privacy: PrivacyStatus | None = None,
+        budget_note: str = "",
     ) -> None:
         self._dp = dataplane
         self._registry = registry
@@ -90,28 +95,31 @@ class RestBridge:
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
         self._console = ConsoleRoutes(dataplane.metrics.registry, self._body)
+        self._settings = ConsoleSettings(self._body, costs, privacy, budget_note)
         self.middleware: Callable[[Sequence[BaseRoute]], Middleware] | None = None
         """The authorization hook (``cloud.authz.authz_middleware``; the composition root sets
         it): given the app's routes, the middleware every request passes first."""
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        """The request body, refused (413) past ``limit`` (default ``max_body_bytes``)."""
+        limit = min(limit, self.max_body_bytes) if limit is not None else self.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise _TooLarge(int(declared), self.max_body_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge(int(declared), limit)
         chunks = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _TooLarge(size, self.max_body_bytes)
+            if size > limit:
+                raise _TooLarge(size, limit)
             chunks.append(chunk)
         body = b"".join(chunks)
         coding = request.headers.get("content-encoding", "identity").strip().lower()
         if coding in ("", "identity"):
             return body
-        inflated = inflate(body, coding, self.max_body_bytes)
+        inflated = inflate(body, coding, limit)
         if inflated is None:  # a small body that inflates past the limit: refused, not inflated
-            raise _TooLarge(self.max_body_bytes + 1, self.max_body_bytes)
+            raise _TooLarge(limit + 1, limit)
         return inflated
 
     async def _parse(self, request: Request, message: Message) -> Any:
@@ -236,6 +244,8 @@ class RestBridge:
             Route("/openapi.json", self.openapi, methods=get),
             Route("/v1/console/summary", self._console.summary, methods=get),
             Route("/v1/console/simulate", self._console.simulate, methods=post),
+            Route("/v1/console/settings", self._settings.settings, methods=get),
+            Route("/v1/console/budget", self._settings.set_budget, methods=["PUT"]),
             *console_mount(),  # the operator console (console/dist) at /console/
         ]
         handlers: dict[Any, Any] = {

@@ -68,14 +68,15 @@ def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
     within_edge = max((e for e in edges if e <= deadline_ms / 1000.0), default=None)
     finished = sum(v for _, v in counts)
     within = _sum(buckets, le=str(within_edge)) if within_edge is not None else 0.0
-    regions = sorted({b.get("region", "") for b, _ in buckets})
+    cells = sorted({(b.get("region", ""), b.get("device_class", "")) for b, _ in buckets})
     heatmap = []
-    for region in regions:
-        cumulative = [_sum(buckets, region=region, le=str(e)) for e in edges]
-        cumulative.append(_sum(buckets, region=region, le="+Inf"))
+    for region, device_class in cells:
+        where = {"region": region, "device_class": device_class}
+        cumulative = [_sum(buckets, **where, le=str(e)) for e in edges]
+        cumulative.append(_sum(buckets, **where, le="+Inf"))
         heatmap.append(
             {
-                "region": region,
+                **where,
                 "counts": [c - p for c, p in zip(cumulative, [0.0, *cumulative[:-1]], strict=True)],
             }
         )
@@ -90,6 +91,11 @@ def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
         {"model": labels.get("model", ""), "signal": labels.get("signal", ""), "psi": v}
         for labels, v in s.get("aiml021_gateway_drift_psi", [])
     ]
+    # Expected accuracy: the mean calibrated confidence of what devices answered (as the daily
+    # report computes it; a calibrated confidence is the probability the answer is right).
+    conf_sum = _by(s.get("aiml021_gateway_device_answer_confidence_sum", []), "route")
+    conf_n = _by(s.get("aiml021_gateway_device_answer_confidence_count", []), "route")
+    answers = sum(conf_n.values())
     return {
         "requests": {"total": total, "ok": ok, "by_model": _by(requests, "model")},
         "cache": {"hits": hits, "misses": misses},
@@ -112,6 +118,11 @@ def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
             "budget_spent": spent.get(org),
         },
         "drift": drift,
+        "accuracy": {
+            "answers": answers,
+            "expected": sum(conf_sum.values()) / answers if answers else None,
+            "by_route": {r: conf_sum.get(r, 0.0) / n for r, n in sorted(conf_n.items()) if n},
+        },
     }
 
 
@@ -232,8 +243,8 @@ def console_openapi_paths() -> dict[str, Any]:
         "/v1/console/summary": {
             "get": {
                 "summary": "Overview numbers (requests, cache, device routes, SLA, latency "
-                "heatmap by region, cost and budget of the caller's org, drift) from the "
-                "gateway's metrics",
+                "heatmap by region and device class, cost and budget of the caller's org, drift, "
+                "expected accuracy of device answers) from the gateway's metrics",
                 "parameters": [
                     {
                         "name": "deadline_ms",

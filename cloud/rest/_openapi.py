@@ -19,6 +19,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from inference import grpc_service_pb2 as pb
 
 from ._console import console_openapi_paths
+from ._console_settings import console_settings_openapi_paths
 from ._v2 import V2_TENSOR_SCHEMA
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -200,6 +201,7 @@ def openapi_document() -> dict[str, Any]:
     _add_raw_infer(doc["paths"]["/v1/infer"]["post"])
     _add_kserve(doc)
     doc["paths"].update(console_openapi_paths())
+    doc["paths"].update(console_settings_openapi_paths())
     return doc
 
 

@@ -96,9 +96,11 @@ async def test_one_offload_is_one_trace_with_region_labels_and_json_access_lines
                 await asyncio.sleep(0.05)
             assert m.get_sample_value("aiml021_gateway_device_replay_backlog_requests", labels) == 0
 
+        cam = {"device_class": "cam-v2"}
         count = m.get_sample_value(
             "aiml021_gateway_request_duration_seconds_count",
-            {"model": "fmnist_branchy.cut1", "api": "session", "region": "eu-west"},
+            # the device's class from its request context labels its latency too
+            {"model": "fmnist_branchy.cut1", "api": "session", "region": "eu-west", **cam},
         )
         assert count == 1
         expiry = m.get_sample_value(

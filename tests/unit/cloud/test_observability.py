@@ -72,7 +72,7 @@ def test_region_labels_come_only_from_the_configured_set() -> None:
     ]  # fmt: skip
 
 
-async def test_every_finished_request_is_timed_by_model_api_and_region() -> None:
+async def test_every_finished_request_is_timed_by_model_api_region_and_device_class() -> None:
     m = GatewayMetrics()
     m.set_regions({"eu-west"})
     dp = DataPlane(ModelRepository([SPEC]), _Backend(), DynamicBatching(BatcherConfig()), m)
@@ -88,12 +88,17 @@ async def test_every_finished_request_is_timed_by_model_api_and_region() -> None
         req = InferenceRequest("m", "", {"x": np.ones((1, 4), np.float32)}, region=region)
         result = await dp.infer(req)
         dp.record(req, "OK", result)
-    dp.record(InferenceRequest("m", "", {}, api="session"), "INVALID_ARGUMENT")
-    assert seen == ["OK", "OK", "INVALID_ARGUMENT"]
+    dp.record(InferenceRequest("m", "", {}, api="session", device_class="phone"), "CANCELLED")
+    dp.record(InferenceRequest("m", "", {}, api="session", device_class="x" * 65), "CANCELLED")
+    assert seen == ["OK", "OK", "CANCELLED", "CANCELLED"]
     name = "aiml021_gateway_request_duration_seconds_count"
-    assert _value(m, name, model="m", api="infer", region="eu-west") == 1
-    assert _value(m, name, model="m", api="infer", region=OTHER) == 1
-    assert _value(m, name, model="m", api="session", region=UNSPECIFIED_REGION) == 1
+    labels = {"model": "m", "device_class": ""}
+    assert _value(m, name, **labels, api="infer", region="eu-west") == 1
+    assert _value(m, name, **labels, api="infer", region=OTHER) == 1
+    # the device's class labels the histogram too, bounded like every device-filled label
+    at_home = {"model": "m", "api": "session", "region": UNSPECIFIED_REGION}
+    assert _value(m, name, **at_home, device_class="phone") == 1
+    assert _value(m, name, **at_home, device_class=OTHER) == 1
     await dp.close()
 
 
