@@ -145,12 +145,13 @@ class Featurizer:
 
     Features: bias, confidence, confidence², normalised entropy, one-hot exit index, RTT and
     1 KB transfer time relative to the deadline, log bandwidth, edge load, elapsed share of the
-    deadline, link-down flag. Everything is scaled to roughly [0, 1].
+    deadline, link-down flag, the device's compute share (log2, a quarter core = -0.5) and its
+    queue relative to the deadline. Everything is scaled to roughly [0, 1].
     """
 
     def __init__(self, n_exits: int) -> None:
         self.n_exits = n_exits
-        self.dim = 4 + n_exits + 6
+        self.dim = 4 + n_exits + 8
 
     def __call__(self, ctx: DecisionContext) -> FloatArray:
         conf = ctx.confidence
@@ -173,6 +174,8 @@ class Featurizer:
                 ctx.edge_load,
                 min(ctx.elapsed_ms / deadline, 2.0),
                 0.0 if up else 1.0,
+                max(math.log2(ctx.compute_share), -4.0) / 4.0,
+                min(ctx.queue_ms / deadline, 2.0),
             ]
         )
 

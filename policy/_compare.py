@@ -166,7 +166,7 @@ def train_policy(
 ) -> Policy:
     """A policy of ``kind`` trained on ``sim`` (heuristics need no training)."""
     if kind == "heuristic":
-        return HeuristicPolicy(trace.profile, latency_model=sim.model)
+        return HeuristicPolicy(trace.profile, latency_model=sim.model, **kwargs)
     policy = make_policy(kind, trace.profile, latency_model=sim.model, seed=seed, **kwargs)
     for ep in range(epochs):
         sim.run(policy, sim.environment(10_000 + 100 * seed + ep))

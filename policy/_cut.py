@@ -1,13 +1,21 @@
 """Adaptive cut-point selection (Neurosurgeon, Kang et al. 2017): pick the cut point and codec
 that minimise predicted end-to-end latency for the live network estimate, among codecs within the
 accuracy budget, and switch only when the new choice is better by a margin (hysteresis), so that a
-noisy bandwidth estimate does not make the device flap between cuts."""
+noisy bandwidth estimate does not make the device flap between cuts.
+
+With objective ``weights`` the selector minimises the predicted combined objective instead of the
+latency alone (latency against the deadline, a breach, cloud cost and bytes, as
+:class:`~policy.ObjectiveWeights` charges them): on a workload whose raw input is large (a camera
+frame) the fastest cut is often the most expensive one, and a device should pay for speed only
+where its own compute would miss the deadline."""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
+from policy._objective import ObjectiveWeights
 from policy._profile import LatencyModel
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,8 @@ class CutChoice:
     codec: str
     after_exit: int
     predicted_ms: float
+    score: float = math.nan
+    """What the selector minimised: the latency, or the predicted objective with weights."""
 
 
 class AdaptiveCutSelector:
@@ -36,8 +46,10 @@ class AdaptiveCutSelector:
         *,
         accuracy_budget: float = 0.5,
         hysteresis: float = 0.15,
+        weights: ObjectiveWeights | None = None,
     ) -> None:
         self.model = model
+        self.weights = weights
         self.accuracy_budget = accuracy_budget
         self.hysteresis = hysteresis
         self.current: CutChoice | None = None
@@ -59,46 +71,79 @@ class AdaptiveCutSelector:
         rtt_ms: float,
         bandwidth_mbps: float,
         load: float,
+        share: float = 1.0,
+        queue_ms: float = 0.0,
     ) -> float:
-        """Predicted latency of a request that runs the head up to ``cut`` and offloads there."""
-        return self.model.local_ms(-1, after_exit, load) + self.model.offload_ms(
-            cut, codec, rtt_ms, bandwidth_mbps, load
+        """Predicted latency of a request that runs the head up to ``cut`` and offloads there;
+        local compute starts after ``queue_ms`` (an input offload needs none)."""
+        local = self.model.local_ms(-1, after_exit, load, share)
+        return (local + queue_ms if local > 0.0 else 0.0) + self.model.offload_ms(
+            cut, codec, rtt_ms, bandwidth_mbps, load, share
         )
 
+    def _choice(
+        self, cut: str, codec: str, after: int, net: tuple[float, float, float, float, float],
+        deadline_ms: float,
+    ) -> CutChoice:  # fmt: skip
+        ms = self.predict(cut, codec, after, *net)
+        w = self.weights
+        if w is None:
+            return CutChoice(cut, codec, after, ms, ms)
+        cost = self.model.profile.cut(cut)
+        score = w.request_cost(
+            1.0, ms, deadline_ms, w.cloud_cost(cost.tail_ms, 1.0), float(cost.codecs[codec].bytes)
+        )
+        return CutChoice(cut, codec, after, ms, float(score))
+
     def best(
-        self, rtt_ms: float, bandwidth_mbps: float, edge_load: float = 0.0
+        self,
+        rtt_ms: float,
+        bandwidth_mbps: float,
+        edge_load: float = 0.0,
+        *,
+        share: float = 1.0,
+        queue_ms: float = 0.0,
+        deadline_ms: float = math.inf,
     ) -> CutChoice | None:
-        """The latency-minimising candidate, ignoring hysteresis (None without candidates)."""
+        """The best candidate (least latency, or least objective with weights), ignoring
+        hysteresis (None without candidates)."""
+        net = (rtt_ms, bandwidth_mbps, edge_load, share, queue_ms)
         best: CutChoice | None = None
         for cut, codec, after in self._candidates:
-            ms = self.predict(cut, codec, after, rtt_ms, bandwidth_mbps, edge_load)
-            if best is None or ms < best.predicted_ms:
-                best = CutChoice(cut, codec, after, ms)
+            choice = self._choice(cut, codec, after, net, deadline_ms)
+            if best is None or choice.score < best.score:
+                best = choice
         return best
 
     def select(
-        self, rtt_ms: float, bandwidth_mbps: float, edge_load: float = 0.0
+        self,
+        rtt_ms: float,
+        bandwidth_mbps: float,
+        edge_load: float = 0.0,
+        *,
+        share: float = 1.0,
+        queue_ms: float = 0.0,
+        deadline_ms: float = math.inf,
     ) -> CutChoice | None:
         """Update and return the current choice for this network estimate."""
-        best = self.best(rtt_ms, bandwidth_mbps, edge_load)
+        net = (rtt_ms, bandwidth_mbps, edge_load, share, queue_ms)
+        best = self.best(rtt_ms, bandwidth_mbps, edge_load, share=share, queue_ms=queue_ms,
+                         deadline_ms=deadline_ms)  # fmt: skip
         if best is None:
             return None
         cur = self.current
         if cur is None:
             self.current = best
             return best
-        cur_ms = self.predict(
-            cur.cut_point, cur.codec, cur.after_exit, rtt_ms, bandwidth_mbps, edge_load
-        )
-        if (best.cut_point, best.codec) != (
-            cur.cut_point,
-            cur.codec,
-        ) and best.predicted_ms < cur_ms * (1.0 - self.hysteresis):
+        now = self._choice(cur.cut_point, cur.codec, cur.after_exit, net, deadline_ms)
+        if (best.cut_point, best.codec) != (cur.cut_point, cur.codec) and best.score < now.score - (
+            abs(now.score) * self.hysteresis
+        ):
             self.current = best
             self.switches += 1
             log.debug("cut point -> %s/%s (%.2f ms)", best.cut_point, best.codec, best.predicted_ms)
             return best
-        self.current = CutChoice(cur.cut_point, cur.codec, cur.after_exit, cur_ms)
+        self.current = now
         return self.current
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from policy._base import ArmSpace, FloatArray, Policy, ThresholdPolicy
 from policy._cut import AdaptiveCutSelector
+from policy._objective import ObjectiveWeights
 from policy._profile import INPUT_CUT, BundleProfile, LatencyModel, expected_latency_ms
 from policy._types import Action, Arm, Decision, DecisionContext
 
@@ -19,7 +20,11 @@ from policy._types import Action, Arm, Decision, DecisionContext
 class HeuristicPolicy(ThresholdPolicy):
     """Exit when the calibrated confidence clears the exit's threshold; otherwise follow the cut
     point the :class:`AdaptiveCutSelector` picks for the network estimate, offloading when the
-    predicted latency fits the deadline and continuing locally when it does not."""
+    predicted latency fits the deadline and continuing locally when it does not.
+
+    The device's compute share and queue (``DecisionContext.compute_share``, ``queue_ms``) scale
+    and delay its local compute in every prediction. With objective ``weights`` the selector
+    picks the cut by predicted objective rather than by latency (see :mod:`policy._cut`)."""
 
     kind = "heuristic"
 
@@ -31,12 +36,13 @@ class HeuristicPolicy(ThresholdPolicy):
         latency_model: LatencyModel | None = None,
         accuracy_budget: float = 0.5,
         hysteresis: float = 0.15,
+        weights: ObjectiveWeights | None = None,
         policy_id: str = "heuristic",
     ) -> None:
         self._init_thresholds(profile, thresholds)
         self.model = latency_model or LatencyModel(profile)
         self.selector = AdaptiveCutSelector(
-            self.model, accuracy_budget=accuracy_budget, hysteresis=hysteresis
+            self.model, accuracy_budget=accuracy_budget, hysteresis=hysteresis, weights=weights
         )
         self.policy_id = policy_id
         self._last = profile.n_exits - 1
@@ -69,11 +75,30 @@ class HeuristicPolicy(ThresholdPolicy):
                 if cost.accuracy_drop > self.selector.accuracy_budget:
                     continue
                 ms = self.model.offload_ms(
-                    cut.name, codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
-                )
+                    cut.name, codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load,
+                    ctx.compute_share,
+                )  # fmt: skip
                 if best is None or ms < best[1]:
                     best = (Arm(Action.OFFLOAD, cut.name, codec), ms)
         return best
+
+    def _priced(self, ctx: DecisionContext, here: tuple[Arm, float], next_ms: float) -> Arm:
+        """By objective: the offload here against answering now, the request's error taken
+        as 1 - confidence here and as the codec's accuracy drop after the offload; continuing
+        when there is a next exit and the offload costs more than answering."""
+        w = self.selector.weights
+        assert w is not None
+        arm, ms = here
+        cut = self.profile.cut(arm.cut_point)
+        cost = cut.codecs[arm.codec]
+        off = w.request_cost(
+            1.0 - cost.accuracy_drop / 100.0, ctx.elapsed_ms + ms, ctx.deadline_ms,
+            w.cloud_cost(cut.tail_ms, 1.0), float(cost.bytes),
+        )  # fmt: skip
+        now = w.request_cost(ctx.confidence, ctx.elapsed_ms, ctx.deadline_ms, 0.0, 0.0)
+        if off <= now:
+            return arm
+        return Arm(Action.CONTINUE_LOCAL) if math.isfinite(next_ms) else Arm(Action.EXIT_LOCAL)
 
     def decide(self, ctx: DecisionContext) -> Decision:
         k = min(ctx.exit_index, self._last)
@@ -81,16 +106,30 @@ class HeuristicPolicy(ThresholdPolicy):
         if ctx.confidence >= thr or (k == self._last and not self._can_offload[k]):
             return self._decision(ctx, Arm(Action.EXIT_LOCAL), thr)
         remaining = ctx.deadline_ms - ctx.elapsed_ms
-        next_ms = self.model.local_ms(k, k + 1, ctx.edge_load) if k < self._last else math.inf
+        next_ms = (
+            ctx.queue_ms + self.model.local_ms(k, k + 1, ctx.edge_load, ctx.compute_share)
+            if k < self._last
+            else math.inf
+        )
         if not ctx.link_up or ctx.cost_budget <= 0.0:
             if next_ms <= remaining:
                 return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
             action = Action.DEFER if not ctx.link_up else Action.EXIT_LOCAL
             return self._decision(ctx, Arm(action), thr)
-        plan = self.selector.select(ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load)
-        if plan is not None and plan.after_exit > k and next_ms <= remaining:
+        plan = self.selector.select(
+            ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load, share=ctx.compute_share,
+            queue_ms=ctx.queue_ms, deadline_ms=ctx.deadline_ms,
+        )  # fmt: skip
+        # by objective, a breach is already priced in: follow the plan past the deadline too
+        priced = self.selector.weights is not None
+        if plan is not None and plan.after_exit > k and (priced or next_ms <= remaining):
             return self._decision(ctx, Arm(Action.CONTINUE_LOCAL), thr)
+        at_k = plan is not None and (plan.after_exit == k or (plan.after_exit == -1 and k == 0))
+        if priced and plan is not None and at_k and ctx.may_offload_at(plan.cut_point):
+            return self._decision(ctx, Arm(Action.OFFLOAD, plan.cut_point, plan.codec), thr)
         here = self._offload_here(ctx)
+        if priced and here is not None:
+            return self._decision(ctx, self._priced(ctx, here, next_ms), thr)
         if here is not None and here[1] <= remaining:
             return self._decision(ctx, here[0], thr)
         if next_ms <= remaining:

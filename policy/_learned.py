@@ -38,7 +38,7 @@ class ArmLatency:
         self.rest = [sum(seg[k + 1 :]) for k in range(len(seg))]
 
     def __call__(self, ctx: DecisionContext) -> FloatArray:
-        factor = self.model.edge_factor(ctx.edge_load)
+        factor = self.model.edge_factor(ctx.edge_load, ctx.compute_share)
         bw = ctx.bandwidth_mbps
         if bw > 0.0:
             # encode, fixed and bytes are 0 on non-offload arms; the RTT counts on offloads only
@@ -47,7 +47,7 @@ class ArmLatency:
         else:
             pred = self.rtt_mask * (2.0 * ctx.deadline_ms)
         k = min(ctx.exit_index, len(self.rest) - 1)
-        pred += self.is_continue * (self.rest[k] * factor) + ctx.elapsed_ms
+        pred += self.is_continue * (self.rest[k] * factor + ctx.queue_ms) + ctx.elapsed_ms
         return pred
 
 

@@ -118,13 +118,16 @@ class LatencyModel:
     load_gain: float = 1.0
     cloud_queue_ms: float = 2.0
 
-    def edge_factor(self, edge_load: float) -> float:
-        return self.edge_slowdown * (1.0 + self.load_gain * edge_load)
+    def edge_factor(self, edge_load: float, share: float = 1.0) -> float:
+        """Profiled compute time -> device time, at ``edge_load`` with ``share`` of the core."""
+        return self.edge_slowdown * (1.0 + self.load_gain * edge_load) / share
 
-    def local_ms(self, from_exit: int, to_exit: int, edge_load: float = 0.0) -> float:
+    def local_ms(
+        self, from_exit: int, to_exit: int, edge_load: float = 0.0, share: float = 1.0
+    ) -> float:
         """Device time to run from exit ``from_exit`` (exclusive; -1 = input) to ``to_exit``."""
         seg = sum(e.segment_ms for e in self.profile.exits[from_exit + 1 : to_exit + 1])
-        return seg * self.edge_factor(edge_load)
+        return seg * self.edge_factor(edge_load, share)
 
     @staticmethod
     def transfer_ms(n_bytes: float, bandwidth_mbps: float) -> float:
@@ -134,13 +137,19 @@ class LatencyModel:
         return n_bytes * 8.0 / (bandwidth_mbps * 1000.0)
 
     def offload_ms(
-        self, cut: str, codec: str, rtt_ms: float, bandwidth_mbps: float, edge_load: float = 0.0
+        self,
+        cut: str,
+        codec: str,
+        rtt_ms: float,
+        bandwidth_mbps: float,
+        edge_load: float = 0.0,
+        share: float = 1.0,
     ) -> float:
         """Time from the offload decision to the answer: encode, transfer, RTT, queue, tail."""
         spec = self.profile.cut(cut)
         cost = spec.codecs[codec]
         return (
-            cost.encode_ms * self.edge_factor(edge_load)
+            cost.encode_ms * self.edge_factor(edge_load, share)
             + self.transfer_ms(cost.bytes, bandwidth_mbps)
             + rtt_ms
             + self.cloud_queue_ms
@@ -151,11 +160,13 @@ class LatencyModel:
 
 def expected_latency_ms(model: LatencyModel, ctx: DecisionContext, arm: Arm) -> float:
     """Predicted total latency of the request if ``arm`` is taken now (later steps exit)."""
+    share = ctx.compute_share
     if arm.action is Action.CONTINUE_LOCAL:
-        return ctx.elapsed_ms + model.local_ms(ctx.exit_index, ctx.exit_index + 1, ctx.edge_load)
+        step = model.local_ms(ctx.exit_index, ctx.exit_index + 1, ctx.edge_load, share)
+        return ctx.elapsed_ms + ctx.queue_ms + step
     if arm.action is Action.OFFLOAD:
         return ctx.elapsed_ms + model.offload_ms(
-            arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load
+            arm.cut_point, arm.codec, ctx.rtt_ms, ctx.bandwidth_mbps, ctx.edge_load, share
         )
     return ctx.elapsed_ms
 

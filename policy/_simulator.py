@@ -28,6 +28,9 @@ class SimConfig:
     edge_slowdown: float = 100.0
     """Device compute relative to the profiling CPU core (100: a low-power device class)."""
     load_gain: float = 1.0
+    compute_share: float = 1.0
+    """Share of a core the device class gets (``DecisionContext.compute_share``): local compute
+    takes profiled time × ``edge_slowdown`` / share."""
     cloud_queue_ms: float = 2.0
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
 
@@ -126,7 +129,7 @@ class Simulator:
         spec = tr.profile.cut(cut)
         if bw <= 0.0:  # link down: the request times out and the local answer is used
             return bool(tr.correct[i, k]), c.deadline_ms, 0.0, 0.0
-        latency = elapsed + self.model.offload_ms(cut, codec, rtt, bw, load)
+        latency = elapsed + self.model.offload_ms(cut, codec, rtt, bw, load, c.compute_share)
         cloud = float(c.weights.cloud_cost(spec.tail_ms, 1.0))
         n_bytes = float(spec.codecs[codec].bytes)
         if latency > c.deadline_ms:  # the agent falls back to its local answer at the deadline
@@ -155,7 +158,7 @@ class Simulator:
             load = float(net.edge_load[j])
             est_bw = float(net.est_bandwidth_mbps[j])
             est_rtt = float(net.est_rtt_ms[j])
-            elapsed = self.model.local_ms(-1, 0, load)
+            elapsed = self.model.local_ms(-1, 0, load, c.compute_share)
             k = 0
             steps: list[tuple[DecisionContext, Decision, float]] = []
             while True:
@@ -168,10 +171,11 @@ class Simulator:
                     edge_load=load,
                     deadline_ms=c.deadline_ms,
                     elapsed_ms=elapsed,
+                    compute_share=c.compute_share,
                 )
                 d = policy.decide(ctx)
                 if d.action is Action.CONTINUE_LOCAL and k < last:
-                    extra = self.model.local_ms(k, k + 1, load)
+                    extra = self.model.local_ms(k, k + 1, load, c.compute_share)
                     elapsed += extra
                     steps.append((ctx, d, -w.step_cost(extra, c.deadline_ms)))
                     k += 1

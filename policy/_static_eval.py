@@ -34,7 +34,7 @@ def evaluate_static(sim: Simulator, env: Environment, cfg: StaticConfig) -> SimR
     idx = env.order
     n = idx.shape[0]
     net = env.net
-    factor = model.edge_slowdown * (1.0 + model.load_gain * net.edge_load)
+    factor = model.edge_slowdown * (1.0 + model.load_gain * net.edge_load) / c.compute_share
     seg = np.array([e.segment_ms for e in tr.profile.exits])
     conf = tr.confidences[idx]
     elapsed = seg[0] * factor

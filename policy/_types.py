@@ -7,6 +7,8 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+from common.errors import InvalidArgument
+
 
 class Action(enum.Enum):
     """What to do with a request at the current exit."""
@@ -68,6 +70,14 @@ class DecisionContext:
     cut point of the profile."""
     replay_available: bool = False
     """The device keeps a replay queue: deferring (answer now, refine later) is possible."""
+    compute_share: float = 1.0
+    """Share of the profiling core the device's compute gets (its class's CPU quota: 1 for a
+    phone core, 0.25 for a quarter-core IoT device); local compute takes profiled time / share.
+    Device-local: PolicyService's DecisionContext message does not carry it (1 there)."""
+    queue_ms: float = 0.0
+    """Device compute already queued ahead of this request, milliseconds: its local work starts
+    after that, while an offload of the raw input need not wait. Device-local, like
+    ``compute_share``."""
 
     @property
     def confidence(self) -> float:
@@ -82,6 +92,14 @@ class DecisionContext:
     def remaining_ms(self) -> float:
         """Time left until the deadline, milliseconds."""
         return self.deadline_ms - self.elapsed_ms
+
+    def __post_init__(self) -> None:
+        if not self.compute_share > 0.0:
+            raise InvalidArgument(
+                f"DecisionContext.compute_share must be > 0, got {self.compute_share}"
+            )
+        if not self.queue_ms >= 0.0:
+            raise InvalidArgument(f"DecisionContext.queue_ms must be >= 0, got {self.queue_ms}")
 
     def may_offload_at(self, cut_point: str) -> bool:
         """Whether the device may offload at ``cut_point`` now."""

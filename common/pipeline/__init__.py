@@ -5,7 +5,7 @@ callable that runs the described steps on one input; the OCR steps turn a BGR fr
 lines with calibrated confidences. See docs/bundles.md (Pipelines).
 """
 
-from common.pipeline._cascade import Cascade, Refine, RoutedLine, region_input
+from common.pipeline._cascade import Cascade, Refine, RoutedLine, region_input, stack_regions
 from common.pipeline._confidence import (
     FITS,
     Line,
@@ -64,6 +64,7 @@ __all__ = [
     "pipeline_path",
     "region_input",
     "reliability",
+    "stack_regions",
     "step",
     "target_size",
     "unclip",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import AimlError, BundleError
+from common.errors import AimlError, BundleError, InvalidArgument
 from common.pipeline._confidence import Line, apply_calibration, line_score
 from common.pipeline._ctc import (
     BEST,
@@ -72,6 +72,29 @@ def region_input(
     width = min(max_width, max(min_width, math.ceil(height * w / max(h, 1))))
     x = cv2.resize(crop, (width, height)).astype(np.float32).transpose(2, 0, 1) / 255
     return np.ascontiguousarray(((x - 0.5) / 0.5)[None])
+
+
+def stack_regions(
+    regions: Sequence[npt.NDArray[np.float32]],
+) -> tuple[npt.NDArray[np.float32], list[int]]:
+    """The regions of one frame (each ``[1, C, H, W_i]``) as one batch ``[N, C, H, max W_i]``,
+    so that they travel in one request and run through the recogniser in one call: each is
+    padded on the right with 0 (mid-grey in [-1, 1], what PP-OCR's batched recognition pads
+    with). Returns the batch and each region's own width."""
+    if not regions:
+        raise InvalidArgument("stack_regions: no regions")
+    shapes = {(r.ndim, r.shape[0], *r.shape[1:3]) for r in regions}
+    if len(shapes) != 1 or next(iter(shapes))[:2] != (4, 1):
+        raise InvalidArgument(
+            f"stack_regions: regions must be [1, C, H, W] of one C and H, got "
+            f"{sorted({r.shape for r in regions})}"
+        )
+    widths = [int(r.shape[3]) for r in regions]
+    _, c, h, _ = regions[0].shape
+    batch = np.zeros((len(regions), c, h, max(widths)), np.float32)
+    for i, r in enumerate(regions):
+        batch[i, :, :, : widths[i]] = r[0]
+    return batch, widths
 
 
 class Cascade:
@@ -137,4 +160,4 @@ class Cascade:
         return ctc_best_path(outputs[BEST][0], outputs[BEST_PROB][0], self.charset)
 
 
-__all__ = ["Cascade", "Refine", "RoutedLine", "region_input"]
+__all__ = ["Cascade", "Refine", "RoutedLine", "region_input", "stack_regions"]
