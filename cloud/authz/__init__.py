@@ -5,7 +5,7 @@ for REST), both writing refusals and management actions to the audit trail.
 docs/authz.md lists the table."""
 
 from cloud.authz._authn import Authenticator, CertIdentity, cert_identity
-from cloud.authz._grpc import AuthzInterceptor, resource_of
+from cloud.authz._grpc import AuthzInterceptor, refuse, resource_of
 from cloud.authz._rest import PEER_CERT, AuthzMiddleware, PeerCertProtocol, authz_middleware
 from cloud.authz._settings import AuthzSettings, read_audit_key
 from cloud.authz._table import (
@@ -37,6 +37,7 @@ __all__ = [
     "grpc_rule",
     "markdown_table",
     "read_audit_key",
+    "refuse",
     "resource_of",
     "rest_rule",
 ]

@@ -8,9 +8,11 @@ that principal (``cloud.core.acting_as``), auditing management actions with thei
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
 
 import grpc
 from grpc.aio import AbortError
@@ -42,6 +44,28 @@ def resource_of(request: Any) -> str:
     if outcomes is not None:
         return f"{len(outcomes)} outcome(s)"
     return ""
+
+
+REFUSAL_READ_S = 1.0
+"""How long a refused client-streaming call may take to deliver its first message."""
+
+
+async def refuse(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    details: str,
+    requests: AsyncIterable[Any] | None = None,
+) -> NoReturn:
+    """Abort a call; a client-streaming one (``requests``) only once its first message arrived
+    (or ``REFUSAL_READ_S`` passed). grpc's asyncio client reports INTERNAL "Internal error from
+    Core" instead of the server's status when the status overtakes one of its writes in flight
+    (grpc/grpc#36066), and a device's first write (its Hello) is in flight exactly when a call is
+    refused on arrival: the device would not learn why (revoked, not authorised) and retry."""
+    if requests is not None:
+        with contextlib.suppress(Exception):  # the message is discarded; any end will do
+            await asyncio.wait_for(anext(aiter(requests)), REFUSAL_READ_S)
+    await context.abort(code, details)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -83,16 +107,22 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
             log.exception("audit sink failed")
 
     async def admit(
-        self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext, request: Any
+        self,
+        method: str,
+        rule: Rule | None,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        requests: AsyncIterable[Any] | None = None,
     ) -> Principal:
-        """The caller, or the call is aborted (and audited)."""
+        """The caller, or the call is aborted (and audited); ``requests``: the request stream
+        of a client-streaming call (see :func:`refuse`)."""
         try:
             principal = self.authn.principal_from_pem(
                 _cert_pem(context), _metadata(context, "authorization")
             )
         except Unauthenticated as exc:
             self._event(None, method, resource_of(request), "UNAUTHENTICATED", exc.message)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            await refuse(context, grpc.StatusCode.UNAUTHENTICATED, exc.message, requests)
         if rule is None:
             error: AimlError | None = PermissionDenied(
                 f"{method} is not in the authorization table"
@@ -103,7 +133,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
             error = PermissionDenied(f"role {principal.role.value} may not call {method}")
         if error is not None:
             self._event(principal, method, resource_of(request), "PERMISSION_DENIED", error.message)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, error.message)
+            await refuse(context, grpc.StatusCode.PERMISSION_DENIED, error.message, requests)
         return principal
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -159,7 +189,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, rule: Rule | None, inner: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = await self.admit(method, rule, context, None)
+            principal = await self.admit(method, rule, context, None, requests)
             with acting_as(principal):
                 return await inner(requests, context)
 
@@ -169,7 +199,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, rule: Rule | None, inner: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = await self.admit(method, rule, context, None)
+            principal = await self.admit(method, rule, context, None, requests)
             with acting_as(principal):
                 async for item in inner(requests, context):
                     yield item
@@ -191,4 +221,4 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-__all__ = ["AuthzInterceptor", "resource_of"]
+__all__ = ["AuthzInterceptor", "refuse", "resource_of"]

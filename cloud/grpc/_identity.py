@@ -21,12 +21,13 @@ import contextvars
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from cryptography import x509
 
+from cloud.authz import refuse
 from cloud.core import AuditEvent, AuditSink, discard_audit
 from common.auth import (
     DEVICE_URI_PREFIX,
@@ -102,9 +103,9 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         self.revocations: RevocationCache | None = None
         self.refused = 0
         self.cut = 0
-        self._live: dict[asyncio.Task[Any], DeviceIdentity] = {}
-        self._ending: dict[asyncio.Task[Any], str] = {}
-        """Open calls this interceptor cancelled, with the reason they end with."""
+        self._live: dict[asyncio.Task[Any], tuple[DeviceIdentity, grpc.aio.ServicerContext]] = {}
+        self._ending: set[asyncio.Task[Any]] = set()
+        """Open calls this interceptor ended (status sent, task cancelled)."""
         if revocations is not None:
             self.attach(revocations)
 
@@ -165,12 +166,21 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         return bytes(names[0]).decode("utf-8", "replace")[:64] if names else ""
 
     def _end(self, task: asyncio.Task[Any], why: str) -> None:
-        if not task.done() and task not in self._ending:
-            self._ending[task] = why
-            task.cancel()
+        """End an open call with UNAUTHENTICATED ``why``. The status is sent from here, then the
+        call's task is cancelled: the cancellation may land anywhere, in grpc's own write of a
+        streamed message too, where no handler of ours could still send a status."""
+        if task.done() or task in self._ending:
+            return
+        identity, context = self._live[task]
+        self._ending.add(task)
+        self.cut += 1
+        self._audit("open call", identity.device_id, f"open call ended: {why}")
+        abort = asyncio.ensure_future(context.abort(grpc.StatusCode.UNAUTHENTICATED, why))
+        abort.add_done_callback(_retrieve)  # it raises AbortError once the status is sent
+        asyncio.get_running_loop().call_soon(task.cancel)  # after abort queued the status
 
     def _end_revoked(self, revoked: Revocations) -> None:
-        for task, identity in list(self._live.items()):
+        for task, (identity, _) in list(self._live.items()):
             why = revoked.reason(identity)
             if why is not None:
                 self._end(task, why)
@@ -179,41 +189,44 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         """End the open calls whose certificate has expired since they began (TLS checked it
         once, at the handshake; a stream may outlive it). Returns how many."""
         now = now or dt.datetime.now(dt.UTC)
-        expired = [(t, i) for t, i in list(self._live.items()) if i.not_after < now]
+        expired = [(t, i) for t, (i, _) in list(self._live.items()) if i.not_after < now]
         for task, identity in expired:
             self._end(task, _expired(identity))
         return len(expired)
 
-    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> DeviceIdentity | None:
+    async def _admit(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        requests: AsyncIterable[Any] | None = None,
+    ) -> DeviceIdentity | None:
         try:
             identity = self.identify(context)
         except Unauthenticated as exc:
             self.refused += 1
             log.info("%s refused: %s", method, exc.message)
             self._audit(method, self._claimed(context), exc.message)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
-            raise  # unreachable: abort raises
+            await refuse(context, grpc.StatusCode.UNAUTHENTICATED, exc.message, requests)
         _identity.set(identity)
         return identity
 
-    def _track(self, identity: DeviceIdentity | None) -> asyncio.Task[Any] | None:
+    def _track(
+        self, identity: DeviceIdentity | None, context: grpc.aio.ServicerContext
+    ) -> asyncio.Task[Any] | None:
         task = asyncio.current_task()
         if identity is not None and task is not None:
-            self._live[task] = identity
+            self._live[task] = (identity, context)
         return task
 
-    async def _cut(self, task: asyncio.Task[Any] | None, context: grpc.aio.ServicerContext) -> bool:
-        """After a CancelledError: True (and the call aborted) when we cancelled it."""
-        if task is None or task not in self._ending:
+    def _release(self, task: asyncio.Task[Any] | None) -> bool:
+        """Forget a finished call; True when this interceptor ended it (its status is sent)."""
+        if task is None:
             return False
-        why = self._ending.pop(task)
-        while task.cancelling():
-            task.uncancel()
-        self.cut += 1
-        identity = self._live.get(task)
-        self._audit("open call", identity.device_id if identity else "", f"open call ended: {why}")
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
-        return True
+        self._live.pop(task, None)
+        if task in self._ending:
+            self._ending.discard(task)
+            return True
+        return False
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if h.unary_unary is not None:
@@ -221,15 +234,20 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 identity = await self._admit(method, context)
-                task = self._track(identity)
+                task = self._track(identity, context)
+                ended = False
                 try:
                     return await uu(request, context)
                 except (asyncio.CancelledError, Exception):
-                    # cancelled by us (revoked), however the handler turned the cancellation
-                    if not await self._cut(task, context):
-                        raise
+                    # ended by us (revoked, expired) however the handler turned the cancellation:
+                    # the status is already sent, nothing else may be
+                    ended = self._release(task)
+                    if ended:
+                        raise asyncio.CancelledError from None
+                    raise
                 finally:
-                    self._live.pop(task, None)  # type: ignore[arg-type]
+                    if not ended:
+                        self._release(task)
 
             return h._replace(unary_unary=unary_unary)
         if h.stream_unary is not None:
@@ -238,36 +256,47 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
             async def stream_unary(
                 requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
             ) -> Any:
-                identity = await self._admit(method, context)
-                task = self._track(identity)
+                identity = await self._admit(method, context, requests)
+                task = self._track(identity, context)
+                ended = False
                 try:
                     return await su(requests, context)
                 except (asyncio.CancelledError, Exception):
-                    # cancelled by us (revoked), however the handler turned the cancellation
-                    if not await self._cut(task, context):
-                        raise
+                    # ended by us (revoked, expired) however the handler turned the cancellation:
+                    # the status is already sent, nothing else may be
+                    ended = self._release(task)
+                    if ended:
+                        raise asyncio.CancelledError from None
+                    raise
                 finally:
-                    self._live.pop(task, None)  # type: ignore[arg-type]
+                    if not ended:
+                        self._release(task)
 
             return h._replace(stream_unary=stream_unary)
         streaming = h.unary_stream or h.stream_stream
         if streaming is None:
             return h
         inner: Callable[..., AsyncIterator[Any]] = streaming
+        client_streams = h.stream_stream is not None
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            identity = await self._admit(method, context)
-            task = self._track(identity)
+            identity = await self._admit(method, context, request if client_streams else None)
+            task = self._track(identity, context)
             items = inner(request, context)
+            ended = False
             try:
                 async for item in items:
                     yield item
             except (asyncio.CancelledError, Exception):
-                # cancelled by us (revoked), however the handler turned the cancellation
-                if not await self._cut(task, context):
-                    raise
+                # ended by us (revoked, expired) however the handler turned the cancellation:
+                # the status is already sent, nothing else may be
+                ended = self._release(task)
+                if ended:
+                    raise asyncio.CancelledError from None
+                raise
             finally:
-                self._live.pop(task, None)  # type: ignore[arg-type]
+                if not ended:
+                    self._release(task)
                 # Closed here, in this call's task and context: left to the garbage collector,
                 # the handler's cleanup would run in another context.
                 aclose = getattr(items, "aclose", None)
@@ -287,6 +316,11 @@ class PeerAuthenticator(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         return self._wrap(handler_call_details.method, handler)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 __all__ = ["PeerAuthenticator", "current_identity"]
