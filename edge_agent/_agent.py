@@ -21,13 +21,15 @@ from common.bundle import Bundle, load_bundle
 from common.errors import FailedPrecondition, InvalidArgument
 from common.telemetry import configure_tracing, shutdown_tracing, tracer
 from edge_agent import _convert as conv
-from edge_agent._answer import Answers, OpenRequest
+from edge_agent._answer import OpenRequest
 from edge_agent._cache import ResultCache, content_key
 from edge_agent._enrollment import DeviceCertificate
-from edge_agent._head import Head
+from edge_agent._follow import BundleFollower, bundle_updater
 from edge_agent._load import EdgeLoad
+from edge_agent._loaded import LoadedBundle
+from edge_agent._loaded import load as load_bundle_graph
 from edge_agent._offload import Offloader
-from edge_agent._policy_engine import default_policy, device_profile, guarded_decide
+from edge_agent._policy_engine import guarded_decide
 from edge_agent._privacy import FeaturePrivacy
 from edge_agent._replay import ReplayQueue, load_key
 from edge_agent._replay_worker import ReplayWorker
@@ -42,7 +44,7 @@ from edge_agent._telemetry import (
     telemetry_loop,
 )
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route
-from policy import Action, DecisionContext, FallbackPolicy, Policy, PolicySnapshot
+from policy import Action, DecisionContext, Policy, PolicySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -68,39 +70,31 @@ class EdgeAgent:
         on_reconcile: Callable[[Reconciliation], None] | None = None,
     ) -> None:
         self.settings = settings or EdgeSettings()
-        src = bundle if bundle is not None else self.settings.bundle
+        st = self.settings
+        self._updater = bundle_updater(st)
+        installed = self._updater.current if self._updater is not None else None
+        src = installed or (bundle if bundle is not None else st.bundle)
         if src is None:
-            raise InvalidArgument("no bundle: pass bundle= or set bundle (AIML021_EDGE_BUNDLE)")
-        self.bundle = src if isinstance(src, Bundle) else load_bundle(src)
-        self.runtime = EdgeRuntime(self.bundle, threads=self.settings.runtime.intra_op_threads)
-        self.model_name = self.settings.model_name or self.bundle.name
-        self.privacy = FeaturePrivacy.from_settings(
-            self.settings.privacy, self.model_name, [c.name for c in self.bundle.cut_points]
-        )
-        self._head = Head(
-            self.runtime,
-            self._cut_codec,
-            in_thread=self.settings.runtime.compute_in_thread,
-            privacy=self.privacy,
-        )
+            raise InvalidArgument(
+                "no bundle: pass bundle=, set bundle (AIML021_EDGE_BUNDLE) or follow an "
+                "assignment (artifacts.bucket) with one installed in artifacts.root"
+            )
         self._load = EdgeLoad()
         self._policy_cut: str | None = None
         self._policy_codec: str | None = None
-        profile = device_profile(
-            self.runtime, {c.name: self._cut_codec(c.name) for c in self.bundle.cut_points}
-        )
-        self.policy: Policy = policy or default_policy(profile)
-        self._fallback = FallbackPolicy(profile)
+        self._app_policy = policy
         self._applied_policy: tuple[str, int] | None = None
+        self._thresholds: dict[str, float] = {}
+        """Thresholds pushed by the gateway, applied again to a bundle swapped in."""
+        st_cache = st.cache
+        self.cache = ResultCache(st_cache.entries, st_cache.ttl_s, st_cache.similarity)
+        first = src if isinstance(src, Bundle) else load_bundle(src)
+        self._model = self._build(first, installed)
+        self._follower: BundleFollower | None = None
         self._credentials = credentials
         self.certificate: DeviceCertificate | None = None
         """The device certificate (enrollment, renewal) when the agent reads it from tls.dir."""
         self._on_reconcile = on_reconcile
-        st = self.settings
-        self.cache = ResultCache(st.cache.entries, st.cache.ttl_s, st.cache.similarity)
-        first_cut = self.bundle.cut_points[0].name if self.bundle.cut_points else None
-        self._embedding_tensor = st.cache.embedding or first_cut
-        self._answers = Answers(self.runtime, self.cache, self._embedding_tensor)
         self.stats = AgentStats()
         self.telemetry = TelemetryBuffer(st.telemetry.buffer)
         self.client: SessionClient | None = None
@@ -108,9 +102,70 @@ class EdgeAgent:
         self._replay_backlog = 0
         self._replay_exec: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker: ReplayWorker | None = None
-        self._offload = self._offloader()
+        self._model.offload = self._offloader(self._model)
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
+
+    # -- the bundle it runs ------------------------------------------------------------------
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle new requests start on."""
+        return self._model.bundle
+
+    @property
+    def runtime(self) -> EdgeRuntime:
+        return self._model.runtime
+
+    @property
+    def policy(self) -> Policy:
+        return self._model.policy
+
+    @property
+    def privacy(self) -> FeaturePrivacy | None:
+        return self._model.privacy
+
+    @property
+    def model_name(self) -> str:
+        return self._model.model_name
+
+    @property
+    def model_version(self) -> str:
+        """The bundle version declared to the gateway (empty: its rollout chooses)."""
+        return self._model.model_version
+
+    def _build(
+        self, bundle: Bundle, path: Path | None, previous: LoadedBundle | None = None
+    ) -> LoadedBundle:
+        loaded = load_bundle_graph(
+            bundle,
+            self.settings,
+            self.cache,
+            self._cut_codec,
+            policy=self._app_policy,
+            follows_assignment=self._updater is not None,
+            accountant_from=previous.privacy if previous is not None else None,
+            path=path,
+        )
+        if self._thresholds:
+            loaded.runtime.set_thresholds(self._thresholds)
+            loaded.fallback.set_thresholds(self._thresholds)
+            if self._app_policy is None:
+                loaded.policy.set_thresholds(self._thresholds)
+        return loaded
+
+    def _build_installed(self, path: Path) -> LoadedBundle:
+        return self._build(load_bundle(path), path, self._model)
+
+    def _swap(self, loaded: LoadedBundle) -> None:
+        """New requests start on ``loaded``; those running finish on the bundle they started
+        on, whose compute thread stops after them."""
+        old = self._model
+        loaded.offload = self._offloader(loaded)
+        if self._started:
+            loaded.head.start()
+        self._model = loaded
+        self.cache.clear()  # answers of the old bundle are not the new one's
+        old.retire()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> EdgeAgent:
@@ -131,7 +186,20 @@ class EdgeAgent:
                 "aiml021-edge", tel.otlp_endpoint, sample_ratio=tel.trace_sample_ratio
             )
         st = self.settings
-        self._head.start()
+        self._model.head.start()
+        if self._updater is not None:
+            self._follower = BundleFollower(
+                self._updater,
+                st.artifacts,
+                current=lambda: self._model,
+                build=self._build_installed,
+                swap=self._swap,
+            )
+            try:  # before the session opens: it declares what the device runs from the start
+                await self._follower.check()
+            except Exception as exc:
+                log.error("bundle assignment not checked at start (running %s): %s",
+                          self._model.label, exc)  # fmt: skip
         if st.replay.path is not None:
             key = load_key(st.replay.path, st.replay.key, st.replay.key_file, st.device_id)
             self._replay_exec = concurrent.futures.ThreadPoolExecutor(1, "aiml021-replay")
@@ -162,11 +230,15 @@ class EdgeAgent:
                 credentials=creds,
                 on_policy=self._apply_policy,
                 agent_version=AGENT_VERSION,
+                bundles=self._declared(),
             )
             self.client.start()
             if self.replay is not None:
                 self._worker = ReplayWorker(self, self.client, self.replay)
-        self._offload = self._offloader()
+        self._model.offload = self._offloader(self._model)
+        if self._follower is not None:
+            self._follower.client = self.client
+            self._tasks.append(asyncio.create_task(self._follow(self._follower)))
         if self.client is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -181,13 +253,22 @@ class EdgeAgent:
         if self._worker is not None:
             self._tasks.append(asyncio.create_task(self._worker.run()))
 
-    def _offloader(self) -> Offloader:
-        # Built again by start() with the stream and queue it opened.
+    async def _follow(self, follower: BundleFollower) -> None:
+        await asyncio.sleep(self.settings.artifacts.check_interval_s)  # start() checked once
+        await follower.run()
+
+    def _declared(self) -> list[tuple[str, str]]:
+        m = self._model
+        return [(m.model_name, m.model_version)] if m.model_version else []
+
+    def _offloader(self, m: LoadedBundle) -> Offloader:
+        # Built again by start() with the stream and queue it opened, and for each new bundle.
         return Offloader(
             settings=self.settings,
-            model_name=self.model_name,
-            head=self._head,
-            answers=self._answers,
+            model_name=m.model_name,
+            model_version=m.model_version,
+            head=m.head,
+            answers=m.answers,
             load=self._load,
             client=self.client,
             replay=self.replay,
@@ -210,7 +291,7 @@ class EdgeAgent:
             await self._in_replay(self.replay.close)
         if self._replay_exec is not None:
             self._replay_exec.shutdown(wait=True)
-        self._head.close()
+        self._model.head.close()
         if self.settings.telemetry.otlp_endpoint:  # the last spans reach the collector
             await asyncio.to_thread(shutdown_tracing)
         self._started = False
@@ -240,9 +321,11 @@ class EdgeAgent:
     def set_thresholds(self, by_exit: dict[str, float]) -> None:
         """Replace per-exit confidence thresholds (by exit name) in the runtime, the policy and
         the fallback rule; unknown exit names are ignored."""
-        self.runtime.set_thresholds(by_exit)
-        self.policy.set_thresholds(by_exit)
-        self._fallback.set_thresholds(by_exit)
+        self._thresholds.update(by_exit)
+        m = self._model
+        m.runtime.set_thresholds(by_exit)
+        m.policy.set_thresholds(by_exit)
+        m.fallback.set_thresholds(by_exit)
 
     def _apply_policy(self, p: PolicySnapshot) -> None:
         # Welcome repeats the current policy on every reconnect: apply each version once, so a
@@ -301,43 +384,60 @@ class EdgeAgent:
     ) -> EdgeResult:
         t0 = time.perf_counter()
         sla = (deadline_ms if deadline_ms is not None else self.settings.routing.sla_ms) / 1e3
-        x = self.runtime.prepare(sample)
         rid = uuid.uuid4().hex
-        req = OpenRequest(
-            rid, idempotency_key or rid, t0, time.time() + sla, self.runtime.start(x), None
-        )
-        result = self._lookup_exact(req, x)
-        if result is None:
-            result = await self._route(req)
+        key, deadline = idempotency_key or rid, time.time() + sla
+        m = self._model
+        try:
+            result = await self._answer(m, sample, rid, key, t0, deadline)
+        except Exception as exc:
+            # A bundle that fails in service is rolled back; the last known good one answers.
+            if self._follower is None or not await self._follower.failed_in_service(m, exc):
+                raise
+            m = self._model
+            result = await self._answer(m, sample, uuid.uuid4().hex, key, t0, deadline)
         self.stats.add(result)
-        self.telemetry.record(event_of(result, self.model_name))
+        self.telemetry.record(event_of(result, m.model_name))
         return result
 
-    def _lookup_exact(self, req: OpenRequest, x: np.ndarray) -> EdgeResult | None:
+    async def _answer(
+        self, m: LoadedBundle, sample: np.ndarray, rid: str, key: str, t0: float, deadline: float
+    ) -> EdgeResult:
+        """Answer on bundle ``m`` from start to end, even when another is swapped in meanwhile."""
+        m.enter()
+        try:
+            x = m.runtime.prepare(sample)
+            req = OpenRequest(rid, key, t0, deadline, m.runtime.start(x), None)
+            result = self._lookup_exact(m, req, x) or await self._route(m, req)
+        finally:
+            m.leave()
+        return dataclasses.replace(result, bundle_version=m.bundle.manifest.version)
+
+    def _lookup_exact(self, m: LoadedBundle, req: OpenRequest, x: np.ndarray) -> EdgeResult | None:
         if not self.cache.enabled:
             return None
-        req.cache_key = content_key(x)
+        req.cache_key = f"{m.bundle.name}/{m.bundle.manifest.version}/{content_key(x)}"
         hit = self.cache.get(req.cache_key)
-        return None if hit is None else self._answers.from_cache(req, hit)
+        return None if hit is None else m.answers.from_cache(req, hit)
 
-    async def _route(self, req: OpenRequest) -> EdgeResult:
-        rt, state = self.runtime, req.state
+    async def _route(self, m: LoadedBundle, req: OpenRequest) -> EdgeResult:
+        rt, state = m.runtime, req.state
+        assert m.offload is not None
         checked_similar = self.cache.similarity is None or not self.cache.enabled
         while True:
-            exits = await self._head.step(state)
-            if not checked_similar and self._embedding_tensor in state.tensors:
+            exits = await m.head.step(state)
+            if not checked_similar and m.embedding_tensor in state.tensors:
                 checked_similar = True
-                emb = rt.embedding(state, self._embedding_tensor)
+                emb = rt.embedding(state, m.embedding_tensor)
                 hit = self.cache.get_similar(emb) if emb is not None else None
                 if hit is not None:
-                    return self._answers.from_cache(req, hit)
+                    return m.answers.from_cache(req, hit)
             if not exits:
                 continue
             ex = exits[-1]
             if rt.done(state):
-                return self._answers.local(req, ex, Route.EDGE)
-            ctx = self._context(req, ex)
-            decision = guarded_decide(self.policy, self._fallback, ctx)
+                return m.answers.local(req, ex, Route.EDGE)
+            ctx = self._context(m, req, ex)
+            decision = guarded_decide(m.policy, m.fallback, ctx)
             action = decision.action
             if (
                 action is Action.CONTINUE_LOCAL
@@ -350,24 +450,24 @@ class EdgeAgent:
                 # answer, and the features are queued so the cloud refines it later.
                 action = Action.DEFER
             if action is Action.EXIT_LOCAL:
-                return self._answers.local(req, ex, Route.EDGE)
+                return m.answers.local(req, ex, Route.EDGE)
             if action is Action.CONTINUE_LOCAL:
                 continue
             if action is Action.DEFER:
-                return await self._offload.defer(req, decision.cut_point)
-            return await self._offload.offload(req, decision.cut_point, decision.codec)
+                return await m.offload.defer(req, decision.cut_point)
+            return await m.offload.offload(req, decision.cut_point, decision.codec)
 
-    def _cut_codec(self, cut: str, override: str | None = None) -> str:
+    def _cut_codec(self, bundle: Bundle, cut: str, override: str | None = None) -> str:
         if override:
             return override
         if self.settings.routing.codec:
             return self.settings.routing.codec
         if self._policy_codec:
             return self._policy_codec
-        spec = self.bundle.cut_point(cut).codec
+        spec = bundle.cut_point(cut).codec
         return spec.default if spec is not None else "raw"
 
-    def _context(self, req: OpenRequest, ex: ExitOutput) -> DecisionContext:
+    def _context(self, m: LoadedBundle, req: OpenRequest, ex: ExitOutput) -> DecisionContext:
         state = req.state
         wanted = self.settings.routing.cut_point or self._policy_cut
         client = self.client
@@ -387,7 +487,7 @@ class EdgeAgent:
             request_id=req.request_id,
             cut_points=tuple(
                 c.name
-                for c in self.runtime.available_cuts(state)
+                for c in m.runtime.available_cuts(state)
                 if wanted is None or c.name == wanted
             ),
             replay_available=self.replay is not None,
@@ -397,7 +497,8 @@ class EdgeAgent:
     def outbound(self) -> Callable[..., conv.OutboundRequest]:
         """The stream request for coded features (``Offloader.outbound``; also used by the
         replay worker)."""
-        return self._offload.outbound
+        assert self._model.offload is not None
+        return self._model.offload.outbound
 
     # -- metrics -----------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
@@ -422,6 +523,9 @@ class EdgeAgent:
             }
         if self.replay is not None:
             out["replay"] = dataclasses.asdict(self.replay.metrics)
+        out["bundle"] = {"name": self.bundle.name, "version": self.bundle.manifest.version}
+        if self._follower is not None:
+            out["bundle"].update(dataclasses.asdict(self._follower.metrics))
         return out
 
 

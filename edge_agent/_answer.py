@@ -42,6 +42,9 @@ class Answers:
         self._runtime = runtime
         self._cache = cache
         self._embedding_tensor = embedding_tensor
+        self.caching = True
+        """False once this bundle was swapped out: answers of requests still finishing on it
+        no longer go into the cache the new bundle answers from."""
 
     def label(self, top: int) -> str | None:
         """The class name of ``top`` (None when the bundle names no such class)."""
@@ -77,7 +80,7 @@ class Answers:
     def local(self, req: OpenRequest, ex: ExitOutput, route: Route, **kw: Any) -> EdgeResult:
         """The answer of exit ``ex`` on the device; an ``edge`` answer is cached. ``encode_ms``
         and ``network_ms`` go into the timing, other keywords into the result."""
-        if route is Route.EDGE and req.cache_key is not None:
+        if route is Route.EDGE and req.cache_key is not None and self.caching:
             self._cache.put(req.cache_key, _cached(ex), self.embedding(req))
         parts = {k: kw.pop(k) for k in ("encode_ms", "network_ms") if k in kw}
         return EdgeResult(
@@ -106,7 +109,7 @@ class Answers:
         """The gateway's answer to features coded at ``cut``, ``rtt_ms`` after sending them
         (the network share is what the gateway's own timing does not account for); cached."""
         server_ms = answer.queue_ms + answer.cloud_compute_ms + answer.decode_ms
-        if req.cache_key is not None:
+        if req.cache_key is not None and self.caching:
             hit = CachedAnswer(answer.top_class, answer.confidence, -1, "cloud", "cloud")
             self._cache.put(req.cache_key, hit, self.embedding(req))
         return EdgeResult(

@@ -141,6 +141,11 @@ class ResultCache:
             self._drop(oldest)
             self.metrics.evictions += 1
 
+    def clear(self) -> None:
+        """Forget every entry (the bundle that answered them was swapped out)."""
+        self._entries.clear()
+        self._matrix = None
+
     def _drop(self, key: str) -> None:
         self._entries.pop(key, None)
         self._matrix = None

@@ -189,13 +189,22 @@ class Connection:
             self._metrics.errors += 1
             pending.future.set_exception(error or Internal("gateway error"))
 
-    def _drain(self, d: conv.Drain) -> None:
-        self._metrics.drains += 1
+    def finish(self, reason: str) -> None:
+        """End this stream on the device's initiative, as a gateway Drain would: no new
+        request is sent on it, those open finish, then the client reconnects at once (with a
+        new Hello, e.g. declaring another bundle version)."""
+        if self.draining is None:
+            log.info("ending session stream: %s", reason)
+            self._drain(conv.Drain(reason, 0.0, "", None), by_gateway=False)
+
+    def _drain(self, d: conv.Drain, by_gateway: bool = True) -> None:
         self.draining = d
         self.notify()
-        log.info(
-            "gateway drains session (%s); reconnect after %.2fs", d.reason, d.reconnect_after_s
-        )
+        if by_gateway:
+            self._metrics.drains += 1
+            log.info(
+                "gateway drains session (%s); reconnect after %.2fs", d.reason, d.reconnect_after_s
+            )
 
         async def finish_then_end() -> None:
             limit = (d.close_at - time.time()) if d.close_at else 30.0

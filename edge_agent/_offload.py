@@ -34,6 +34,7 @@ class Offloader:
         *,
         settings: EdgeSettings,
         model_name: str,
+        model_version: str,
         head: Head,
         answers: Answers,
         load: EdgeLoad,
@@ -45,6 +46,7 @@ class Offloader:
     ) -> None:
         self._settings = settings
         self._model_name = model_name
+        self._model_version = model_version
         self._head = head
         self._answers = answers
         self._load = load
@@ -71,7 +73,7 @@ class Offloader:
             request_id=req_id,
             idempotency_key=key,
             model_name=self._model_name,
-            model_version=self._settings.model_version,
+            model_version=self._model_version,
             cut_point=cut,
             features=feats,
             deadline=deadline,
@@ -184,7 +186,7 @@ class Offloader:
         meta: dict[str, object] = {
             "request_id": req.request_id,
             "model_name": self._model_name,
-            "model_version": self._settings.model_version,
+            "model_version": self._model_version,
             "cut_point": cut,
             "codec": feats.codec,
             "dtype": feats.dtype,

@@ -5,6 +5,7 @@ answered from the gateway's store and counted as a suppressed duplicate)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -113,6 +114,13 @@ class ReplayWorker:
                 features_of(entry),
                 time.time() + st.replay.deadline_s,
                 deferred=True,
+            )
+            # the features came from the head of the bundle queued with, maybe swapped out since
+            meta = entry.meta
+            out = dataclasses.replace(
+                out,
+                model_name=str(meta.get("model_name") or out.model_name),
+                model_version=str(meta.get("model_version", out.model_version)),
             )
             fut = self.client.submit(out)
             try:

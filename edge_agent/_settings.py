@@ -166,6 +166,33 @@ class TelemetrySettings(Section):
     """Share of requests traced."""
 
 
+class ArtifactsSettings(Section):
+    """Following the bundle assigned to ``device_class`` in S3-compatible storage (off unless
+    ``bucket`` is set): the running agent checks every ``check_interval_s``, installs and
+    verifies (Ed25519 signature, then every file's SHA-256) the assigned bundle, probes it, and
+    swaps its head without a restart; a bundle the gateway refuses or that fails in service is
+    rolled back to the last known good one. See docs/scale-out.md."""
+
+    bucket: str = ""
+    """Bucket of signed bundles (``aiml021 artifacts publish``); empty: run ``bundle`` as it is."""
+    endpoint: str = ""
+    """S3 endpoint URL (MinIO: ``http://minio:9000``); empty: AWS S3. Credentials come as boto3
+    finds them (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a role)."""
+    verify_key: Path = Path("certs/bundle-signing.pub")
+    """Ed25519 public key (PEM) every bundle must be signed with."""
+    root: Path | None = None
+    """The device's bundle directory (``versions/``, the ``current`` link, ``state.json``);
+    required with ``bucket``. A bundle installed there earlier is run at start-up instead of
+    ``bundle``."""
+    check_interval_s: float = Field(default=60.0, gt=0)
+    """Seconds between checks of the assignment."""
+    max_bundle_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    """Largest bundle archive downloaded (and unpacked); a larger one is refused unread."""
+    negotiate_timeout_s: float = Field(default=30.0, gt=0)
+    """Time allowed for the session to re-Hello with a new bundle version; past it the new
+    bundle is rolled back as refused."""
+
+
 class EdgeSettings(LayeredSettings):
     """Everything the edge agent reads at start-up; validated, errors name the setting."""
 
@@ -219,6 +246,8 @@ class EdgeSettings(LayeredSettings):
     """Telemetry batching."""
     privacy: FeaturePrivacySettings = Field(default_factory=FeaturePrivacySettings)
     """Differential privacy on offloaded features (off by default; docs/privacy.md)."""
+    artifacts: ArtifactsSettings = Field(default_factory=ArtifactsSettings)
+    """Following the device class's bundle assignment in object storage (off by default)."""
 
     @model_validator(mode="after")
     def _check(self) -> EdgeSettings:
@@ -227,10 +256,16 @@ class EdgeSettings(LayeredSettings):
                 "gateway is set but neither tls.dir (AIML021_EDGE_TLS__DIR) nor tls.insecure "
                 "(AIML021_EDGE_TLS__INSECURE) is; mTLS needs the device certificate directory"
             )
+        if self.artifacts.bucket and self.artifacts.root is None:
+            raise ValueError(
+                "artifacts.bucket is set but artifacts.root (AIML021_EDGE_ARTIFACTS__ROOT) is "
+                "not; the agent needs a directory for the bundles it installs"
+            )
         return self
 
 
 __all__ = [
+    "ArtifactsSettings",
     "CacheSettings",
     "EdgeSettings",
     "EnrollmentSettings",

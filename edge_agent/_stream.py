@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import grpc
 from aiml021.session.v1 import session_pb2, session_pb2_grpc
 
-from common.errors import InvalidArgument, Unavailable
+from common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from edge_agent import _convert as conv
 from edge_agent._connection import Connection, Pending, StreamMetrics
 from edge_agent._enrollment import DeviceCertificate
@@ -63,8 +63,15 @@ class SessionClient:
         credentials: Credentials | None = None,
         on_policy: Callable[[PolicySnapshot], None] | None = None,
         agent_version: str = "0.1.0",
+        bundles: list[tuple[str, str]] | None = None,
     ) -> None:
         self.target = target
+        self.bundles: list[tuple[str, str]] = list(bundles or [])
+        """(model name, head version) pairs declared in Hello: the gateway serves their tails
+        or refuses the session (default: the pinned ``model_name``/``model_version``)."""
+        if not self.bundles and settings.model_name and settings.model_version:
+            self.bundles = [(settings.model_name, settings.model_version)]
+        self._negotiation: tuple[list[tuple[str, str]], asyncio.Future[None]] | None = None
         self.settings = settings
         self._credentials = credentials
         self._on_policy = on_policy
@@ -82,6 +89,7 @@ class SessionClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
+        self._declared: list[tuple[str, str]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> SessionClient:
@@ -162,6 +170,42 @@ class SessionClient:
         self._spawn(s.write(frame))
         return True
 
+    async def renegotiate(self, bundles: list[tuple[str, str]], timeout: float) -> None:  # noqa: ASYNC109 - like asyncio.wait_for
+        """Declare ``bundles`` from now on: the open stream finishes the requests sent on it
+        (new ones wait), then the session says Hello again with the new declaration. Raises
+        FailedPrecondition when the gateway refuses it, Unavailable when no stream is welcomed
+        within ``timeout``; either way the previous declaration is restored."""
+        previous = self.bundles
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._negotiation = (list(bundles), fut)
+        self.bundles = list(bundles)
+        if self._conn is not None:
+            self._conn.finish(f"declaring bundles {bundles}")
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            self.bundles = previous
+            raise Unavailable(
+                f"no session welcomed with bundles {bundles} in {timeout:g} s"
+            ) from None
+        except FailedPrecondition:
+            self.bundles = previous
+            raise
+        finally:
+            self._negotiation = None
+
+    def _negotiated(self, declared: list[tuple[str, str]], error: Exception | None) -> None:
+        """A Hello declaring ``declared`` was welcomed (``error`` None) or refused."""
+        if self._negotiation is None or self._negotiation[1].done():
+            return
+        wanted, fut = self._negotiation
+        if declared != wanted:
+            return
+        if error is None:
+            fut.set_result(None)
+        elif isinstance(error, FailedPrecondition):
+            fut.set_exception(error)
+
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -194,6 +238,8 @@ class SessionClient:
                 if isinstance(exc, grpc.RpcError):
                     exc = conv.error_from_rpc_error(exc)
                 log.info("session to %s ended: %s", target, exc)
+                if not welcomed:
+                    self._negotiated(self._declared, exc)
             finally:
                 self._conn = None
                 self._connected.clear()
@@ -216,6 +262,7 @@ class SessionClient:
 
     async def _open(self, channel: grpc.aio.Channel) -> tuple[Any, conv.Welcome]:
         st = self.settings
+        self._declared = list(self.bundles)
         call = session_pb2_grpc.SessionServiceStub(channel).Connect()
         await call.write(
             conv.hello(
@@ -225,8 +272,8 @@ class SessionClient:
                 st.session.max_inflight,
                 st.session.max_chunk_bytes,
                 self._session_id,
-                # a pinned head version: the gateway serves its tail, or refuses the session
-                [(st.model_name, st.model_version)] if st.model_name and st.model_version else [],
+                # head versions: the gateway serves their tails, or refuses the session
+                self._declared,
             )
         )
         msg = await asyncio.wait_for(call.read(), st.session.connect_timeout_s)
@@ -260,6 +307,9 @@ class SessionClient:
             self.metrics.sessions += 1
             self._connected.set()
             log.info("session %s open to %s (device %s)", w.session_id, target, w.device_id)
+            self._negotiated(self._declared, None)
+            if self._negotiation is not None and self._negotiation[0] != self._declared:
+                s.finish("a new bundle declaration is waiting")  # Hello raced the change
             await s.run(w.ping_interval_s or self.settings.session.ping_interval_s)
             return s.draining, True
         finally:

@@ -61,6 +61,8 @@ class EdgeResult:
     error: str | None = None
     """Why the cloud answer was not used, when the route is a fallback."""
     exit_confidences: tuple[float, ...] = ()
+    bundle_version: str = ""
+    """Version of the bundle whose head answered (or coded the features the cloud answered)."""
 
 
 @dataclasses.dataclass(frozen=True)

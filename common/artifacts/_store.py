@@ -19,14 +19,14 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.artifacts._archive import pack_bundle, unpack_bundle
 from common.artifacts._signing import sign_bundle, verify_bundle
-from common.bundle import load_bundle
+from common.bundle import MANIFEST_NAME, load_bundle
 from common.errors import BundleError, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,21 @@ def _check(kind: str, value: str) -> str:
             f"{kind} {value!r}: 1-128 of A-Z a-z 0-9 . _ -, not starting with . _ -"
         )
     return value
+
+
+def _check_contained(root: Path) -> None:
+    """BundleError unless every file the manifest lists stays inside ``root`` (a signed
+    manifest naming ``../`` would otherwise have the device hash and load files of its own)."""
+    try:
+        files = json.loads((root / MANIFEST_NAME).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return  # no or no readable manifest: load_bundle says so precisely
+    inside = root.resolve()
+    for rel in files if isinstance(files, dict) else ():
+        p = PurePosixPath(rel)
+        target = (root / rel).resolve()
+        if p.is_absolute() or ".." in p.parts or not target.is_relative_to(inside):
+            raise BundleError(f"bundle manifest lists {rel!r}, outside the bundle directory")
 
 
 @dataclass(frozen=True)
@@ -117,21 +132,49 @@ class ArtifactStore:
         resp = self._s3.list_objects_v2(Bucket=self.bucket, Prefix="bundles/", Delimiter="/")
         return sorted(p["Prefix"].split("/")[1] for p in resp.get("CommonPrefixes", []))
 
-    def fetch(self, ref: BundleRef, verify_key: Ed25519PublicKey) -> bytes:
-        """The archive of ``ref``, its signature verified (BundleError when it does not)."""
-        archive = self._get(ref.prefix + "bundle.tar")
-        signature = self._get(ref.prefix + "bundle.tar.sig")
+    def _size(self, key: str) -> int:
+        try:
+            resp = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except Exception as exc:
+            if type(exc).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
+                raise Unavailable(f"object storage unreachable: {exc}") from exc
+            raise
+        for obj in resp.get("Contents", []):
+            if obj["Key"] == key:
+                return int(obj["Size"])
+        raise NotFound(f"s3://{self.bucket}/{key} does not exist")
+
+    def fetch(
+        self, ref: BundleRef, verify_key: Ed25519PublicKey, max_bytes: int = 2 << 30
+    ) -> bytes:
+        """The archive of ``ref``, its signature verified (BundleError when it does not); one
+        over ``max_bytes`` (or a signature over 1 KiB) is refused before it is downloaded."""
+        key = ref.prefix + "bundle.tar"
+        for k, limit in ((key, max_bytes), (key + ".sig", 1024)):
+            size = self._size(k)
+            if size > limit:
+                raise BundleError(
+                    f"s3://{self.bucket}/{k} is {size} bytes (at most {limit}); not downloaded"
+                )
+        archive = self._get(key)
+        signature = self._get(key + ".sig")
+        if len(archive) > max_bytes:  # replaced between the listing and the download
+            raise BundleError(f"bundle {ref.name} {ref.version} is over {max_bytes} bytes")
         verify_bundle(verify_key, ref.name, ref.version, archive, signature)
         return archive
 
-    def install(self, ref: BundleRef, verify_key: Ed25519PublicKey, dest: Path) -> Path:
-        """Fetch, verify (signature, then every file's hash against the manifest), unpack into
-        the new directory ``dest`` (moved into place only once all of it checked out)."""
-        archive = self.fetch(ref, verify_key)
+    def install(
+        self, ref: BundleRef, verify_key: Ed25519PublicKey, dest: Path, max_bytes: int = 2 << 30
+    ) -> Path:
+        """Fetch, verify (signature, then every file's hash against the manifest, each file
+        inside the bundle), unpack into the new directory ``dest`` (moved into place only once
+        all of it checked out); archives over ``max_bytes`` are refused unread."""
+        archive = self.fetch(ref, verify_key, max_bytes)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{ref.name}-", dir=dest.parent))
         try:
-            unpacked = unpack_bundle(archive, staging / "b")
+            unpacked = unpack_bundle(archive, staging / "b", max_bytes)
+            _check_contained(unpacked)
             bundle = load_bundle(unpacked, verify=True)
             m = bundle.manifest
             if (m.name, m.version) != (ref.name, ref.version):

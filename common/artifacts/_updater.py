@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.artifacts._store import ArtifactStore, BundleRef
 from common.bundle import load_bundle
-from common.errors import AimlError
+from common.errors import AimlError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class BundleUpdater:
     root: Path
     probe: Callable[[Path], None] = probe_bundle
     on_swap: Callable[[Path], None] | None = None
+    max_bytes: int = 2 << 30
+    """Largest archive downloaded and unpacked (a larger one is refused unread)."""
     _state: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,6 +93,9 @@ class BundleUpdater:
     def last_good(self) -> str:
         return str(self._state.get("last_good", ""))
 
+    def _bad(self) -> list[str]:
+        return list(self._state.get("bad", []))  # type: ignore[call-overload]
+
     def _save(self) -> None:
         tmp = self.root / "state.json.tmp"
         tmp.write_text(json.dumps(self._state))
@@ -102,7 +107,8 @@ class BundleUpdater:
         tmp.symlink_to(Path("versions") / dirname)
         os.replace(tmp, self.root / "current")  # atomic: readers see the old or the new bundle
         previous = str(self._state.get("current", ""))
-        if previous and previous != dirname:
+        # a bundle rolled back from is never the one to go back to
+        if previous and previous != dirname and previous not in self._bad():
             self._state["last_good"] = previous
         self._state["current"] = dirname
         self._save()
@@ -116,7 +122,7 @@ class BundleUpdater:
         if ref is None:
             return result
         dirname = f"{ref.name}-{ref.version}"
-        bad = list(self._state.get("bad", []))  # type: ignore[call-overload]
+        bad = self._bad()
         if dirname == result.current or dirname in bad:
             if dirname in bad:
                 result.error = f"{dirname} failed before; staying on {result.current or 'nothing'}"
@@ -124,8 +130,12 @@ class BundleUpdater:
         target = self.root / "versions" / dirname
         try:
             if not target.exists():
-                self.store.install(ref, self.verify_key, target)
+                self.store.install(ref, self.verify_key, target, self.max_bytes)
             self.probe(target)
+        except Unavailable as exc:  # storage unreachable: not the bundle's fault, try again
+            log.warning("bundle %s not fetched, staying on %s: %s", dirname, result.current, exc)
+            result.error = f"{dirname}: {exc}"
+            return result
         except (AimlError, Exception) as exc:  # any failure: the current bundle stays
             log.error("bundle %s rejected, staying on %s: %s", dirname, result.current, exc)
             self._state["bad"] = [*bad, dirname]
@@ -137,20 +147,32 @@ class BundleUpdater:
         result.swapped, result.current = True, dirname
         return result
 
-    def report_failure(self, why: str) -> str:
-        """The current bundle fails in service: mark it bad, go back to the last known good
-        one; returns the bundle now current ("" when there is none to go back to)."""
+    @property
+    def bad(self) -> list[str]:
+        """Bundles (``<name>-<version>``) refused or rolled back from, never retried."""
+        return self._bad()
+
+    def report_failure(self, why: str, retry: bool = False) -> str:
+        """The current bundle fails in service: mark it bad (unless ``retry``: the failure was
+        not the bundle's, the next :meth:`check` may take it again), go back to the last known
+        good one; returns the bundle now current ("" when there is none to go back to: the
+        ``current`` link is removed, the device runs the bundle it shipped with)."""
         current = str(self._state.get("current", ""))
         good = self.last_good
         log.error("bundle %s failed in service (%s); rolling back to %s", current, why, good)
-        bad = list(self._state.get("bad", []))  # type: ignore[call-overload]
-        if current and current not in bad:
+        bad = self._bad()
+        if current and current not in bad and not retry:
             self._state["bad"] = [*bad, current]
         if not good:
+            (self.root / "current").unlink(missing_ok=True)
+            self._state["current"] = ""
             self._save()
-            return current
+            return ""
         self._state["last_good"] = ""
         self._point(good)
+        if retry:  # the bundle left is no proven one to come back to
+            self._state["last_good"] = ""
+            self._save()
         return good
 
 

@@ -27,7 +27,7 @@ from common.artifacts import (
     sign_bundle,
 )
 from common.bundle import load_bundle
-from common.errors import BundleError, InvalidArgument, NotFound
+from common.errors import BundleError, InvalidArgument, NotFound, Unavailable
 from tests.integration.cloud._gateway import SessionClient, hello
 from tests.support.edge_bundle import make_bundle
 from tests.support.s3 import S3Server, run_s3
@@ -180,3 +180,67 @@ def test_device_swaps_to_its_assignment_and_rolls_back_to_last_known_good(
 def test_archives_are_deterministic(tmp_path: Path) -> None:
     a = versioned(tmp_path / "a", "1")
     assert pack_bundle(a) == pack_bundle(a)
+
+
+def test_a_bundle_rolled_back_from_is_never_last_good_and_without_one_the_link_goes(
+    s3: S3Server, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    store = store_with(s3, tmp_path, keys[0], ["1", "2", "3"])
+    verify = load_verify_key(keys[1].read_bytes())
+    updater = BundleUpdater(store, verify, "cam", tmp_path / "dev")
+    store.assign("cam", BundleRef(NAME, "1"))
+    assert updater.check().swapped and updater.last_good == ""
+    # no last known good: the device goes back to the bundle it shipped with
+    assert updater.report_failure("head raises") == ""
+    assert updater.current is None and f"{NAME}-1" in updater.bad
+    store.assign("cam", BundleRef(NAME, "2"))
+    assert updater.check().swapped
+    store.assign("cam", BundleRef(NAME, "3"))
+    assert updater.check().swapped and updater.last_good == f"{NAME}-2"
+    assert updater.report_failure("gateway refused") == f"{NAME}-2"
+    assert updater.last_good == "" and updater.check().error.startswith(f"{NAME}-3 failed")
+    # a failure that was not the bundle's (not confirmed in time): taken again at the next check
+    store.publish(versioned(tmp_path / "src-4", "4", seed=4), load_signing_key(keys[0]))
+    store.assign("cam", BundleRef(NAME, "4"))
+    assert updater.check().swapped
+    assert updater.report_failure("no answer in time", retry=True) == f"{NAME}-2"
+    assert f"{NAME}-4" not in updater.bad and updater.check().swapped
+
+
+def test_oversized_and_escaping_archives_are_refused_before_use(
+    s3: S3Server, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    store = store_with(s3, tmp_path, keys[0], ["1"])
+    verify = load_verify_key(keys[1].read_bytes())
+    with pytest.raises(BundleError, match="not downloaded"):
+        store.install(BundleRef(NAME, "1"), verify, tmp_path / "small", max_bytes=1024)
+    src = versioned(tmp_path / "src-esc", "5")
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["files"]["../stage1.onnx"] = manifest["files"]["stage1.onnx"]
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    archive = pack_bundle(src)
+    client = s3.client()
+    client.put_object(Bucket=store.bucket, Key=f"bundles/{NAME}/5/bundle.tar", Body=archive)
+    client.put_object(Bucket=store.bucket, Key=f"bundles/{NAME}/5/bundle.tar.sig",
+                      Body=sign_bundle(load_signing_key(keys[0]), NAME, "5", archive))  # fmt: skip
+    with pytest.raises(BundleError, match="outside the bundle"):
+        store.install(BundleRef(NAME, "5"), verify, tmp_path / "esc")
+    assert not (tmp_path / "esc").exists() and not (tmp_path / "small").exists()
+
+
+def test_storage_out_of_reach_does_not_mark_the_assigned_bundle_bad(
+    s3: S3Server, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    store = store_with(s3, tmp_path, keys[0], ["1"])
+    store.assign("cam", BundleRef(NAME, "1"))
+
+    class Unreachable(ArtifactStore):
+        def install(self, *a: object, **kw: object) -> Path:
+            raise Unavailable("object storage unreachable: connection refused")
+
+    flaky = Unreachable(store.bucket, s3.endpoint)
+    updater = BundleUpdater(flaky, load_verify_key(keys[1].read_bytes()), "cam", tmp_path / "d")
+    r = updater.check()
+    assert not r.swapped and "unreachable" in r.error and updater.bad == []
+    updater.store = store
+    assert updater.check().swapped

@@ -17,8 +17,11 @@ from aiml021.session.v1 import session_pb2
 from cloud import Gateway
 from cloud._settings import GatewaySettings
 from cloud.core import ModelRepository, specs_from_bundle
+from common.errors import FailedPrecondition
 from common.settings import nest
+from edge_agent import EdgeSettings
 from edge_agent import _convert as conv
+from edge_agent._stream import SessionClient as AgentSession
 from tests.integration.cloud._gateway import SessionClient, models_dir
 
 
@@ -91,3 +94,26 @@ def test_the_agent_declares_its_pinned_head_version() -> None:
     frame = conv.hello("dev", "cam", "0.1", 8, 1024, bundles=[("fmnist_branchy", "1.0.0")])
     assert [(b.model_name, b.version) for b in frame.hello.bundles] == [("fmnist_branchy", "1.0.0")]
     assert not conv.hello("dev", "cam", "0.1", 8, 1024).hello.bundles
+
+
+async def test_the_agent_renegotiates_its_declaration_and_keeps_it_when_refused(
+    tmp_path: Path,
+) -> None:
+    async with _gateway(tmp_path) as gw:
+        settings = EdgeSettings.model_validate(
+            {
+                "gateway": f"127.0.0.1:{gw.port}",
+                "tls": {"insecure": True},
+                "session": {"backoff_initial_s": 0.02, "backoff_max_s": 0.1},
+            }
+        )
+        async with AgentSession(
+            settings.gateway or "", settings, bundles=[("tiny_cnn", "1")]
+        ) as client:
+            assert await client.wait_connected(10)
+            await client.renegotiate([("tiny_cnn", "2")], 10)
+            assert client.bundles == [("tiny_cnn", "2")] and client.metrics.sessions == 2
+            with pytest.raises(FailedPrecondition, match="'3'"):
+                await client.renegotiate([("tiny_cnn", "3")], 10)
+            assert client.bundles == [("tiny_cnn", "2")]
+            assert await client.wait_connected(10)  # back on the declaration it had
