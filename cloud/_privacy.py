@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from cloud.core import AuditEvent, AuditSink, RequestRecord, Role, TelemetryEvent
 from cloud.stores import DeviceSeen, SessionEvent
+from common.errors import InvalidArgument
 from common.privacy import KINDS, KeyRing, PiiScanner, Pseudonymiser, Redactor
 from common.settings import Section
 
@@ -41,19 +42,25 @@ class GatewayPrivacySettings(Section):
     """Pseudonyms, DLP and encryption at rest for what the gateway keeps (docs/privacy.md)."""
 
     pseudonym_key_file: Path | None = None
-    """File with the 32-byte HMAC key (hex or base64) that pseudonymises device and session ids
-    in the metadata store, telemetry and logs; None (and no ``pseudonym_key``) stores them as
-    they are. Keep it out of the database's reach: with it, pseudonyms can be linked to ids."""
+    """File with the 32-byte HMAC key (hex or base64) that pseudonymises device, session and
+    request ids in the metadata store, telemetry, audit log and logs; None (and no
+    ``pseudonym_key``) stores them as they are. Keep it out of the database's reach: with it,
+    pseudonyms can be linked to ids."""
     pseudonym_key: str | None = None
     """The pseudonym key itself (hex or base64), e.g. from a secret store."""
     dlp: bool = True
-    """Scan request records and device telemetry for personal data (e-mails, phone numbers,
-    payment cards, IBANs, IP addresses) and redact it before it is stored."""
+    """Scan request records, device telemetry and audit events for personal data (e-mails,
+    phone numbers, payment cards, IBANs, IP addresses) and redact it before it is stored."""
     dlp_kinds: list[str] = Field(default_factory=lambda: list(KINDS))
     """Kinds of personal data the scanner looks for."""
     at_rest_key_file: Path | None = None
-    """Key ring file (``aiml021 privacy keys``) sealing the values of the Redis idempotency store
-    and result cache with AES-256-GCM; None keeps them in the clear."""
+    """Key ring file (``aiml021 privacy keys``) sealing with AES-256-GCM the values of the Redis
+    idempotency store and result cache and the content columns of the metadata database's rows;
+    None keeps them in the clear."""
+    required: bool = False
+    """Refuse to start unless pseudonyms, DLP and encryption at rest are all on, with key files
+    that exist, parse and only their owner may read (set it in production: without it a gateway
+    missing a key only warns, and stores raw device ids or clear content)."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewayPrivacySettings:
@@ -62,7 +69,39 @@ class GatewayPrivacySettings(Section):
             raise ValueError(f"privacy.dlp_kinds: unknown {sorted(unknown)}; known {list(KINDS)}")
         if self.pseudonym_key_file is not None and self.pseudonym_key:
             raise ValueError("set privacy.pseudonym_key_file or privacy.pseudonym_key, not both")
+        if self.required:
+            self._check_required()
         return self
+
+    def unprotected(self) -> list[str]:
+        """What the gateway would keep unprotected with these settings, in words ([] if none)."""
+        out = []
+        if not (self.pseudonym_key or self.pseudonym_key_file):
+            out.append("no privacy.pseudonym_key_file: stored records keep raw device ids")
+        if not self.dlp:
+            out.append("privacy.dlp is off: stored records are not scanned for personal data")
+        if self.at_rest_key_file is None:
+            out.append("no privacy.at_rest_key_file: stored content is not encrypted at rest")
+        return out
+
+    def _check_required(self) -> None:
+        missing = self.unprotected()
+        if missing:
+            raise ValueError(f"privacy.required: {'; '.join(missing)}")
+        for name, path in (
+            ("pseudonym_key_file", self.pseudonym_key_file),
+            ("at_rest_key_file", self.at_rest_key_file),
+        ):
+            if path is not None and path.exists() and path.stat().st_mode & 0o077:
+                raise ValueError(
+                    f"privacy.required: privacy.{name} {path} may be read by others "
+                    f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it"
+                )
+        try:  # both keys load now, so a bad file stops the gateway before it serves
+            self.pseudonymiser()
+            self.keyring()
+        except InvalidArgument as exc:
+            raise ValueError(f"privacy.required: {exc.message}") from None
 
     def pseudonymiser(self) -> Pseudonymiser | None:
         """The configured pseudonymiser, or None."""
@@ -135,6 +174,9 @@ class PrivacySink:
             value = getattr(record, name)
             if isinstance(value, str):
                 changes[name] = self._text(value, where)
+        if self._p is not None and "request_id" in names:
+            # Text the client chose: kept only as a keyed pseudonym (rows still join on it).
+            changes["request_id"] = self._p.request(record.request_id)
         return dataclasses.replace(record, **changes)
 
     def __call__(self, record: Any, /) -> None:
@@ -151,16 +193,30 @@ class PrivacySink:
 
 
 class PseudonymousAudit:
-    """An audit sink that names devices by their pseudonym; operators and services keep their
-    names (they answer for what they did). The chain is as verifiable as before."""
+    """An audit sink that names devices by their pseudonym (operators and services keep their
+    names: they answer for what they did) and redacts personal data from what a caller may have
+    written into an event (``resource``: a model or key it named; ``detail``: the refusal's
+    message). The chain is as verifiable as before: it is computed over what is stored."""
 
-    def __init__(self, inner: AuditSink, pseudonymiser: Pseudonymiser) -> None:
+    def __init__(
+        self,
+        inner: AuditSink,
+        pseudonymiser: Pseudonymiser | None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.inner = inner
         self._p = pseudonymiser
+        self._r = redactor
 
     def __call__(self, event: AuditEvent, /) -> None:
-        if event.role == Role.DEVICE.value and event.principal:
+        if self._p is not None and event.role == Role.DEVICE.value and event.principal:
             event = dataclasses.replace(event, principal=self._p.device(event.principal))
+        if self._r is not None:
+            event = dataclasses.replace(
+                event,
+                resource=self._r.text(event.resource, "audit"),
+                detail=self._r.text(event.detail, "audit"),
+            )
         self.inner(event)
 
 

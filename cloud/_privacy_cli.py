@@ -9,8 +9,12 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from common.privacy import KeyRing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "forget",
         help="remove a device's records from every store, leaving a tombstone",
         description="Deletes the device's rows (raw id and pseudonym) from every metadata table "
-        "with a device_id column, its idempotency entries from Redis, and records a tombstone. "
-        "Stores come from the gateway settings (--config, AIML021_GATEWAY_* env).",
+        "with a device_id column, its idempotency entries and the result-cache entries its "
+        "requests wrote or read (in its org's shared cache too) from Redis, and records a "
+        "tombstone. Stores come from the gateway settings (--config, AIML021_GATEWAY_* env).",
     )
     f.add_argument("device", help="the device id (as in its certificate)")
     f.add_argument("--config", type=Path, help="gateway settings file (.toml or .json)")
@@ -33,15 +38,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument(
         "--flush-org-cache",
         action="store_true",
-        help="also delete the org's result-cache entries (shared by its devices)",
+        help="also delete the rest of the org's result-cache entries (other devices' too; "
+        "for entries written before the gateway recorded who used them)",
     )
     f.add_argument("--actor", default="cli", help="who asked (written to the tombstone)")
     f.set_defaults(func=_forget)
 
-    k = sub.add_parser("keys", help="create, rotate or retire at-rest encryption keys")
-    k.add_argument("action", choices=["new", "rotate", "retire", "show"])
+    k = sub.add_parser(
+        "keys",
+        help="create, rotate, re-seal with or retire at-rest encryption keys",
+        description="reseal: seal every metadata row and Redis value again under the primary "
+        "key (after rotate); retire with --config (or --metadata-url/--redis-url) refuses a key "
+        "that still seals something. Stores come from the gateway settings.",
+    )
+    k.add_argument("action", choices=["new", "rotate", "retire", "show", "reseal"])
     k.add_argument("--file", type=Path, required=True, help="key ring file (JSON, mode 0600)")
     k.add_argument("--id", help="key id to create (new/rotate) or retire")
+    k.add_argument("--config", type=Path, help="gateway settings file (reseal, retire)")
+    k.add_argument("--metadata-url", help="override stores.metadata_url")
+    k.add_argument("--redis-url", help="override stores.redis_url")
+    k.add_argument(
+        "--seal-clear",
+        action="store_true",
+        help="reseal: also seal rows and values written in the clear (before encryption)",
+    )
+    k.add_argument("--dry-run", action="store_true", help="reseal: only count, by key id")
     k.set_defaults(func=_keys)
 
     s = sub.add_parser("scan", help="find and redact personal data in text (stdin or a file)")
@@ -55,16 +76,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_budget)
 
 
-def _forget(args: argparse.Namespace) -> int:
-    from cloud._privacy_forget import forget_device
+def _stores(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(metadata URL, Redis URL or None) from the gateway settings and the overrides."""
     from cloud._settings import GatewaySettings
-    from cloud.authz._settings import read_audit_key
 
     settings = GatewaySettings.load(args.config)
     metadata_url = args.metadata_url or settings.stores.metadata_url
     redis_url = args.redis_url or (
         settings.stores.redis_url if settings.stores.backend == "redis" else None
     )
+    return metadata_url, redis_url
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from cloud._privacy_forget import forget_device
+    from cloud._settings import GatewaySettings
+    from cloud.authz._settings import read_audit_key
+
+    settings = GatewaySettings.load(args.config)
+    metadata_url, redis_url = _stores(args)
     report = asyncio.run(
         forget_device(
             args.device,
@@ -96,11 +126,46 @@ def _keys(args: argparse.Namespace) -> int:
         elif args.action == "retire":
             if not args.id:
                 raise InvalidArgument("retire needs --id KEY")
+            if args.config or args.metadata_url or args.redis_url:
+                _check_unused(ring, args)
             ring = ring.without(args.id)
+        elif args.action == "reseal":
+            return _reseal(ring, args)
     if args.action != "show":
         ring.save(path)
     print(json.dumps({"file": str(path), "primary": ring.primary, "keys": ring.key_ids}))
     return 0
+
+
+def _reseal(ring: KeyRing, args: argparse.Namespace) -> int:
+    from cloud._privacy_keys import reseal
+
+    metadata_url, redis_url = _stores(args)
+    report = asyncio.run(
+        reseal(
+            ring,
+            metadata_url=metadata_url,
+            redis_url=redis_url,
+            seal_clear=args.seal_clear,
+            dry_run=args.dry_run,
+        )
+    )
+    print(json.dumps({"primary": ring.primary, **report.as_dict()}, sort_keys=True))
+    return 1 if report.unreadable else 0
+
+
+def _check_unused(ring: KeyRing, args: argparse.Namespace) -> None:
+    """InvalidArgument when something in the stores is still sealed under ``args.id``."""
+    from cloud._privacy_keys import reseal
+
+    metadata_url, redis_url = _stores(args)
+    census = asyncio.run(reseal(ring, metadata_url=metadata_url, redis_url=redis_url, dry_run=True))
+    left = census.key_ids.get(args.id, 0)
+    if left:
+        raise InvalidArgument(
+            f"key {args.id!r} still seals {left} stored value(s); run "
+            "'aiml021 privacy keys reseal' first (or wait for them to expire)"
+        )
 
 
 def _scan(args: argparse.Namespace) -> int:

@@ -6,8 +6,12 @@ the gateway writes and leaves a tombstone that says it happened.
   append-only audit log is left alone: its hash chain is the evidence, and its principals are the
   callers, not the data subjects.
 - Redis: the device's idempotency entries (their keys are namespaced by org and device, see
-  ``cloud.core._tenancy``), and with ``flush_org_cache`` the org's result-cache entries (they are
-  shared by the org's devices and keyed by content, so they cannot be told apart per device).
+  ``cloud.core._tenancy``) and its result-cache entries: those private to it
+  (``authz.private_results``) and, in a cache its org shares, every entry its requests wrote or
+  read (the cache keeps a set of them per device, ``RedisResultCache.note_owner``). An entry
+  another device also used goes too: it is that device's cache miss, and this device's data.
+  ``flush_org_cache`` drops the org's whole cache besides (entries written before the owner
+  sets existed).
 - Tombstone: one row in ``privacy_tombstones`` (in the same transaction as the deletes) with the
   device's pseudonym, never its raw id, the time, who asked, and how many records went where;
   and the same as an event in the hash-chained audit log (``cloud.stores`` audit_log, action
@@ -26,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud.core import AuditEvent, Principal, Role
-from cloud.core._tenancy import idempotency_key, org_namespace
+from cloud.core._tenancy import idempotency_key, org_namespace, principal_namespace
+from cloud.stores import RedisResultCache
 from common.privacy import Pseudonymiser
 
 TOMBSTONES = "privacy_tombstones"
@@ -46,13 +51,22 @@ class ForgetReport:
     """How the tombstone names the device: its pseudonym (or a SHA-256 digest without a key)."""
     rows: dict[str, int] = field(default_factory=dict)
     """Table -> rows deleted."""
-    redis_keys: int = 0
+    redis: dict[str, int] = field(default_factory=dict)
+    """Redis keys deleted: ``idempotency``, ``cache`` (the device's result-cache entries, its
+    own and those its org shares) and ``org_cache`` (the rest of the org's, with
+    ``flush_org_cache``)."""
     tombstone_id: str = ""
+
+    @property
+    def redis_keys(self) -> int:
+        """Redis keys deleted in all."""
+        return sum(self.redis.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "subject": self.subject,
             "rows": self.rows,
+            "redis": self.redis,
             "redis_keys": self.redis_keys,
             "tombstone_id": self.tombstone_id,
         }
@@ -71,6 +85,16 @@ def idempotency_prefix(org: str, device_id: str, prefix: str = "aiml021:idem:") 
 def cache_prefix(org: str, prefix: str = "aiml021:cache:") -> str:
     """Redis key prefix of an org's result-cache entries."""
     return f"{prefix}{org_namespace(_device(org, ''))}/"
+
+
+def private_cache_prefix(org: str, device_id: str, prefix: str = "aiml021:cache:") -> str:
+    """Redis key prefix of a device's own result-cache entries (``authz.private_results``)."""
+    return f"{prefix}{principal_namespace(_device(org, device_id))}/"
+
+
+def cache_owner_key(org: str, device_id: str) -> str:
+    """Redis set of the shared result-cache entries a device wrote or read."""
+    return RedisResultCache.OWNERS_PREFIX + principal_namespace(_device(org, device_id))
 
 
 def _subject(device_id: str, pseudonymiser: Pseudonymiser | None) -> str:
@@ -146,20 +170,29 @@ async def _forget_postgres(url: str, ids: list[str], report: ForgetReport, actor
 
 
 def _detail(report: ForgetReport) -> str:
-    return json.dumps({"rows": report.rows, "redis_keys": report.redis_keys}, sort_keys=True)
+    return json.dumps({"rows": report.rows, "redis": report.redis}, sort_keys=True)
 
 
-async def _forget_redis(client: Any, patterns: list[str]) -> int:
+async def _forget_redis(client: Any, pattern: str) -> int:
     deleted = 0
-    for pattern in patterns:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=pattern, count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(await client.delete(*batch))
-                batch = []
-        if batch:
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
             deleted += int(await client.delete(*batch))
+            batch = []
+    if batch:
+        deleted += int(await client.delete(*batch))
+    return deleted
+
+
+async def _forget_shared_cache(client: Any, owners: str) -> int:
+    """Delete the entries in the device's owner set, then the set."""
+    deleted = 0
+    keys = sorted(await client.smembers(owners))
+    for i in range(0, len(keys), 500):
+        deleted += int(await client.delete(*keys[i : i + 500]))
+    await client.delete(owners)
     return deleted
 
 
@@ -181,8 +214,8 @@ async def forget_device(
     audit_key: bytes | None = None,
 ) -> ForgetReport:
     """Remove ``device_id``'s records from the metadata database at ``metadata_url`` and its
-    idempotency entries (and, with ``flush_org_cache``, its org's cache) from the Redis at
-    ``redis_url``; write the tombstone last, with the counts, in the metadata database, and
+    idempotency and result-cache entries (and, with ``flush_org_cache``, its org's whole cache)
+    from the Redis at ``redis_url``; write the tombstone last, with the counts, in the metadata database, and
     (``audit``) append it to the audit log there, chained with ``audit_key`` when it has one."""
     if not device_id:
         raise ValueError("forget needs a device id")
@@ -194,10 +227,18 @@ async def forget_device(
         client = aioredis.Redis.from_url(redis_url)
     if client is not None:
         try:
-            patterns = [_glob_escape(idempotency_prefix(org, device_id)) + "*"]
+            report.redis["idempotency"] = await _forget_redis(
+                client, _glob_escape(idempotency_prefix(org, device_id)) + "*"
+            )
+            report.redis["cache"] = await _forget_shared_cache(
+                client, cache_owner_key(org, device_id)
+            ) + await _forget_redis(
+                client, _glob_escape(private_cache_prefix(org, device_id)) + "*"
+            )
             if flush_org_cache:
-                patterns.append(_glob_escape(cache_prefix(org)) + "*")
-            report.redis_keys = await _forget_redis(client, patterns)
+                report.redis["org_cache"] = await _forget_redis(
+                    client, _glob_escape(cache_prefix(org)) + "*"
+                )
         finally:
             if redis_client is None:
                 await client.aclose()
@@ -234,4 +275,12 @@ async def _audit(url: str, report: ForgetReport, actor: str, org: str, key: byte
         await backend.close()
 
 
-__all__ = ["TOMBSTONES", "ForgetReport", "cache_prefix", "forget_device", "idempotency_prefix"]
+__all__ = [
+    "TOMBSTONES",
+    "ForgetReport",
+    "cache_owner_key",
+    "cache_prefix",
+    "forget_device",
+    "idempotency_prefix",
+    "private_cache_prefix",
+]

@@ -9,6 +9,7 @@ stores' key limits whatever the org is called.
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol, runtime_checkable
 
 from cloud.core._hooks import CacheEntry, ResultCache
 from cloud.core._principal import Principal, current_principal
@@ -49,6 +50,18 @@ def check_payload_digest(digest: bytes, payload: bytes) -> None:
         )
 
 
+@runtime_checkable
+class CacheOwnerIndex(Protocol):
+    """A shared cache that records which principals wrote or read each entry, so that one
+    device's entries can be erased from a cache its org shares (right to erasure)."""
+
+    async def note_owner(
+        self, owner: str, model_name: str, content_hash: str, ttl_s: float | None = None
+    ) -> None:
+        """Record that ``owner`` (a :func:`principal_namespace`) wrote or read the entry."""
+        ...
+
+
 class OrgScopedCache:
     """A :class:`ResultCache` whose keys are prefixed with the current principal's org: the data
     plane, CacheService and the REST bridge all see only their own org's entries.
@@ -69,12 +82,26 @@ class OrgScopedCache:
         return f"{space}/{model_name}"
 
     async def get(self, model_name: str, content_hash: str) -> CacheEntry | None:
-        return await self.inner.get(self._model(model_name), content_hash)
+        key = self._model(model_name)
+        entry = await self.inner.get(key, content_hash)
+        if entry is not None:
+            await self._note_owner(key, content_hash, None)
+        return entry
 
     async def put(
         self, model_name: str, content_hash: str, entry: CacheEntry, ttl_s: float | None = None
     ) -> None:
-        await self.inner.put(self._model(model_name), content_hash, entry, ttl_s)
+        key = self._model(model_name)
+        await self.inner.put(key, content_hash, entry, ttl_s)
+        await self._note_owner(key, content_hash, ttl_s)
+
+    async def _note_owner(self, key: str, content_hash: str, ttl_s: float | None) -> None:
+        # An entry the org shares is also the data of every device that sent its content:
+        # remember who, so that forgetting one of them finds it (per-principal entries carry
+        # their owner in the key already).
+        if not self.per_principal and isinstance(self.inner, CacheOwnerIndex):
+            owner = principal_namespace(current_principal())
+            await self.inner.note_owner(owner, key, content_hash, ttl_s)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -82,6 +109,7 @@ class OrgScopedCache:
 
 __all__ = [
     "MAX_CLIENT_KEY_LENGTH",
+    "CacheOwnerIndex",
     "OrgScopedCache",
     "check_payload_digest",
     "idempotency_key",

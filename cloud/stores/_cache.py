@@ -70,7 +70,15 @@ class MemoryResultCache:
 
 
 class RedisResultCache:
-    """Redis-backed cache shared by replicas; misses (not errors) when Redis is unreachable."""
+    """Redis-backed cache shared by replicas; misses (not errors) when Redis is unreachable.
+
+    It also keeps, per owner (``cloud.core.CacheOwnerIndex``: the principal whose request wrote
+    or read an entry), the set of entry keys they touched, under ``OWNERS_PREFIX + owner`` and
+    for as long as those entries live, so that erasing a device (``aiml021 privacy forget``)
+    finds its entries in a cache its org shares.
+    """
+
+    OWNERS_PREFIX = "aiml021:cache-owner:"
 
     def __init__(
         self, client: Any, *, default_ttl_s: float = 3600.0, prefix: str = "aiml021:cache:"
@@ -113,6 +121,29 @@ class RedisResultCache:
             )
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("result cache unreachable, entry not stored: %s", exc)
+
+    async def note_owner(
+        self, owner: str, model_name: str, content_hash: str, ttl_s: float | None = None
+    ) -> None:
+        """Add the entry to ``owner``'s set, which lives at least as long as the entry. If that
+        fails the entry is deleted: no entry stays that ``forget`` could not find."""
+        import redis.exceptions
+
+        key = self._key(model_name, content_hash)
+        owners = self.OWNERS_PREFIX + owner
+        ttl_ms = max(1, int((ttl_s if ttl_s else self._ttl_s) * 1000))
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.sadd(owners, key)
+            pipe.pexpire(owners, ttl_ms, nx=True)  # a new set: as long as this entry
+            pipe.pexpire(owners, ttl_ms, gt=True)  # else only ever extended
+            await pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("result cache owner not recorded, entry dropped: %s", exc)
+            try:
+                await self._redis.delete(key)
+            except (redis.exceptions.RedisError, OSError):
+                pass
 
     async def close(self) -> None:
         await self._redis.aclose()

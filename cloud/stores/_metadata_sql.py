@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from common.privacy import KeyRing
+
 from ._records import MIGRATIONS, PriceTable, Record, statements
+from ._sealed_rows import RowSealer
 
 _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -50,11 +53,15 @@ def _check_table(table: str) -> None:
 
 
 class SqliteMetadataBackend:
-    """SQLite file (or ``:memory:``) used from one worker thread at a time."""
+    """SQLite file (or ``:memory:``) used from one worker thread at a time; with ``keyring``
+    the rows' content columns are sealed (:mod:`cloud.stores._sealed_rows`)."""
 
-    def __init__(self, path: str | Path, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self, path: str | Path, prices: PriceTable | None = None, keyring: KeyRing | None = None
+    ) -> None:
         self._path = str(path)
         self._prices = prices or PriceTable()
+        self._sealer = None if keyring is None else RowSealer(keyring)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
 
@@ -95,7 +102,7 @@ class SqliteMetadataBackend:
             conn = self._connection()
             conn.execute("BEGIN")
             try:
-                for sql, rows in statements(records, self._prices):
+                for sql, rows in statements(records, self._prices, self._sealer):
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException:
@@ -142,7 +149,7 @@ class PostgresMetadataBackend:
 
     The pool opens without waiting, so a database that is down at start-up only delays writes
     (the writer counts and drops what it cannot buffer); connection attempts time out after
-    ``connect_timeout_s``.
+    ``connect_timeout_s``. With ``keyring`` the rows' content columns are sealed.
     """
 
     _LOCK_ID = 21021  # advisory lock serialising migrations across replicas
@@ -155,10 +162,12 @@ class PostgresMetadataBackend:
         min_size: int = 1,
         max_size: int = 4,
         connect_timeout_s: float = 2.0,
+        keyring: KeyRing | None = None,
     ) -> None:
         from psycopg_pool import AsyncConnectionPool
 
         self._prices = prices or PriceTable()
+        self._sealer = None if keyring is None else RowSealer(keyring)
         self._timeout = connect_timeout_s
         self._pool = AsyncConnectionPool(
             conninfo,
@@ -200,7 +209,7 @@ class PostgresMetadataBackend:
         await self._ensure_open()
         async with self._pool.connection() as conn:
             async with conn.transaction(), conn.cursor() as cur:
-                for sql, rows in statements(records, self._prices):
+                for sql, rows in statements(records, self._prices, self._sealer):
                     await cur.executemany(sql.replace("?", "%s"), rows)
 
     async def count(self, table: str) -> int:

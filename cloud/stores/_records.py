@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.core import RequestRecord, TelemetryEvent
 
+from ._sealed_rows import CLEARED, RowSealer
+
 
 class PriceTable(BaseModel):
     """Prices used to cost each cloud request (any currency; USD by convention)."""
@@ -169,6 +171,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE requests ADD COLUMN region TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    (
+        5,
+        [
+            # Encryption at rest (cloud.stores._sealed_rows): with privacy.at_rest_key_file the
+            # content columns of a row are kept only here, AES-256-GCM sealed ('' without a ring).
+            "ALTER TABLE requests ADD COLUMN sealed TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE results ADD COLUMN sealed TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE sessions ADD COLUMN sealed TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -179,19 +191,19 @@ _UPSERT_DEVICE = (
     "device_class = excluded.device_class"
 )
 _UPSERT_SESSION = (
-    "INSERT INTO sessions (session_id, device_id, started_at, ended_at, end_reason) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
-    "ended_at = excluded.ended_at, end_reason = excluded.end_reason"
+    "INSERT INTO sessions (session_id, device_id, started_at, ended_at, end_reason, sealed) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+    "ended_at = excluded.ended_at, end_reason = excluded.end_reason, sealed = excluded.sealed"
 )
 _INSERT_REQUEST = (
     "INSERT INTO requests (device_id, request_id, session_id, model_name, model_version, route, "
-    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at, api, region) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "status, deadline_ms, idempotency_key, offload_reason, codec, received_at, api, region, "
+    "sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (device_id, request_id) DO NOTHING"
 )
 _INSERT_RESULT = (
-    "INSERT INTO results (device_id, request_id, top_class, confidence, latency_ms) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
+    "INSERT INTO results (device_id, request_id, top_class, confidence, latency_ms, sealed) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, request_id) DO NOTHING"
 )
 _INSERT_COST = (
     "INSERT INTO costs (device_id, request_id, bytes_in, bytes_out, compute_ms, cost) "
@@ -199,10 +211,28 @@ _INSERT_COST = (
 )
 
 
+class _Columns:
+    """The values of a row's sealable columns as stored: as they are without a sealer, else
+    emptied and sealed into the row's ``sealed`` column."""
+
+    def __init__(self, sealer: RowSealer | None) -> None:
+        self._sealer = sealer
+
+    def __call__(
+        self, table: str, key: tuple[object, ...], values: dict[str, object]
+    ) -> tuple[list[object], str]:
+        if self._sealer is None:
+            return list(values.values()), ""
+        cleared = [CLEARED[c] for c in values]
+        return cleared, self._sealer.seal(table, key, values)
+
+
 def statements(
-    records: list[Record], prices: PriceTable
+    records: list[Record], prices: PriceTable, sealer: RowSealer | None = None
 ) -> list[tuple[str, list[tuple[object, ...]]]]:
-    """Group ``records`` into (SQL with ``?`` placeholders, rows) pairs for ``executemany``."""
+    """Group ``records`` into (SQL with ``?`` placeholders, rows) pairs for ``executemany``;
+    with ``sealer`` the content columns are sealed (:mod:`cloud.stores._sealed_rows`)."""
+    columns = _Columns(sealer)
     devices: list[tuple[object, ...]] = []
     sessions: list[tuple[object, ...]] = []
     requests: list[tuple[object, ...]] = []
@@ -212,15 +242,23 @@ def statements(
         if isinstance(r, DeviceSeen):
             devices.append((r.device_id, r.device_class, r.at, r.at))
         elif isinstance(r, SessionEvent):
-            sessions.append((r.session_id, r.device_id, r.started_at, r.ended_at, r.end_reason))
+            (reason,), sealed = columns("sessions", (r.session_id,), {"end_reason": r.end_reason})
+            sessions.append((r.session_id, r.device_id, r.started_at, r.ended_at, reason, sealed))
         else:
+            key = (r.device_id, r.request_id)
+            (idem, why), sealed = columns(
+                "requests",
+                key,
+                {"idempotency_key": r.idempotency_key, "offload_reason": r.offload_reason},
+            )
             requests.append(
                 (r.device_id, r.request_id, r.session_id, r.model_name, r.model_version, r.route,
-                 r.status, r.deadline_ms, r.idempotency_key, r.offload_reason, r.codec, r.recorded_at,
-                 r.api, r.region)
+                 r.status, r.deadline_ms, idem, why, r.codec, r.recorded_at, r.api, r.region,
+                 sealed)
             )  # fmt: skip
             if r.top_class is not None or r.latency_ms is not None:
-                results.append((r.device_id, r.request_id, r.top_class, r.confidence, r.latency_ms))
+                (top,), sealed = columns("results", key, {"top_class": r.top_class})
+                results.append((r.device_id, r.request_id, top, r.confidence, r.latency_ms, sealed))
             compute_ms = r.compute_s * 1000.0
             cost = prices.cost(r.bytes_in, r.bytes_out, compute_ms)
             costs.append((r.device_id, r.request_id, r.bytes_in, r.bytes_out, compute_ms, cost))

@@ -100,12 +100,15 @@ class Stores:
         await self.cache.close()
 
 
-def metadata_backend(url: str, prices: PriceTable | None = None) -> MetadataBackend:
-    """The backend for a metadata URL (see :attr:`StoreSettings.metadata_url`)."""
+def metadata_backend(
+    url: str, prices: PriceTable | None = None, keyring: KeyRing | None = None
+) -> MetadataBackend:
+    """The backend for a metadata URL (see :attr:`StoreSettings.metadata_url`); with
+    ``keyring`` the rows' content columns are sealed."""
     if url.startswith("sqlite:///"):
-        return SqliteMetadataBackend(url.removeprefix("sqlite:///"), prices)
+        return SqliteMetadataBackend(url.removeprefix("sqlite:///"), prices, keyring)
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresMetadataBackend(url, prices)
+        return PostgresMetadataBackend(url, prices, keyring=keyring)
     raise ValueError(f"unsupported metadata URL {url!r}")
 
 
@@ -116,7 +119,8 @@ def build_stores(
     keyring: KeyRing | None = None,
 ) -> Stores:
     """Create (not yet start) the stores ``settings`` describe (defaults where None); with
-    ``keyring``, what the Redis stores keep is sealed with AES-256-GCM (:class:`SealedRedis`)."""
+    ``keyring``, what the Redis stores keep is sealed with AES-256-GCM (:class:`SealedRedis`),
+    and so are the content columns of the metadata database's rows."""
     s = settings or StoreSettings()
     ids = idempotency or IdempotencySettings()
     cs = cache_settings or CacheSettings()
@@ -144,7 +148,7 @@ def build_stores(
     writer = None
     if s.metadata_url != "none":
         writer = MetadataWriter(
-            metadata_backend(s.metadata_url, s.prices),
+            metadata_backend(s.metadata_url, s.prices, keyring),
             max_buffer=s.metadata_buffer,
             max_batch=s.metadata_batch,
             flush_interval_s=s.metadata_flush_interval_s,

@@ -8,6 +8,7 @@ from ._dp import GaussianMechanism, PrivacyAccountant, noise_multiplier
 from ._pseudonym import (
     DEVICE,
     KEY_BYTES,
+    REQUEST,
     SESSION,
     Pseudonymiser,
     configure,
@@ -23,6 +24,7 @@ __all__ = [
     "DEVICE",
     "KEY_BYTES",
     "KINDS",
+    "REQUEST",
     "SESSION",
     "DpOverride",
     "FeaturePrivacySettings",

@@ -31,9 +31,10 @@ from common.errors import InvalidArgument
 KEY_BYTES = 32
 DEVICE = "device"
 SESSION = "session"
-_PREFIX = {DEVICE: "dev_", SESSION: "ses_"}
+REQUEST = "request"
+_PREFIX = {DEVICE: "dev_", SESSION: "ses_", REQUEST: "req_"}
 _DIGEST_HEX = 32  # 128 bits: collisions need ~2^64 devices
-_PSEUDONYM = re.compile(r"^(dev|ses)_[0-9a-f]{32}$")
+_PSEUDONYM = re.compile(r"^(dev|ses|req)_[0-9a-f]{32}$")
 
 
 def parse_pseudonym_key(text: str | bytes) -> bytes:
@@ -88,7 +89,7 @@ class Pseudonymiser:
             raise InvalidArgument(f"pseudonym key file {path}: {exc.strerror}") from None
 
     def pseudonym(self, identifier: str, domain: str = DEVICE) -> str:
-        """The pseudonym of ``identifier`` in ``domain`` (``device`` or ``session``)."""
+        """The pseudonym of ``identifier`` in ``domain`` (``device``, ``session``, ``request``)."""
         prefix = _PREFIX.get(domain)
         if prefix is None:
             raise ValueError(f"unknown pseudonym domain {domain!r}; one of {sorted(_PREFIX)}")
@@ -102,6 +103,10 @@ class Pseudonymiser:
     def session(self, session_id: str) -> str:
         """The pseudonym of a session id (empty stays empty)."""
         return self.pseudonym(session_id, SESSION) if session_id else ""
+
+    def request(self, request_id: str) -> str:
+        """The pseudonym of a request id, text the client chose (empty stays empty)."""
+        return self.pseudonym(request_id, REQUEST) if request_id else ""
 
 
 def is_pseudonym(value: str) -> bool:
@@ -141,6 +146,7 @@ def pseudonymise_device(device_id: str) -> str:
 __all__ = [
     "DEVICE",
     "KEY_BYTES",
+    "REQUEST",
     "SESSION",
     "Pseudonymiser",
     "configure",

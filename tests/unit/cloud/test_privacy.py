@@ -94,8 +94,13 @@ async def test_stored_records_hold_pseudonyms_and_no_pii(tmp_path: Path) -> None
     assert "bob@example.com" not in dump and "4111 1111" not in dump
     devices = {r[0] for r in await db.query("SELECT DISTINCT device_id FROM requests")}
     assert devices == {P.device("cam-1")} and all(is_pseudonym(d) for d in devices)
-    keys = await db.query("SELECT idempotency_key FROM requests WHERE request_id = 'r1'")
+    # Request ids are text the client chose: kept as keyed pseudonyms too.
+    keys = await db.query(
+        "SELECT idempotency_key FROM requests WHERE request_id = ?", (P.request("r1"),)
+    )
     assert keys == [("order for [EMAIL]",)]
+    stored = {r[0] for r in await db.query("SELECT request_id FROM requests")}
+    assert P.request("r1") in stored and all(is_pseudonym(r) for r in stored)
     # The results still join on the pseudonym: analytics keep working.
     joined = await db.query("SELECT r.top_class FROM requests q JOIN results r USING (device_id)")
     assert joined and joined[0][0] == 3
@@ -227,5 +232,15 @@ def test_audit_names_devices_by_pseudonym_and_operators_by_name(tmp_path: Path) 
     settings = gateway_settings(tmp_path, privacy={"pseudonym_key": KEY})
     gw = Gateway(settings, GatedBackend(), audit=seen.append)
     assert isinstance(gw.audit, PseudonymousAudit)
-    plain = Gateway(gateway_settings(tmp_path), GatedBackend(), audit=seen.append)
+    # DLP (on by default) reaches the audit log too: what a caller wrote into an event.
+    seen.clear()
+    dlp = Gateway(gateway_settings(tmp_path), GatedBackend(), audit=seen.append)
+    dlp.audit(AuditEvent("anonymous", "", "", "/x/Infer", "bob@example.com", "NOT_FOUND",
+                         "no model 'bob@example.com' (+44 20 7946 0958)"))  # fmt: skip
+    assert seen[0].resource == "[EMAIL]"
+    assert "[EMAIL]" in seen[0].detail and "[PHONE]" in seen[0].detail
+    assert "bob@" not in seen[0].detail and "7946" not in seen[0].detail
+    plain = Gateway(
+        gateway_settings(tmp_path, privacy={"dlp": False}), GatedBackend(), audit=seen.append
+    )
     assert plain.audit == seen.append
