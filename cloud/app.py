@@ -106,6 +106,9 @@ def _private_sinks(
     if pseudonymiser is not None:
         configure_pseudonymiser(pseudonymiser)
     redactor = s.privacy.redactor()
+    if metadata is not discard_record:
+        for missing in s.privacy.unprotected():
+            log.warning("privacy: %s (privacy.required=true refuses to start so)", missing)
     if pseudonymiser is None and redactor is None:
         return metadata, telemetry
     if metadata is not discard_record:
@@ -219,8 +222,9 @@ class Gateway:
             )
         self.audit: AuditSink = audit or discard_audit
         """Where refused calls and management actions are written (the hash-chained audit log)."""
-        if (pseudonymiser := s.privacy.pseudonymiser()) is not None:
-            self.audit = PseudonymousAudit(self.audit, pseudonymiser)
+        pseudonymiser, redactor = s.privacy.pseudonymiser(), s.privacy.redactor()
+        if pseudonymiser is not None or redactor is not None:
+            self.audit = PseudonymousAudit(self.audit, pseudonymiser, redactor)
         self.transport = TransportSecurity(s, uses_stores=stores is not None, audit=self.audit)
         """Server TLS material (rotates without restart), revocation deny-list, device checks."""
         self.rollouts = RolloutManager(self.dataplane.model_ready)
