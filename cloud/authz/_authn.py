@@ -22,11 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from cloud.core import Principal, Role
-from common.auth import JwksVerifier, cert_thumbprint
+from common.auth import JwksVerifier, cert_thumbprint, uri_claims
 from common.errors import Unauthenticated
-
-URI_PREFIX = "aiml021:"
-MAX_SCOPE_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -48,21 +45,7 @@ def cert_identity(der: bytes) -> CertIdentity:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         raise Unauthenticated("client certificate unreadable") from None
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    found: dict[str, str] = {}
-    for uri in uris:
-        if not uri.startswith(URI_PREFIX):
-            continue
-        kind, _, value = uri.removeprefix(URI_PREFIX).partition(":")
-        if kind not in ("device", "org", "project", "region"):
-            continue
-        if not value or len(value) > MAX_SCOPE_CHARS or kind in found:
-            raise Unauthenticated(f"client certificate has a bad or repeated {kind} URI SAN")
-        found[kind] = value
+    found = uri_claims(cert)
     device = found.get("device", "")
     if device:
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -28,6 +28,7 @@ from common.auth._certs import (
     issue_server_cert,
     load_keypair,
     server_certificate,
+    uri_claims,
 )
 from common.auth._identity import (
     DeviceIdentity,
@@ -139,6 +140,7 @@ __all__ = [
     "server_certificate",
     "server_ssl_context",
     "tls12_accepted",
+    "uri_claims",
     "write_atomic",
     "write_dev_pki",
     "write_private_key",

@@ -22,11 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.auth._keys import load_private_key, write_atomic, write_private_key
-from common.errors import InvalidArgument
+from common.errors import InvalidArgument, Unauthenticated
 
 DEVICE_URI_PREFIX = "aiml021:device:"
 SCOPE_URI_PREFIX = "aiml021:"  # + "org:<org>", "project:<project>", "region:<region>"
 SCOPE_KINDS = ("org", "project", "region")
+CLAIM_KINDS = ("device", *SCOPE_KINDS)
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,34 @@ class DeviceScope:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> DeviceScope:
-        """The scope written in ``cert`` (unscoped when it has none)."""
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return cls()
-        found: dict[str, str] = {}
-        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-            kind, _, value = uri.removeprefix(SCOPE_URI_PREFIX).partition(":")
-            if uri.startswith(SCOPE_URI_PREFIX) and kind in SCOPE_KINDS:
-                found[kind] = value
-        return cls(**found)
+        """The scope written in ``cert`` (unscoped when it has none); Unauthenticated as
+        :func:`uri_claims`."""
+        claims = uri_claims(cert)
+        return cls(**{kind: claims[kind] for kind in SCOPE_KINDS if kind in claims})
+
+
+MAX_CLAIM_CHARS = 64
+
+
+def uri_claims(cert: x509.Certificate) -> dict[str, str]:
+    """What ``cert``'s ``aiml021:`` URI SANs claim: ``device``, ``org``, ``project``, ``region``
+    (other URIs ignored). The one reader of them, for the gateway's identity and the CA's
+    renewals alike; Unauthenticated when one is empty, over 64 characters or repeated."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return {}
+    found: dict[str, str] = {}
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if not uri.startswith(SCOPE_URI_PREFIX):
+            continue
+        kind, _, value = uri.removeprefix(SCOPE_URI_PREFIX).partition(":")
+        if kind not in CLAIM_KINDS:
+            continue
+        if not value or len(value) > MAX_CLAIM_CHARS or kind in found:
+            raise Unauthenticated(f"client certificate has a bad or repeated {kind} URI SAN")
+        found[kind] = value
+    return found
 
 
 PublicKey = ec.EllipticCurvePublicKey
@@ -292,4 +310,5 @@ __all__ = [
     "issue_server_cert",
     "load_keypair",
     "server_certificate",
+    "uri_claims",
 ]

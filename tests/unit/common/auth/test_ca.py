@@ -23,6 +23,7 @@ from common.auth import (
     create_ca,
     device_identity,
     load_server_tls,
+    uri_claims,
     write_dev_pki,
 )
 from common.auth._enroll import make_csr, renewal_proof, verify_renewal_proof
@@ -311,3 +312,48 @@ def test_a_token_table_from_before_tenants_is_upgraded(ca: CertificateAuthority)
         )
     token = ca.issue_bootstrap("cam-3", 600, DeviceScope("acme"))
     assert ca.redeem_bootstrap(token, "cam-3") == DeviceScope("acme")
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["aiml021:org:acme", "aiml021:org:other"],  # two tenants: which one?
+        ["aiml021:device:cam-1", "aiml021:device:cam-2"],
+        ["aiml021:region:"],
+        ["aiml021:project:" + "p" * 65],
+    ],
+)
+def test_contradictory_or_malformed_uri_claims_are_refused(
+    ca: CertificateAuthority, uris: list[str]
+) -> None:
+    """One reader of the aiml021: URI SANs (the gateway's identity and the CA's renewals): a
+    certificate that claims two tenants or an empty or overlong value names nobody."""
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cam-1")]))
+        .issuer_name(ca.keypair.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [*(x509.UniformResourceIdentifier(u) for u in uris), x509.DNSName("x")]
+            ),
+            critical=False,
+        )
+        .sign(ca.keypair.key, hashes.SHA256())
+    )
+    with pytest.raises(Unauthenticated, match="bad or repeated"):
+        uri_claims(cert)
+    with pytest.raises(Unauthenticated, match="bad or repeated"):
+        DeviceScope.of(cert)
+
+
+def test_uri_claims_ignore_other_uris(ca: CertificateAuthority) -> None:
+    cert = ca.sign_device(
+        make_csr(_key(), "cam-9"), "cam-9", 600, DeviceScope("acme", "", "eu")
+    ).cert
+    assert uri_claims(cert) == {"device": "cam-9", "org": "acme", "region": "eu"}
