@@ -91,7 +91,8 @@ class AccountingSettings(Section):
     prices: PriceSettings = Field(default_factory=PriceSettings)
     """The price table."""
     devices: dict[str, str] = Field(default_factory=dict)
-    """Device id → organisation (devices not listed belong to ``default``)."""
+    """Device id → organisation for devices whose certificate names none (plaintext
+    development); a certificate's organisation wins. Devices in neither belong to ``default``."""
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     """Organisation → budget; alerts fire as it is spent."""
     steer_offload: bool = False

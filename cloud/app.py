@@ -204,16 +204,17 @@ class Gateway:
                 s.session.max_request_bytes * 64,
             ),
         )
+        self.authn = _authenticator(s)
         self.observers = observe_gateway(
             self.dataplane,
             self.metrics,
             s.observability,
             s.accounting,
             None if s.tls.insecure else s.tls.dir / "server.pem",
+            org_resolver=self.authn.org_of_device,
         )
         """Drift detection and cost accounting hooked onto the data plane."""
         self.dataplane.model_orgs = {m: frozenset(o) for m, o in s.authz.models.items()}
-        self.authn = _authenticator(s)
         """Who is calling (certificates, tokens); the table in ``cloud.authz`` says what they may."""
         self.audit_log: AuditLog | None = None
         if audit is None and stores is not None and s.stores.metadata_url != "none":

@@ -15,6 +15,7 @@ optional bearer token. Never from a field the client fills in.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -24,6 +25,10 @@ from cryptography.x509.oid import NameOID
 from cloud.core import Principal, Role
 from common.auth import JwksVerifier, cert_thumbprint, uri_claims
 from common.errors import Unauthenticated
+
+MAX_REMEMBERED_DEVICES = 100_000
+"""Devices whose organisation :meth:`Authenticator.org_of_device` remembers (least recently
+admitted forgotten first; a forgotten device is remembered again at its next call)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,29 @@ class Authenticator:
         self.verifier = verifier
         self.default_org = default_org
         self.insecure = insecure
+        self._device_orgs: OrderedDict[str, str] = OrderedDict()
+
+    def org_of_device(self, device_id: str) -> str:
+        """The organisation of a device as its last admitted certificate (or bound token) said,
+        '' for a device not seen since start. What bills and budgets a device's requests
+        (``cloud.core.OrgDirectory.resolver``): the same org its data is kept under."""
+        return self._device_orgs.get(device_id, "")
+
+    def _seen(self, principal: Principal) -> Principal:
+        if principal.role is Role.DEVICE and principal.device_id:
+            orgs = self._device_orgs
+            orgs[principal.device_id] = principal.org
+            orgs.move_to_end(principal.device_id)
+            if len(orgs) > MAX_REMEMBERED_DEVICES:
+                orgs.popitem(last=False)
+        return principal
 
     def principal(self, cert_der: bytes | None, authorization: str | None) -> Principal:
         """The caller of a request with this (verified) client certificate and this
         ``authorization`` header value."""
+        return self._seen(self._principal(cert_der, authorization))
+
+    def _principal(self, cert_der: bytes | None, authorization: str | None) -> Principal:
         ident = cert_identity(cert_der) if cert_der else None
         if authorization:
             return self._from_token(authorization, ident)

@@ -49,18 +49,19 @@ class Budget:
 
 @dataclass(slots=True)
 class OrgDirectory:
-    """Device → organisation: a configured map, else ``resolver`` (a tenancy layer's), else
-    :data:`DEFAULT_ORG`. Organisations are label values, so only configured ones (and those the
-    resolver returns that are in ``orgs``) are used; any other is ``_other``."""
+    """Device → organisation: ``resolver`` (the authenticator's: the org the device's certificate
+    names, the one its data is kept under), else a configured map (devices without a
+    certificate: plaintext development), else :data:`DEFAULT_ORG`. Organisations are label
+    values, so only configured ones (``orgs``, the map's) are used; any other is ``_other``."""
 
     devices: Mapping[str, str] = field(default_factory=dict)
     orgs: frozenset[str] = frozenset()
     resolver: Callable[[str], str] | None = None
 
     def org_of(self, device_id: str) -> str:
-        org = self.devices.get(device_id)
-        if org is None and self.resolver is not None:
-            org = self.resolver(device_id)
+        org = self.resolver(device_id) if self.resolver is not None else ""
+        if not org:
+            org = self.devices.get(device_id, "")
         if not org:
             return DEFAULT_ORG
         known = self.orgs | set(self.devices.values()) | {DEFAULT_ORG}

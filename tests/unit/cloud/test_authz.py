@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.authz import GRPC_RULES, REST_RULES, Authenticator, markdown_table
+from cloud.authz import GRPC_RULES, REST_RULES, Authenticator, _authn, markdown_table
 from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
     ByteBudget,
@@ -29,6 +29,7 @@ from cloud.core import (
     check_payload_digest,
     current_principal,
 )
+from cloud.core._costs import OrgDirectory
 from cloud.stores import MemoryIdempotencyStore, MemoryResultCache
 from common.auth import JwksVerifier, generate_signing_key, issue_token, public_jwk
 from common.errors import (
@@ -104,6 +105,40 @@ def test_principals_from_device_certificates(tmp_path: Path) -> None:
         Authenticator(JwksVerifier(world.jwks_file)).principal(dev.cert_der(), "Basic abc")
     insecure = Authenticator(insecure=True).principal(None, None)
     assert insecure.authenticated_by == "insecure"
+
+
+def test_a_device_is_billed_to_the_org_its_certificate_names(tmp_path: Path) -> None:
+    """One device → org source: costs and budgets use the org the certificate names (the one
+    the device's data is kept under); the accounting map only places devices without one."""
+    from tests.support.authz import _client_cert
+
+    world = AuthzWorld(tmp_path)
+    authn = Authenticator(default_org="fallback")
+    assert authn.org_of_device("cam-1") == ""  # not seen yet
+    authn.principal(world.device("cam-1", "acme").cert_der(), None)
+    unscoped, _ = _client_cert(world._ca.cert, world._ca.key, "cam-2", ["aiml021:device:cam-2"])
+    authn.principal_from_pem(unscoped, None)  # names no org: the default org
+    assert authn.org_of_device("cam-1") == "acme" and authn.org_of_device("cam-2") == "fallback"
+    directory = OrgDirectory(
+        devices={"cam-1": "globex", "dev-plain": "globex"},
+        orgs=frozenset({"acme", "globex", "fallback"}),
+        resolver=authn.org_of_device,
+    )
+    assert directory.org_of("cam-1") == "acme"  # the certificate wins over the map
+    assert directory.org_of("cam-2") == "fallback"
+    assert directory.org_of("dev-plain") == "globex"  # no certificate seen: the map
+    assert directory.org_of("nobody") == "default"
+
+
+def test_remembered_device_orgs_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_authn, "MAX_REMEMBERED_DEVICES", 2)
+    world = AuthzWorld(tmp_path)
+    authn = Authenticator()
+    for d in ("a", "b", "c"):
+        authn.principal(world.device(d, "acme").cert_der(), None)
+    assert [authn.org_of_device(d) for d in ("a", "b", "c")] == ["", "acme", "acme"]
 
 
 def test_contradictory_certificates_are_refused(tmp_path: Path) -> None:

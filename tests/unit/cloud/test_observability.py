@@ -202,9 +202,12 @@ def test_a_request_is_billed_its_share_of_the_batch_and_its_egress() -> None:
 
 
 def test_unknown_devices_are_default_and_unknown_orgs_never_become_labels() -> None:
-    d = OrgDirectory(devices={"a": "acme"}, orgs=frozenset({"globex"}), resolver=lambda x: x)
-    assert d.org_of("a") == "acme" and d.org_of("globex") == "globex"
-    assert d.org_of("") == "default" and d.org_of("attacker-chosen") == OTHER
+    certified = {"g1": "globex", "evil": "attacker-chosen"}  # what certificates named
+    d = OrgDirectory(
+        devices={"a": "acme"}, orgs=frozenset({"globex"}), resolver=lambda x: certified.get(x, "")
+    )
+    assert d.org_of("a") == "acme" and d.org_of("g1") == "globex"
+    assert d.org_of("") == "default" and d.org_of("evil") == OTHER
 
 
 def test_a_budget_is_spent_within_its_period_and_renews_with_the_next() -> None:
