@@ -5,9 +5,13 @@ Routes of a line:
 
 * ``edge``: the device's own reading (calibrated confidence at or above the policy's threshold);
 * ``region``: the line's region of the frame (``[1, 3, 48, W]``, coded with the policy's codec)
-  goes over the device's session to the gateway's PP-OCRv6 recogniser (best-path head);
+  goes over the device's session to the gateway's PP-OCRv6 recogniser (best-path head); the
+  doubtful regions of one frame travel together, one ``[N, C, H, max W]`` request
+  (``common.pipeline.stack_regions``), unless ``Policy.batch_regions`` is off;
 * ``frame``: the whole frame (its JPEG bytes) goes to the cloud's PP-OCRv6 det+rec, whose lines
-  replace the device's (chosen per frame when most lines are doubtful and the link is fast);
+  replace the device's: with ``Policy.decider`` set, a ``policy.Policy`` decides that per frame
+  *before* v4 runs (:mod:`benchmarks.ocr.decide`: the device's share, its queue, the link's
+  bandwidth and RTT), and per line after it; without, a fixed rule (threshold, never the frame);
 * ``deferred``: the link is down; the device answers now and queues the region, refined later
   (:meth:`OcrApp.replay`: route ``replayed``);
 * ``edge_fallback``: a refinement failed (error, deadline): the device's line stays.
@@ -30,6 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -44,8 +49,10 @@ from common.pipeline import (
     line_score,
     load_pipeline,
     region_input,
+    stack_regions,
 )
 from common.pipeline._evaluate import match
+from policy import INPUT_CUT, Action
 
 CLOUD_REC = "ppocr_v6_rec_best"
 CLOUD_REC_GRAY = "ppocr_v6_rec_gray"
@@ -72,6 +79,15 @@ class Policy:
     height: int = 32
     """Height of a gray region on the wire (the gray model scales it to 48 in its graph); 32
     kept v6's reading on 43 of 43 lines (4 frames) at 1.7 KB a line with q4|zstd."""
+    batch_regions: bool = True
+    """Send a frame's regions as one request (one batch) rather than one request each."""
+    decider: str = ""
+    """A ``policy`` kind deciding per frame and per line (``heuristic``, ``static``, ``linucb``,
+    ``thompson``, ``dqn``); empty: the fixed rule above."""
+    decider_state: str = ""
+    """A JSON file with a learned decider's state (``policy.dumps_state``)."""
+    deadline_ms: float = 1500.0
+    """The frame's deadline the decider plans against."""
 
     def frame_route(self, doubtful: int, lines: int, link_mbit: float) -> bool:
         return (
@@ -101,6 +117,12 @@ class FrameResult:
     device_cpu_s: float = 0.0
     device_busy_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    decision: str = ""
+    """The per-frame decision (an arm key) when a decider runs."""
+    requests: int = 0
+    """Requests sent to the cloud for this frame."""
+    link_mbit: float = 0.0
+    """The bandwidth estimate the decision saw."""
 
     @property
     def latency_s(self) -> float:
@@ -185,6 +207,27 @@ class OcrApp:
         self.client, self.frame_ocr, self.deadline_s = client, frame_ocr, deadline_s
         self.online: Callable[[], bool] = lambda: True
         """Whether the device's link is up (the OS's connectivity state; set by the caller)."""
+        self.link: Callable[[], tuple[float, float]] = lambda: (50.0, self.link_mbit)
+        """The link estimate (RTT ms, uplink Mbit/s) the decider sees; set by the caller."""
+        self.share = share
+        self.decider: Any = None
+        self._pending = 0
+        self._v4_cpu_ms: float | None = None
+        if system == "hybrid" and policy.decider:
+            from benchmarks.ocr.decide import Contexts, LineCosts, line_profile, make_decider
+
+            costs = LineCosts.load()
+            state = None
+            if policy.decider_state:
+                state = json.loads(Path(policy.decider_state).read_text())
+            self.decider = make_decider(
+                policy.decider, line_profile(costs, policy.threshold), state, costs.lines_per_frame
+            )
+            self.contexts = Contexts(
+                costs.lines_per_frame, share, "phone" if share >= 1 else "iot", policy.deadline_ms
+            )
+            self._v4_ms = costs.v4_ms * costs.lines_per_frame
+            """Device CPU ms per frame for v4: the profile's, then what this device measured."""
         self.deferred: list[tuple[FrameResult, int, npt.NDArray[np.float32]]] = []
         self._replays: set[asyncio.Future[int]] = set()
         self.replayed = 0
@@ -201,8 +244,9 @@ class OcrApp:
     async def _no_refine(x: npt.NDArray[np.float32]) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def _refine(self, x: npt.NDArray[np.float32]) -> tuple[Line, int, float]:
-        """One region to the gateway's v6 recogniser: (its line, bytes sent, compute ms)."""
+    async def _refine(self, x: npt.NDArray[np.float32]) -> tuple[list[Line], int, float]:
+        """One request of regions ``[N, C, H, W]`` to the gateway's v6 recogniser: (their
+        lines, bytes sent, compute ms)."""
         from edge_agent._convert import OutboundRequest
         from edge_agent._features import encode_features
 
@@ -221,17 +265,35 @@ class OcrApp:
                 digest=hashlib.sha256(features.payload).digest(),
             )
         )
-        decoded = ctc_best_path(
-            answer.outputs["best"][0], answer.outputs["best_prob"][0], self.cascade.charset
+        out = []
+        for best, prob in zip(answer.outputs["best"], answer.outputs["best_prob"], strict=True):
+            decoded = ctc_best_path(best, prob, self.cascade.charset)
+            raw = line_score(decoded, "min")
+            conf = float(apply_calibration([raw], self.cascade.spec.calibration)[0])
+            out.append(Line(decoded.text, conf, raw, []))
+        if len(out) != x.shape[0]:
+            raise ValueError(f"{len(out)} answers for {x.shape[0]} regions")
+        return out, len(features.payload), float(answer.cloud_compute_ms)
+
+    def _observe_v4(self, cpu_s: float) -> None:
+        """The device's own v4 time (EMA) sets the share its decisions see: on a contended
+        core a quarter-core device gets less than a quarter of the profiling core."""
+        self._v4_cpu_ms = (
+            cpu_s * 1000 if self._v4_cpu_ms is None else 0.7 * self._v4_cpu_ms + 300 * cpu_s
         )
-        raw = line_score(decoded, "min")
-        conf = float(apply_calibration([raw], self.cascade.spec.calibration)[0])
-        line = Line(decoded.text, conf, raw, [])
-        return line, len(features.payload), float(answer.cloud_compute_ms)
+        self.contexts.share = self.share * min(1.0, self._v4_ms / max(self._v4_cpu_ms, 1e-3))
+
+    def _queue_ms(self) -> float:
+        """Device compute ahead of a new frame: frames waiting for or in v4, at this device's
+        measured v4 time."""
+        return self._pending * (self._v4_cpu_ms or self._v4_ms) / self.share
+
+    def _is_online(self) -> bool:
+        return self.client is not None and self.client.connected and self.online()
 
     async def read(self, frame_id: str, jpeg: bytes, arrival: float) -> FrameResult:
         res = FrameResult(frame_id, arrival)
-        if self.deferred and self.client is not None and self.client.connected and self.online():
+        if self.deferred and self._is_online():
             task = asyncio.ensure_future(self.replay())  # the link is back: refine what waited
             self._replays.add(task)
             task.add_done_callback(self._replays.discard)
@@ -239,41 +301,78 @@ class OcrApp:
             await self._whole_frame(res, jpeg)
             res.done = time.perf_counter()
             return res
-        (bgr, lines), cpu, busy = await asyncio.to_thread(
-            self.throttle.run, lambda: self._read_locally(jpeg)
-        )
+        if self.decider is not None:
+            rtt, mbit = self.link()
+            res.link_mbit = mbit = mbit if self._is_online() else 0.0
+            d = self.decider.decide(self.contexts.frame(rtt, mbit, self._queue_ms()))
+            res.decision = d.arm.key
+            if d.action is Action.OFFLOAD and d.cut_point == INPUT_CUT and self.frame_ocr:
+                await self._whole_frame(res, jpeg)
+                res.done = time.perf_counter()
+                return res
+        self._pending += 1
+        try:
+            (bgr, lines), cpu, busy = await asyncio.to_thread(
+                self.throttle.run, lambda: self._read_locally(jpeg)
+            )
+        finally:
+            self._pending -= 1
         res.device_cpu_s += cpu
         res.device_busy_s += busy
         res.lines = [Answer(ln.text, ln.box, "edge", ln.confidence, ln.text) for ln in lines]
         if self.system == "edge":
             res.done = time.perf_counter()
             return res
-        doubtful = [i for i, ln in enumerate(lines) if ln.confidence < self.policy.threshold]
-        online = self.client is not None and self.client.connected and self.online()
-        if (
-            doubtful
-            and online
-            and self.frame_ocr is not None
-            and (self.policy.frame_route(len(doubtful), len(lines), self.link_mbit))
-        ):
-            await self._whole_frame(res, jpeg)
-        elif doubtful:
+        online = self._is_online()
+        if self.decider is not None:
+            self._observe_v4(cpu)
+            send, defer = self._decide_lines(lines, online, arrival)
+        else:
+            doubtful = [i for i, ln in enumerate(lines) if ln.confidence < self.policy.threshold]
+            send, defer = (doubtful, []) if online else ([], doubtful)
+            if (
+                send
+                and self.frame_ocr is not None
+                and self.policy.frame_route(len(send), len(lines), self.link_mbit)
+            ):
+                await self._whole_frame(res, jpeg)
+                res.done = time.perf_counter()
+                return res
+        if send or defer:
             regions, cpu, busy = await asyncio.to_thread(
                 self.throttle.run,
-                lambda: [self._region_input(bgr, lines[i].box) for i in doubtful],
+                lambda: [self._region_input(bgr, lines[i].box) for i in [*send, *defer]],
             )
             res.device_cpu_s += cpu
             res.device_busy_s += busy
-            if not online:
-                for i, x in zip(doubtful, regions, strict=True):
-                    res.lines[i].route = "deferred"
-                    self.deferred.append((res, i, x))
-            else:
+            for i, x in zip(defer, regions[len(send) :], strict=True):
+                res.lines[i].route = "deferred"
+                self.deferred.append((res, i, x))
+            if send and self.policy.batch_regions:
+                await self._regions(res, send, regions[: len(send)])
+            elif send:
                 await asyncio.gather(
-                    *(self._region(res, i, x) for i, x in zip(doubtful, regions, strict=True))
+                    *(self._region(res, i, x) for i, x in zip(send, regions, strict=False))
                 )
         res.done = time.perf_counter()
         return res
+
+    def _decide_lines(
+        self, lines: list[Line], online: bool, arrival: float
+    ) -> tuple[list[int], list[int]]:
+        """Per line through the decider: (lines whose region goes now, lines deferred)."""
+        rtt, mbit = self.link()
+        elapsed = (time.perf_counter() - arrival) * 1000
+        send, defer = [], []
+        for i, ln in enumerate(lines):
+            d = self.decider.decide(
+                self.contexts.line(ln.confidence, rtt, mbit if online else 0.0, elapsed)
+            )
+            if d.action is Action.OFFLOAD and online:
+                send.append(i)
+            elif d.action is Action.DEFER or (d.action is Action.OFFLOAD and not online):
+                defer.append(i)
+        return send, defer
 
     def _read_locally(self, jpeg: bytes) -> tuple[npt.NDArray[np.uint8], list[Line]]:
         """Decode the JPEG and run PP-OCRv4 on it (the device's compute for a frame)."""
@@ -292,19 +391,29 @@ class OcrApp:
         return (0.114 * x[:, :1] + 0.587 * x[:, 1:2] + 0.299 * x[:, 2:3]).astype(np.float32)
 
     async def _region(self, res: FrameResult, i: int, x: npt.NDArray[np.float32]) -> None:
+        await self._regions(res, [i], [x])
+
+    async def _regions(
+        self, res: FrameResult, idx: list[int], xs: list[npt.NDArray[np.float32]]
+    ) -> None:
+        """Lines ``idx`` of ``res`` refined from their regions ``xs`` in one request."""
         try:
-            line, sent, ms = await self._refine(x)
-        except Exception as exc:  # any failure keeps the device's line
-            res.lines[i].route = "edge_fallback"
+            batch = xs[0] if len(xs) == 1 else stack_regions(xs)[0]
+            lines, sent, ms = await self._refine(batch)
+        except Exception as exc:  # any failure keeps the device's lines
+            for i in idx:
+                res.lines[i].route = "edge_fallback"
             res.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             return
         res.bytes_up += sent
         res.cloud_ms += ms
-        res.lines[i].text, res.lines[i].confidence, res.lines[i].route = (
-            line.text,
-            line.confidence,
-            "region" if res.lines[i].route != "deferred" else "replayed",
-        )
+        res.requests += 1
+        for i, line in zip(idx, lines, strict=True):
+            res.lines[i].text, res.lines[i].confidence, res.lines[i].route = (
+                line.text,
+                line.confidence,
+                "region" if res.lines[i].route != "deferred" else "replayed",
+            )
 
     async def _whole_frame(self, res: FrameResult, jpeg: bytes) -> None:
         assert self.frame_ocr is not None
@@ -317,6 +426,7 @@ class OcrApp:
             return
         res.bytes_up += len(jpeg)
         res.cloud_ms += ms
+        res.requests += 1
         res.lines = [Answer(ln.text, ln.box, "frame", ln.confidence) for ln in lines]
 
     async def replay(self) -> int:

@@ -11,6 +11,13 @@ sizes on this machine as the profile (one exit ``v4``; cut ``region`` after it; 
 
     python -m benchmarks.ocr.policies --frames 40 [--seeds 3]
 
+With ``--decision frame`` (the default) the same lines are replayed with the decision *before*
+v4 runs (:mod:`benchmarks.ocr.decide`: a ``camera`` exit in front, the frame's deadline and RTT
+as each line's share, the OCR objective, the device class as its compute share), so sending the
+JPEG saves the device's v4 pass and the link decides whether that pays; ``--decision line`` is
+the earlier protocol (v4 always runs first, 3 s per line, the simulator's default objective).
+Trained deciders for the fleet go to benchmarks/results/ocr_deciders/ (``--save-deciders``).
+
 Writes benchmarks/results/policy_trace_ocr.npz and benchmarks/results/ocr_policy.json.
 """
 
@@ -19,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +39,16 @@ from policy import (
     CodecCost,
     CutPointCost,
     ExitCost,
+    NetworkSample,
     NetworkScenario,
     ObjectiveWeights,
     SimConfig,
+    Simulator,
     Trace,
+    dumps_state,
     entropy_from_confidence,
 )
-from policy._compare import CompareConfig, compare, ope_check
+from policy._compare import CompareConfig, compare, ope_check, train_policy
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 TRACE = RESULTS / "policy_trace_ocr.npz"
@@ -134,6 +144,71 @@ def build_trace(frames: int, seed: int = 0) -> tuple[Trace, dict[str, float]]:
     return trace, cost
 
 
+@dataclass(frozen=True, slots=True)
+class LineShare(NetworkScenario):
+    """A network scenario whose RTTs are divided by the lines of a frame (each line carries its
+    share of its frame's round trip; see :mod:`benchmarks.ocr.decide`)."""
+
+    lines_per_frame: float = 1.0
+
+    def sample(self, times: Any, rng: np.random.Generator) -> NetworkSample:
+        s = NetworkScenario.sample(self, times, rng)
+        k = 1.0 / self.lines_per_frame
+        return NetworkSample(
+            s.bandwidth_mbps, s.rtt_ms * k, s.est_bandwidth_mbps, s.est_rtt_ms * k, s.edge_load
+        )
+
+
+def frame_setup(
+    trace: Trace, cost: dict[str, Any]
+) -> tuple[Trace, SimConfig, dict[str, NetworkScenario], dict[str, Any]]:
+    """The trace, simulator settings and networks of the per-frame decision."""
+    from benchmarks.ocr.decide import (
+        FRAME_DEADLINE_MS,
+        LineCosts,
+        frame_trace,
+        line_profile,
+        ocr_weights,
+    )
+
+    costs = LineCosts(
+        cost["lines"] / cost["frames"], cost["v4_ms_per_line"], cost["region_ms_per_line"],
+        cost["region_bytes_per_line"], cost["frame_ms_per_line"], cost["jpeg_bytes_per_line"],
+    )  # fmt: skip
+    lpf = costs.lines_per_frame
+    weights = ocr_weights(lpf)
+    base = SimConfig(
+        deadline_ms=FRAME_DEADLINE_MS / lpf, rate_hz=2.5, weights=weights, cloud_queue_ms=2.0,
+        edge_slowdown=1.0, load_gain=0.0,
+    )  # fmt: skip
+    networks: dict[str, NetworkScenario] = {
+        "4g": LineShare("steady", bandwidth_mbps=10.0, rtt_ms=50.0, lines_per_frame=lpf),
+        "3g": LineShare("steady", bandwidth_mbps=1.0, rtt_ms=150.0, lines_per_frame=lpf),
+        "varying": LineShare("varying", lines_per_frame=lpf),
+        "outages": LineShare("outages", bandwidth_mbps=10.0, rtt_ms=50.0, lines_per_frame=lpf),
+    }
+    kwargs = {"heuristic": {"weights": weights, "hysteresis": 0.05}}
+    return frame_trace(trace, line_profile(costs)), base, networks, kwargs
+
+
+def save_deciders(
+    trace: Trace, base: SimConfig, net: NetworkScenario, classes: dict[str, float], epochs: int,
+    out: Path,
+) -> dict[str, str]:  # fmt: skip
+    """Learned deciders trained on the whole trace under ``net`` per device class, for the
+    fleet (``Policy.decider_state``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for cname, share in classes.items():
+        sim = Simulator(trace, net, replace(base, compute_share=share))
+        for kind in ("linucb", "thompson", "dqn"):
+            policy = train_policy(kind, trace, sim, 0, epochs, CompareConfig().kwargs.get(kind, {}))
+            path = out / f"{kind}_{cname}.json"
+            path.write_bytes(dumps_state(policy))
+            saved[f"{kind}/{cname}"] = str(path.relative_to(RESULTS.parents[1]))
+    return saved
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40)
@@ -141,6 +216,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--error-weights", default="6,12,24")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--decision", choices=("frame", "line"), default="frame")
+    ap.add_argument("--save-deciders", type=Path, default=RESULTS / "ocr_deciders")
     ap.add_argument("--out", type=Path, default=RESULTS / "ocr_policy.json")
     args = ap.parse_args()
     t0 = time.time()
@@ -160,18 +237,24 @@ def main() -> int:
     # a line's deadline is the frame's (3 s); about 10 lines a frame, a frame every 4 s
     weights = ObjectiveWeights()
     base = SimConfig(deadline_ms=3000.0, rate_hz=2.5, weights=weights, cloud_queue_ms=20.0)
-    cfg = CompareConfig(
-        seeds=tuple(range(args.seeds)),
-        epochs=args.epochs,
-        error_weights=tuple(float(w) for w in args.error_weights.split(",") if w),
-    )
-    networks = {
+    networks: dict[str, NetworkScenario] = {
         "4g": NetworkScenario("steady", bandwidth_mbps=10.0, rtt_ms=50.0),
         "3g": NetworkScenario("steady", bandwidth_mbps=1.0, rtt_ms=150.0),
         "varying": NetworkScenario("varying"),
         "outages": NetworkScenario("outages", bandwidth_mbps=10.0, rtt_ms=50.0),
     }
+    kwargs: dict[str, Any] = {}
     classes = {"phone": 1.0, "iot": 4.0}
+    if args.decision == "frame":
+        trace, base, networks, kwargs = frame_setup(trace, cost)
+        weights = base.weights
+        classes = {"phone": 1.0, "iot": 0.25}  # compute shares, not slowdowns
+    cfg = CompareConfig(
+        seeds=tuple(range(args.seeds)),
+        epochs=args.epochs,
+        error_weights=tuple(float(w) for w in args.error_weights.split(",") if w),
+        kwargs={**CompareConfig().kwargs, **kwargs},
+    )
     report: dict[str, Any] = {
         "schema": "aiml021.ocr_policy/1",
         "command": "python -m benchmarks.ocr.policies "
@@ -190,7 +273,12 @@ def main() -> int:
         for nname, net in networks.items():
             name = f"{cname}/{nname}"
             t1 = time.time()
-            rep = compare(trace, net, replace(base, edge_slowdown=slow), cfg)
+            sim_cfg = (
+                replace(base, compute_share=slow)
+                if args.decision == "frame"
+                else replace(base, edge_slowdown=slow)
+            )
+            rep = compare(trace, net, sim_cfg, cfg)
             rep["seconds"] = time.time() - t1
             report["scenarios"][name] = rep
             st = rep["summary"]["static"]
@@ -206,7 +294,12 @@ def main() -> int:
                         f"{g['mean'] * 100:+.1f}% [{g['low'] * 100:+.1f}, {g['high'] * 100:+.1f}]"
                         f" Δacc {d['mean'] * 100:+.2f} pt"
                     )
+    report["decision"] = args.decision
     report["ope"] = ope_check(trace, networks["varying"], base)
+    if args.decision == "frame" and args.save_deciders:
+        report["deciders"] = save_deciders(
+            trace, base, networks["varying"], classes, args.epochs, args.save_deciders
+        )
     report["wall_s"] = time.time() - t0
     args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print(f"wrote {args.out}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 
 import pytest
 
@@ -64,6 +65,57 @@ async def test_hybrid_reads_doubtful_lines_in_the_cloud(tmp_path, frame) -> None
     assert 0 < res.bytes_up < regions * 4000, "gray q4 regions are a few KB each"
     assert res.cloud_ms > 0 and res.device_cpu_s > 0
     assert score(res.lines, truth)["exact"] > score(edge.lines, truth)["exact"]
+    assert regions > 1 and res.requests == 1, "a frame's regions travel in one request"
+
+
+async def test_one_request_per_frame_reads_as_one_request_per_line(tmp_path, frame) -> None:  # type: ignore[no-untyped-def]
+    async with gateway(tmp_path) as (_, client):
+        together = await OcrApp("hybrid", 1.0, Policy(), client=client).read("a", frame.encoded, 0)
+        apart = await OcrApp("hybrid", 1.0, Policy(batch_regions=False), client=client).read(
+            "b", frame.encoded, 0
+        )
+    assert not together.errors and not apart.errors
+    regions = sum(a.route == "region" for a in apart.lines)
+    assert (together.requests, apart.requests) == (1, regions)
+    same = sum(a.text == b.text for a, b in zip(together.lines, apart.lines, strict=True))
+    assert same >= len(apart.lines) - 1, "padding to the widest region may change one line"
+    assert together.bytes_up < apart.bytes_up, "one coded batch is smaller than its parts"
+
+
+async def test_the_decider_sends_a_quarter_core_frame_whole_before_reading_it(  # type: ignore[no-untyped-def]
+    tmp_path, frame
+) -> None:
+    port = free_port()
+    server = asyncio.ensure_future(cloud_ocr.serve("ppocr_v6", "127.0.0.1", port, None))
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            await asyncio.sleep(0.1)
+        ocr = FrameClient("127.0.0.1", port)
+        async with gateway(tmp_path) as (_, client):
+            policy = Policy(decider="heuristic")
+            results = {}
+            for name, share, link in (("iot-4g", 0.25, (50.0, 10.0)),
+                                      ("phone-4g", 1.0, (50.0, 10.0)),
+                                      ("iot-slow", 0.25, (200.0, 0.25))):  # fmt: skip
+                app = OcrApp("hybrid", share, policy, client=client, frame_ocr=ocr)
+                app.link = lambda link=link: link  # type: ignore[misc]
+                results[name] = await app.read(name, frame.encoded, time.perf_counter())
+        await ocr.close()
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    iot = results["iot-4g"]
+    assert iot.decision == "OFFLOAD@input/jpeg" and iot.device_cpu_s == 0
+    assert {a.route for a in iot.lines} == {"frame"} and iot.bytes_up == len(frame.encoded)
+    for name in ("phone-4g", "iot-slow"):  # its own model, or a link too slow for the JPEG
+        r = results[name]
+        assert r.decision == "CONTINUE_LOCAL" and r.device_cpu_s > 0, name
+        assert "region" in {a.route for a in r.lines} and r.bytes_up < len(frame.encoded) / 2
 
 
 async def test_lines_deferred_offline_are_refined_once_when_the_link_returns(  # type: ignore[no-untyped-def]
