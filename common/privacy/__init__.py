@@ -5,6 +5,7 @@ rotatable key ring for what is kept at rest. See docs/privacy.md."""
 
 from ._dlp import KINDS, Finding, PiiScanner, Redactor
 from ._dp import GaussianMechanism, PrivacyAccountant, noise_multiplier
+from ._export import configure_export_redaction, export_redactor, redact_export
 from ._pseudonym import (
     DEVICE,
     KEY_BYTES,
@@ -36,10 +37,13 @@ __all__ = [
     "Pseudonymiser",
     "Redactor",
     "configure",
+    "configure_export_redaction",
+    "export_redactor",
     "installed",
     "is_pseudonym",
     "is_sealed",
     "noise_multiplier",
     "parse_pseudonym_key",
     "pseudonymise_device",
+    "redact_export",
 ]

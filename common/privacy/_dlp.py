@@ -9,7 +9,8 @@ What it finds, each confirmed by more than a pattern where a check exists:
   known issuer prefix (``python-stdnum``'s Luhn);
 - ``iban``: country code, check digits and BBAN whose ISO 13616 mod-97 checksum and national
   length hold (``python-stdnum``);
-- ``ip_address``: IPv4 dotted quads and IPv6 addresses that parse (``ipaddress``).
+- ``ip_address``: IPv4 dotted quads and IPv6 addresses that parse (``ipaddress``), except the
+  loopback and unspecified addresses.
 
 presidio-analyzer was tried first: its ``AnalyzerEngine`` needs a spaCy model it downloads at run
 time (impossible offline) and its pattern recognisers drag spaCy and a newer pydantic into the
@@ -104,10 +105,12 @@ def _glued(text: str, start: int, end: int) -> bool:
 
 def _ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    # This host (127.0.0.1, ::1) and "any address" (0.0.0.0) identify no one: a gateway's own
+    # listening address in a log line is not personal data.
+    return not (address.is_loopback or address.is_unspecified)
 
 
 class PiiScanner:

@@ -8,7 +8,10 @@ the current OpenTelemetry trace and span ids, so a log line leads to its trace.
 Device ids never reach a log line as they are: :func:`device_pseudonym` replaces them with the
 keyed pseudonym of the pseudonymiser a composition root installed (``common.privacy.configure``,
 the same pseudonyms as telemetry and the metadata store); without one, a key drawn per process
-is used (pseudonyms stable within one process only, never the raw id).
+is used (pseudonyms stable within one process only, never the raw id). Personal data in a
+line's message and request fields is redacted before the line is written, when the process
+installed an export redactor (``common.privacy.configure_export_redaction``; the gateway does
+with ``privacy.dlp``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Literal, TextIO
 
 from opentelemetry import trace
 
-from common.privacy import Pseudonymiser, installed
+from common.privacy import Pseudonymiser, installed, redact_export
 
 LogFormat = Literal["json", "text"]
 
@@ -46,6 +49,22 @@ _process_pseudonymiser = Pseudonymiser.generate()
 def device_pseudonym(device_id: str) -> str:
     """The pseudonym logged for ``device_id`` (empty stays empty)."""
     return (installed() or _process_pseudonymiser).device(device_id)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts personal data from a record's message and request fields (DLP on exported logs;
+    a no-op until an export redactor is installed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_export(message, "log")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        for name in REQUEST_FIELDS:
+            value = record.__dict__.get(name)
+            if isinstance(value, str) and value:
+                record.__dict__[name] = redact_export(value, "log")
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,6 +110,7 @@ def configure_logging(
     fmt = fmt or _format_from_env()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())
     handler.set_name("aiml021")
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -115,6 +135,7 @@ __all__ = [
     "REQUEST_FIELDS",
     "JsonFormatter",
     "LogFormat",
+    "RedactingFilter",
     "configure_logging",
     "device_pseudonym",
 ]

@@ -13,19 +13,24 @@ request on the session stream, whose gRPC metadata belongs to the stream, not to
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Status
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from common.privacy import Redactor, export_redactor
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
@@ -55,16 +60,52 @@ def configure_tracing(
         sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(exporter)))
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure))
-        )
+        otlp = OTLPSpanExporter(endpoint=otlp_endpoint, insecure=insecure)
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(otlp)))
     shutdown_tracing()
     _provider = provider
     return provider
+
+
+def _attributes(attrs: Mapping[str, Any] | None, r: Redactor) -> dict[str, Any]:
+    return {k: r.text(v, "trace") if isinstance(v, str) else v for k, v in (attrs or {}).items()}
+
+
+def _redacted(span: ReadableSpan, r: Redactor) -> ReadableSpan:
+    attributes = _attributes(span.attributes, r)
+    events = [Event(e.name, _attributes(e.attributes, r), e.timestamp) for e in span.events]
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, r.text(status.description, "trace"))
+    return ReadableSpan(
+        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=attributes, events=events, links=span.links, kind=span.kind, status=status,
+        start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )  # fmt: skip
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Passes spans on to ``inner`` with personal data redacted from their string attributes,
+    event attributes and status message (DLP on exported traces; spans pass unchanged until an
+    export redactor is installed, ``common.privacy.configure_export_redaction``)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        r = export_redactor()
+        return self.inner.export(spans if r is None else [_redacted(s, r) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def shutdown_tracing() -> None:
@@ -126,6 +167,7 @@ def wall_ns(monotonic_s: float) -> int:
 
 __all__ = [
     "TRACEPARENT",
+    "RedactingSpanExporter",
     "configure_tracing",
     "context_from_traceparent",
     "extract_metadata",
