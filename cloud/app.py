@@ -91,6 +91,7 @@ from cloud.stores import (
 from common.auth import JwksVerifier
 from common.errors import InvalidArgument
 from common.privacy import configure as configure_pseudonymiser
+from common.privacy import configure_export_redaction
 from common.telemetry import shutdown_tracing
 from policy import OnlineLearner, Policy, PolicyPublisher
 
@@ -101,11 +102,13 @@ def _private_sinks(
     s: GatewaySettings, metadata: MetadataSink, telemetry: TelemetrySink
 ) -> tuple[MetadataSink, TelemetrySink]:
     """The sinks with device ids pseudonymised and PII redacted (``privacy`` section); the
-    pseudonymiser is also installed for logs and exporters (``common.privacy.configure``)."""
+    pseudonymiser is also installed for logs and exporters (``common.privacy.configure``), and
+    so is the redactor (``common.privacy.configure_export_redaction``)."""
     pseudonymiser = s.privacy.pseudonymiser()
     if pseudonymiser is not None:
         configure_pseudonymiser(pseudonymiser)
     redactor = s.privacy.redactor()
+    configure_export_redaction(redactor)  # exported log lines and spans: DLP too
     if metadata is not discard_record:
         for missing in s.privacy.unprotected():
             log.warning("privacy: %s (privacy.required=true refuses to start so)", missing)
