@@ -231,6 +231,7 @@ class EdgeAgent:
                 on_policy=self._apply_policy,
                 agent_version=AGENT_VERSION,
                 bundles=self._declared(),
+                on_refused=self._follower.refused if self._follower is not None else None,
             )
             self.client.start()
             if self.replay is not None:
@@ -238,7 +239,9 @@ class EdgeAgent:
         self._model.offload = self._offloader(self._model)
         if self._follower is not None:
             self._follower.client = self.client
-            self._tasks.append(asyncio.create_task(self._follow(self._follower)))
+            # start() checked once already
+            first = st.artifacts.check_interval_s
+            self._tasks.append(asyncio.create_task(self._follower.run(first)))
         if self.client is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -252,10 +255,6 @@ class EdgeAgent:
             )
         if self._worker is not None:
             self._tasks.append(asyncio.create_task(self._worker.run()))
-
-    async def _follow(self, follower: BundleFollower) -> None:
-        await asyncio.sleep(self.settings.artifacts.check_interval_s)  # start() checked once
-        await follower.run()
 
     def _declared(self) -> list[tuple[str, str]]:
         m = self._model

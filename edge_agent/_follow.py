@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from common.artifacts import ArtifactStore, BundleUpdater, UpdateResult, load_verify_key
 from common.errors import AimlError, FailedPrecondition, InvalidArgument, Unavailable
@@ -93,9 +94,11 @@ class BundleFollower:
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
-        """Check now and every ``check_interval_s`` until cancelled."""
+    async def run(self, first_after: float = 0.0) -> None:
+        """Check after ``first_after`` seconds, then every ``check_interval_s``, until
+        cancelled (which also cancels a rollback in progress)."""
         try:
+            await asyncio.sleep(first_after)
             while True:
                 try:
                     await self.check()
@@ -156,24 +159,45 @@ class BundleFollower:
         async with self._lock:
             if loaded is not self._current():
                 return True  # rolled back already (another request failed first)
-            if loaded.path is None or not self.updater.last_good:
-                return False
             why = f"{loaded.label} failed in service: {type(exc).__name__}: {exc}"
-            good = await asyncio.to_thread(self.updater.report_failure, why)
-            try:
-                previous = await asyncio.to_thread(self._build, self.root / "versions" / good)
-            except Exception as build_exc:
-                self._error(f"last known good {good} does not load either: {build_exc}")
-                return False
-            self._swap(previous)
-            self.metrics.rollbacks += 1
-            self.metrics.current = good
-            self._error(f"{why}; rolled back to {good}")
-            if self.client is not None:
-                task = asyncio.create_task(self._declare(previous))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            return True
+            return await self._roll_back(loaded, why)
+
+    def refused(self, exc: FailedPrecondition) -> None:
+        """The gateway refused the session's Hello outside a swap (e.g. it restarted without
+        the tail of the bundle the agent runs): go back to the last known good bundle."""
+        loaded = self._current()
+
+        async def roll_back() -> None:
+            async with self._lock:
+                if loaded is self._current():
+                    await self._roll_back(loaded, f"gateway refuses {loaded.label}: {exc}")
+
+        self._in_background(roll_back())
+
+    async def _roll_back(self, loaded: LoadedBundle, why: str) -> bool:
+        """Replace ``loaded`` (the agent's bundle) by the last known good one; False when
+        there is none (or it does not load). Called holding the lock."""
+        if loaded.path is None or not self.updater.last_good:
+            self._error(f"{why}; no last known good bundle to go back to")
+            return False
+        good = await asyncio.to_thread(self.updater.report_failure, why)
+        try:
+            previous = await asyncio.to_thread(self._build, self.root / "versions" / good)
+        except Exception as build_exc:
+            self._error(f"last known good {good} does not load either: {build_exc}")
+            return False
+        self._swap(previous)
+        self.metrics.rollbacks += 1
+        self.metrics.current = good
+        self._error(f"{why}; rolled back to {good}")
+        if self.client is not None:
+            self._in_background(self._declare(previous))
+        return True
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def root(self) -> Path:

@@ -64,6 +64,7 @@ class SessionClient:
         on_policy: Callable[[PolicySnapshot], None] | None = None,
         agent_version: str = "0.1.0",
         bundles: list[tuple[str, str]] | None = None,
+        on_refused: Callable[[FailedPrecondition], None] | None = None,
     ) -> None:
         self.target = target
         self.bundles: list[tuple[str, str]] = list(bundles or [])
@@ -71,6 +72,8 @@ class SessionClient:
         or refuses the session (default: the pinned ``model_name``/``model_version``)."""
         if not self.bundles and settings.model_name and settings.model_version:
             self.bundles = [(settings.model_name, settings.model_version)]
+        self._on_refused = on_refused
+        """Called when the gateway refuses a Hello (not one of :meth:`renegotiate`)."""
         self._negotiation: tuple[list[tuple[str, str]], asyncio.Future[None]] | None = None
         self.settings = settings
         self._credentials = credentials
@@ -194,17 +197,21 @@ class SessionClient:
         finally:
             self._negotiation = None
 
-    def _negotiated(self, declared: list[tuple[str, str]], error: Exception | None) -> None:
-        """A Hello declaring ``declared`` was welcomed (``error`` None) or refused."""
+    def _negotiated(self, declared: list[tuple[str, str]], error: Exception | None) -> bool:
+        """A Hello declaring ``declared`` was welcomed (``error`` None) or refused; True when
+        that settled a :meth:`renegotiate` in progress."""
         if self._negotiation is None or self._negotiation[1].done():
-            return
+            return False
         wanted, fut = self._negotiation
         if declared != wanted:
-            return
+            return False
         if error is None:
             fut.set_result(None)
         elif isinstance(error, FailedPrecondition):
             fut.set_exception(error)
+        else:
+            return False
+        return True
 
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -238,8 +245,13 @@ class SessionClient:
                 if isinstance(exc, grpc.RpcError):
                     exc = conv.error_from_rpc_error(exc)
                 log.info("session to %s ended: %s", target, exc)
-                if not welcomed:
-                    self._negotiated(self._declared, exc)
+                if (
+                    not welcomed
+                    and not self._negotiated(self._declared, exc)
+                    and isinstance(exc, FailedPrecondition)
+                    and self._on_refused is not None
+                ):
+                    self._on_refused(exc)  # e.g. a gateway restarted without our head's tail
             finally:
                 self._conn = None
                 self._connected.clear()

@@ -15,6 +15,7 @@ import functools
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -40,6 +41,7 @@ from common.artifacts import (
 from common.bundle import load_bundle
 from tests.support.edge_bundle import make_bundle
 from tests.support.gateway import running_gateway
+from tests.support.ports import free_port
 from tests.support.s3 import S3Server, run_s3
 
 NAME = "synthetic_branchy"
@@ -204,6 +206,31 @@ def _hostile_versions(s3: S3Server, store: ArtifactStore, tmp: Path, signing: Pa
     _put(s3, b, f"bundles/{NAME}/10/bundle.tar", pack_bundle(tmp / "src-9"))
 
 
+def _settings(tmp: Path, gateway: str, store: ArtifactStore, endpoint: str) -> Path:
+    """The agent's settings file: shipped with version 1, following class ``cam``."""
+    settings = {
+        "bundle": str(tmp / "src-1"),
+        "gateway": gateway,
+        "device_id": "cam-1",
+        "device_class": "cam",
+        "tls": {"insecure": True},
+        "session": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5},
+        "routing": {"sla_ms": 10000},
+        # every request runs a head (inputs repeat: cache hits would answer without one)
+        "cache": {"entries": 0},
+        "artifacts": {
+            "bucket": store.bucket,
+            "endpoint": endpoint,
+            "verify_key": str(tmp / "sign.pub"),
+            "root": str(tmp / "device"),
+            "check_interval_s": 0.3,
+            "max_bundle_bytes": 1 << 20,
+        },
+    }
+    (tmp / "agent.json").write_text(json.dumps(settings))
+    return tmp / "agent.json"
+
+
 async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     s3: S3Server, tmp_path: Path
 ) -> None:
@@ -219,25 +246,7 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     await asyncio.to_thread(sync_models, art, models)  # what the gateway serves: 1, 2 and 4
     _assign(s3, store.bucket, "1")
     async with running_gateway(models) as gw:
-        settings = {
-            "bundle": str(tmp_path / "src-1"),  # what the device shipped with
-            "gateway": gw.address,
-            "device_id": "cam-1",
-            "device_class": "cam",
-            "tls": {"insecure": True},
-            "session": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5},
-            "routing": {"sla_ms": 10000},
-            "artifacts": {
-                "bucket": store.bucket,
-                "endpoint": s3.endpoint,
-                "verify_key": str(tmp_path / "sign.pub"),
-                "root": str(tmp_path / "device"),
-                "check_interval_s": 0.3,
-                "max_bundle_bytes": 1 << 20,
-            },
-        }
-        (tmp_path / "agent.json").write_text(json.dumps(settings))
-        agent = Agent(tmp_path / "agent.json", tmp_path)
+        agent = Agent(_settings(tmp_path, gw.address, store, s3.endpoint), tmp_path)
         try:
             await agent.until("READY", lambda: "READY" in agent.lines, 180)
             await agent.answers_after(20)
@@ -272,6 +281,7 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
         finally:
             agent.stop()
         log = (tmp_path / "agent.log").read_text()
+        (tmp_path / "agent.out").write_text("\n".join(agent.lines))  # kept for a failure's reader
 
     answers = agent.answers()
     assert agent.failures() == [], log[-3000:]
@@ -289,3 +299,50 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     for why in ("signature does not verify", "not downloaded", "outside the bundle",
                 "escapes the bundle", "failed in service", "no tail for head"):  # fmt: skip
         assert why in log, why
+
+
+async def test_a_gateway_restarted_without_the_running_version_gets_the_last_known_good(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    generate_signing_key(tmp_path / "sign.key", tmp_path / "sign.pub")
+    key = load_signing_key(tmp_path / "sign.key")
+    store = ArtifactStore(s3.new_bucket(), s3.endpoint)
+    for version, seed in (("1", 0), ("2", 1)):
+        store.publish(versioned(tmp_path / f"src-{version}", version, seed), key)
+    both, only_1 = tmp_path / "models", tmp_path / "models-1"
+    art = ArtifactSettings(bucket=store.bucket, endpoint=s3.endpoint,
+                           verify_key=tmp_path / "sign.pub")  # fmt: skip
+    await asyncio.to_thread(sync_models, art, both)
+    shutil.copytree(both, only_1)
+    shutil.rmtree(only_1 / f"{NAME}-2")
+    _assign(s3, store.bucket, "1")
+    port = free_port()
+    async with running_gateway(both, port) as gw:
+        agent = Agent(_settings(tmp_path, gw.address, store, s3.endpoint), tmp_path)
+        try:
+            await agent.until("READY", lambda: "READY" in agent.lines, 180)
+            _assign(s3, store.bucket, "2")
+            await agent.until("v2", lambda: agent.metrics.get("current") == f"{NAME}-2")
+            await agent.answers_after(20)
+        except BaseException:
+            agent.stop()
+            raise
+    try:
+        # the same address, now without a tail for 2: the agent goes back to 1
+        async with running_gateway(only_1, port) as gw:
+            await agent.until("rolled back", lambda: agent.more("rollbacks", 0))
+            await agent.answers_after(20)
+            await agent.until("v1 answers", lambda: agent.answers()[-1][2] == "1")
+            at = len(agent.answers())
+            await agent.answers_after(20)
+    finally:
+        agent.stop()
+    log = (tmp_path / "agent.log").read_text()
+    (tmp_path / "agent.out").write_text("\n".join(agent.lines))
+    assert agent.failures() == [], log[-3000:]
+    assert agent.metrics["current"] == f"{NAME}-1" and agent.metrics["rollbacks"] == 1
+    after = agent.answers()[at:]
+    assert after and all(v == "1" for _, _, v in after)
+    served = {r.idempotency_key: r.model_version for r in gw.records if r.status == "OK"}
+    assert all(served[k] == "1" for k, route, _ in after if route == "cloud")
+    assert "gateway refuses synthetic_branchy 2" in log
