@@ -1,12 +1,15 @@
-import { createContext, useContext, useEffect, useState, type FormEvent } from "react";
+import { Suspense, createContext, lazy, useContext, useEffect, useState, type FormEvent } from "react";
 import { NavLink, Route, Routes } from "react-router-dom";
 import { claims, getToken, role, setToken, type Role } from "./api";
-import { Overview } from "./pages/Overview";
-import { Models } from "./pages/Models";
-import { Policies } from "./pages/Policies";
-import { Deployments } from "./pages/Deployments";
-import { Monitoring } from "./pages/Monitoring";
-import { Settings } from "./pages/Settings";
+
+// One chunk per page, loaded when first opened: the sign-in page and the shell stay small
+// (recharts, the wizard and the typed client's messages load with the pages that use them).
+const Overview = lazy(() => import("./pages/Overview").then((m) => ({ default: m.Overview })));
+const Models = lazy(() => import("./pages/Models").then((m) => ({ default: m.Models })));
+const Policies = lazy(() => import("./pages/Policies").then((m) => ({ default: m.Policies })));
+const Deployments = lazy(() => import("./pages/Deployments").then((m) => ({ default: m.Deployments })));
+const Monitoring = lazy(() => import("./pages/Monitoring").then((m) => ({ default: m.Monitoring })));
+const Settings = lazy(() => import("./pages/Settings").then((m) => ({ default: m.Settings })));
 
 export const PAGES = [
   { path: "/", label: "Overview", element: <Overview /> },
@@ -75,7 +78,14 @@ export function App() {
 
   return (
     <RoleContext.Provider value={current}>
-      <a className="skip-link" href="#main">
+      <a
+        className="skip-link"
+        href="#main"
+        onClick={(e) => {
+          e.preventDefault(); // the router owns the URL's hash: move focus, not the route
+          document.getElementById("main")?.focus();
+        }}
+      >
         Skip to content
       </a>
       <header className="topbar">
@@ -122,11 +132,13 @@ export function App() {
         )}
         <main id="main" tabIndex={-1}>
           {signedIn ? (
-            <Routes>
-              {PAGES.map((p) => (
-                <Route key={p.path} path={p.path} element={p.element} />
-              ))}
-            </Routes>
+            <Suspense fallback={<p role="status">Loading…</p>}>
+              <Routes>
+                {PAGES.map((p) => (
+                  <Route key={p.path} path={p.path} element={p.element} />
+                ))}
+              </Routes>
+            </Suspense>
           ) : (
             <SignIn onSignIn={() => setSignedIn(true)} />
           )}

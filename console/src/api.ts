@@ -1,5 +1,4 @@
 import type { JsonValue } from "@bufbuild/protobuf";
-import { RestError, typedClient } from "./client";
 
 // The console's only way to the gateway: its public REST API (same origin, over the operator's
 // mTLS connection), with the operator's bearer token on every call.
@@ -57,6 +56,7 @@ export const can = {
   loadModels: (r: Role) => r === "Admin",
   rollout: (r: Role) => r === "Admin" || r === "Operator",
   simulate: (r: Role) => r === "Admin" || r === "Operator",
+  setBudget: (r: Role) => r === "Admin",
 };
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -144,7 +144,7 @@ export interface Summary {
   sla: { deadline_ms: number; bucket_ms: number | null; finished: number; within: number };
   latency_heatmap: {
     bucket_upper_ms: Array<number | null>;
-    regions: Array<{ region: string; counts: number[] }>;
+    regions: Array<{ region: string; device_class: string; counts: number[] }>;
   };
   cost: {
     org: string;
@@ -154,6 +154,19 @@ export interface Summary {
     budget_spent: number | null;
   };
   drift: Array<{ model: string; signal: string; psi: number }>;
+  accuracy: { answers: number; expected: number | null; by_route: Record<string, number> };
+}
+export interface BudgetView {
+  org: string;
+  amount: number | null;
+  period_s: number | null;
+  spent: number | null;
+  writable: boolean;
+  note: string;
+}
+export interface ConsoleSettings {
+  budget: BudgetView;
+  privacy: { pseudonyms: boolean; dlp: boolean; dlp_kinds: string[]; sealed_at_rest: boolean };
 }
 export interface SimRun {
   policy: string;
@@ -175,12 +188,22 @@ export interface ModelStats {
 }
 
 const enc = encodeURIComponent;
-const typed = typedClient(getToken);
+
+// The typed client and its generated messages load with the first call that needs them (they are
+// most of the console's code besides React), so the sign-in page and the shell stay small.
+type ClientModule = typeof import("./client");
+type Typed = ReturnType<ClientModule["typedClient"]>;
+let loaded: Promise<{ typed: Typed; RestError: ClientModule["RestError"] }> | null = null;
+function typedClient() {
+  loaded ??= import("./client").then((m) => ({ typed: m.typedClient(getToken), RestError: m.RestError }));
+  return loaded;
+}
 
 // The typed client's errors as the console's.
-async function viaClient<T>(call: () => Promise<unknown>): Promise<T> {
+async function viaClient<T>(call: (typed: Typed) => Promise<unknown>): Promise<T> {
+  const { typed, RestError } = await typedClient();
   try {
-    return (await call()) as T;
+    return (await call(typed)) as T;
   } catch (e) {
     if (e instanceof RestError) throw new ApiError(e.status, e.code, e.message);
     throw e;
@@ -188,7 +211,7 @@ async function viaClient<T>(call: () => Promise<unknown>): Promise<T> {
 }
 
 export const api = {
-  models: () => viaClient<{ models?: Model[] }>(() => typed.listModels()),
+  models: () => viaClient<{ models?: Model[] }>((typed) => typed.listModels()),
   model: (name: string) => call<{ model: Model }>("GET", `/v1/models/${enc(name)}`),
   repositoryIndex: () => call<RepositoryEntry[]>("POST", "/v2/repository/index", {}),
   load: (name: string) => call<unknown>("POST", `/v2/repository/models/${enc(name)}/load`, {}),
@@ -198,9 +221,11 @@ export const api = {
   rollout: (name: string) =>
     call<{ rollout: Rollout; stats?: RolloutStats }>("GET", `/v1/deploy/rollouts/${enc(name)}`),
   setRollout: (rollout: Rollout) =>
-    viaClient<{ rollout: Rollout }>(() => typed.setRollout(rollout as unknown as JsonValue)),
+    viaClient<{ rollout: Rollout }>((typed) => typed.setRollout(rollout as unknown as JsonValue)),
   simulate: (body: { policy: string; scenario: string; requests: number; seed: number; deadline_ms: number }) =>
     call<SimResult>("POST", "/v1/console/simulate", body),
+  settings: () => call<ConsoleSettings>("GET", "/v1/console/settings"),
+  setBudget: (amount: number) => call<{ budget: BudgetView }>("PUT", "/v1/console/budget", { amount }),
   ready: async () => (await fetch("/v2/health/ready")).ok,
   openapi: () => call<{ info?: { version?: string } }>("GET", "/openapi.json"),
 };

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState, type ReactNode } from "react";
+import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { errorText } from "./api";
 
 export function Page({ title, children }: { title: string; children: ReactNode }) {
@@ -49,18 +49,21 @@ export const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}
 export const num = (x: number, digits = 0) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
 export const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
 
-// Load once, reload on demand (and every intervalMs when given).
+// Load once, reload on demand (and every intervalMs when given), always with the latest `load`
+// (it closes over the page's inputs, e.g. the overview's deadline).
 export function useLoad<T>(load: () => Promise<T>, intervalMs?: number) {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const latest = useRef(load);
+  latest.current = load;
   const reload = useCallback(() => {
-    load()
+    latest
+      .current()
       .then((d) => {
         setData(d);
         setError(null);
       })
       .catch(setError);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
   useEffect(() => {
     reload();

@@ -207,6 +207,22 @@ try {
     await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
     const pinned = await infer(page, token, config.canary_model, 10);
     check("keyboard rollback pins the stable version", pinned["1"] === 10, JSON.stringify(pinned));
+    // a custom share and the shadow toggle by keyboard too
+    await focusByKeys(page, "dep-fraction");
+    await page.keyboard.press("ControlOrMeta+A");
+    await page.keyboard.type("20");
+    await page.keyboard.press("Enter");
+    await page.getByTestId("rollout-fraction").filter({ hasText: "20.0 %" }).waitFor();
+    check("custom canary share by keyboard", true);
+    await focusButtonByKeys(page, "Roll back to last known good");
+    await page.keyboard.press("Enter");
+    await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
+    await focusByKeys(page, "dep-shadow");
+    await page.keyboard.press("Space");
+    await page.getByTestId("rollout-mode").filter({ hasText: "shadow" }).waitFor();
+    await page.keyboard.press("Space");
+    await page.getByTestId("rollout-mode").filter({ hasText: "none" }).waitFor();
+    check("shadow on and off by keyboard", true);
     check("gateway health shown", (await page.getByTestId("gateway-health").innerText()).includes("ready"));
 
     await open(page, "#/policies", "Policies");
@@ -237,6 +253,10 @@ try {
       return [res.status, sim.status];
     }, { token, model: config.canary_model });
     check("the gateway refuses an observer's canary and simulation", status[0] === 403 && status[1] === 403, JSON.stringify(status));
+    await open(page, "#/settings", "Settings");
+    await page.getByTestId("budget-current").waitFor();
+    const budgetPut = await page.evaluate(async ({ token }) => (await fetch("/v1/console/budget", { method: "PUT", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` }, body: '{"amount": 1}' })).status, { token });
+    check("observer sees no budget form and the gateway refuses its budget change", (await page.getByRole("button", { name: "Save budget" }).count()) === 0 && budgetPut === 403, String(budgetPut));
     await context.close();
   }
 
@@ -282,6 +302,16 @@ try {
           cost: await stat("Cost per 1,000 requests"),
         };
         results.overview = shown;
+        const accuracy = await stat("Expected accuracy (devices)");
+        check(`overview shows the expected accuracy of device answers (${theme})`, accuracy.startsWith("90.0 %"), accuracy);
+        const heatHead = await page.locator("table.heatmap thead th").allInnerTexts();
+        const heatRows = await page.locator("table.heatmap tbody tr").evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll("th")].map((th) => th.textContent).join("/")));
+        results.heatmap = heatRows;
+        check(
+          `heatmap rows are region by device class (${theme})`,
+          heatHead[0] === "Region" && heatHead[1] === "Device class" && heatRows.includes("us-east/phone") && heatRows.includes("us-east/camera"),
+          JSON.stringify(heatRows),
+        );
         check(
           `overview shows the devices' routes and the org's spend (${theme})`,
           shown.offload === "30.0 %" && shown.local === "60.0 %" && shown.cache === "10.0 %" && /of 5\.00/.test(shown.budget) && Number(shown.cost) > 0,
@@ -301,6 +331,83 @@ try {
         }
       }
     }
+    await context.close();
+  }
+  // --- Keyboard only (Admin): sign-in, skip link, navigation, the overview's deadline, the theme,
+  // the models' network inputs, the budget ---------------------------------------------------------
+  {
+    const id = config.identities.admin;
+    const context = await browser.newContext({
+      ignoreHTTPSErrors: true,
+      clientCertificates: [{ origin: base, certPath: id.cert, keyPath: id.key }],
+      viewport: { width: 1280, height: 900 },
+    });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => failures.push(`page error (keyboard): ${e.message}`));
+    const active = () => page.evaluate(() => ({ id: document.activeElement?.id ?? "", text: document.activeElement?.textContent?.trim() ?? "" }));
+    await page.goto(`${base}/console/`);
+    await page.getByRole("heading", { level: 1, name: "Sign in" }).waitFor();
+    await focusByKeys(page, "token");
+    await page.keyboard.insertText(id.token); // as a paste would
+    await focusButtonByKeys(page, "Sign in");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    check("sign in by keyboard only", true);
+    await page.reload(); // the token stays for the tab's session
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    await page.keyboard.press("Tab"); // the first stop of a fresh page is the skip link
+    const skip = await active();
+    await page.keyboard.press("Enter");
+    const landed = await active();
+    check("skip link by keyboard moves focus to the content, not the route", skip.text === "Skip to content" && landed.id === "main" && (await page.getByRole("heading", { level: 1, name: "Overview" }).count()) === 1, JSON.stringify([skip.text, landed.id]));
+    await focusByKeys(page, "deadline");
+    await page.keyboard.press("ControlOrMeta+A");
+    await page.keyboard.type("250");
+    await page.keyboard.press("Enter");
+    const slaHint = page.locator(".stat", { hasText: "SLA attainment" }).locator(".hint");
+    await slaHint.filter({ hasText: "within 200.0 ms" }).waitFor().catch(() => {});
+    check("overview deadline by keyboard (the SLA bucket follows)", (await slaHint.innerText()).includes("within 200.0 ms"), await slaHint.innerText());
+    await focusButtonByKeys(page, "High contrast");
+    await page.keyboard.press("Space");
+    const theme = await page.evaluate(() => document.documentElement.dataset.theme);
+    await page.keyboard.press("Space");
+    check("theme toggles by keyboard", theme === "high-contrast" && (await page.evaluate(() => document.documentElement.dataset.theme)) === "default", String(theme));
+    // every page is reachable from the navigation by Tab and Enter
+    let reached = 0;
+    for (const [, , title] of PAGES) {
+      for (let i = 0; i < 80; i++) {
+        const a = await page.evaluate(() => (document.activeElement instanceof HTMLAnchorElement ? document.activeElement.textContent?.trim() : null));
+        if (a === title) break;
+        await page.keyboard.press("Tab");
+      }
+      await page.keyboard.press("Enter");
+      await page.getByRole("heading", { level: 1, name: title }).waitFor();
+      reached += 1;
+      if (title === "Models") {
+        // the transfer preview follows the RTT typed into it
+        await page.locator("#preview-net-rtt").waitFor();
+        await focusByKeys(page, "preview-net-rtt");
+        await page.keyboard.press("ControlOrMeta+A");
+        await page.keyboard.type("500");
+        check("models: network preview by keyboard", (await page.locator("#preview-net-rtt").inputValue()) === "500");
+      }
+      await page.locator("body").focus();
+    }
+    check("every page reached from the navigation by keyboard", reached === PAGES.length, String(reached));
+    // Settings: the Admin changes their organisation's budget by keyboard alone
+    await page.getByTestId("budget-current").waitFor();
+    await focusByKeys(page, "budget-amount");
+    await page.keyboard.press("ControlOrMeta+A");
+    await page.keyboard.type("7.5");
+    await page.keyboard.press("Enter");
+    await page.getByTestId("budget-status").filter({ hasText: "Saved" }).waitFor();
+    await page.getByTestId("budget-current").filter({ hasText: "of a budget of 7.50" }).waitFor();
+    const summary = await page.evaluate(async ({ token }) => (await fetch("/v1/console/summary", { headers: { Authorization: `Bearer ${token}` } })).json(), { token: id.token });
+    results.budget = summary.cost;
+    check("budget saved by keyboard; the gateway's budget for the org follows", summary.cost.budget === 7.5 && summary.cost.org === "acme", JSON.stringify(summary.cost));
+    const axe = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+    results.axe["settings-saved/default"] = axe.violations.map((v) => `${v.id}: ${v.nodes.length}`);
+    check("axe: settings after a save", axe.violations.length === 0, JSON.stringify(results.axe["settings-saved/default"]));
     await context.close();
   }
 } catch (e) {

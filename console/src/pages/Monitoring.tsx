@@ -8,6 +8,7 @@ interface Point {
   rps: number;
   sla: number;
   okRate: number;
+  accuracy: number | null;
   costPer1000: number;
   driftPsi: number;
 }
@@ -39,6 +40,7 @@ export function Monitoring() {
                 rps,
                 sla: ratio(s.sla.within, s.sla.finished) * 100 || 0,
                 okRate: ratio(s.requests.ok, s.requests.total) * 100 || 0,
+                accuracy: s.accuracy.expected !== null ? s.accuracy.expected * 100 : null,
                 costPer1000: s.cost.per_1000,
                 driftPsi: drift,
               },
@@ -70,12 +72,15 @@ export function Monitoring() {
     <Page title="Monitoring">
       <p>
         Sampled every {INTERVAL_MS / 1000} s from the gateway while this page is open ({points.length} samples).
+        Expected accuracy is the mean calibrated confidence of the answers devices report (a calibrated confidence
+        is the probability that the answer is right; no ground truth is recorded), as in the daily report.
       </p>
       <ErrorNote error={error} />
       <div className="charts">
         {chart("Requests per second", "rps", "", "#0b5cad")}
         {chart("SLA attainment (%)", "sla", " %", "#1d6b2f")}
         {chart("Successful requests (%)", "okRate", " %", "#6b3fa0")}
+        {chart("Expected accuracy of device answers (%)", "accuracy", " %", "#0f6e6e")}
         {chart("Cost per 1,000 requests", "costPer1000", "", "#b3541e")}
         {chart("Largest drift PSI", "driftPsi", "", "#8a1538")}
       </div>

@@ -23,10 +23,11 @@ export function Heatmap({ s }: { s: Summary }) {
   return (
     <div className="scroll" role="region" aria-label="Latency heatmap" tabIndex={0}>
       <table className="heatmap">
-        <caption>Gateway latency by region: requests per latency bucket</caption>
+        <caption>Gateway latency by region and device class: requests per latency bucket</caption>
         <thead>
           <tr>
             <th scope="col">Region</th>
+            <th scope="col">Device class</th>
             {edges.map((e, i) => (
               <th scope="col" key={i}>
                 {e === null ? `> ${num(edges[i - 1] ?? 0)} ms` : `≤ ${num(e, e < 1 ? 1 : 0)} ms`}
@@ -36,8 +37,9 @@ export function Heatmap({ s }: { s: Summary }) {
         </thead>
         <tbody>
           {rows.map((r) => (
-            <tr key={r.region}>
+            <tr key={`${r.region}\u0000${r.device_class}`}>
               <th scope="row">{r.region || "unknown"}</th>
+              <th scope="row">{r.device_class || "none (REST / KServe)"}</th>
               {r.counts.map((c, i) => (
                 <td key={i} className="cell" data-level={Math.ceil((c / max) * 4)}>
                   {num(c)}
@@ -88,6 +90,11 @@ export function Overview() {
             <Stat label="Offload rate (devices)" value={pct(share(s.device_routes, OFFLOAD))} />
             <Stat label="Local-exit rate (devices)" value={pct(share(s.device_routes, LOCAL))} />
             <Stat label="Cache answers (devices)" value={pct(share(s.device_routes, CACHE))} />
+            <Stat
+              label="Expected accuracy (devices)"
+              value={s.accuracy.expected !== null ? pct(s.accuracy.expected) : "no answers yet"}
+              hint={`mean calibrated confidence of ${num(s.accuracy.answers)} answers`}
+            />
             <Stat label={`Cost per 1,000 requests (org ${s.cost.org} spend / all requests)`} value={num(s.cost.per_1000, 4)} />
             <Stat
               label="Budget spent"
@@ -95,7 +102,7 @@ export function Overview() {
               hint={s.cost.budget ? `${num(s.cost.budget_spent ?? 0, 2)} of ${num(s.cost.budget, 2)}` : undefined}
             />
           </dl>
-          <h2>Latency heatmap</h2>
+          <h2>Latency heatmap by region and device class</h2>
           <Heatmap s={s} />
           <h2>Device routes</h2>
           {Object.keys(s.device_routes).length === 0 ? (
