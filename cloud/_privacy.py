@@ -60,7 +60,8 @@ class GatewayPrivacySettings(Section):
     required: bool = False
     """Refuse to start unless pseudonyms, DLP and encryption at rest are all on, with key files
     that exist, parse and only their owner may read (set it in production: without it a gateway
-    missing a key only warns, and stores raw device ids or clear content)."""
+    missing a key only warns, and stores raw device ids or clear content). The settings are
+    checked when they load, the key files when the gateway starts."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewayPrivacySettings:
@@ -69,8 +70,9 @@ class GatewayPrivacySettings(Section):
             raise ValueError(f"privacy.dlp_kinds: unknown {sorted(unknown)}; known {list(KINDS)}")
         if self.pseudonym_key_file is not None and self.pseudonym_key:
             raise ValueError("set privacy.pseudonym_key_file or privacy.pseudonym_key, not both")
-        if self.required:
-            self._check_required()
+        missing = self.unprotected()
+        if self.required and missing:
+            raise ValueError(f"privacy.required: {'; '.join(missing)}")
         return self
 
     def unprotected(self) -> list[str]:
@@ -84,16 +86,17 @@ class GatewayPrivacySettings(Section):
             out.append("no privacy.at_rest_key_file: stored content is not encrypted at rest")
         return out
 
-    def _check_required(self) -> None:
-        missing = self.unprotected()
-        if missing:
-            raise ValueError(f"privacy.required: {'; '.join(missing)}")
+    def check_keys(self) -> None:
+        """With ``required``, at start: both key files exist, parse and only their owner may read
+        them (InvalidArgument naming the setting and the file otherwise)."""
+        if not self.required:
+            return
         for name, path in (
             ("pseudonym_key_file", self.pseudonym_key_file),
             ("at_rest_key_file", self.at_rest_key_file),
         ):
             if path is not None and path.exists() and path.stat().st_mode & 0o077:
-                raise ValueError(
+                raise InvalidArgument(
                     f"privacy.required: privacy.{name} {path} may be read by others "
                     f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it"
                 )
@@ -101,7 +104,7 @@ class GatewayPrivacySettings(Section):
             self.pseudonymiser()
             self.keyring()
         except InvalidArgument as exc:
-            raise ValueError(f"privacy.required: {exc.message}") from None
+            raise InvalidArgument(f"privacy.required: {exc.message}") from None
 
     def pseudonymiser(self) -> Pseudonymiser | None:
         """The configured pseudonymiser, or None."""

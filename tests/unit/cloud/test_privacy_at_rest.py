@@ -214,30 +214,46 @@ async def test_tampered_moved_foreign_and_clear_rows_are_refused_with_the_reason
 
 
 def test_required_privacy_refuses_to_start_without_every_key(tmp_path: Path) -> None:
+    # The settings name every missing protection when they load...
     with pytest.raises(ValueError, match=r"privacy.required: no privacy.pseudonym_key_file.*"
                                          r"no privacy.at_rest_key_file"):  # fmt: skip
         GatewayPrivacySettings(required=True)
     ring, key = tmp_path / "ring.json", tmp_path / "pseudonym.key"
-    KeyRing.generate().save(ring)
-    with pytest.raises(ValueError, match=r"pseudonym key file .*pseudonym.key"):
-        GatewayPrivacySettings(required=True, pseudonym_key_file=key, at_rest_key_file=ring)
-    key.write_text(KEY)
-    key.chmod(0o644)
-    with pytest.raises(
-        ValueError, match=r"pseudonym_key_file .* may be read by others \(mode 644\)"
-    ):
-        GatewayPrivacySettings(required=True, pseudonym_key_file=key, at_rest_key_file=ring)
-    key.chmod(0o600)
     with pytest.raises(ValueError, match=r"privacy\.dlp is off"):
         GatewayPrivacySettings(
             required=True, pseudonym_key_file=key, at_rest_key_file=ring, dlp=False
         )
-    ring.write_text("{}")
-    with pytest.raises(ValueError, match="not a key ring file"):
-        GatewayPrivacySettings(required=True, pseudonym_key_file=key, at_rest_key_file=ring)
+    # ... and the key files are checked when the gateway starts (a manifest can name secrets
+    # that are mounted only in the cluster).
+    s = GatewayPrivacySettings(required=True, pseudonym_key_file=key, at_rest_key_file=ring)
     KeyRing.generate().save(ring)
-    ok = GatewayPrivacySettings(required=True, pseudonym_key_file=key, at_rest_key_file=ring)
-    assert ok.unprotected() == [] and ok.keyring() is not None
+    with pytest.raises(InvalidArgument, match=r"pseudonym key file .*pseudonym.key"):
+        s.check_keys()
+    key.write_text(KEY)
+    key.chmod(0o644)
+    with pytest.raises(InvalidArgument, match=r"pseudonym_key_file .* read by others \(mode 644\)"):
+        s.check_keys()
+    key.chmod(0o600)
+    ring.write_text("{}")
+    with pytest.raises(InvalidArgument, match="not a key ring file"):
+        s.check_keys()
+    KeyRing.generate().save(ring)
+    s.check_keys()
+    assert s.unprotected() == [] and s.keyring() is not None
+    # The gateway runs the check before it opens a store or binds a port.
+    from cloud.app import Gateway
+    from tests.support.gateway import GatedBackend, gateway_settings
+
+    key.chmod(0o640)
+    settings = gateway_settings(
+        tmp_path, privacy={"required": True, "pseudonym_key_file": key, "at_rest_key_file": ring}
+    )
+    with pytest.raises(InvalidArgument, match="mode 640"):
+        Gateway.from_settings(settings)
+    with pytest.raises(InvalidArgument, match="mode 640"):
+        Gateway(settings, GatedBackend())
+    key.chmod(0o600)
+    assert isinstance(Gateway(settings, GatedBackend()), Gateway)
 
 
 def test_a_gateway_that_keeps_raw_ids_says_so_at_start(
