@@ -104,6 +104,7 @@ def _private_sinks(
     """The sinks with device ids pseudonymised and PII redacted (``privacy`` section); the
     pseudonymiser is also installed for logs and exporters (``common.privacy.configure``), and
     so is the redactor (``common.privacy.configure_export_redaction``)."""
+    s.privacy.check_keys()  # privacy.required: key files exist, parse, owner-only
     pseudonymiser = s.privacy.pseudonymiser()
     if pseudonymiser is not None:
         configure_pseudonymiser(pseudonymiser)
@@ -335,6 +336,7 @@ class Gateway:
         """The gateway ``aiml021 serve`` runs: stores built from the settings too."""
         if settings.artifacts.bucket:  # signed bundles from object storage, before the scan
             sync_models(settings.artifacts, settings.models_dir)
+        settings.privacy.check_keys()  # before the stores open anything
         return cls(
             settings,
             stores=build_stores(
