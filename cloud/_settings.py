@@ -206,6 +206,17 @@ class OnnxRuntimeSettings(Section):
     """onnxruntime inter-op threads per session."""
 
 
+class PipelineSettings(Section):
+    """Pipelines served as models (a models-directory entry with ``pipeline.json``)."""
+
+    max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest encoded image a pipeline request may carry; larger ones are RESOURCE_EXHAUSTED
+    before anything is decoded."""
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
+    """Most pixels (width x height, as the image's header declares them) a pipeline decodes;
+    more is RESOURCE_EXHAUSTED, read from the header without decoding (JPEG bombs)."""
+
+
 class TritonSettings(Section):
     """How the gateway reaches Triton (``backend = "triton"``)."""
 
@@ -295,6 +306,8 @@ class GatewaySettings(LayeredSettings):
     """The onnxruntime engine."""
     triton: TritonSettings = Field(default_factory=TritonSettings)
     """The Triton engine."""
+    pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
+    """Pipelines with Python steps served as models (docs/bundles.md, *Serving pipelines*)."""
     cache: CacheSettings = Field(default_factory=CacheSettings)
     """The result cache."""
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
@@ -351,6 +364,7 @@ __all__ = [
     "LimitsSettings",
     "MetricsSettings",
     "OnnxRuntimeSettings",
+    "PipelineSettings",
     "RestSettings",
     "ServerSettings",
     "SessionSettings",

@@ -34,7 +34,7 @@ from cloud._workers_queue import QueueDepth
 from cloud._workers_rollouts import SharedRollouts
 from cloud.artifacts import sync_models
 from cloud.authz import Authenticator, AuthzInterceptor, authz_middleware, read_audit_key
-from cloud.backends import Backend, OnnxRuntimeBackend
+from cloud.backends import Backend, OnnxRuntimeBackend, PipelineBackend
 from cloud.batching import BatcherConfig, DynamicBatching
 from cloud.core import (
     AuditSink,
@@ -518,12 +518,21 @@ class Gateway:
 
 
 def _backend(s: GatewaySettings) -> Backend:
+    inner: Backend
     if s.backend == "triton":
         from cloud.backends import TritonBackend
 
-        return TritonBackend(s.triton)
-    ort = s.onnxruntime
-    return OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
+        inner = TritonBackend(s.triton)
+    else:
+        ort = s.onnxruntime
+        inner = OnnxRuntimeBackend(ort.intra_op_threads, ort.inter_op_threads, s.batching.workers)
+    p = s.pipelines  # pipeline.json entries run here, their ONNX stages on onnxruntime
+    return PipelineBackend(
+        inner,
+        max_image_bytes=p.max_image_bytes,
+        max_image_pixels=p.max_image_pixels,
+        workers=s.batching.workers,
+    )
 
 
 def _authenticator(s: GatewaySettings) -> Authenticator:

@@ -1,5 +1,6 @@
 """Model backends behind one seam (:class:`cloud.core.Backend`, re-exported here):
-onnxruntime in-process by default.
+onnxruntime in-process by default; :class:`PipelineBackend` serves pipelines with Python steps
+(``pipeline.json``) beside the models of the backend it wraps.
 
 Other engines (Triton) implement the same ABC; the batcher hands them batched numpy arrays.
 :class:`TritonBackend` (``cloud.backends.triton``) is imported lazily, on first access.
@@ -8,6 +9,7 @@ Other engines (Triton) implement the same ABC; the batcher hands them batched nu
 from typing import Any
 
 from cloud.backends._onnxruntime import OnnxRuntimeBackend
+from cloud.backends._pipeline import PipelineBackend
 from cloud.core import Backend
 
 
@@ -19,4 +21,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cloud.backends' has no attribute {name!r}")
 
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TritonBackend"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "PipelineBackend", "TritonBackend"]

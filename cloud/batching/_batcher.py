@@ -15,7 +15,10 @@ A worker takes requests up to ``max_batch_size`` samples, answers those that can
 their deadline with DEADLINE_EXCEEDED before computing, concatenates the rest along the batch
 dimension, runs the backend once and hands each request exactly its rows back. Batching never
 changes results: each sample's rows are computed by the same model independently of its
-neighbours.
+neighbours. The one exception is opt-in per model (``width_bucket``, for recognisers that read
+right-padded crops the way their own batching pads them): requests whose last input dimension
+falls in the same bucket batch together, right-padded with zeros to the batch's widest, and get
+the answer to their padded input.
 
 Workers are supervised: a fault in one batch fails that batch's requests (INTERNAL) and nothing
 else; a worker that crashes anyway is logged, restarted after ``restart_delay_s`` (doubling while
@@ -61,6 +64,9 @@ class BatcherConfig:
     cut once its estimated compute reaches this (at least one request), so a light device waits
     for short batches, not for a flooder's full ones; None: always fill up to
     ``max_batch_size``."""
+    width_bucket: int = 0
+    """Requests whose last input dimension lies in the same bucket of this width batch together,
+    right-padded with zeros (0: only equal shapes batch)."""
 
 
 @dataclass(slots=True)
@@ -126,6 +132,10 @@ class DynamicBatcher:
         self._row_estimate_s = 0.0  # EWMA of compute time per sample; 0 until measured
         self.batches = 0
         self.samples = 0
+        self.input_elements = 0
+        """Input elements the requests brought (over all batches)."""
+        self.computed_elements = 0
+        """Input elements computed (with padding: at least ``input_elements``)."""
 
     def start(self) -> None:
         """Start the worker tasks (inside the running loop)."""
@@ -266,7 +276,7 @@ class DynamicBatcher:
                 continue
             if rows and rows + item.rows > limit:
                 break
-            if batch and not _stackable(batch[0], item):
+            if batch and not _stackable(batch[0], item, self._cfg.width_bucket):
                 # Another shape along a dynamic dimension: this device's request leads a later
                 # batch; the others may still fill this one.
                 skipped.append(heapq.heappop(self._ready))
@@ -354,12 +364,15 @@ class DynamicBatcher:
     async def _execute(self, batch: list[_Item]) -> None:
         rows = sum(i.rows for i in batch)
         stacking = time.monotonic()
+        given = sum(a.size for i in batch for a in (i.inputs or {}).values())
         if len(batch) == 1:
             feeds = batch[0].inputs
             assert feeds is not None
         else:
             names = list(batch[0].inputs or {})
-            feeds = {n: np.concatenate([i.inputs[n] for i in batch if i.inputs]) for n in names}
+            feeds = {n: _stack([i.inputs[n] for i in batch if i.inputs]) for n in names}
+        self.input_elements += given
+        self.computed_elements += sum(a.size for a in feeds.values())
         start = time.monotonic()
         try:
             outputs = await self._run(feeds)
@@ -444,13 +457,35 @@ def _who(flow: str) -> str:
     return f"device {flow!r}" if flow else "the unidentified clients"
 
 
-def _stackable(first: _Item, item: _Item) -> bool:
+def _stackable(first: _Item, item: _Item, width_bucket: int = 0) -> bool:
     """True when ``item``'s inputs concatenate onto ``first``'s along the batch dimension (same
-    names, same sizes in every other dimension: models may leave those dynamic)."""
+    names, same sizes in every other dimension: models may leave those dynamic), or, with a
+    ``width_bucket``, when only their last dimensions differ, within the same bucket."""
     a, b = first.inputs, item.inputs
     if a is None or b is None or a.keys() != b.keys():
         return False
-    return all(a[n].shape[1:] == b[n].shape[1:] for n in a)
+    if not width_bucket:
+        return all(a[n].shape[1:] == b[n].shape[1:] for n in a)
+    return all(
+        a[n].ndim == b[n].ndim >= 2
+        and a[n].shape[1:-1] == b[n].shape[1:-1]
+        and -(-a[n].shape[-1] // width_bucket) == -(-b[n].shape[-1] // width_bucket)
+        for n in a
+    )
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """``arrays`` along the batch dimension, right-padded with zeros to the widest last
+    dimension when they differ there (``width_bucket``)."""
+    widest = max(a.shape[-1] for a in arrays)
+    if all(a.shape[-1] == widest for a in arrays):
+        return np.concatenate(arrays)
+    out = np.zeros((sum(len(a) for a in arrays), *arrays[0].shape[1:-1], widest), arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        out[row : row + len(a), ..., : a.shape[-1]] = a
+        row += len(a)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +506,7 @@ class DynamicBatching:
             workers=cfg.workers,
             restart_delay_s=cfg.restart_delay_s,
             contended_batch_s=cfg.contended_batch_s,
+            width_bucket=spec.width_bucket,
         )
         return DynamicBatcher(spec.key, run, capped, observer)
 

@@ -19,6 +19,14 @@ from cloud.core._hooks import (
     discard_record,
     discard_telemetry,
 )
+from cloud.core._pipeline_model import (
+    IMAGE_INPUT,
+    PIPELINE_FILE,
+    PIPELINE_OUTPUTS,
+    bytes_input,
+    is_pipeline_model,
+    spec_from_pipeline,
+)
 from cloud.core._principal import INTERNAL, Principal, Role, acting_as, current_principal
 from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
@@ -70,7 +78,10 @@ from cloud.core._validate import check_payload_format, largest_request_bytes, va
 
 __all__ = [
     "CODEC_RAW",
+    "IMAGE_INPUT",
     "INTERNAL",
+    "PIPELINE_FILE",
+    "PIPELINE_OUTPUTS",
     "AuditEvent",
     "AuditSink",
     "Backend",
@@ -127,6 +138,7 @@ __all__ = [
     "VersionChoice",
     "VersionInfo",
     "acting_as",
+    "bytes_input",
     "calibrate",
     "check_payload_digest",
     "check_payload_format",
@@ -138,10 +150,12 @@ __all__ = [
     "discard_telemetry",
     "hash_fraction",
     "idempotency_key",
+    "is_pipeline_model",
     "largest_request_bytes",
     "monotonic_deadline",
     "scan_models_dir",
     "spec_from_onnx",
+    "spec_from_pipeline",
     "specs_from_bundle",
     "tail_model_name",
     "top_classes",

@@ -34,6 +34,12 @@ class Backend(ABC):
         """Run ``key`` on ``inputs`` (first dimension = batch) and return the named
         ``outputs`` (all of the model's outputs when empty), batch dimension first."""
 
+    def admit(self, key: ModelKey, inputs: Mapping[str, np.ndarray]) -> None:
+        """Cheap checks of a request's inputs before it is queued, beyond names, dtypes and
+        shapes (e.g. an encoded image's header against the decode limits); raises a
+        :mod:`common.errors` type. Default: nothing to check."""
+        del key, inputs  # nothing to check by default
+
     @abstractmethod
     async def ready(self) -> bool:
         """True when the backend can serve requests now."""

@@ -257,6 +257,7 @@ class DataPlane:
             check_outputs(spec, request.outputs)
         principal = current_principal()
         principal.check_model(spec.name, self.model_orgs)
+        self.backend.admit(spec.key, request.inputs)  # e.g. an image's header, before queueing
         if not request.device_id and principal.authenticated_by not in ("internal", "insecure"):
             request.device_id = principal.subject  # records name the real caller
         if request.idempotency_key and self.idempotency is not None:

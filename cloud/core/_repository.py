@@ -4,7 +4,8 @@ Each bundle (a subdirectory with ``manifest.json``) is served as its full model 
 name, and as one tail model per cut point under ``<bundle>.<cut point>``; a bare ``*.onnx`` file
 is served under its stem with version ``1``; a Triton model directory (``config.pbtxt`` and
 integer version directories, ``cloud.core._triton_repo``) is served under its name with its
-version directories as versions. Versions are the manifest's version string or Triton's version
+version directories as versions; a pipeline directory (``pipeline.json``,
+``cloud.core._pipeline_model``) is served under its name, version ``1``. Versions are the manifest's version string or Triton's version
 number; an empty requested version selects the newest loaded one. Anything else in the directory,
 and every entry that fails to load, is logged naming the file: nothing is skipped silently.
 """
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from cloud.core._pipeline_model import is_pipeline_model, spec_from_pipeline
 from cloud.core._triton_repo import is_triton_model, load_triton_model
 from cloud.core._types import ModelKey, ModelSpec, TensorSpec
 from common.errors import NotFound
@@ -123,6 +125,8 @@ def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
         try:
             if entry.is_dir() and (entry / "manifest.json").is_file():
                 specs.extend(specs_from_bundle(entry, max_batch_size))
+            elif is_pipeline_model(entry):
+                specs.append(spec_from_pipeline(entry))
             elif is_triton_model(entry):
                 specs.extend(load_triton_model(entry, max_batch_size))
             elif entry.suffix == ".onnx" and entry.is_file():
@@ -131,8 +135,8 @@ def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
                 log.info("not a model, not served: %s", entry)
             elif not entry.name.startswith("."):
                 log.warning(
-                    "ignoring %s: not a bundle (no manifest.json), a Triton model (no %s and "
-                    "no integer version directory) or an .onnx file",
+                    "ignoring %s: not a bundle (no manifest.json), a pipeline (no pipeline.json), "
+                    "a Triton model (no %s and no integer version directory) or an .onnx file",
                     entry,
                     "config.pbtxt",
                 )

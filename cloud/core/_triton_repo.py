@@ -298,9 +298,27 @@ def specs_from_triton(root: Path, default_max_batch_size: int) -> list[ModelSpec
                 segment="full",
                 model_config=cfg.SerializeToString(),
                 max_queue_delay_s=delay_s,
+                width_bucket=_width_bucket(cfg, config_path),
             )
         )
     return specs
+
+
+WIDTH_BUCKET_PARAMETER = "aiml021.width_bucket"
+"""``parameters`` key of a model whose requests may be right-padded along their last input
+dimension to batch with others of a similar width (``ModelSpec.width_bucket``)."""
+
+
+def _width_bucket(cfg: mc.ModelConfig, config_path: Path) -> int:
+    if WIDTH_BUCKET_PARAMETER not in cfg.parameters:
+        return 0
+    text = cfg.parameters[WIDTH_BUCKET_PARAMETER].string_value
+    if not text.isdigit() or int(text) < 1:
+        raise BundleError(
+            f"{config_path}: parameters {WIDTH_BUCKET_PARAMETER!r} must be a positive integer "
+            f"(a bucket width), got {text!r}"
+        )
+    return int(text)
 
 
 def load_triton_model(root: Path, default_max_batch_size: int) -> list[ModelSpec]:
@@ -315,6 +333,7 @@ def load_triton_model(root: Path, default_max_batch_size: int) -> list[ModelSpec
 
 __all__ = [
     "CONFIG_FILE",
+    "WIDTH_BUCKET_PARAMETER",
     "is_triton_model",
     "load_triton_model",
     "parse_config",

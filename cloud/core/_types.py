@@ -69,6 +69,15 @@ class ModelSpec:
     max_queue_delay_s: float | None = None
     """The model's own batching delay (a Triton config's ``dynamic_batching``); None: the
     gateway's ``batching.max_queue_delay_ms``."""
+    pipeline: Path | None = None
+    """Pipeline description (``pipeline.json``, ``common.pipeline``) this model runs: its ONNX
+    stages and the Python steps between them (``cloud.backends.PipelineBackend``); None: the
+    ONNX file ``onnx_path``."""
+    width_bucket: int = 0
+    """Requests whose last input dimension differs batch together when it falls in the same
+    bucket of this many (``ceil(width / width_bucket)``), right-padded with zeros to the batch's
+    widest; 0: only equal shapes batch (a Triton config's ``parameters`` key
+    ``aiml021.width_bucket``)."""
 
     @property
     def key(self) -> ModelKey:

@@ -6,6 +6,7 @@ frames (InferHeader, TensorChunk -> core; results, errors, credits -> ConnectRes
 
 from __future__ import annotations
 
+import struct
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from cloud.core import (
     Priority,
     RequestHeader,
     SessionLimits,
+    bytes_input,
     calibrate,
 )
 from cloud.grpc._policy_converters import request_context_from_proto
@@ -81,6 +83,16 @@ def infer_request_from_pb(
         )
     inputs: dict[str, np.ndarray] = {}
     for i, t in enumerate(msg.inputs):
+        if t.datatype == "BYTES":  # one encoded image for a pipeline (cloud.core.bytes_input)
+            element = (
+                raw[i]
+                if raw
+                else b"".join(struct.pack("<I", len(v)) + v for v in t.contents.bytes_contents)
+            )
+            if t.name in inputs:
+                raise InvalidArgument(f"input {t.name!r} given twice")
+            inputs[t.name] = bytes_input(t.name, t.shape, element)
+            continue
         row = dtypes.by_v2(t.datatype)
         dtype = row.name
         if raw:

@@ -20,7 +20,13 @@ SERVER_NAME = "aiml021-gateway"
 SERVER_VERSION = "0.1.0"
 
 PLATFORM = "onnxruntime_onnx"
-"""What the gateway reports as every model's platform (its backend runs ONNX models)."""
+"""What the gateway reports as the platform of an ONNX model (its backend runs ONNX models)."""
+PIPELINE_PLATFORM = "aiml021_pipeline"
+"""... and of a pipeline with Python steps (``pipeline.json``, ``cloud.backends.PipelineBackend``)."""
+
+
+def _platform(spec: ModelSpec) -> str:
+    return PIPELINE_PLATFORM if spec.pipeline is not None else PLATFORM
 
 
 def model_metadata_to_pb(spec: ModelSpec, versions: Sequence[str]) -> pb.ModelMetadataResponse:
@@ -28,7 +34,7 @@ def model_metadata_to_pb(spec: ModelSpec, versions: Sequence[str]) -> pb.ModelMe
     return pb.ModelMetadataResponse(
         name=spec.name,
         versions=list(versions),
-        platform=PLATFORM,
+        platform=_platform(spec),
         inputs=tensor_metadata(spec.inputs),
         outputs=tensor_metadata(spec.outputs),
     )
@@ -39,7 +45,9 @@ def model_config_to_pb(spec: ModelSpec) -> mc.ModelConfig:
     a model from a Triton repository reports its config.pbtxt as loaded."""
     if spec.model_config:
         return mc.ModelConfig.FromString(spec.model_config)
-    cfg = mc.ModelConfig(name=spec.name, platform=PLATFORM, max_batch_size=spec.max_batch_size)
+    cfg = mc.ModelConfig(
+        name=spec.name, platform=_platform(spec), max_batch_size=spec.max_batch_size
+    )
     for t, target in ((spec.inputs, cfg.input), (spec.outputs, cfg.output)):
         for m in tensor_metadata(t):
             data_type = mc.DataType.Value(dtypes.by_v2(m.datatype).triton_config)

@@ -18,7 +18,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from cloud.core import InferenceRequest, InferenceResult
+from cloud.core import InferenceRequest, InferenceResult, bytes_input
 from common.dtypes import DTYPES, dtype_from_v2, dtype_to_v2
 from common.errors import InvalidArgument
 from common.tensors import from_raw, to_raw
@@ -64,8 +64,15 @@ def _tensor(t: Any, i: int, binary: memoryview, offset: int) -> tuple[str, np.nd
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if count > _MAX_ELEMENTS:
         raise InvalidArgument(f"inputs[{i}] has {count} elements; the limit is {_MAX_ELEMENTS}")
-    dtype = dtype_from_v2(datatype)
     size = _params(t, f"inputs[{i}]").get("binary_data_size")
+    if datatype == "BYTES":  # one encoded image for a pipeline, in the binary section
+        n = _int(size) if size is not None else None
+        if n is None or n < 0 or offset + n > len(binary):
+            raise InvalidArgument(
+                f"inputs[{i}]: send a BYTES tensor in the binary section (binary_data_size)"
+            )
+        return name, bytes_input(name, shape, bytes(binary[offset : offset + n])), n
+    dtype = dtype_from_v2(datatype)
     if size is not None:
         n = _int(size)
         if n is None or n < 0 or offset + n > len(binary):
@@ -246,7 +253,7 @@ V2_TENSOR_SCHEMA = {
         "name": {"type": "string"},
         "datatype": {
             "type": "string",
-            "enum": sorted(d.v2 for d in DTYPES),
+            "enum": sorted([*(d.v2 for d in DTYPES), "BYTES"]),  # BYTES: one encoded image
         },
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "data": {"type": "array"},

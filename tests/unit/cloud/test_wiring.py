@@ -147,15 +147,17 @@ def test_serve_flags_and_env_select_backends_and_stores(monkeypatch: pytest.Monk
 async def test_gateway_builds_a_triton_backend_from_settings(tmp_path: Path) -> None:
     from cloud import Gateway
     from cloud._settings import GatewaySettings
-    from cloud.backends import TritonBackend
+    from cloud.backends import PipelineBackend, TritonBackend
 
     settings = GatewaySettings(
         models_dir=tmp_path, backend="triton", triton={"url": "127.0.0.1:1", "infer_timeout_s": 3}
     )
     gw = Gateway(settings)
-    assert isinstance(gw.dataplane.backend, TritonBackend)
-    assert gw.dataplane.backend._settings == settings.triton  # the section, every key of it
-    await gw.dataplane.backend.close()
+    # pipelines (pipeline.json) are served beside the engine's models, their stages on onnxruntime
+    backend = gw.dataplane.backend
+    assert isinstance(backend, PipelineBackend) and isinstance(backend.inner, TritonBackend)
+    assert backend.inner._settings == settings.triton  # the section, every key of it
+    await backend.close()
 
 
 async def test_result_cache_full_models_only_unless_tails_enabled() -> None:
