@@ -65,11 +65,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     client: Any = None
     frame_ocr = None
     t_start = time.monotonic()
-    if args.system != "edge":
+    via_gateway = args.cloud_target == "gateway"  # whole frames to the gateway's pipeline model
+    if args.system != "edge" and not via_gateway:
         emu = LinkEmulator(_hostport(args.frame_service), imp)
         emus.append(emu)
         frame_ocr = FrameClient("127.0.0.1", await emu.start())
-    if args.system == "hybrid":
+    if args.system == "hybrid" or (args.system == "cloud" and via_gateway):
         from common.settings import nest
         from edge_agent import EdgeSettings, SessionClient
 
@@ -82,6 +83,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         client = SessionClient(target, settings)
         client.start()
         await client.wait_connected(30)
+    if args.system != "edge" and via_gateway:
+        from benchmarks.ocr.gateway_frames import GatewayFrameOcr
+
+        frame_ocr = GatewayFrameOcr(client)
     app = OcrApp(
         args.system,
         args.share,
@@ -155,6 +160,8 @@ def main() -> None:
     ap.add_argument("--link", required=True, help="JSON: rtt_ms, bandwidth_mbit, ...")
     ap.add_argument("--gateway", default="")
     ap.add_argument("--frame-service", default="")
+    ap.add_argument("--cloud-target", choices=("gateway", "service"), default="service",
+                    help="whole frames to the gateway's pipeline model or to cloud_ocr.py")  # fmt: skip
     ap.add_argument("--frames-json", required=True)
     ap.add_argument("--frame-index", type=int, nargs="+", required=True)
     ap.add_argument("--interval", type=float, default=4.0)

@@ -248,6 +248,7 @@ def run_cell(
             sys.executable, "-m", "benchmarks.ocr.device", "--system", system,
             "--share", str(CLASSES[cls]), "--link", json.dumps(LINKS[link]),
             "--gateway", f"127.0.0.1:{gw_port}", "--frame-service", f"127.0.0.1:{ocr_port}",
+            "--cloud-target", args.cloud_target,
             "--frames-json", str(args.frames_path), "--frame-index", *map(str, idx),
             "--interval", str(args.interval), "--seed", str(args.seed * 1000 + d),
             "--policy", json.dumps(args.policy), "--device-id", f"ocr-{cls}-{d}", "--out", str(out),
@@ -313,6 +314,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cell-timeout", type=float, default=900)
     ap.add_argument("--policy", type=json.loads, default={}, help="JSON over POLICY's fields")
+    ap.add_argument("--cloud-target", choices=("gateway", "service"), default="service",
+                    help="whole frames (cloud-only, hybrid's frame route) to the gateway's "
+                         "PP-OCRv6 pipeline model (ppocr_v6) or to benchmarks/ocr/cloud_ocr.py")  # fmt: skip
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "ocr_fleet.json")
     args = ap.parse_args()
@@ -321,6 +325,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     args.frames_path = frames_json(work, args.frame_pool, args.seed)
     repo = model_repository(work)
+    if args.cloud_target == "gateway":
+        from benchmarks.ocr.gateway_frames import pipeline_repository
+
+        pipeline_repository(repo)  # the whole-frame pipeline beside the recognisers
     gw_file, ocr_file = work / "gateway_ports.json", work / "cloud_ocr.port"
     for f in (gw_file, ocr_file):
         f.unlink(missing_ok=True)
@@ -351,6 +359,7 @@ def main() -> None:
         "classes": CLASSES,
         "links": {k: LINKS[k] for k in args.links},
         "policy": args.policy,
+        "cloud_target": args.cloud_target,
         "devices": args.devices,
         "frames_per_device": args.frames,
         "interval_s": args.interval,
