@@ -1,6 +1,6 @@
 """Agent process for the bundle-following test: EdgeSettings from the JSON file given, requests
 sent continuously (``--concurrency`` at a time, idempotency keys ``req-<i>``) until stdin closes.
-Prints ``ANS <key> <route> <bundle version>`` per answer, ``FAIL <key> <error>`` per request that
+Prints ``ANS <key> <route> <bundle version> [why not the cloud's]`` per answer, ``FAIL <key> <error>`` per request that
 raised, ``METRICS <json>`` (``metrics()["bundle"]``) every 0.1 s and ``DONE <json>`` at the end."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ async def main(argv: list[str]) -> None:
             except Exception as exc:
                 print(f"FAIL {key} {type(exc).__name__}: {exc}", flush=True)
             else:
-                print(f"ANS {key} {r.route.value} {r.bundle_version}", flush=True)
+                why = (r.error or "").replace("\n", " ")
+                print(f"ANS {key} {r.route.value} {r.bundle_version} {why}", flush=True)
             await asyncio.sleep(0.01)
 
     async def report(agent: EdgeAgent) -> None:
