@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from cloud.core import AuditEvent, AuditSink, RequestRecord, Role, TelemetryEvent
 from cloud.stores import DeviceSeen, SessionEvent
+from common.auth import check_private_file
 from common.errors import InvalidArgument
 from common.privacy import KINDS, KeyRing, PiiScanner, Pseudonymiser, Redactor
 from common.settings import Section
@@ -91,16 +92,13 @@ class GatewayPrivacySettings(Section):
         them (InvalidArgument naming the setting and the file otherwise)."""
         if not self.required:
             return
-        for name, path in (
-            ("pseudonym_key_file", self.pseudonym_key_file),
-            ("at_rest_key_file", self.at_rest_key_file),
-        ):
-            if path is not None and path.exists() and path.stat().st_mode & 0o077:
-                raise InvalidArgument(
-                    f"privacy.required: privacy.{name} {path} may be read by others "
-                    f"(mode {path.stat().st_mode & 0o777:o}); chmod 600 it"
-                )
-        try:  # both keys load now, so a bad file stops the gateway before it serves
+        try:  # the same rule as TLS private keys; both keys load now, before anything serves
+            for name, path in (
+                ("pseudonym_key_file", self.pseudonym_key_file),
+                ("at_rest_key_file", self.at_rest_key_file),
+            ):
+                if path is not None:
+                    check_private_file(path, f"privacy.{name}")
             self.pseudonymiser()
             self.keyring()
         except InvalidArgument as exc:

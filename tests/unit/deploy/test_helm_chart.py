@@ -278,6 +278,8 @@ def test_secrets_the_chart_creates_are_the_ones_the_pods_read() -> None:
         "stores": {"create": True, "redisUrl": SECRET_VALUES["redis-url"],
                    "metadataUrl": SECRET_VALUES["metadata-url"]},
         "bundleSigning": {"create": True, "publicKey": pem["signing"]},
+        "privacy": {"create": True, "pseudonymKey": "ab" * 32,
+                    "atRestRing": '{"primary": "k1", "keys": {"k1": "' + "cd" * 32 + '"}}'},
         "artifacts": {"credentials": {"create": True, "accessKey": SECRET_VALUES["access-key"],
                                       "secretKey": SECRET_VALUES["secret-key"]}},
     }  # fmt: skip
@@ -292,6 +294,7 @@ def test_secrets_the_chart_creates_are_the_ones_the_pods_read() -> None:
         "ca.pem": pem["cert"], "server.pem": pem["cert"], "server.key": pem["key"]
     }  # fmt: skip
     assert secrets["aiml021-bundle-signing"] == {"bundle-signing.pub": pem["signing"]}
+    assert secrets["aiml021-gateway-privacy"]["pseudonym.key"] == "ab" * 32
     # Every key a pod reads from a Secret is in the Secret the chart made.
     for kind, name in [("Deployment", "aiml021-gateway"), ("Deployment", "aiml021-triton"),
                        ("StatefulSet", "aiml021-minio")]:  # fmt: skip
@@ -300,7 +303,7 @@ def test_secrets_the_chart_creates_are_the_ones_the_pods_read() -> None:
                 assert ref["key"] in secrets[ref["name"]], (name, ref)
     gw = one(docs, "Deployment", "aiml021-gateway")["spec"]["template"]["spec"]
     mounted = {v["secret"]["secretName"] for v in gw["volumes"] if "secret" in v}
-    assert mounted == {"aiml021-gateway-tls", "aiml021-bundle-signing"}
+    assert mounted == {"aiml021-gateway-tls", "aiml021-bundle-signing", "aiml021-gateway-privacy"}
 
 
 def test_a_changed_gateway_config_rolls_the_pods(
@@ -415,6 +418,17 @@ REFUSED_BY_SCHEMA = [
         {"bundleSigning": {"create": True, "publicKey": "-----BEGIN PRIVATE KEY-----\nx\n"}},
         "/bundleSigning/publicKey",
         id="private-signing-key",
+    ),
+    pytest.param({"privacy": {"create": True}}, "/privacy/pseudonymKey", id="privacy-no-keys"),
+    pytest.param(
+        {"privacy": {"create": True, "pseudonymKey": "too short", "atRestRing": "{}"}},
+        "/privacy/pseudonymKey",
+        id="pseudonym-key-not-32-bytes",
+    ),
+    pytest.param(
+        {"privacy": {"create": True, "pseudonymKey": "ab" * 32, "atRestRing": "{}"}},
+        "/privacy/atRestRing",
+        id="at-rest-ring-not-a-ring",
     ),
     pytest.param(
         {

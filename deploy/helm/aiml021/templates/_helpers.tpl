@@ -45,6 +45,9 @@ helm.sh/chart: {{ printf "%s-%s" $ctx.Chart.Name $ctx.Chart.Version | replace "+
 {{- define "aiml021.tlsSecret" -}}
 {{- default (printf "%s-gateway-tls" (include "aiml021.fullname" .)) .Values.tls.secretName -}}
 {{- end -}}
+{{- define "aiml021.privacySecret" -}}
+{{- default (printf "%s-gateway-privacy" (include "aiml021.fullname" .)) .Values.privacy.secretName -}}
+{{- end -}}
 {{- define "aiml021.storesSecret" -}}
 {{- default (printf "%s-gateway-stores" (include "aiml021.fullname" .)) .Values.stores.secretName -}}
 {{- end -}}
