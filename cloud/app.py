@@ -93,7 +93,7 @@ from common.errors import InvalidArgument
 from common.privacy import configure as configure_pseudonymiser
 from common.privacy import configure_export_redaction
 from common.telemetry import shutdown_tracing
-from policy import OnlineLearner, Policy, PolicyPublisher
+from policy import OnlineLearner, Policy, PolicyAdmin, PolicyPublisher
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +294,16 @@ class Gateway:
 
                 self.policy = gateway_policy(s.models_dir, s.policy.bundle, s.policy)
             if self.policy is not None:
-                self.learner = OnlineLearner(self.policy)
+                # decisions follow what each device runs: its class's policy, its experiment arm
+                self.learner = OnlineLearner(
+                    self.policy,
+                    route=lambda ctx: self.policies.policy(ctx.device_class, ctx.device_id),
+                )
                 self.policies.publish(self.policy)
+        self.policy_admin = PolicyAdmin(self.policies)
+        """Operators' policy changes and A/B experiments (REST ``/v1/policies``)."""
+        if self.learner is not None:  # reported outcomes fill the experiments' per-arm results
+            self.learner.observers.append(self.policy_admin.observe)
         one_process = s.server.workers == 1
         several = (
             f"this gateway runs {s.server.workers} worker processes and a change would reach "
@@ -307,6 +315,7 @@ class Gateway:
             self.rollouts,
             self.cache_store,
             self.learner,
+            policies=self.policy_admin,
             # the console's budget write changes this process only: refused with several workers
             costs=self.observers.costs if one_process else None,
             privacy=PrivacyStatus(

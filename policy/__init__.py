@@ -6,8 +6,10 @@ One interface, :class:`Policy`: ``decide(DecisionContext) -> Decision``, ``updat
 ``state_dict()`` / ``load_state()``. See docs/policy.md.
 """
 
+from policy._admin import PolicyAdmin, PublishRate
 from policy._bandits import LinUCBPolicy, ThompsonPolicy
 from policy._base import ArmSpace, Featurizer, Policy, ThresholdPolicy
+from policy._config import PolicyConfig, describe, kinds_schema, parse_config
 from policy._cut import AdaptiveCutSelector, CutChoice
 from policy._dqn import MLP, DQNPolicy
 from policy._experiments import ArmMetrics, Experiment, Guardrail
@@ -77,8 +79,11 @@ __all__ = [
     "OnlineLearner",
     "Outcome",
     "Policy",
+    "PolicyAdmin",
+    "PolicyConfig",
     "PolicyPublisher",
     "PolicySnapshot",
+    "PublishRate",
     "ReportedOutcome",
     "RewardModel",
     "SimConfig",
@@ -91,13 +96,16 @@ __all__ = [
     "ThresholdPolicy",
     "Trace",
     "arm_probabilities",
+    "describe",
     "dumps_state",
     "entropy_from_confidence",
     "evaluate_static",
     "expected_latency_ms",
+    "kinds_schema",
     "make_policy",
     "off_policy_evaluate",
     "on_policy_value",
+    "parse_config",
     "policy_from_state",
     "profile_from_manifest",
     "snapshot",

@@ -125,6 +125,11 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/v1/console/summary"): _r(*READERS),
     ("POST", "/v1/console/simulate"): _r(ADMIN, OPERATOR),
+    ("GET", "/v1/policies"): _r(*READERS),
+    ("POST", "/v1/policies"): _r(ADMIN, OPERATOR, audit=True),
+    ("GET", "/v1/policies/experiments"): _r(*READERS),
+    ("POST", "/v1/policies/experiments"): _r(ADMIN, OPERATOR, audit=True),
+    ("POST", "/v1/policies/experiments/{name}/stop"): _r(ADMIN, OPERATOR, audit=True),
     ("GET", "/v1/console/settings"): _r(*READERS, scope="the caller's org's budget only"),
     ("PUT", "/v1/console/budget"): _r(ADMIN, audit=True, scope="the caller's own org's budget"),
     # The console's static files (no data; mTLS still admits only CA-signed clients). Its data

@@ -12,6 +12,7 @@ import grpc
 from aiml021.policy.v1 import policy_pb2, policy_pb2_grpc
 from aiml021.session.v1 import session_pb2
 
+from cloud.core import current_principal
 from cloud.grpc._errors import handle_unary
 from cloud.grpc._peer import device_id_from_context
 from cloud.grpc._policy_converters import (
@@ -57,6 +58,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if not request.HasField("context"):
             raise InvalidArgument("context: required")
         ctx = context_from_proto(request.context)
+        certified = current_principal().device_id
+        if certified:  # a device decides as itself (its experiment arm follows its certificate)
+            ctx = dataclasses.replace(ctx, device_id=certified)
         if self.budget_exhausted is not None:
             device = device_id_from_context(context) or ctx.device_id
             if self.budget_exhausted(device):
@@ -99,22 +103,34 @@ def add_to_server(
 
 
 def welcome_policy(
-    publisher: PolicyPublisher | None, device_class: str
+    publisher: PolicyPublisher | None, device_class: str, device_id: str = ""
 ) -> policy_pb2.PolicyUpdate | None:
-    """The PolicyUpdate a Welcome carries for a device of ``device_class`` (None: none served)."""
-    snap = publisher.current(device_class) if publisher is not None else None
+    """The PolicyUpdate a Welcome carries for device ``device_id`` of ``device_class`` (its
+    experiment arm's when the class is split; None: none served)."""
+    snap = publisher.current(device_class, device_id) if publisher is not None else None
     return snapshot_to_proto(snap) if snap is not None else None
 
 
 def push_policy_updates(
-    publisher: PolicyPublisher, device_class: str, send: Callable[[Any], None]
+    publisher: PolicyPublisher,
+    device_class: str,
+    send: Callable[[Any], None],
+    device_id: str = "",
 ) -> Callable[[], None]:
-    """Send a ``ConnectResponse(policy_update=...)`` through ``send`` whenever what devices of
-    ``device_class`` run changes; returns the function that stops it."""
+    """Send a ``ConnectResponse(policy_update=...)`` through ``send`` whenever what device
+    ``device_id`` of ``device_class`` runs changes (each version once); returns the function
+    that stops it."""
+    first = publisher.current(device_class, device_id)
+    sent = [(first.policy_id, first.policy_version) if first is not None else None]
 
-    def on_publish(published_class: str, snap: PolicySnapshot) -> None:
-        if publisher.applies(published_class, device_class):
-            send(session_pb2.ConnectResponse(policy_update=snapshot_to_proto(snap)))
+    def on_publish(published_class: str, _: PolicySnapshot) -> None:
+        if not publisher.applies(published_class, device_class):
+            return
+        snap = publisher.current(device_class, device_id)
+        if snap is None or sent[0] == (snap.policy_id, snap.policy_version):
+            return
+        sent[0] = (snap.policy_id, snap.policy_version)
+        send(session_pb2.ConnectResponse(policy_update=snapshot_to_proto(snap)))
 
     return publisher.subscribe(on_publish)
 

@@ -236,11 +236,11 @@ class SessionServicer:
             w.tails.add(model_name=name, version=version)
         stop_policy_updates = None
         if self._policies is not None and caps.accepts_policy_updates:
-            policy = welcome_policy(self._policies, hello.device_class)
+            policy = welcome_policy(self._policies, hello.device_class, device)
             if policy is not None:
                 w.policy.CopyFrom(policy)
             stop_policy_updates = push_policy_updates(
-                self._policies, hello.device_class, outbox.put_frame
+                self._policies, hello.device_class, outbox.put_frame, device
             )
         self._streams.add(stream)
         task = asyncio.current_task()

@@ -11,6 +11,7 @@ decode), with the HTTP status from one table (``_errors``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,7 +48,7 @@ from cloud.grpc._policy_converters import context_from_proto, decision_to_proto
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 from common.prototime import duration_to_s
-from policy import OnlineLearner
+from policy import OnlineLearner, PolicyAdmin, PolicyPublisher
 
 from ._console import ConsoleRoutes, console_mount
 from ._console_settings import ConsoleSettings, PrivacyStatus
@@ -56,6 +57,7 @@ from ._errors import error_body, http_status
 from ._features import infer_features
 from ._kserve import KServeV2
 from ._openapi import openapi_document
+from ._policies import PolicyRoutes
 from ._raw import RAW_CONTENT_TYPE, raw_infer_request
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class RestBridge:
         cache: ResultCache,
         learner: OnlineLearner | None = None,
         *,
+        policies: PolicyAdmin | None = None,
         max_body_bytes: int = 4 * 1024 * 1024,
         max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
         costs: CostAccountant | None = None,
@@ -95,6 +98,8 @@ class RestBridge:
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
         self._console = ConsoleRoutes(dataplane.metrics.registry, self._body)
+        # /v1/policies: the gateway's publisher (a gateway without one answers an empty list)
+        self._policies = PolicyRoutes(policies or PolicyAdmin(PolicyPublisher()), self._body)
         self._settings = ConsoleSettings(self._body, costs, privacy, budget_note)
         self.middleware: Callable[[Sequence[BaseRoute]], Middleware] | None = None
         """The authorization hook (``cloud.authz.authz_middleware``; the composition root sets
@@ -212,7 +217,10 @@ class RestBridge:
             raise NotFound("no policy engine is configured on this gateway")
         if not msg.HasField("context"):
             raise InvalidArgument("context: required")
-        decision_id, decision = self._learner.decide(context_from_proto(msg.context))
+        ctx = context_from_proto(msg.context)
+        if current_principal().device_id:  # a device decides as itself (its experiment arm)
+            ctx = dataclasses.replace(ctx, device_id=current_principal().device_id)
+        decision_id, decision = self._learner.decide(ctx)
         return self._json(
             policy_pb2.DecideResponse(decision=decision_to_proto(decision, decision_id))
         )
@@ -244,6 +252,7 @@ class RestBridge:
             Route("/openapi.json", self.openapi, methods=get),
             Route("/v1/console/summary", self._console.summary, methods=get),
             Route("/v1/console/simulate", self._console.simulate, methods=post),
+            *self._policies.routes(),
             Route("/v1/console/settings", self._settings.settings, methods=get),
             Route("/v1/console/budget", self._settings.set_budget, methods=["PUT"]),
             *console_mount(),  # the operator console (console/dist) at /console/

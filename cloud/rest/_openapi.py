@@ -20,6 +20,7 @@ from inference import grpc_service_pb2 as pb
 
 from ._console import console_openapi_paths
 from ._console_settings import console_settings_openapi_paths
+from ._policies import policies_openapi_paths
 from ._v2 import V2_TENSOR_SCHEMA
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -201,6 +202,7 @@ def openapi_document() -> dict[str, Any]:
     _add_raw_infer(doc["paths"]["/v1/infer"]["post"])
     _add_kserve(doc)
     doc["paths"].update(console_openapi_paths())
+    doc["paths"].update(policies_openapi_paths())
     doc["paths"].update(console_settings_openapi_paths())
     return doc
 
