@@ -224,6 +224,14 @@ export const api = {
     viaClient<{ rollout: Rollout }>((typed) => typed.setRollout(rollout as unknown as JsonValue)),
   simulate: (body: { policy: string; scenario: string; requests: number; seed: number; deadline_ms: number }) =>
     call<SimResult>("POST", "/v1/console/simulate", body),
+  // The add-model wizard serves its cut point and thresholds to a device class as a static policy
+  // (POST /v1/policies, the Policies page's route; Admin and Operator, audited).
+  wizardServe: (body: {
+    device_class: string;
+    kind: "static";
+    thresholds: Record<string, number>;
+    params: { cut_point: string; codec: string };
+  }) => call<{ device_class: string; policy_version: number }>("POST", "/v1/policies", body),
   settings: () => call<ConsoleSettings>("GET", "/v1/console/settings"),
   setBudget: (amount: number) => call<{ budget: BudgetView }>("PUT", "/v1/console/budget", { amount }),
   ready: async () => (await fetch("/v2/health/ready")).ok,

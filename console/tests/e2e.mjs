@@ -146,6 +146,15 @@ try {
       const exitName = thrId.replace(/^thr-/, "");
       check("wizard keeps the typed threshold", wizardConfig.exit_thresholds[exitName] === 0.8, JSON.stringify(wizardConfig.exit_thresholds));
     }
+    // the chosen cut point and thresholds are the served policy of the default device class
+    const served = await page.evaluate(async ({ token }) => (await fetch("/v1/policies", { headers: { Authorization: `Bearer ${token}` } })).json(), { token: config.identities.admin.token });
+    const cls = (served.classes ?? []).find((c) => c.device_class === "");
+    results.wizard.served = cls;
+    check(
+      "wizard serves its cut point and thresholds to devices (policy of the default class)",
+      chosenCut === "none" || (cls?.kind === "static" && cls?.params?.cut_point === chosenCut && (!thrId || cls?.thresholds?.[thrId.replace(/^thr-/, "")] === 0.8) && done.includes("policy version")),
+      JSON.stringify(cls),
+    );
     // the registry now lists the loaded model with its cut points
     await open(page, "#/models", "Models");
     await page.getByRole("cell", { name: config.wizard_model, exact: true }).waitFor();
@@ -386,10 +395,13 @@ try {
       if (title === "Models") {
         // the transfer preview follows the RTT typed into it
         await page.locator("#preview-net-rtt").waitFor();
+        const estimate = page.locator("table", { hasText: "Est. transfer" }).first().locator("tbody tr").first().locator("td").nth(4);
+        const before = parseFloat(await estimate.innerText());
         await focusByKeys(page, "preview-net-rtt");
         await page.keyboard.press("ControlOrMeta+A");
         await page.keyboard.type("500");
-        check("models: network preview by keyboard", (await page.locator("#preview-net-rtt").inputValue()) === "500");
+        const after = parseFloat(await estimate.innerText());
+        check("models: the transfer estimate follows an RTT typed by keyboard (40 -> 500 ms)", Math.abs(after - before - 460) < 0.2, `${before} -> ${after}`);
       }
       await page.locator("body").focus();
     }

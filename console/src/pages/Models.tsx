@@ -89,6 +89,8 @@ function Wizard({ onDone }: { onDone: () => void }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState("");
+  const [serve, setServe] = useState(true);
+  const [deviceClass, setDeviceClass] = useState("");
   const heading = useRef<HTMLHeadingElement>(null);
   useEffect(() => {
     api.repositoryIndex().then(setEntries).catch(setError);
@@ -123,6 +125,31 @@ function Wizard({ onDone }: { onDone: () => void }) {
     version: version?.version,
     cut_point: cut || null,
     exit_thresholds: thresholds,
+  };
+  const chosenCut = version?.cutPoints?.find((c) => c.name === cut);
+  // Store the choice where devices read it: the device class's served policy, pinned to the cut
+  // point (static) with these exit thresholds; the gateway pushes it to the class's devices.
+  const finish = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      let served = "";
+      if (serve && chosenCut) {
+        const res = await api.wizardServe({
+          device_class: deviceClass.trim(),
+          kind: "static",
+          thresholds,
+          params: { cut_point: chosenCut.name, codec: cutBytes(chosenCut).codec === "float32" ? "" : cutBytes(chosenCut).codec },
+        });
+        served = ` Devices of ${res.device_class ? `class ${res.device_class}` : "every class without its own policy"} now run policy version ${res.policy_version}.`;
+      }
+      setDone(`${name} ${version?.version ?? ""} added.${served}`);
+      onDone();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
   };
   return (
     <div className="wizard" aria-labelledby="wizard-step">
@@ -203,20 +230,35 @@ function Wizard({ onDone }: { onDone: () => void }) {
       {step === 3 && (
         <>
           <p>
-            {name} {version?.version} is served by the gateway. Devices run it with this configuration (give it to
-            the edge agent: <code>cut_point</code> and <code>exit_thresholds</code>):
+            {name} {version?.version} is served by the gateway. The configuration devices run with it:
           </p>
           <pre data-testid="wizard-config">{JSON.stringify(config, null, 2)}</pre>
+          {chosenCut ? (
+            <fieldset>
+              <legend>Serve it to devices</legend>
+              <input type="checkbox" id="wizard-serve" checked={serve} onChange={(e) => setServe(e.target.checked)} />{" "}
+              <label htmlFor="wizard-serve">
+                Serve this cut point and these thresholds as the policy of a device class (pushed to its devices)
+              </label>
+              <div>
+                <label htmlFor="wizard-class">Device class (empty: every class without its own policy)</label>{" "}
+                <input
+                  id="wizard-class"
+                  type="text"
+                  maxLength={64}
+                  disabled={!serve}
+                  value={deviceClass}
+                  onChange={(e) => setDeviceClass(e.target.value)}
+                />
+              </div>
+            </fieldset>
+          ) : (
+            <p>Without a cut point there is nothing to pin on devices; give them the thresholds above yourself.</p>
+          )}
           <button type="button" onClick={() => setStep(2)}>
             Back
           </button>{" "}
-          <button
-            type="button"
-            onClick={() => {
-              setDone(`${name} ${version?.version ?? ""} added.`);
-              onDone();
-            }}
-          >
+          <button type="button" disabled={busy} onClick={finish}>
             Finish
           </button>
           {done && (
