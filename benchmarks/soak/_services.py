@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,3 +156,19 @@ class Gateway:
 
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid) if self.proc is not None else 0.0
+
+
+def services(base_port: int | None, pg_prefix: str) -> tuple[Redis, Postgres, int]:
+    """This run's own Redis and PostgreSQL (never the machine's shared ones: the soak kills and
+    stops them) and the gateway's port: ``base_port``, +1 for PostgreSQL, +2 for Redis, or free
+    ports. PostgreSQL's data directory is a temporary directory of its own: the postgres user
+    cannot enter the run's (mode 0700, root's)."""
+    datadir = Path(tempfile.mkdtemp(prefix=pg_prefix)) / "data"
+    if base_port is None:
+        return Redis(), Postgres(datadir), free_port()
+    return Redis(port=base_port + 2), Postgres(datadir, port=base_port + 1), base_port
+
+
+def loadavg() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages (other work on a shared box)."""
+    return [round(x, 1) for x in os.getloadavg()]

@@ -104,7 +104,20 @@ class _Session:
         self.call.cancel()
 
 
-async def honest(device: str, cfg: dict[str, Any], out: list[dict[str, Any]]) -> None:
+class _Lines:
+    """Records written as they end (line-buffered): a run that is cut short keeps them."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = path.open("w", buffering=1)
+
+    def append(self, rec: dict[str, Any]) -> None:
+        self._f.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+async def honest(device: str, cfg: dict[str, Any], out: _Lines) -> None:
     address, pki = cfg["address"], Path(cfg["pki"])
     end = cfg["end"]
     period = 1.0 / cfg["rate_per_device"]
@@ -196,7 +209,7 @@ async def _attack(kind: str, channel: grpc.aio.Channel, device: str) -> None:
             c.cancel()
 
 
-async def hostile(device: str, cfg: dict[str, Any], out: list[dict[str, Any]]) -> None:
+async def hostile(device: str, cfg: dict[str, Any], out: _Lines) -> None:
     kinds = ["stall", "sessions", "noread", "garbage", "nohello"]
     i = random.randrange(len(kinds))
     while time.time() < cfg["end"]:
@@ -209,18 +222,16 @@ async def hostile(device: str, cfg: dict[str, Any], out: list[dict[str, Any]]) -
         await asyncio.sleep(1)
 
 
-async def main(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    await asyncio.gather(
-        *(honest(d, cfg, out) for d in cfg["honest"]),
-        *(hostile(d, cfg, out) for d in cfg["hostile"]),
-    )
-    return out
+async def main(cfg: dict[str, Any]) -> None:
+    out = _Lines(Path(cfg["out"]))
+    try:
+        await asyncio.gather(
+            *(honest(d, cfg, out) for d in cfg["honest"]),
+            *(hostile(d, cfg, out) for d in cfg["hostile"]),
+        )
+    finally:
+        out.close()
 
 
 if __name__ == "__main__":
-    config = json.loads(sys.argv[1])
-    records = asyncio.run(main(config))
-    with Path(config["out"]).open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
+    asyncio.run(main(json.loads(sys.argv[1])))

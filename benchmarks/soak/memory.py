@@ -30,7 +30,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from benchmarks.soak._services import ROOT, Gateway, Postgres, Redis
+from benchmarks.soak._services import ROOT, Gateway, services
 from benchmarks.soak.run import RESULTS, _slope
 from common.auth import write_dev_pki
 
@@ -92,8 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hostile", type=float, default=0.1, help="fraction of hostile devices")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
     ap.add_argument("--trace", type=float, default=0.0, help="tracemalloc snapshot every S s")
+    ap.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="gateway on this port, its own PostgreSQL on +1, Redis on +2",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "soak_memory.json")
     a = ap.parse_args(argv)
+    # ``kill PID`` (and SIGINT, which a background job ignores) still stops what the run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     tmp = Path(tempfile.mkdtemp(prefix="aiml021-memory-"))
     n_hostile = max(1, round(a.devices * a.hostile)) if a.hostile > 0 else 0
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     hostile, honest = names[:n_hostile], names[n_hostile:]
     pki = tmp / "pki"
     write_dev_pki(pki, names)
-    redis, pg = Redis(), Postgres(Path(tempfile.mkdtemp(prefix="aiml021-memory-pg-")) / "data")
+    redis, pg, gw_port = services(a.base_port, "aiml021-memory-pg-")
     env = {
         "AIML021_GATEWAY_STORES__BACKEND": "redis",
         "AIML021_GATEWAY_STORES__REDIS_URL": redis.url,
@@ -117,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     redis.start()
     pg.init()
     pg.start()
-    gw = Gateway(tmp, pki, env, launcher=launcher)
+    gw = Gateway(tmp, pki, env, launcher=launcher, port=gw_port)
     procs: list[subprocess.Popen[bytes]] = []
     rss: list[tuple[float, float]] = []
+    loads: list[float] = []  # the machine's 1-minute load average, every second
     snap_times: list[float] = []
     mappings: dict[str, dict[str, float]] = {}
     try:
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         while time.time() < end:
             time.sleep(1.0)
             rss.append((time.time() - t0, gw.rss_mb()))
+            loads.append(os.getloadavg()[0])
             if gw.proc is not None and "after_warmup" not in mappings and rss[-1][0] >= a.warmup:
                 mappings["after_warmup"] = _mappings_mb(gw.proc.pid)
             if time.time() >= next_snap and gw.proc is not None:
@@ -174,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
                    "after_warmup": steady[0][1] if steady else None,
                    "end": steady[-1][1] if steady else None,
                    "max": max(m for _, m in steady) if steady else None},
+        "growth_after_warmup_pct": round(100 * (steady[-1][1] / steady[0][1] - 1), 2)
+        if steady else None,
+        "load1": {"mean": round(sum(loads) / len(loads), 1) if loads else None,
+                  "max": max(loads) if loads else None},
         "slope_mb_per_min": {"steady": _slope(steady), "first_half": _slope(steady[:half]),
                              "second_half": _slope(steady[half:])},
         "rss_by_mapping_mb": mappings,

@@ -3,17 +3,22 @@
     .venv/bin/python -m benchmarks.soak --duration 1800 --devices 20 --rate 100 \\
         --hostile 0.1 --chaos-interval 120 --window 300
 
-Starts Redis, PostgreSQL and ``aiml021 serve`` (mTLS, idempotency in Redis, metadata in
-PostgreSQL, result cache off so every answer is computed), then device processes: honest devices
-send ``--rate`` requests/s in all (set it to about half of the capacity
-``benchmarks.gateway.run`` measures for gw-session on the machine), each request with its own
-idempotency key and retried over reconnects until answered; ``--hostile`` of the devices attack
-instead (issue 13's attacks, in turn). Every ``--chaos-interval`` seconds one of: the gateway
+Starts its own Redis and PostgreSQL (never the machine's shared ones, which it would kill; on
+``--base-port`` +2 and +1, or free ports) and ``aiml021 serve`` (mTLS, idempotency in Redis,
+metadata in PostgreSQL, result cache off so every answer is computed; a restart that fails is
+retried every 5 s and recorded), then device processes (their records written as each request
+ends, so a run cut short keeps them): honest devices send ``--rate`` requests/s in all (half of
+the capacity measured just before in the same configuration and conditions: ``python -m
+benchmarks.soak.memory --duration 60 --warmup 10 --rate 3000 --devices 48 --hostile 0``, whose
+answers per second are the capacity; on a shared machine it moves with the load), each request
+with its own idempotency key and retried over reconnects until answered; ``--hostile`` of the
+devices attack instead (issue 13's attacks, in turn). Every ``--chaos-interval`` seconds one of: the gateway
 killed -9 and restarted, Redis killed -9 and restarted (its keys are lost), PostgreSQL stopped
 (immediate) and started 5 s later. Reports per ``--window``: requests, answered, lost (never
 answered by the end), duplicated computations (a key computed twice: seen by devices as two
 uncached answers, and as two computed rows in PostgreSQL), p50/p99 from first send to answer,
-gateway RSS; over the run: the RSS slope of each gateway incarnation. Prints a table and writes
+gateway RSS, the machine's load average; over the run: the RSS growth and slope of each gateway
+incarnation after its first ``--warmup`` seconds. Prints a table and writes
 ``benchmarks/results/soak.json``.
 """
 
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.soak._services import ROOT, Gateway, Postgres, Redis
+from benchmarks.soak._services import ROOT, Gateway, loadavg, services
 from common.auth import write_dev_pki
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,6 +61,19 @@ def _slope(samples: list[tuple[float, float]]) -> float | None:
     return 60 * sum((t - mt) * (r - mr) for t, r in samples) / var if var else None
 
 
+def _restart(gw: Gateway, events: list[dict[str, Any]], at: float) -> None:
+    """Start the gateway again; a start that fails (a broken checkout, a port still taken) is
+    recorded and retried every 5 s, as a supervisor would, instead of ending the run."""
+    while True:
+        try:
+            gw.start()
+            return
+        except RuntimeError as exc:
+            events.append({"t_s": round(at, 1), "fault": "gateway_start_failed", "error": str(exc)})
+            print(f"gateway did not start ({exc}); retrying in 5 s", flush=True)
+            time.sleep(5)
+
+
 def _db_duplicates(url: str) -> dict[str, int]:
     import psycopg
 
@@ -76,9 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hostile", type=float, default=0.1, help="fraction of hostile devices")
     ap.add_argument("--chaos-interval", type=float, default=120.0, help="seconds between faults")
     ap.add_argument("--window", type=float, default=300.0, help="report window, seconds")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=60.0,
+        help="seconds of each gateway incarnation left out of its RSS growth",
+    )
     ap.add_argument("--timeout", type=float, default=5.0, help="device's wait for one answer")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
+    ap.add_argument("--base-port", type=int, default=None,
+                    help="gateway on this port, its own PostgreSQL on +1, Redis on +2 (free ports "
+                         "if unset); never the machine's shared services")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     a = ap.parse_args(argv)
+    # ``kill PID`` (and SIGINT, which a background job ignores) still stops what the run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     tmp = Path(tempfile.mkdtemp(prefix="aiml021-soak-"))
     n_hostile = max(1, round(a.devices * a.hostile)) if a.hostile > 0 else 0
@@ -87,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     pki = tmp / "pki"
     write_dev_pki(pki, names)
     # Its own temporary directory: the postgres user cannot enter ``tmp`` (mode 0700, root's).
-    redis, pg = Redis(), Postgres(Path(tempfile.mkdtemp(prefix="aiml021-soak-pg-")) / "data")
+    redis, pg, gw_port = services(a.base_port, "aiml021-soak-pg-")
     redis.start()
     try:
         pg.init()
@@ -103,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         # A claim left by a gateway killed -9 while computing expires soon, so retries proceed.
         "AIML021_GATEWAY_IDEMPOTENCY__PENDING_TTL_S": "5",
         "AIML021_GATEWAY_IDEMPOTENCY__WAIT_S": "10",
-    })  # fmt: skip
+        **dict(kv.split("=", 1) for kv in a.env),
+    }, port=gw_port)  # fmt: skip
     try:
         gw.start()
     except BaseException:
@@ -125,19 +157,21 @@ def main(argv: list[str] | None = None) -> None:
     faults = ["gateway", "redis", "postgres"]
     events: list[dict[str, Any]] = []
     rss: list[tuple[int, float, float]] = []  # incarnation, t, MB
+    loads: list[tuple[float, float]] = []  # t, 1-minute load average of the machine
     next_fault = t0 + a.chaos_interval
     k = 0
     try:
         while time.time() < end:
             time.sleep(1.0)
             rss.append((gw.incarnation, time.time() - t0, gw.rss_mb()))
+            loads.append((time.time() - t0, os.getloadavg()[0]))
             if time.time() >= next_fault and time.time() < end - 10:
                 fault = faults[k % len(faults)]
                 k += 1
                 at = time.time() - t0
                 if fault == "gateway":
                     gw.kill()
-                    gw.start()
+                    _restart(gw, events, at)
                 elif fault == "redis":
                     redis.kill()
                     time.sleep(2)
@@ -174,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         ws = [r for r in reqs if w <= r["sent"] - t0 < w + a.window]
         lat = [r["answered"] - r["sent"] for r in ws if "answered" in r]
         mem = [m for _, t, m in rss if w <= t < w + a.window and m > 0]
+        load = [x for t, x in loads if w <= t < w + a.window]
         windows.append({
             "from_s": w, "requests": len(ws), "ok": sum(r["status"] == "OK" for r in ws),
             "errors": sum(r["status"].startswith("ERROR") for r in ws),
@@ -182,22 +217,26 @@ def main(argv: list[str] | None = None) -> None:
             "p50_ms": None if not lat else round(1e3 * (_pct(lat, 0.5) or 0), 1),
             "p99_ms": None if not lat else round(1e3 * (_pct(lat, 0.99) or 0), 1),
             "rss_mb": round(sum(mem) / len(mem), 1) if mem else None,
+            "load1": round(sum(load) / len(load), 1) if load else None,
         })  # fmt: skip
         w += a.window
     incarnations = sorted({i for i, _, _ in rss})
     slopes = {}
     for inc in incarnations:
         pts = [(t, m) for i, t, m in rss if i == inc and m > 0]
-        if len(pts) > 10:
-            pts = pts[len(pts) // 10 :]  # after warm-up
-            s = _slope(pts)
-            slopes[inc] = {"seconds": round(pts[-1][0] - pts[0][0]), "first_mb": round(pts[0][1], 1),
-                           "last_mb": round(pts[-1][1], 1),
+        # After warm-up: the first minute of the incarnation, or its first tenth if shorter.
+        warm = [(t, m) for t, m in pts if t - pts[0][0] >= min(a.warmup, len(pts) / 10)]
+        if len(warm) > 10:
+            s = _slope(warm)
+            slopes[inc] = {"seconds": round(warm[-1][0] - warm[0][0]),
+                           "first_mb": round(warm[0][1], 1), "last_mb": round(warm[-1][1], 1),
+                           "growth_pct": round(100 * (warm[-1][1] / warm[0][1] - 1), 1),
                            "slope_mb_per_min": None if s is None else round(s, 3)}  # fmt: skip
     report = {
         "command": "python -m benchmarks.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "duration_s": a.duration, "devices": a.devices, "hostile": hostile, "rate": a.rate,
+        "env": a.env, "load_average": loadavg(),
         "requests": len(reqs), "ok": sum(r["status"] == "OK" for r in reqs),
         "lost": sum(r["status"] == "LOST" for r in reqs),
         "errors": Counter(r["status"] for r in reqs if r["status"].startswith("ERROR")),

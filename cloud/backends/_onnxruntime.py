@@ -24,12 +24,20 @@ class OnnxRuntimeBackend(Backend):
     """Runs ONNX models with onnxruntime on the CPU.
 
     ``intra_op_threads`` and ``inter_op_threads`` configure each session; ``workers`` is how many
-    batches may compute at the same time (threads of the pool).
+    batches may compute at the same time (threads of the pool). With ``warmup`` each model
+    computes one batch of ``max_batch_size`` zeros at load (:func:`_warm_up`).
     """
 
-    def __init__(self, intra_op_threads: int = 1, inter_op_threads: int = 1, workers: int = 1):
+    def __init__(
+        self,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        workers: int = 1,
+        warmup: bool = True,
+    ):
         self._intra = intra_op_threads
         self._inter = inter_op_threads
+        self._warmup = warmup
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ort")
         self._sessions: dict[ModelKey, ort.InferenceSession] = {}
         self._closed = False
@@ -50,6 +58,8 @@ class OnnxRuntimeBackend(Backend):
             )
         except Exception as exc:  # onnxruntime raises its own types; name the file
             raise InvalidArgument(f"{model.onnx_path}: cannot load ONNX model: {exc}") from exc
+        if self._warmup:
+            await loop.run_in_executor(self._pool, _warm_up, session, model)
         self._sessions[model.key] = session
         log.info("loaded %s from %s", model.key, model.onnx_path)
 
@@ -88,6 +98,28 @@ class OnnxRuntimeBackend(Backend):
         self._closed = True
         self._sessions.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warm_up(session: ort.InferenceSession, model: ModelSpec) -> None:
+    """Compute one batch of ``model.max_batch_size`` zeros, so that the session's memory arena
+    grows at load to what the largest batch needs. Otherwise it grows under traffic each time a
+    batch larger than any before arrives, and never shrinks: the reference model's RSS rose by
+    10 MB over its first 2,000 batches of random sizes, then stayed flat; after this warm-up it
+    stays flat from the first (issue 13: a bounded growth that looked like a slow leak for the
+    first hour of a gateway). Models with a variable dimension besides the batch are not
+    warmed (no one shape stands for their largest batch); a model that refuses zeros is served
+    anyway."""
+    shapes = [i.sample_shape() for i in model.inputs]
+    if not shapes or any(d < 0 for shape in shapes for d in shape):
+        return
+    feeds = {
+        i.name: np.zeros((model.max_batch_size, *shape), i.dtype)
+        for i, shape in zip(model.inputs, shapes, strict=True)
+    }
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        log.info("%s: no warm-up batch (%s)", model.key, exc)
 
 
 __all__ = ["OnnxRuntimeBackend"]
