@@ -7,6 +7,11 @@ device compute, routes and score.
 Arrivals: a frame every ``--interval`` seconds on average (exponential gaps), and with
 probability ``--burst`` a frame arrives with the next one right behind it (0.2 s), like a
 technician re-taking a shot. Frames queue on the device (one compute thread).
+
+``--link-schedule`` changes the link mid-run (a bandwidth drop): ``[[t_s, {"bandwidth_mbit": b,
+"rtt_ms": r}], ...]`` from the first frame's clock; every connection's both directions follow.
+The decider's link estimate is the link's current setting (what the OS reports for the radio),
+not a measurement from the device's own traffic.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import asyncio
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e.linkem import Impairment, LinkEmulator
+from benchmarks.e2e.linkem import Impairment, LinkEmulator, _Direction
 from benchmarks.ocr.app import Answer, FrameClient, FrameResult, OcrApp, Policy, score
 
 
@@ -32,6 +38,23 @@ def _answer(a: Answer) -> dict[str, Any]:
     box = [[round(float(v), 1) for v in p] for p in a.box]
     return {"text": a.text, "edge_text": a.edge_text, "route": a.route,
             "confidence": round(a.confidence, 4), "box": box}  # fmt: skip
+
+
+class ScheduledLink(LinkEmulator):
+    """A link emulator whose impairment can change while connections are open."""
+
+    def __init__(self, target: tuple[str, int], impairment: Impairment) -> None:
+        super().__init__(target, impairment)
+        self.directions: list[_Direction] = []
+
+    async def _pump(self, src: Any, dst: Any, d: _Direction, up: bool) -> None:
+        self.directions.append(d)
+        await super()._pump(src, dst, d, up)
+
+    def set(self, impairment: Impairment) -> None:
+        self.impairment = impairment
+        for d in self.directions:
+            d.impairment = impairment
 
 
 def arrivals(n: int, interval: float, burst: float, seed: int) -> list[float]:
@@ -61,20 +84,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.frames_json).parent
     chosen = [frames_doc["frames"][i % len(frames_doc["frames"])] for i in args.frame_index]
     policy = Policy(**json.loads(args.policy))
-    emus: list[LinkEmulator] = []
+    emus: list[ScheduledLink] = []
     client: Any = None
     frame_ocr = None
     t_start = time.monotonic()
     via_gateway = args.cloud_target == "gateway"  # whole frames to the gateway's pipeline model
     if args.system != "edge" and not via_gateway:
-        emu = LinkEmulator(_hostport(args.frame_service), imp)
+        emu = ScheduledLink(_hostport(args.frame_service), imp)
         emus.append(emu)
         frame_ocr = FrameClient("127.0.0.1", await emu.start())
     if args.system == "hybrid" or (args.system == "cloud" and via_gateway):
         from common.settings import nest
         from edge_agent import EdgeSettings, SessionClient
 
-        emu = LinkEmulator(_hostport(args.gateway), imp)
+        emu = ScheduledLink(_hostport(args.gateway), imp)
         emus.append(emu)
         target = f"127.0.0.1:{await emu.start()}"
         settings = EdgeSettings(
@@ -104,6 +127,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return (time.monotonic() - t_link) % period < period - down
 
     app.online = online
+    now_link = {"rtt_ms": float(link["rtt_ms"]), "bandwidth_mbit": float(link["bandwidth_mbit"])}
+    app.link = lambda: (now_link["rtt_ms"], now_link["bandwidth_mbit"])
+    schedule = json.loads(args.link_schedule)
+
+    async def follow_schedule() -> None:
+        for at, change in schedule:
+            await asyncio.sleep(max(0.0, ready + float(at) - time.perf_counter()))
+            now_link.update({k: float(v) for k, v in change.items()})
+            new = replace(
+                imp,
+                delay_s=now_link["rtt_ms"] / 2000,
+                bandwidth_bps=now_link["bandwidth_mbit"] * 1e6,
+            )
+            for e in emus:
+                e.set(new)
+
     jpegs = [(root / f["file"]).read_bytes() for f in chosen]
     ready = time.perf_counter()
     times = arrivals(len(chosen), args.interval, args.burst, args.seed)
@@ -114,7 +153,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results.append(await app.read(chosen[k]["id"], jpegs[k], ready + times[k]))
 
     c0 = time.process_time()
+    follower = asyncio.ensure_future(follow_schedule())
     await asyncio.gather(*(one(k) for k in range(len(chosen))))
+    follower.cancel()
     replayed = await app.drain()
     cpu_total = time.process_time() - c0
     truth = {f["id"]: f["lines"] for f in chosen}
@@ -130,6 +171,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "device_cpu_s": r.device_cpu_s,
                 "device_busy_s": r.device_busy_s,
                 "errors": r.errors,
+                "decision": r.decision,
+                "requests": r.requests,
+                "link_mbit": r.link_mbit,
                 **score(r.lines, truth[r.frame_id]),
                 "answers": [_answer(a) for a in r.lines],
             }
@@ -168,6 +212,7 @@ def main() -> None:
     ap.add_argument("--burst", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy", default="{}")
+    ap.add_argument("--link-schedule", default="[]", help="JSON [[t_s, {bandwidth_mbit, rtt_ms}]]")
     ap.add_argument("--device-id", default="ocr-dev")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()

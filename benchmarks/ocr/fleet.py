@@ -34,6 +34,7 @@ CLASSES = {"phone": 1.0, "iot": 0.25}
 LINKS: dict[str, dict[str, float]] = {
     # benchmarks.e2e.run's scenarios (uplink shaped in userspace by linkem, both directions)
     "lan": {"rtt_ms": 2, "bandwidth_mbit": 1000},
+    "wifi": {"rtt_ms": 20, "bandwidth_mbit": 50, "jitter_ms": 4, "loss": 0.001},
     "4g": {"rtt_ms": 50, "bandwidth_mbit": 10, "jitter_ms": 10, "loss": 0.005},
     "3g": {"rtt_ms": 150, "bandwidth_mbit": 1, "jitter_ms": 30, "loss": 0.01},
     "outage": {"rtt_ms": 50, "bandwidth_mbit": 10, "jitter_ms": 10, "loss": 0.005,
@@ -47,8 +48,14 @@ POLICY = {
     "codec": "q4|zstd",
     "gray": True,
     "height": 32,
+    "batch_regions": True,
+    "decider": "heuristic",
+    "decider_state": "",
+    "deadline_ms": 1500.0,
 }
-"""Hybrid's default: every doubtful line as its gray region, never the whole frame (--policy)."""
+"""Hybrid's default: the policy engine's heuristic decides per frame (the JPEG to the cloud, or
+v4 on the device) and per line (device, region, defer); a frame's regions go as one request.
+``--policy '{"decider": "", "batch_regions": false}'`` is the earlier fixed rule."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,13 +175,17 @@ def emulate(devices: list[dict[str, Any]], link: dict[str, float], region_ms: fl
     another half RTT. Arrivals are each device's own (its clock from its first frame); jitter,
     loss and answer bytes are left out. This host's two cores are shared by a dozen busy
     processes, so wall-clock latency there measures the host, not the system."""
-    rtt, bps = link["rtt_ms"] / 1000, link["bandwidth_mbit"] * 1e6
+    rtt = link["rtt_ms"] / 1000
     pending: list[tuple[float, str, dict[str, Any]]] = []
     for dev in devices:
         device_free = link_free = 0.0
         for f in sorted(dev["frames"], key=lambda f: f["arrival_s"]):
-            t = max(f["arrival_s"], device_free) + f["device_cpu_s"] / dev["share"]
-            device_free = t
+            # the link's rate when the frame arrived (a --link-schedule changes it)
+            bps = (f.get("link_mbit") or link["bandwidth_mbit"]) * 1e6
+            t = f["arrival_s"]
+            if f["device_cpu_s"] > 0:  # a frame sent before v4 waits for no device compute
+                t = max(t, device_free) + f["device_cpu_s"] / dev["share"]
+                device_free = t
             if f["bytes_up"] == 0 or dev["system"] == "edge":
                 f["emulated_latency_s"] = t - f["arrival_s"]
                 continue
@@ -219,6 +230,11 @@ def summarize(devices: list[dict[str, Any]], cloud_cpu_s: float) -> dict[str, An
         "emulated_p95_s": pct(emu, 95),
         "emulated_p99_s": pct(emu, 99),
         "payload_bytes_per_frame": sum(f["bytes_up"] for f in frames) / n,
+        "requests_per_frame": sum(f.get("requests", 0) for f in frames) / n,
+        "frame_decisions": {
+            d: sum(f.get("decision") == d for f in frames) / n
+            for d in sorted({f.get("decision", "") for f in frames} - {""})
+        },
         "wire_bytes_up_per_frame": sum(d["wire_bytes_up"] for d in devices) / n,
         "wire_bytes_down_per_frame": sum(d["wire_bytes_down"] for d in devices) / n,
         "cloud_model_ms_per_frame": sum(f["cloud_ms"] for f in frames) / n,
@@ -252,6 +268,7 @@ def run_cell(
             "--frames-json", str(args.frames_path), "--frame-index", *map(str, idx),
             "--interval", str(args.interval), "--seed", str(args.seed * 1000 + d),
             "--policy", json.dumps(args.policy), "--device-id", f"ocr-{cls}-{d}", "--out", str(out),
+            "--link-schedule", json.dumps(args.link_schedule),
         ]  # fmt: skip
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stderr=open(work / f"{out.stem}.log", "wb")))
     for p in procs:
@@ -286,8 +303,9 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     rows = [
         "| link | system | class | frames | lines exact | chars correct | p50 / p95 / p99 s (emulated) | "
         "p50 / p95 / p99 s (wall, contended) | "
-        "payload B/frame | wire B/frame up | cloud CPU s / 1k frames | device CPU s/frame | routes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "payload B/frame | wire B/frame up | req/frame | cloud CPU s / 1k frames | device CPU s/frame | "
+        "routes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         for cls, s in [("all", c["all"]), *c["by_class"].items()]:
@@ -297,7 +315,8 @@ def markdown(cells: list[dict[str, Any]]) -> str:
                 f"{s['chars_correct']:.1%} | {s['emulated_p50_s']:.2f} / {s['emulated_p95_s']:.2f} / "
                 f"{s['emulated_p99_s']:.2f} | {s['latency_p50_s']:.2f} / {s['latency_p95_s']:.2f} / "
                 f"{s['latency_p99_s']:.2f} | {s['payload_bytes_per_frame']:,.0f} | "
-                f"{s['wire_bytes_up_per_frame']:,.0f} | {s['cloud_cpu_s_per_1000_frames']:,.0f} | "
+                f"{s['wire_bytes_up_per_frame']:,.0f} | {s.get('requests_per_frame', 0):.1f} | "
+                f"{s['cloud_cpu_s_per_1000_frames']:,.0f} | "
                 f"{s['device_cpu_s_per_frame']:.2f} | {routes} |"
             )
     return "\n".join(rows)
@@ -314,6 +333,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cell-timeout", type=float, default=900)
     ap.add_argument("--policy", type=json.loads, default={}, help="JSON over POLICY's fields")
+    ap.add_argument("--link-schedule", type=json.loads, default=[],
+                    help='mid-run link changes: [[t_s, {"bandwidth_mbit": b, "rtt_ms": r}], ...]')  # fmt: skip
     ap.add_argument("--cloud-target", choices=("gateway", "service"), default="service",
                     help="whole frames (cloud-only, hybrid's frame route) to the gateway's "
                          "PP-OCRv6 pipeline model (ppocr_v6) or to benchmarks/ocr/cloud_ocr.py")  # fmt: skip
@@ -359,6 +380,7 @@ def main() -> None:
         "classes": CLASSES,
         "links": {k: LINKS[k] for k in args.links},
         "policy": args.policy,
+        "link_schedule": args.link_schedule,
         "cloud_target": args.cloud_target,
         "devices": args.devices,
         "frames_per_device": args.frames,
