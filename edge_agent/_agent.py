@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -45,6 +45,9 @@ from edge_agent._telemetry import (
 )
 from edge_agent._types import EdgeResult, ExitOutput, Reconciliation, Route
 from policy import Action, DecisionContext, Policy, PolicySnapshot
+
+if TYPE_CHECKING:
+    from edge_agent._prometheus import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,9 @@ class EdgeAgent:
         """The device certificate (enrollment, renewal) when the agent reads it from tls.dir."""
         self._on_reconcile = on_reconcile
         self.stats = AgentStats()
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self.metrics_port: int | None = None
+        """Port of the Prometheus endpoint once started (``metrics.port``; None: none)."""
         self.telemetry = TelemetryBuffer(st.telemetry.buffer)
         self.client: SessionClient | None = None
         self.replay: ReplayQueue | None = None
@@ -180,6 +186,14 @@ class EdgeAgent:
         if self._started:
             return
         self._started = True
+        metrics = self.settings.metrics
+        if metrics.port is not None:
+            from edge_agent._prometheus import MetricsEndpoint
+
+            self._metrics_endpoint = MetricsEndpoint(
+                self, asyncio.get_running_loop(), metrics.host, metrics.port
+            )
+            self.metrics_port = self._metrics_endpoint.port
         tel = self.settings.telemetry
         if tel.otlp_endpoint:
             configure_tracing(
@@ -293,6 +307,9 @@ class EdgeAgent:
         self._model.head.close()
         if self.settings.telemetry.otlp_endpoint:  # the last spans reach the collector
             await asyncio.to_thread(shutdown_tracing)
+        if self._metrics_endpoint is not None:
+            await asyncio.to_thread(self._metrics_endpoint.close)
+            self._metrics_endpoint = None
         self._started = False
 
     async def _in_replay(self, fn: Callable[[], Any]) -> Any:
@@ -354,6 +371,18 @@ class EdgeAgent:
             fut = asyncio.get_running_loop().run_in_executor(self._replay_exec, len, self.replay)
             fut.add_done_callback(self._set_backlog)
         return self.client.send_telemetry(frame)
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """:meth:`metrics` plus the replay backlog (counted now), the latency histogram and
+        whether the stream is open: what the Prometheus endpoint exports."""
+        replay = self.replay
+        if replay is not None and self._replay_exec is not None:
+            self._replay_backlog = await self._in_replay(replay.__len__)
+        out = self.metrics()
+        out["replay_backlog"] = self._replay_backlog
+        out["latency"] = self.stats.latency.snapshot()
+        out["connected"] = self.connected
+        return out
 
     def _set_backlog(self, fut: asyncio.Future[int]) -> None:
         if not fut.cancelled() and fut.exception() is None:

@@ -166,6 +166,15 @@ class TelemetrySettings(Section):
     """Share of requests traced."""
 
 
+class MetricsSettings(Section):
+    """The agent's own Prometheus endpoint (``/metrics``, docs/observability.md); off by default."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the endpoint (0: a free one, see ``EdgeAgent.metrics_port``); None: none."""
+    host: str = "127.0.0.1"
+    """Address the endpoint listens on: loopback unless a Prometheus elsewhere must reach it."""
+
+
 class ArtifactsSettings(Section):
     """Following the bundle assigned to ``device_class`` in S3-compatible storage (off unless
     ``bucket`` is set): the running agent checks every ``check_interval_s``, installs and
@@ -244,6 +253,8 @@ class EdgeSettings(LayeredSettings):
     """The offline replay queue."""
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     """Telemetry batching."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """The agent's Prometheus endpoint."""
     privacy: FeaturePrivacySettings = Field(default_factory=FeaturePrivacySettings)
     """Differential privacy on offloaded features (off by default; docs/privacy.md)."""
     artifacts: ArtifactsSettings = Field(default_factory=ArtifactsSettings)

@@ -4,6 +4,7 @@ onto the session stream by a background task; plus the agent's local summary sta
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import dataclasses
 import logging
@@ -121,6 +122,29 @@ async def telemetry_loop(
             last = time.monotonic()
 
 
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Request latency histogram buckets (seconds), the gateway's request histogram's."""
+
+
+class RouteLatency:
+    """Request latency per route as histogram counts (one row per route: a closed set)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = collections.defaultdict(float)
+
+    def observe(self, route: str, seconds: float) -> None:
+        counts = self._counts.get(route)
+        if counts is None:
+            counts = self._counts[route] = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self._sums[route] += seconds
+
+    def snapshot(self) -> dict[str, tuple[list[int], float]]:
+        """Per route: the count in each bucket (the last: above every bound) and the sum."""
+        return {r: (list(c), self._sums[r]) for r, c in sorted(self._counts.items())}
+
+
 @dataclasses.dataclass
 class AgentStats:
     """Local summary: routes, exits, bytes and a bounded latency sample."""
@@ -132,6 +156,8 @@ class AgentStats:
     latencies_ms: collections.deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=100_000)
     )
+    latency: RouteLatency = dataclasses.field(default_factory=RouteLatency)
+    """Every request's latency by route (the sample above keeps only the last 100,000)."""
 
     def add(self, result: EdgeResult) -> None:
         self.requests += 1
@@ -139,6 +165,7 @@ class AgentStats:
         self.exits[result.exit_name] += 1
         self.bytes_sent += result.bytes_sent
         self.latencies_ms.append(result.timing.total_ms)
+        self.latency.observe(result.route.value, result.timing.total_ms / 1e3)
 
     def percentiles(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
         """Latency percentiles in ms (empty dict before any request)."""
@@ -148,4 +175,13 @@ class AgentStats:
         return {f"p{int(q)}": float(np.percentile(arr, q)) for q in qs}
 
 
-__all__ = ["AgentStats", "Event", "TelemetryBuffer", "event_of", "log_answer", "telemetry_loop"]
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "AgentStats",
+    "Event",
+    "RouteLatency",
+    "TelemetryBuffer",
+    "event_of",
+    "log_answer",
+    "telemetry_loop",
+]

@@ -57,10 +57,15 @@ def fast_rules(src: Path, dst: Path, for_s: int = 2) -> Path:
 
 @contextlib.contextmanager
 def run_prometheus(
-    workdir: Path, targets: list[str], rule_files: list[Path], interval: str = "1s"
+    workdir: Path,
+    targets: list[str],
+    rule_files: list[Path],
+    interval: str = "1s",
+    edge_targets: list[str] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (job ``aiml021-gateway``) and evaluating ``rule_files``
-    every ``interval``, storing into ``workdir``."""
+    """Prometheus scraping ``targets`` (job ``aiml021-gateway``) and ``edge_targets`` (edge
+    agents' endpoints, job ``aiml021-edge``) and evaluating ``rule_files`` every ``interval``,
+    storing into ``workdir``."""
     exe = shutil.which("prometheus")
     if exe is None:
         raise RuntimeError("prometheus not found: apt-get install prometheus (make system-deps)")
@@ -71,6 +76,10 @@ def run_prometheus(
             {"job_name": "aiml021-gateway", "static_configs": [{"targets": targets}]}
         ],
     }
+    if edge_targets:
+        config["scrape_configs"].append(
+            {"job_name": "aiml021-edge", "static_configs": [{"targets": edge_targets}]}
+        )
     config_file = workdir / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
