@@ -56,9 +56,15 @@ class CacheOwnerIndex(Protocol):
     device's entries can be erased from a cache its org shares (right to erasure)."""
 
     async def note_owner(
-        self, owner: str, model_name: str, content_hash: str, ttl_s: float | None = None
+        self,
+        owner: str,
+        model_name: str,
+        content_hash: str,
+        ttl_s: float | None = None,
+        stored_at: float = 0.0,
     ) -> None:
-        """Record that ``owner`` (a :func:`principal_namespace`) wrote or read the entry."""
+        """Record that ``owner`` (a :func:`principal_namespace`) wrote or read the entry stored
+        at ``stored_at`` (``CacheEntry.stored_at``: tells one entry from a later one)."""
         ...
 
 
@@ -85,7 +91,7 @@ class OrgScopedCache:
         key = self._model(model_name)
         entry = await self.inner.get(key, content_hash)
         if entry is not None:
-            await self._note_owner(key, content_hash, None)
+            await self._note_owner(key, content_hash, None, entry.stored_at)
         return entry
 
     async def put(
@@ -93,15 +99,17 @@ class OrgScopedCache:
     ) -> None:
         key = self._model(model_name)
         await self.inner.put(key, content_hash, entry, ttl_s)
-        await self._note_owner(key, content_hash, ttl_s)
+        await self._note_owner(key, content_hash, ttl_s, entry.stored_at)
 
-    async def _note_owner(self, key: str, content_hash: str, ttl_s: float | None) -> None:
+    async def _note_owner(
+        self, key: str, content_hash: str, ttl_s: float | None, stored_at: float
+    ) -> None:
         # An entry the org shares is also the data of every device that sent its content:
         # remember who, so that forgetting one of them finds it (per-principal entries carry
         # their owner in the key already).
         if not self.per_principal and isinstance(self.inner, CacheOwnerIndex):
             owner = principal_namespace(current_principal())
-            await self.inner.note_owner(owner, key, content_hash, ttl_s)
+            await self.inner.note_owner(owner, key, content_hash, ttl_s, stored_at)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -79,6 +79,7 @@ class RedisResultCache:
     """
 
     OWNERS_PREFIX = "aiml021:cache-owner:"
+    _NOTED_MAX = 10_000
 
     def __init__(
         self, client: Any, *, default_ttl_s: float = 3600.0, prefix: str = "aiml021:cache:"
@@ -86,6 +87,10 @@ class RedisResultCache:
         self._redis = client
         self._ttl_s = default_ttl_s
         self._prefix = prefix
+        # (owner, key) -> (the entry's stored_at, monotonic expiry) of the last note: a reader
+        # already recorded for this very entry costs no round trip on its next hits (bounded; an
+        # entry stored again, e.g. after ``forget``, has another stored_at and is noted again).
+        self._noted: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisResultCache:
@@ -123,21 +128,36 @@ class RedisResultCache:
             log.warning("result cache unreachable, entry not stored: %s", exc)
 
     async def note_owner(
-        self, owner: str, model_name: str, content_hash: str, ttl_s: float | None = None
+        self,
+        owner: str,
+        model_name: str,
+        content_hash: str,
+        ttl_s: float | None = None,
+        stored_at: float = 0.0,
     ) -> None:
-        """Add the entry to ``owner``'s set, which lives at least as long as the entry. If that
-        fails the entry is deleted: no entry stays that ``forget`` could not find."""
+        """Add the entry (stored at ``stored_at``) to ``owner``'s set, which lives at least as
+        long as the entry. If that fails the entry is deleted: no entry stays that ``forget``
+        could not find."""
         import redis.exceptions
 
         key = self._key(model_name, content_hash)
+        now = time.monotonic()
+        ttl = ttl_s if ttl_s else self._ttl_s
+        noted = self._noted.get((owner, key))
+        if noted is not None and noted[0] == stored_at and noted[1] > now:
+            return  # this owner is already recorded for this very entry
         owners = self.OWNERS_PREFIX + owner
-        ttl_ms = max(1, int((ttl_s if ttl_s else self._ttl_s) * 1000))
+        ttl_ms = max(1, int(ttl * 1000))
         try:
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = self._redis.pipeline(transaction=False)  # one round trip
             pipe.sadd(owners, key)
             pipe.pexpire(owners, ttl_ms, nx=True)  # a new set: as long as this entry
             pipe.pexpire(owners, ttl_ms, gt=True)  # else only ever extended
             await pipe.execute()
+            self._noted[(owner, key)] = (stored_at, now + ttl)
+            self._noted.move_to_end((owner, key))
+            while len(self._noted) > self._NOTED_MAX:
+                self._noted.popitem(last=False)
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("result cache owner not recorded, entry dropped: %s", exc)
             try:

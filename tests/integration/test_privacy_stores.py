@@ -294,6 +294,14 @@ async def test_forget_erases_the_devices_entries_in_a_cache_its_org_shares(
         assert await cache.get("m:1", x) is None  # cam-1's answer is gone for everyone
         assert await cache.get("m:1", y) is not None and await cache.get("m:1", z) is not None
     assert not await client.exists(cache_owner_key(org, "cam-1"))
+    # cam-1 carries on; cam-2 computes x again and cam-1 reads it: a new entry, noted again
+    # (the cache remembers whom it noted per entry, not per key).
+    with acting_as(cam2):
+        await cache.put("m:1", x, CacheEntry.of(_result(0.1)))
+    with acting_as(cam1):
+        assert await cache.get("m:1", x) is not None
+    report = await forget_device("cam-1", metadata_url=None, redis_client=client, org=org)
+    assert report.redis == {"idempotency": 0, "cache": 1}
     report = await forget_device("cam-2", metadata_url=None, redis_client=client, org=org)
     assert report.redis == {"idempotency": 0, "cache": 2}  # x was already gone
     assert [k async for k in client.scan_iter(match=cache_prefix(org) + "*")] == []
