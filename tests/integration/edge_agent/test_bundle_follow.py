@@ -296,6 +296,10 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     assert len(cloud) > 50
     assert all(served[k] == v for k, v in cloud)
     assert {v for _, v in cloud} == {"1", "2"}
+    # the session said Hello again at each change, declaring the version its head runs
+    declared = [",".join(b.version for b in h.bundles) for h in gw.frames.hellos]
+    changes = [v for i, v in enumerate(declared) if i == 0 or declared[i - 1] != v]
+    assert changes == ["1", "2", "5", "2", "4", "2"]
     for why in ("signature does not verify", "not downloaded", "outside the bundle",
                 "escapes the bundle", "failed in service", "no tail for head"):  # fmt: skip
         assert why in log, why
