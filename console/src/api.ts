@@ -57,6 +57,7 @@ export const can = {
   rollout: (r: Role) => r === "Admin" || r === "Operator",
   simulate: (r: Role) => r === "Admin" || r === "Operator",
   setBudget: (r: Role) => r === "Admin",
+  policies: (r: Role) => r === "Admin" || r === "Operator",
 };
 
 async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -210,6 +211,69 @@ async function viaClient<T>(call: (typed: Typed) => Promise<unknown>): Promise<T
   }
 }
 
+// /v1/policies: the served policy per device class and A/B experiments (cloud/rest/_policies.py).
+export type ParamValue = number | boolean | string;
+export interface PolicyConfig {
+  kind: string;
+  thresholds: Record<string, number>;
+  params: Record<string, ParamValue>;
+}
+export interface ServedPolicy extends PolicyConfig {
+  device_class: string;
+  policy_id: string;
+  policy_version: number;
+  published_at: number;
+  experiment: string | null;
+}
+export interface ParamSpec {
+  type: "number" | "integer" | "boolean" | "string";
+  minimum?: number;
+  maximum?: number;
+  default?: number;
+  help?: string;
+}
+export interface Policies {
+  classes: ServedPolicy[];
+  exits: Array<{ name: string; threshold: number }>;
+  cut_points: Array<{ name: string; codecs: string[] }>;
+  kinds: Record<string, { thresholds: boolean; params: Record<string, ParamSpec> }>;
+  threshold_range: [number, number];
+}
+export interface ArmResults {
+  requests: number;
+  accuracy: number | null;
+  breach_rate: number | null;
+  mean_latency_ms: number | null;
+  mean_cost: number | null;
+  stopped: string;
+}
+export interface ExperimentArm extends PolicyConfig {
+  policy_id: string;
+  policy_version: number;
+  share: number;
+  results: ArmResults;
+}
+export interface Experiment {
+  name: string;
+  device_class: string;
+  state: "running" | "stopped";
+  split: number;
+  created_at: number;
+  created_by: string;
+  stopped_at: number | null;
+  stopped_by: string;
+  reason: string;
+  guardrail: { min_accuracy: number; max_breach_rate: number; min_requests: number };
+  arms: { control: ExperimentArm; treatment: ExperimentArm };
+}
+export interface NewExperiment {
+  name: string;
+  device_class: string;
+  treatment: PolicyConfig;
+  split: number;
+  guardrail: { min_accuracy: number; max_breach_rate: number; min_requests: number };
+}
+
 export const api = {
   models: () => viaClient<{ models?: Model[] }>((typed) => typed.listModels()),
   model: (name: string) => call<{ model: Model }>("GET", `/v1/models/${enc(name)}`),
@@ -232,6 +296,12 @@ export const api = {
     thresholds: Record<string, number>;
     params: { cut_point: string; codec: string };
   }) => call<{ device_class: string; policy_version: number }>("POST", "/v1/policies", body),
+  policies: () => call<Policies>("GET", "/v1/policies"),
+  setPolicy: (body: PolicyConfig & { device_class: string; expected_version?: number }) =>
+    call<ServedPolicy>("POST", "/v1/policies", body),
+  experiments: () => call<{ experiments: Experiment[] }>("GET", "/v1/policies/experiments"),
+  createExperiment: (body: NewExperiment) => call<Experiment>("POST", "/v1/policies/experiments", body),
+  stopExperiment: (name: string) => call<Experiment>("POST", `/v1/policies/experiments/${enc(name)}/stop`),
   settings: () => call<ConsoleSettings>("GET", "/v1/console/settings"),
   setBudget: (amount: number) => call<{ budget: BudgetView }>("PUT", "/v1/console/budget", { amount }),
   ready: async () => (await fetch("/v2/health/ready")).ok,

@@ -242,6 +242,44 @@ try {
     const rows = await page.locator('[data-testid="sim-result"] tbody tr').count();
     const lines = await page.locator('[data-testid="sim-result"] .recharts-line-curve').count();
     check("policy simulation shows both runs as a table and a chart", rows === 2 && lines === 2, `rows ${rows}, lines ${lines}`);
+    // A device class's policy threshold, by keyboard only; the gateway pushes it to the class's devices.
+    if (config.policy_class) {
+      await page.locator("#pol-class").waitFor();
+      await page.locator("body").focus();
+      await focusByKeys(page, "pol-class");
+      await page.keyboard.type(config.policy_class);
+      // the kind stays what the class (here: the default class) runs; both threshold kinds show exits
+      const thrInput = page.locator('input[id^="pol-thr-"]').first();
+      const polThrId = await thrInput.getAttribute("id");
+      await focusByKeys(page, polThrId);
+      await page.keyboard.press("ControlOrMeta+A");
+      await page.keyboard.type(String(config.policy_threshold));
+      await focusButtonByKeys(page, "Publish to devices");
+      await page.keyboard.press("Enter");
+      await page.getByTestId("policy-status").filter({ hasText: `to device class ${config.policy_class}` }).waitFor();
+      const exitName = polThrId.replace(/^pol-thr-/, "");
+      const served = await page.evaluate(async ({ token }) => (await fetch("/v1/policies", { headers: { Authorization: `Bearer ${token}` } })).json(), { token });
+      const cls = served.classes.find((c) => c.device_class === config.policy_class);
+      results.policy = { exit: exitName, served: cls };
+      check("policies: an operator sets a class's threshold by keyboard and the gateway serves it", cls?.thresholds?.[exitName] === config.policy_threshold, JSON.stringify(cls));
+      await page.locator(`[data-testid="served-policies"] tr[data-class="${config.policy_class}"]`).waitFor();
+      // An A/B experiment on that class: half its devices run LinUCB; stopped by keyboard.
+      await page.locator("#exp-name").fill("console-ab");
+      await page.locator("#exp-class").fill(config.policy_class);
+      await page.locator("#exp-split").fill("50");
+      await page.locator("#exp-kind").selectOption("linucb");
+      await page.getByRole("button", { name: "Start experiment" }).click();
+      await page.getByTestId("experiment-state-console-ab").filter({ hasText: "running" }).waitFor();
+      const arms = await page.locator('[data-testid="experiments"] tr[data-experiment="console-ab"]').count();
+      check("policies: the experiment is listed with its two arms", arms === 2, String(arms));
+      await page.screenshot({ path: `${config.screenshots}/policies-experiments.png`, fullPage: true });
+      results.screenshots.push("policies-experiments.png");
+      await page.locator("body").focus();
+      await focusButtonByKeys(page, "Stop");
+      await page.keyboard.press("Enter");
+      await page.getByTestId("experiment-state-console-ab").filter({ hasText: "stopped" }).waitFor();
+      check("policies: the experiment stops by keyboard", true);
+    }
     await page.screenshot({ path: `${config.screenshots}/policies.png`, fullPage: true });
     results.screenshots.push("policies.png");
     await context.close();
@@ -255,6 +293,13 @@ try {
     check("observer sees no rollout controls", (await page.getByRole("button", { name: "Set canary" }).count()) === 0);
     await open(page, "#/policies", "Policies");
     check("observer cannot run simulations", (await page.getByRole("button", { name: "Run simulation" }).count()) === 0);
+    await page.getByTestId("served-policies").waitFor();
+    check("observer sees served policies but no policy controls", (await page.getByRole("button", { name: "Publish to devices" }).count()) === 0 && (await page.getByRole("button", { name: "Start experiment" }).count()) === 0);
+    const policyWrite = await page.evaluate(async ({ token }) => {
+      const res = await fetch("/v1/policies", { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` }, body: JSON.stringify({ kind: "heuristic" }) });
+      return res.status;
+    }, { token });
+    check("the gateway refuses an observer's policy change", policyWrite === 403, String(policyWrite));
     const status = await page.evaluate(async ({ token, model }) => {
       const body = { rollout: { modelName: model, stableVersion: "1", candidateVersion: "2", mode: "ROLLOUT_MODE_CANARY", trafficFraction: 1 } };
       const res = await fetch("/v1/deploy/canary", { method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` }, body: JSON.stringify(body) });

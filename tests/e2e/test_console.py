@@ -87,6 +87,41 @@ async def _session_requests(world: AuthzWorld, device: Identity, port: int) -> i
     return answered
 
 
+POLICY_CLASS, POLICY_THRESHOLD = "phone", 0.55
+
+
+async def _watch_policy(
+    world: AuthzWorld, device: Identity, port: int, updates: list[session_pb2.ConnectResponse]
+) -> None:
+    """A device session of class ``POLICY_CLASS`` that accepts policy updates: every
+    PolicyUpdate it receives lands in ``updates`` (pinging so the session stays open) until
+    cancelled."""
+    async with world.channel(port, device) as channel:
+        call = session_pb2_grpc.SessionServiceStub(channel).Connect()
+        caps = session_pb2.Capabilities(accepts_policy_updates=True)
+        hello = session_pb2.Hello(
+            device_id="dev-1", protocol_version=1, device_class=POLICY_CLASS, capabilities=caps
+        )
+        await call.write(session_pb2.ConnectRequest(hello=hello))
+
+        async def ping() -> None:
+            for nonce in range(1, 10_000):
+                await asyncio.sleep(15)
+                await call.write(session_pb2.ConnectRequest(ping=session_pb2.Ping(nonce=nonce)))
+
+        pinger = asyncio.create_task(ping())
+        try:
+            while True:
+                msg = await call.read()
+                if not isinstance(msg, session_pb2.ConnectResponse):
+                    return
+                if msg.WhichOneof("frame") == "policy_update":
+                    updates.append(msg)
+        finally:
+            pinger.cancel()
+            call.cancel()
+
+
 async def test_console_flows_in_chromium(tmp_path: Path) -> None:
     assert CHROMIUM.exists(), "Debian's chromium package is a system dependency (make setup)"
     _built_console()
@@ -151,6 +186,9 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
                     assert r.status_code == 200, r.text
             page = await admin.get("/console/")
             assert page.status_code == 200 and '<div id="root">' in page.text
+            # a phone whose session hears of the operator's policy change
+            pushed: list[session_pb2.ConnectResponse] = []
+            watcher = asyncio.create_task(_watch_policy(world, device, live.gateway.port, pushed))
             config = tmp_path / "console.json"
             config.write_text(
                 json.dumps(
@@ -161,6 +199,8 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
                         "wizard_model": BUNDLE,
                         "canary_model": CANARY_MODEL,
                         "requests": REQUESTS,
+                        "policy_class": POLICY_CLASS,
+                        "policy_threshold": POLICY_THRESHOLD,
                         "screenshots": str(shots),
                         "results": str(tmp_path / "results.json"),
                     }
@@ -183,6 +223,8 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
                 await proc.wait()
                 raise
             log = out.decode(errors="replace")
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             results = json.loads((tmp_path / "results.json").read_text())
             assert proc.returncode == 0, log
             assert results["failures"] == [], log
@@ -191,12 +233,23 @@ async def test_console_flows_in_chromium(tmp_path: Path) -> None:
             assert (await admin.get(f"/v2/models/{BUNDLE}/ready")).status_code == 200
             rollout = (await admin.get(f"/v1/deploy/rollouts/{CANARY_MODEL}")).json()["rollout"]
             assert rollout["mode"] == "ROLLOUT_MODE_NONE" and rollout["stableVersion"] == "1"
+            # The threshold the operator typed reached the phone's session as a PolicyUpdate.
+            exit_name = results["policy"]["exit"]
+            thresholds = [dict(m.policy_update.exit_thresholds) for m in pushed]
+            assert any(t.get(exit_name) == pytest.approx(POLICY_THRESHOLD) for t in thresholds), (
+                thresholds
+            )
+            [exp] = (await admin.get("/v1/policies/experiments")).json()["experiments"]
+            assert exp["name"] == "console-ab" and exp["created_by"] == "console-operator"
+            assert exp["state"] == "stopped" and exp["arms"]["treatment"]["kind"] == "linucb"
         routed = results["routing"]["canary"]
         assert sum(routed.values()) == REQUESTS and set(routed) == {"1", "2"}
         assert 0.04 * REQUESTS <= routed["2"] <= 0.2 * REQUESTS, routed
         # Management actions from the console are audited under the operator's name.
         audited = {(e.principal, e.action) for e in live.audit}
         assert ("console-operator", "POST /v1/deploy/canary") in audited
+        assert ("console-operator", "POST /v1/policies") in audited
+        assert ("console-operator", "POST /v1/policies/experiments/{name}/stop") in audited
         assert ("console-admin", "POST /v2/repository/models/{name}/load") in audited
         assert ("console-admin", "PUT /v1/console/budget") in audited
         refused = [e for e in live.audit if e.principal == "console-observer"]

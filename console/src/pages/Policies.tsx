@@ -3,6 +3,7 @@ import { CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, X
 import { api, can, type SimResult } from "../api";
 import { useRole } from "../App";
 import { ErrorNote, Figure, Page, num, pct } from "../ui";
+import { PolicyConfigs } from "./PolicyEditor";
 
 const KINDS: Array<[string, string]> = [
   ["static", "Static thresholds and a fixed cut point (the baseline)"],
@@ -43,6 +44,7 @@ export function Policies() {
     }) ?? [];
   return (
     <Page title="Policies">
+      <PolicyConfigs />
       <h2>Policy kinds</h2>
       <table>
         <caption>Decision policies the gateway and devices run (docs/policy.md)</caption>
