@@ -150,3 +150,61 @@ async def test_gateway_stores_pseudonyms_for_a_device_session(
         assert gw.frames.headers
         assert all(b"cam-7" not in h.SerializeToString() for h in gw.frames.headers)
         assert [h.device_id for h in gw.frames.hellos] == ["cam-7"]
+
+
+async def test_a_gateway_with_both_keys_keeps_sealed_pseudonymous_rows(
+    bundle_dir: Path, gateway_models_dir: Path, tmp_path: Path
+) -> None:
+    """The composition end to end: a real edge agent's requests through a real gateway built
+    from settings with privacy.required, into a real SQLite metadata file — no raw id, no
+    client text, no answer in the clear; every row opens under the ring."""
+    import sqlite3
+
+    from cloud.app import Gateway
+    from cloud.stores import build_stores
+    from cloud.stores._sealed_rows import RowSealer
+    from common.privacy import KeyRing
+    from tests.support.gateway import GatedBackend, gateway_settings
+
+    ring_file, key_file, db = tmp_path / "ring.json", tmp_path / "pseudonym.key", tmp_path / "m.db"
+    KeyRing.generate("k1").save(ring_file)
+    key_file.write_text(PSEUDONYM_KEY)
+    key_file.chmod(0o600)
+    settings = gateway_settings(
+        gateway_models_dir,
+        privacy={"required": True, "pseudonym_key_file": key_file, "at_rest_key_file": ring_file},
+        stores={"metadata_url": f"sqlite:///{db}", "metadata_flush_interval_s": 0.05},
+    )
+    stores = build_stores(settings.stores, keyring=settings.privacy.keyring())
+    gw = Gateway(settings, GatedBackend(), stores=stores)
+    await gw.start()
+    try:
+        edge = _settings(bundle_dir, gw.port, device_id="cam-9")
+        async with EdgeAgent(edge) as agent:
+            assert await agent.wait_connected(5)
+            for i, image in enumerate(images(3)):
+                result = await agent.infer(image, idempotency_key=f"invoice {i} of Jane Roe")
+                assert result.route is Route.CLOUD
+            await asyncio.sleep(0.3)
+    finally:
+        await gw.stop()
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(
+            str(conn.execute(f"SELECT * FROM {t}").fetchall())
+            for t in ("devices", "sessions", "requests", "results", "costs")
+        )
+        requests = conn.execute("SELECT device_id, request_id, sealed FROM requests").fetchall()
+        results = conn.execute(
+            "SELECT device_id, request_id, top_class, sealed FROM results"
+        ).fetchall()
+    assert "cam-9" not in dump and "Jane Roe" not in dump and "invoice" not in dump
+    assert requests and results
+    sealer = RowSealer(KeyRing.load(ring_file))
+    keys = set()
+    for device, request, sealed in requests:
+        assert is_pseudonym(device) and is_pseudonym(request)
+        keys.add(sealer.open("requests", (device, request), sealed, {})["idempotency_key"])
+    assert {f"invoice {i} of Jane Roe" for i in range(3)} <= keys
+    for device, request, top, sealed in results:
+        assert top is None
+        assert isinstance(sealer.open("results", (device, request), sealed, {})["top_class"], int)
