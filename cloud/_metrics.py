@@ -33,7 +33,7 @@ MAX_FREE_VALUES = 64
 """Distinct values kept per device-filled label (``device_class``, ``codec``)."""
 MAX_LABEL_CHARS = 64
 """Longest device-filled label value kept."""
-_FREE_LABELS = frozenset({"device_class", "codec"})
+_FREE_LABELS = frozenset({"device_class", "codec", "policy"})
 UNSPECIFIED_REGION = "unspecified"
 """The ``region`` label of requests and devices that name none (and no gateway region is set)."""
 
@@ -236,6 +236,33 @@ class GatewayMetrics:
             "aiml021_gateway_budget_spent",
             "What an organisation has spent in the current budget period on this gateway.",
             ["org"],
+            registry=r,
+        )
+        self.policy_outcomes = Counter(
+            "aiml021_policy_outcomes",
+            "Outcomes reported to PolicyService, by the policy that decided (an A/B "
+            "experiment's arms are policies of their own), its action and whether the answer "
+            "was correct.",
+            ["policy", "action", "result"],
+            registry=r,
+        )
+        self.policy_outcome_latency = Histogram(
+            "aiml021_policy_outcome_latency_seconds",
+            "End-to-end latency of the requests PolicyService decided, as reported, by policy.",
+            ["policy"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.policy_deadline_missed = Counter(
+            "aiml021_policy_deadline_missed",
+            "Reported outcomes slower than their decision's deadline, by policy.",
+            ["policy"],
+            registry=r,
+        )
+        self.policy_cloud_cost = Counter(
+            "aiml021_policy_cloud_cost",
+            "Cloud cost the callers reported for the requests PolicyService decided, by policy.",
+            ["policy"],
             registry=r,
         )
         self._children: dict[tuple[object, ...], Any] = {}

@@ -20,6 +20,7 @@ from cloud.core import DataPlane
 from cloud.core._costs import Budget, CostAccountant, OrgDirectory, Prices
 from common.settings import Section
 from common.telemetry import configure_tracing
+from policy import Decision, DecisionContext, Policy, ReportedOutcome
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,29 @@ def observe_gateway(
         watch = CertificateExpiry(cert)
         metrics.certificate_expiry.labels("server").set_function(watch)
     return GatewayObservers(drift, costs, tracing)
+
+
+def policy_outcome_metrics(
+    metrics: GatewayMetrics,
+) -> Callable[[DecisionContext, Decision, Policy, ReportedOutcome], None]:
+    """An :class:`policy.OnlineLearner` observer that counts each reported outcome under the
+    policy that decided it: accuracy, latency, missed deadlines and cloud cost per policy, so
+    dashboards compare an A/B experiment's arms (and a policy before and after a change)."""
+    m = metrics
+
+    def observe(
+        ctx: DecisionContext, decision: Decision, policy: Policy, reported: ReportedOutcome
+    ) -> None:
+        name = decision.policy_id or policy.policy_id
+        result = "correct" if reported.correct else "wrong"
+        m.child(m.policy_outcomes, name, decision.action.value, result).inc()
+        m.child(m.policy_outcome_latency, name).observe(max(reported.latency_ms, 0.0) / 1e3)
+        if reported.latency_ms > ctx.deadline_ms:
+            m.child(m.policy_deadline_missed, name).inc()
+        if reported.cloud_cost > 0:
+            m.child(m.policy_cloud_cost, name).inc(reported.cloud_cost)
+
+    return observe
 
 
 class CertificateExpiry:

@@ -26,7 +26,7 @@ from inference import grpc_service_pb2_grpc
 from cloud._health import ModelHealth
 from cloud._memory import HeapTrimmer
 from cloud._metrics import GatewayMetrics
-from cloud._observability import observe_gateway
+from cloud._observability import observe_gateway, policy_outcome_metrics
 from cloud._privacy import PrivacySink, PseudonymousAudit
 from cloud._settings import GatewaySettings
 from cloud._transport import TransportSecurity
@@ -304,6 +304,7 @@ class Gateway:
         """Operators' policy changes and A/B experiments (REST ``/v1/policies``)."""
         if self.learner is not None:  # reported outcomes fill the experiments' per-arm results
             self.learner.observers.append(self.policy_admin.observe)
+            self.learner.observers.append(policy_outcome_metrics(self.metrics))
         one_process = s.server.workers == 1
         several = (
             f"this gateway runs {s.server.workers} worker processes and a change would reach "

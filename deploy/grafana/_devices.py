@@ -112,6 +112,7 @@ def devices() -> Dashboard:
 
 
 CONF = "aiml021_gateway_offload_exit_confidence"
+OUTCOMES = "aiml021_policy_outcomes_total"
 MD = 'model=~"$model",device_class=~"$device_class"'
 
 
@@ -161,6 +162,61 @@ def policy() -> Dashboard:
                 "cloud: a threshold change moves it.",
                 "percentunit",
                 *quantiles(CONF, "model, device_class", MD, (0.5, 0.9)),
+            )
+        )
+        .with_row(row(lay, "A/B: outcomes by policy (PolicyService)"))
+        .with_panel(
+            timeseries(
+                lay,
+                "Accuracy by policy",
+                "Share of reported outcomes that were correct, per policy that decided: an A/B "
+                "experiment's arms side by side.",
+                "percentunit",
+                (
+                    f'sum by (policy) (rate({OUTCOMES}{{result="correct"}}{RATE})) '
+                    f"/ sum by (policy) (rate({OUTCOMES}{RATE}))",
+                    "{{policy}}",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                lay,
+                "p95 latency by policy",
+                "End-to-end latency the callers reported, per policy.",
+                "s",
+                *quantiles("aiml021_policy_outcome_latency_seconds", "policy", "", (0.95,)),
+            )
+        )
+        .with_panel(
+            timeseries(
+                lay,
+                "Offload share and missed deadlines by policy",
+                "Share of decisions that offloaded, and of outcomes slower than their deadline.",
+                "percentunit",
+                (
+                    f'sum by (policy) (rate({OUTCOMES}{{action="OFFLOAD"}}{RATE})) '
+                    f"/ sum by (policy) (rate({OUTCOMES}{RATE}))",
+                    "{{policy}} offload",
+                ),
+                (
+                    f"sum by (policy) (rate(aiml021_policy_deadline_missed_total{RATE})) "
+                    f"/ sum by (policy) (rate({OUTCOMES}{RATE}))",
+                    "{{policy}} missed",
+                ),
+            )
+        )
+        .with_panel(
+            timeseries(
+                lay,
+                "Cloud cost per 1,000 decisions by policy",
+                "Reported cloud cost per thousand outcomes.",
+                "none",
+                (
+                    f"1000 * sum by (policy) (rate(aiml021_policy_cloud_cost_total{RATE})) "
+                    f"/ sum by (policy) (rate({OUTCOMES}{RATE}))",
+                    "{{policy}}",
+                ),
             )
         )
         .with_row(row(lay, "Cost of offloading"))

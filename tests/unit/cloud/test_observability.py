@@ -4,6 +4,7 @@ JSON log configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -35,6 +36,7 @@ from cloud.core._costs import Budget, CostAccountant, OrgDirectory, Prices
 from cloud.core._fleet import DeviceFleet, DeviceReport
 from common.privacy import Pseudonymiser, configure
 from common.telemetry import configure_logging, device_pseudonym
+from policy import Action
 
 SPEC = ModelSpec(
     "m", "1", Path("m.onnx"), (TensorSpec("x", "float32", (-1, 4)),),
@@ -261,3 +263,50 @@ def test_an_unknown_log_format_in_the_environment_is_refused(
     monkeypatch.setenv("AIML021_LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match="AIML021_LOG_FORMAT"):
         configure_logging()
+
+
+def test_policy_outcomes_are_counted_under_the_policy_that_decided() -> None:
+    """A/B on the dashboards: each reported outcome counts under its decision's policy (two
+    arms learning side by side), with accuracy, latency, missed deadlines and cost."""
+    from cloud._observability import policy_outcome_metrics
+    from policy import (
+        DecisionContext,
+        HeuristicPolicy,
+        OnlineLearner,
+        ReportedOutcome,
+        synthetic_profile,
+    )
+
+    m = GatewayMetrics()
+    arm_a = HeuristicPolicy(synthetic_profile())
+    arm_a.policy_id = "arm-a"
+    arm_b = HeuristicPolicy(synthetic_profile())
+    arm_b.policy_id = "arm-b"
+    learner = OnlineLearner(
+        arm_a, route=lambda ctx: arm_b if ctx.device_id.startswith("b") else None
+    )
+    learner.observers.append(policy_outcome_metrics(m))
+    ctx = DecisionContext(deadline_ms=100.0)
+    for device, correct, latency in (("a1", True, 20.0), ("a2", False, 250.0), ("b1", True, 40.0)):
+        decision_id, decision = learner.decide(dataclasses.replace(ctx, device_id=device))
+        assert learner.report(ReportedOutcome(decision_id, correct, latency, cloud_cost=0.5))
+        action = decision.action.value
+        assert (_value(m, "aiml021_policy_outcomes_total", policy=decision.policy_id,
+                       action=action, result="correct" if correct else "wrong") or 0) >= 1  # fmt: skip
+    total = {
+        p: sum(
+            _value(m, "aiml021_policy_outcomes_total", policy=p, action=a.value, result=r) or 0
+            for a in Action
+            for r in ("correct", "wrong")
+        )
+        for p in ("arm-a", "arm-b")
+    }
+    assert total == {"arm-a": 2, "arm-b": 1}
+    assert _value(m, "aiml021_policy_deadline_missed_total", policy="arm-a") == 1
+    assert _value(m, "aiml021_policy_deadline_missed_total", policy="arm-b") is None
+    assert _value(m, "aiml021_policy_outcome_latency_seconds_count", policy="arm-a") == 2
+    assert _value(m, "aiml021_policy_outcome_latency_seconds_sum", policy="arm-b") == 0.04
+    assert _value(m, "aiml021_policy_cloud_cost_total", policy="arm-a") == 1.0
+    # an unknown decision is not counted (nothing was learned from it)
+    assert not learner.report(ReportedOutcome("nope", True, 1.0))
+    assert total["arm-a"] == 2
