@@ -141,6 +141,31 @@ def fleet() -> Dashboard:
                 ),
             )
         )
+        .with_panel(
+            timeseries(
+                lay,
+                "Request time by region and device class",
+                "Gateway time of each request by the device class its request context declares "
+                "(empty: KServe and REST requests), p95: the console's heatmap over time.",
+                "s",
+                *quantiles(DURATION, "region, device_class", RD, (0.95,)),
+            )
+        )
+        .with_panel(
+            timeseries(
+                lay,
+                "Expected accuracy of device answers",
+                "Mean calibrated confidence of the answers devices report, by route (no ground "
+                "truth is recorded; a calibrated confidence is the chance the answer is right).",
+                "percentunit",
+                (
+                    "sum by (route) (rate(aiml021_gateway_device_answer_confidence_sum"
+                    f"{RATE})) / sum by (route) "
+                    f"(rate(aiml021_gateway_device_answer_confidence_count{RATE}))",
+                    "{{route}}",
+                ),
+            )
+        )
     )
 
 
