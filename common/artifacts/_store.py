@@ -31,6 +31,9 @@ from common.errors import BundleError, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
+MAX_ASSIGNMENT_BYTES = 4096
+"""Largest assignment object read (it holds a name and a version)."""
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Bundle names, versions and device classes: they become object keys and directory names."""
 
@@ -195,13 +198,25 @@ class ArtifactStore:
         self._s3.put_object(Bucket=self.bucket, Key=f"assignments/{device_class}.json", Body=body)
 
     def assignment(self, device_class: str) -> BundleRef | None:
-        """What ``device_class`` is assigned (None: nothing yet)."""
+        """What ``device_class`` is assigned (None: nothing yet); InvalidArgument for an
+        assignment that is not one (over 4 KiB, not ``{"name": ..., "version": ...}``)."""
+        key = f"assignments/{_check('device class', device_class)}.json"
         try:
-            raw = self._get(f"assignments/{_check('device class', device_class)}.json")
+            size = self._size(key)
         except NotFound:
             return None
-        d = json.loads(raw)
-        return BundleRef(_check("bundle name", d["name"]), _check("bundle version", d["version"]))
+        if size > MAX_ASSIGNMENT_BYTES:
+            raise InvalidArgument(f"s3://{self.bucket}/{key} is {size} bytes; not an assignment")
+        try:
+            d = json.loads(self._get(key))
+            name, version = d["name"], d["version"]
+        except (ValueError, TypeError, KeyError):
+            raise InvalidArgument(
+                f's3://{self.bucket}/{key} is not {{"name": ..., "version": ...}}'
+            ) from None
+        if not isinstance(name, str) or not isinstance(version, str):
+            raise InvalidArgument(f"s3://{self.bucket}/{key}: name and version must be strings")
+        return BundleRef(_check("bundle name", name), _check("bundle version", version))
 
 
 __all__ = ["ArtifactStore", "BundleRef"]

@@ -244,3 +244,19 @@ def test_storage_out_of_reach_does_not_mark_the_assigned_bundle_bad(
     assert not r.swapped and "unreachable" in r.error and updater.bad == []
     updater.store = store
     assert updater.check().swapped
+
+
+def test_a_hostile_assignment_is_refused_and_the_device_stays_where_it_is(
+    s3: S3Server, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    store = store_with(s3, tmp_path, keys[0], ["1"])
+    updater = BundleUpdater(store, load_verify_key(keys[1].read_bytes()), "cam", tmp_path / "d")
+    store.assign("cam", BundleRef(NAME, "1"))
+    assert updater.check().swapped
+    client = s3.client()
+    for body in (b"{" * (1 << 20), b"[1, 2]", b'{"name": "x"}', b'{"name": 1, "version": 2}',
+                 json.dumps({"name": NAME, "version": "../1"}).encode()):  # fmt: skip
+        client.put_object(Bucket=store.bucket, Key="assignments/cam.json", Body=body)
+        with pytest.raises(InvalidArgument):
+            updater.check()
+        assert updater.current == tmp_path / "d/versions" / f"{NAME}-1"
