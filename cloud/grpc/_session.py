@@ -51,6 +51,7 @@ from common.errors import (
     Unavailable,
 )
 from common.prototime import duration_from_s
+from common.telemetry import device_pseudonym
 from policy import PolicyPublisher
 
 log = logging.getLogger(__name__)
@@ -357,11 +358,11 @@ class SessionServicer:
                         outbox.put(_StreamFault("frame carries no known field"))
                         return
                 except AimlError as exc:
-                    log.warning("session %s: %s", core.device_id, exc)
+                    log.warning("session %s: %s", device_pseudonym(core.device_id), exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # transport ended abnormally (client went away)
-            log.debug("session %s read ended: %s", core.device_id, exc)
+            log.debug("session %s read ended: %s", device_pseudonym(core.device_id), exc)
         outbox.put(_CLOSE)
 
     def _cut_off(
@@ -375,7 +376,12 @@ class SessionServicer:
             f"for over {self._guards.outbound_stall_s:g} s (session.max_outbound_bytes = "
             f"{stream.outbox.max_bytes}, session.outbound_stall_s)"
         )
-        log.warning("session %s of %s: %s", stream.core.session_id, stream.core.device_id, err)
+        log.warning(
+            "session %s of %s: %s",
+            stream.core.session_id,
+            device_pseudonym(stream.core.device_id),
+            err,
+        )
         self._dp.metrics.rejections.labels(err.code.value).inc()
         stream.outbox.clear()
         abort = asyncio.ensure_future(context.abort(grpc_status(err), err.message))

@@ -76,14 +76,17 @@ async def test_sessions_past_the_device_quota_are_refused(tmp_path: Path) -> Non
                 call.cancel()
 
 
-async def test_a_device_that_does_not_read_is_cut_off(tmp_path: Path) -> None:
+async def test_a_device_that_does_not_read_is_cut_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The synchronous client in a thread: grpc.aio's client would report its own INTERNAL for
-    the write pending when the stream ends, instead of the gateway's status."""
+    the write pending when the stream ends, instead of the gateway's status. The cut is logged
+    for operators, with the device's pseudonym, not its id (logs are exported)."""
     settings = {"session.max_outbound_bytes": 64 * 1024, "session.outbound_stall_s": 0.3}
     sent = [0]
 
     def frames() -> Iterator[session_pb2.ConnectRequest]:
-        yield hello("sink")
+        yield hello("cam-secret-17")
         for i in range(100_000):
             yield chunk(f"{i:0200d}", 0, b"x", True)  # answered NOT_FOUND, its id echoed
             sent[0] += 1
@@ -112,6 +115,7 @@ async def test_a_device_that_does_not_read_is_cut_off(tmp_path: Path) -> None:
             return answers.code(), answers.details()
 
     flood = frames()
+    caplog.set_level("WARNING", logger="cloud.grpc._session")
     try:
         async with running_gateway(tmp_path, **settings) as gw:
             try:
@@ -125,3 +129,7 @@ async def test_a_device_that_does_not_read_is_cut_off(tmp_path: Path) -> None:
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
     assert "does not read its answers" in details
     assert sent[0] < 100_000 and still_open == 0
+    from common.telemetry import device_pseudonym
+
+    (cut,) = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert "cam-secret-17" not in cut and device_pseudonym("cam-secret-17") in cut
