@@ -85,7 +85,8 @@ class Policy:
     """A ``policy`` kind deciding per frame and per line (``heuristic``, ``static``, ``linucb``,
     ``thompson``, ``dqn``); empty: the fixed rule above."""
     decider_state: str = ""
-    """A JSON file with a learned decider's state (``policy.dumps_state``)."""
+    """A JSON file with a learned decider's state (``policy.dumps_state``); ``{class}`` in it
+    is replaced by the device class (``phone``, ``iot``)."""
     deadline_ms: float = 1500.0
     """The frame's deadline the decider plans against."""
 
@@ -217,15 +218,13 @@ class OcrApp:
             from benchmarks.ocr.decide import Contexts, LineCosts, line_profile, make_decider
 
             costs = LineCosts.load()
-            state = None
-            if policy.decider_state:
-                state = json.loads(Path(policy.decider_state).read_text())
+            state, cls = None, "phone" if share >= 1 else "iot"
+            if policy.decider_state:  # "{class}" in the path: one trained state per class
+                state = json.loads(Path(policy.decider_state.replace("{class}", cls)).read_text())
             self.decider = make_decider(
                 policy.decider, line_profile(costs, policy.threshold), state, costs.lines_per_frame
             )
-            self.contexts = Contexts(
-                costs.lines_per_frame, share, "phone" if share >= 1 else "iot", policy.deadline_ms
-            )
+            self.contexts = Contexts(costs.lines_per_frame, share, cls, policy.deadline_ms)
             self._v4_ms = costs.v4_ms * costs.lines_per_frame
             """Device CPU ms per frame for v4: the profile's, then what this device measured."""
         self.deferred: list[tuple[FrameResult, int, npt.NDArray[np.float32]]] = []

@@ -79,8 +79,7 @@ def plot(report: dict[str, Any], cell: dict[str, Any], png: Path, title: str) ->
             for r, colour in COLOURS.items():
                 h = f["mix"][r]
                 if h:
-                    ax.bar(f["arrival_s"], h, width=0.6, bottom=bottom, color=colour,
-                           label=r if r not in ax.get_legend_handles_labels()[1] else None)  # fmt: skip
+                    ax.bar(f["arrival_s"], h, width=0.6, bottom=bottom, color=colour)
                     bottom += h
             if f.get("decision", "").startswith("OFFLOAD"):
                 ax.text(f["arrival_s"], 1.02, "F", ha="center", fontsize=7, color=COLOURS["frame"])
@@ -98,7 +97,10 @@ def plot(report: dict[str, Any], cell: dict[str, Any], png: Path, title: str) ->
         link.step(t, bw, where="post", color="black", linewidth=1.5, label="uplink Mbit/s")
         link.set_yscale("log")
         link.set_ylabel("uplink Mbit/s (log)")
-    axes[0].legend(loc="lower left", fontsize=7, ncol=6)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=r) for r, c in COLOURS.items()]
+    axes[0].legend(handles=handles, loc="lower left", fontsize=7, ncol=6)
     axes[0].set_title(title, fontsize=9)
     axes[1].set_xlabel("frame arrival, s (F: the decider sent the JPEG before v4 ran)")
     fig.tight_layout()
@@ -115,8 +117,12 @@ def main() -> None:
     report = json.loads(args.report.read_text())
     cell = report["cells"][0]
     decider = report["policy"].get("decider") or "fixed rule"
-    title = (f"{report['command']}\n{decider} decider; link {cell['link']} then "
-             f"{report.get('link_schedule')}")  # fmt: skip
+    bw = report["links"][cell["link"]]["bandwidth_mbit"]
+    changes = ", ".join(
+        f"{c.get('bandwidth_mbit', '?')} Mbit/s at {t} s"
+        for t, c in report.get("link_schedule", [])
+    )
+    title = f"OCR fleet, {decider} decider: {cell['link']} ({bw} Mbit/s), then {changes or '-'}"
     plot(report, cell, args.png, title)
     print(json.dumps(phases(report, cell), indent=1))
     print(f"wrote {args.png}")
