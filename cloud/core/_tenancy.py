@@ -79,6 +79,10 @@ class OrgScopedCache:
     def __init__(self, inner: ResultCache, *, per_principal: bool = False) -> None:
         self.inner = inner
         self.per_principal = per_principal
+        # An entry the org shares is also the data of every device that sent its content:
+        # the cache remembers who, so that forgetting one of them finds it (per-principal
+        # entries carry their owner in the key already).
+        self._owners = inner if not per_principal and isinstance(inner, CacheOwnerIndex) else None
 
     def _model(self, model_name: str) -> str:
         if not model_name or len(model_name) > MAX_CLIENT_KEY_LENGTH:
@@ -104,12 +108,9 @@ class OrgScopedCache:
     async def _note_owner(
         self, key: str, content_hash: str, ttl_s: float | None, stored_at: float
     ) -> None:
-        # An entry the org shares is also the data of every device that sent its content:
-        # remember who, so that forgetting one of them finds it (per-principal entries carry
-        # their owner in the key already).
-        if not self.per_principal and isinstance(self.inner, CacheOwnerIndex):
+        if self._owners is not None:
             owner = principal_namespace(current_principal())
-            await self.inner.note_owner(owner, key, content_hash, ttl_s, stored_at)
+            await self._owners.note_owner(owner, key, content_hash, ttl_s, stored_at)
 
     async def close(self) -> None:
         await self.inner.close()
