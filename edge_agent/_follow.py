@@ -7,9 +7,9 @@ session says Hello again declaring its version (the stream first finishes the re
 it); only once the gateway welcomes it does the agent swap its head: requests in flight finish on
 the old bundle, new ones start on the new one. The gateway refusing the version
 (FAILED_PRECONDITION) rolls the updater back and the agent keeps its bundle. A bundle that fails
-in service (its head raises) is rolled back to the last known good one, which answers the
-request again. Every outcome is logged and counted (:class:`BundleMetrics`, in
-``EdgeAgent.metrics()["bundle"]``).
+in service (its head raises, or an exit gives non-finite outputs) is rolled back to the last
+known good one, which answers the request again; so is one the gateway refuses at a reconnect.
+Every outcome is logged and counted (:class:`BundleMetrics`, in ``EdgeAgent.metrics()["bundle"]``).
 """
 
 from __future__ import annotations

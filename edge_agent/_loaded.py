@@ -9,6 +9,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from common.bundle import Bundle
 from edge_agent._answer import Answers
 from edge_agent._cache import ResultCache
@@ -16,11 +18,26 @@ from edge_agent._head import Head
 from edge_agent._offload import Offloader
 from edge_agent._policy_engine import default_policy, device_profile
 from edge_agent._privacy import FeaturePrivacy
-from edge_agent._runtime import EdgeRuntime
+from edge_agent._runtime import EdgeRuntime, HeadState
 from edge_agent._settings import EdgeSettings
+from edge_agent._types import ExitOutput
 from policy import FallbackPolicy, Policy
 
 log = logging.getLogger(__name__)
+
+
+class FiniteHead(Head):
+    """The head of a bundle taken from an assignment: an exit with non-finite outputs is a
+    failure in service (raised), so the bundle is rolled back. The probe on zero inputs cannot
+    see a head that overflows or divides by zero only on real ones."""
+
+    async def step(self, state: HeadState) -> list[ExitOutput]:
+        exits = await super().step(state)
+        for e in exits:
+            if not np.all(np.isfinite(e.probabilities)):
+                raise FloatingPointError(f"exit {e.name} gives non-finite outputs")
+        return exits
+
 
 CodecOf = Callable[[Bundle, str, str | None], str]
 """The codec spec for a cut point of a bundle (the override when given)."""
@@ -100,7 +117,8 @@ def load(
     def codec(cut: str, override: str | None = None) -> str:
         return codec_of(bundle, cut, override)
 
-    head = Head(runtime, codec, in_thread=st.runtime.compute_in_thread, privacy=privacy)
+    kind = FiniteHead if follows_assignment else Head
+    head = kind(runtime, codec, in_thread=st.runtime.compute_in_thread, privacy=privacy)
     profile = device_profile(runtime, {c.name: codec(c.name) for c in bundle.cut_points})
     first_cut = bundle.cut_points[0].name if bundle.cut_points else None
     embedding = st.cache.embedding or first_cut
@@ -119,4 +137,4 @@ def load(
     )
 
 
-__all__ = ["CodecOf", "LoadedBundle", "load"]
+__all__ = ["CodecOf", "FiniteHead", "LoadedBundle", "load"]

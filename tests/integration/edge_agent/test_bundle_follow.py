@@ -6,7 +6,8 @@ hot-swaps its head without a restart, with real processes: moto's S3 server, the
 v1 -> v2 swaps with 0 failed requests, every cloud answer served by the tail of the version whose
 head coded it; a tampered, unsigned, oversized, path-escaping or mis-signed assignment is refused
 and the agent stays on v2; a version the gateway has no tail for is refused at Hello and the agent
-keeps v2; a version that verifies and probes but fails in service is rolled back to v2."""
+keeps v2; a version that verifies and probes but fails in service (its head raises, or gives NaN)
+on real inputs is rolled back to v2."""
 
 from __future__ import annotations
 
@@ -66,13 +67,13 @@ def versioned(root: Path, version: str, seed: int) -> Path:
     return root
 
 
-def fails_in_service(root: Path) -> Path:
-    """Make the head's first segment fail on real inputs only: it gathers at index
-    1000 x max(input), in range for the probe's zeros, out of range for any real image."""
+def fails_in_service(root: Path, how: str = "raises") -> Path:
+    """Make the head's first segment fail on real inputs only, fine on the probe's zeros:
+    ``raises``: it gathers at index 1000 x max(input), out of range for any real image;
+    ``nan``: exit 1 adds sqrt(-max(input)), NaN for any real image."""
     path = root / "stage1.onnx"
     model = onnx.load(str(path))
     g = model.graph
-    out = next(o for o in g.output if o.name == "exit1_logits")
     for node in g.node:
         node.output[:] = ["exit1_raw" if o == "exit1_logits" else o for o in node.output]
     g.initializer.extend(
@@ -81,15 +82,23 @@ def fails_in_service(root: Path) -> Path:
             numpy_helper.from_array(np.zeros([1], np.float32), "table"),
         ]
     )
-    g.node.extend(
-        [
-            helper.make_node("ReduceMax", ["input"], ["mx"], keepdims=0),
-            helper.make_node("Mul", ["mx", "k1000"], ["scaled"]),
-            helper.make_node("Cast", ["scaled"], ["idx"], to=TensorProto.INT64),
-            helper.make_node("Gather", ["table", "idx"], ["picked"]),
-            helper.make_node("Add", ["exit1_raw", "picked"], [out.name]),
-        ]
-    )
+    g.node.append(helper.make_node("ReduceMax", ["input"], ["mx"], keepdims=0))
+    if how == "raises":
+        g.node.extend(
+            [
+                helper.make_node("Mul", ["mx", "k1000"], ["scaled"]),
+                helper.make_node("Cast", ["scaled"], ["idx"], to=TensorProto.INT64),
+                helper.make_node("Gather", ["table", "idx"], ["picked"]),
+            ]
+        )
+    else:
+        g.node.extend(
+            [
+                helper.make_node("Neg", ["mx"], ["negative"]),
+                helper.make_node("Sqrt", ["negative"], ["picked"]),
+            ]
+        )
+    g.node.append(helper.make_node("Add", ["exit1_raw", "picked"], ["exit1_logits"]))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     bundle = load_bundle(root, verify=False)
@@ -240,10 +249,11 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     for version, seed in (("1", 0), ("2", 1)):
         store.publish(versioned(tmp_path / f"src-{version}", version, seed), key)
     store.publish(fails_in_service(versioned(tmp_path / "src-4", "4", seed=4)), key)
+    store.publish(fails_in_service(versioned(tmp_path / "src-11", "11", seed=11), "nan"), key)
     models = tmp_path / "models"
     art = ArtifactSettings(bucket=store.bucket, endpoint=s3.endpoint,
                            verify_key=tmp_path / "sign.pub")  # fmt: skip
-    await asyncio.to_thread(sync_models, art, models)  # what the gateway serves: 1, 2 and 4
+    await asyncio.to_thread(sync_models, art, models)  # the gateway serves 1, 2, 4 and 11
     _assign(s3, store.bucket, "1")
     async with running_gateway(models) as gw:
         agent = Agent(_settings(tmp_path, gw.address, store, s3.endpoint), tmp_path)
@@ -278,6 +288,11 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
             _assign(s3, store.bucket, "4")
             await agent.until("v4 rolled back", lambda: agent.metrics.get("rollbacks", 0) >= 1)
             await agent.answers_after(20)
+
+            # its first exit gives NaN on real inputs (finite on zeros): back to 2 as well
+            _assign(s3, store.bucket, "11")
+            await agent.until("v11 rolled back", lambda: agent.metrics.get("rollbacks", 0) >= 2)
+            await agent.answers_after(20)
         finally:
             agent.stop()
         log = (tmp_path / "agent.log").read_text()
@@ -288,8 +303,8 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     assert {v for _, _, v in answers} == {"1", "2"}
     assert all(v == "2" for _, _, v in answers[swapped_at:])
     m = agent.metrics
-    assert m["current"] == f"{NAME}-2" and m["rollbacks"] == 1 and m["refused"] == 1
-    assert m["rejected"] == 6 and m["swaps"] == 3  # 1 at start, 2, 4 (rolled back)
+    assert m["current"] == f"{NAME}-2" and m["rollbacks"] == 2 and m["refused"] == 1
+    assert m["rejected"] == 6 and m["swaps"] == 4  # 1 at start, 2, then 4 and 11 rolled back
     # every cloud answer came from the tail of the version whose head coded its features
     served = {r.idempotency_key: r.model_version for r in gw.records if r.status == "OK"}
     cloud = [(k, v) for k, route, v in answers if route == "cloud"]
@@ -299,9 +314,10 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
     # the session said Hello again at each change, declaring the version its head runs
     declared = [",".join(b.version for b in h.bundles) for h in gw.frames.hellos]
     changes = [v for i, v in enumerate(declared) if i == 0 or declared[i - 1] != v]
-    assert changes == ["1", "2", "5", "2", "4", "2"]
+    assert changes == ["1", "2", "5", "2", "4", "2", "11", "2"]
     for why in ("signature does not verify", "not downloaded", "outside the bundle",
-                "escapes the bundle", "failed in service", "no tail for head"):  # fmt: skip
+                "escapes the bundle", "failed in service", "no tail for head",
+                "exit exit1 gives non-finite outputs"):  # fmt: skip
         assert why in log, why
 
 
