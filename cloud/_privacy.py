@@ -49,6 +49,9 @@ class GatewayPrivacySettings(Section):
     pseudonyms can be linked to ids."""
     pseudonym_key: str | None = None
     """The pseudonym key itself (hex or base64), e.g. from a secret store."""
+    retired_pseudonym_key_files: list[Path] = Field(default_factory=list)
+    """Pseudonym keys rotated out, kept only so that ``aiml021 privacy forget`` also finds the
+    rows recorded under them (the gateway never pseudonymises with them)."""
     dlp: bool = True
     """Scan request records, device telemetry and audit events for personal data (e-mails,
     phone numbers, payment cards, IBANs, IP addresses) and redact it before it is stored."""
@@ -111,6 +114,10 @@ class GatewayPrivacySettings(Section):
         if self.pseudonym_key_file is not None:
             return Pseudonymiser.from_file(self.pseudonym_key_file)
         return None
+
+    def retired_pseudonymisers(self) -> list[Pseudonymiser]:
+        """Pseudonymisers of the retired keys (for erasure only)."""
+        return [Pseudonymiser.from_file(p) for p in self.retired_pseudonym_key_files]
 
     def redactor(self) -> Redactor | None:
         """The DLP redactor reporting to the metric, or None when DLP is off."""

@@ -102,6 +102,7 @@ def _forget(args: argparse.Namespace) -> int:
             redis_url=redis_url,
             org=args.org,
             pseudonymiser=settings.privacy.pseudonymiser(),
+            retired_pseudonymisers=settings.privacy.retired_pseudonymisers(),
             flush_org_cache=args.flush_org_cache,
             actor=args.actor,
             audit_key=read_audit_key(settings.authz.audit_key_file),

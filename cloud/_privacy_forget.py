@@ -103,10 +103,15 @@ def _subject(device_id: str, pseudonymiser: Pseudonymiser | None) -> str:
     return "sha256:" + hashlib.sha256(device_id.encode()).hexdigest()
 
 
-def _ids(device_id: str, pseudonymiser: Pseudonymiser | None) -> list[str]:
+def _ids(
+    device_id: str, pseudonymiser: Pseudonymiser | None, retired: list[Pseudonymiser]
+) -> list[str]:
+    """The raw id and its pseudonym under the current key and every retired one: rows written
+    before a pseudonym key rotation are the device's too."""
     ids = [device_id]
-    if pseudonymiser is not None:
-        ids.append(pseudonymiser.device(device_id))
+    for p in [pseudonymiser, *retired]:
+        if p is not None:
+            ids.append(p.device(device_id))
     return ids
 
 
@@ -207,6 +212,7 @@ async def forget_device(
     redis_url: str | None = None,
     org: str = "",
     pseudonymiser: Pseudonymiser | None = None,
+    retired_pseudonymisers: list[Pseudonymiser] | None = None,
     flush_org_cache: bool = False,
     actor: str = "cli",
     redis_client: Any = None,
@@ -215,8 +221,10 @@ async def forget_device(
 ) -> ForgetReport:
     """Remove ``device_id``'s records from the metadata database at ``metadata_url`` and its
     idempotency and result-cache entries (and, with ``flush_org_cache``, its org's whole cache)
-    from the Redis at ``redis_url``; write the tombstone last, with the counts, in the metadata database, and
-    (``audit``) append it to the audit log there, chained with ``audit_key`` when it has one."""
+    from the Redis at ``redis_url``; write the tombstone last, with the counts, in the metadata
+    database, and (``audit``) append it to the audit log there, chained with ``audit_key`` when
+    it has one. Rows are found by the raw id and its pseudonyms under ``pseudonymiser`` and
+    ``retired_pseudonymisers`` (keys rotated out)."""
     if not device_id:
         raise ValueError("forget needs a device id")
     report = ForgetReport(subject=_subject(device_id, pseudonymiser), tombstone_id=uuid.uuid4().hex)
@@ -242,7 +250,7 @@ async def forget_device(
         finally:
             if redis_client is None:
                 await client.aclose()
-    ids = _ids(device_id, pseudonymiser)
+    ids = _ids(device_id, pseudonymiser, retired_pseudonymisers or [])
     if metadata_url and metadata_url != "none":
         if metadata_url.startswith("sqlite:///"):
             import asyncio

@@ -244,3 +244,32 @@ def test_audit_names_devices_by_pseudonym_and_operators_by_name(tmp_path: Path) 
         gateway_settings(tmp_path, privacy={"dlp": False}), GatedBackend(), audit=seen.append
     )
     assert plain.audit == seen.append
+
+
+async def test_forget_finds_rows_recorded_under_a_rotated_out_pseudonym_key(
+    tmp_path: Path,
+) -> None:
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    old_key.write_text("44" * 32)
+    new_key.write_text("55" * 32)
+    db = SqliteMetadataBackend(tmp_path / "meta.sqlite3")
+    writer = MetadataWriter(db, flush_interval_s=0.01)
+    await writer.start()
+    for key, i in ((old_key, 1), (new_key, 2)):  # the gateway before and after the rotation
+        PrivacySink(writer, Pseudonymiser.from_file(key), None)(_record(i))
+    await writer.stop()
+    await db.close()
+    url = f"sqlite:///{tmp_path / 'meta.sqlite3'}"
+    current = GatewayPrivacySettings(pseudonym_key_file=new_key)
+    # Without the retired key the old rows are out of reach...
+    alone = await forget_device("cam-1", metadata_url=url, pseudonymiser=current.pseudonymiser())
+    assert alone.rows["requests"] == 1
+    # ... with it (privacy.retired_pseudonym_key_files) they go too.
+    s = GatewayPrivacySettings(pseudonym_key_file=new_key, retired_pseudonym_key_files=[old_key])
+    both = await forget_device(
+        "cam-1", metadata_url=url, pseudonymiser=s.pseudonymiser(),
+        retired_pseudonymisers=s.retired_pseudonymisers(),
+    )  # fmt: skip
+    assert both.rows["requests"] == 1
+    with sqlite3.connect(tmp_path / "meta.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM requests").fetchone() == (0,)
