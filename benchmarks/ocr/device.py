@@ -86,13 +86,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = Policy(**json.loads(args.policy))
     emus: list[ScheduledLink] = []
     client: Any = None
-    frame_ocr = None
+    frame_ocr: Any = None  # FrameClient, GatewayFrameOcr or TritonFrameOcr
     t_start = time.monotonic()
     via_gateway = args.cloud_target == "gateway"  # whole frames to the gateway's pipeline model
     if args.system != "edge" and not via_gateway:
         emu = ScheduledLink(_hostport(args.frame_service), imp)
         emus.append(emu)
-        frame_ocr = FrameClient("127.0.0.1", await emu.start())
+        port = await emu.start()
+        if args.cloud_target == "triton":  # the pipeline as a Triton python-backend model
+            from benchmarks.ocr.triton_frames import TritonFrameOcr
+
+            frame_ocr = TritonFrameOcr("127.0.0.1", port)
+        else:
+            frame_ocr = FrameClient("127.0.0.1", port)
     if args.system == "hybrid" or (args.system == "cloud" and via_gateway):
         from common.settings import nest
         from edge_agent import EdgeSettings, SessionClient
@@ -204,8 +210,9 @@ def main() -> None:
     ap.add_argument("--link", required=True, help="JSON: rtt_ms, bandwidth_mbit, ...")
     ap.add_argument("--gateway", default="")
     ap.add_argument("--frame-service", default="")
-    ap.add_argument("--cloud-target", choices=("gateway", "service"), default="service",
-                    help="whole frames to the gateway's pipeline model or to cloud_ocr.py")  # fmt: skip
+    ap.add_argument("--cloud-target", choices=("gateway", "service", "triton"), default="service",
+                    help="whole frames to the gateway's pipeline model, to cloud_ocr.py or to "
+                         "Triton's (at --frame-service)")  # fmt: skip
     ap.add_argument("--frames-json", required=True)
     ap.add_argument("--frame-index", type=int, nargs="+", required=True)
     ap.add_argument("--interval", type=float, default=4.0)

@@ -59,10 +59,11 @@ v4 on the device) and per line (device, region, defer); a frame's regions go as 
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its waited-for children) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(f) for f in fields[11:15]) / ticks
+    """utime + stime of the session ``pid`` leads (each server starts one: Triton's includes
+    tritonserver and its python-backend stubs) from /proc, waited-for children included."""
+    from benchmarks.ocr.triton_frames import session_cpu_seconds
+
+    return session_cpu_seconds(pid)
 
 
 def frames_json(work: Path, n: int, seed: int) -> Path:
@@ -335,9 +336,10 @@ def main() -> None:
     ap.add_argument("--policy", type=json.loads, default={}, help="JSON over POLICY's fields")
     ap.add_argument("--link-schedule", type=json.loads, default=[],
                     help='mid-run link changes: [[t_s, {"bandwidth_mbit": b, "rtt_ms": r}], ...]')  # fmt: skip
-    ap.add_argument("--cloud-target", choices=("gateway", "service"), default="service",
+    ap.add_argument("--cloud-target", choices=("gateway", "service", "triton"), default="service",
                     help="whole frames (cloud-only, hybrid's frame route) to the gateway's "
-                         "PP-OCRv6 pipeline model (ppocr_v6) or to benchmarks/ocr/cloud_ocr.py")  # fmt: skip
+                         "PP-OCRv6 pipeline model (ppocr_v6), to benchmarks/ocr/cloud_ocr.py or "
+                         "to the same pipeline in a real Triton (benchmarks/ocr/triton_frames.py)")  # fmt: skip
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS / "ocr_fleet.json")
     args = ap.parse_args()
@@ -359,16 +361,22 @@ def main() -> None:
         "--metadata-url", f"sqlite:///{work / 'metadata.sqlite3'}",
     ]  # fmt: skip
     ocr_cmd = [sys.executable, "-m", "benchmarks.ocr.cloud_ocr", "--port-file", str(ocr_file)]
+    from benchmarks.ocr.triton_frames import triton_peer
+
     cells = []
     t0 = time.time()
     with (
         child(gw_cmd, work / "gateway.log", gw_file) as gw,
         child(ocr_cmd, work / "cloud_ocr.log", ocr_file) as ocr,
+        triton_peer(args.cloud_target == "triton") as triton,
     ):
         gw_port, ocr_port = gateway_port(gw_file), int(ocr_file.read_text())
+        frame_pid = ocr.pid
+        if triton is not None and triton.proc is not None:  # whole frames to Triton instead
+            ocr_port, frame_pid = triton.http_port, triton.proc.pid
         for link in args.links:
             for system in args.systems:
-                cell = run_cell(work, system, link, args, gw_port, ocr_port, [gw.pid, ocr.pid])
+                cell = run_cell(work, system, link, args, gw_port, ocr_port, [gw.pid, frame_pid])
                 cells.append(cell)
                 print("\n".join(markdown([cell]).splitlines()[2:]), flush=True)
     report = {

@@ -62,7 +62,9 @@ def lines_from_outputs(outputs: dict[str, np.ndarray]) -> list[Line]:
 class GatewayFrameOcr:
     """Whole frames over a device's ``edge_agent.SessionClient`` to the pipeline model."""
 
-    def __init__(self, client: Any, model: str = FRAME_MODEL, deadline_s: float = 60.0) -> None:
+    def __init__(self, client: Any, model: str = FRAME_MODEL, deadline_s: float = 600.0) -> None:
+        # a long deadline, like the whole-frame service's connection (none): on a host at load
+        # average 20 a frame's compute alone took 7 s of wall time and 60 s ran out in the queue
         self.client, self.model, self.deadline_s = client, model, deadline_s
         self._prefix = uuid.uuid4().hex[:10]
         self._seq = 0

@@ -157,3 +157,22 @@ async def test_a_broken_pipeline_directory_is_skipped_with_its_reason(tmp_path, 
     assert [s.name for s in specs] == [MODEL]
     assert specs[0].pipeline is not None and specs[0].max_batch_size == 1
     assert "cannot serve" in caplog.text and "broken" in caplog.text and "reads" in caplog.text
+
+
+def test_triton_serves_the_same_pipeline_as_a_python_backend_model(frame, expected) -> None:  # type: ignore[no-untyped-def]
+    """The cloud-only peer: a real Triton (PyTriton's tritonserver) running the same pipeline as
+    one python-backend model, reached over KServe-v2 HTTP with a BYTES input."""
+    from benchmarks.ocr.triton_frames import TritonPipelineServer, infer_body, parse_answer
+
+    with TritonPipelineServer() as triton:
+        body, headers = infer_body(bytes(frame.encoded))
+        r = httpx.post(
+            f"http://127.0.0.1:{triton.http_port}/v2/models/{MODEL}/infer",
+            content=body,
+            headers=headers,
+            timeout=300,
+        )
+    assert r.status_code == 200, r.text[:500]
+    lines, cpu_ms = parse_answer(r.content, int(r.headers["Inference-Header-Content-Length"]))
+    assert cpu_ms > 0
+    assert _read(lines) == expected
