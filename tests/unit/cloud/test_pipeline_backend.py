@@ -44,6 +44,12 @@ def test_decode_image_gives_the_bgr_frame() -> None:
     assert bgr.shape == (24, 40, 3) and bgr.dtype == np.uint8
 
 
+def test_a_raw_frame_goes_as_ppm_at_the_cost_of_a_copy() -> None:
+    bgr = (np.arange(30 * 40 * 3) % 251).astype(np.uint8).reshape(30, 40, 3)
+    ppm = b"P6\n40 30\n255\n" + bgr[:, :, ::-1].tobytes()
+    np.testing.assert_array_equal(decode_image(ppm, 1 << 20, 1 << 20), bgr)
+
+
 def test_a_bytes_tensor_of_one_element_becomes_its_bytes() -> None:
     raw = struct.pack("<I", 3) + b"abc"
     np.testing.assert_array_equal(bytes_input("image", [1], raw), [[97, 98, 99]])
