@@ -89,6 +89,11 @@ class Policy:
     is replaced by the device class (``phone``, ``iot``)."""
     deadline_ms: float = 1500.0
     """The frame's deadline the decider plans against."""
+    det_route: bool = False
+    """With a decider: run v4's detector alone first (at ``det_side`` px on the long side) and
+    let the decider choose there between sending every line's region (one request) and reading
+    the lines on the device (the rest of v4 on those boxes)."""
+    det_side: int = 960
 
     def frame_route(self, doubtful: int, lines: int, link_mbit: float) -> bool:
         return (
@@ -213,7 +218,7 @@ class OcrApp:
         self.share = share
         self.decider: Any = None
         self._pending = 0
-        self._v4_cpu_ms: float | None = None
+        self._speed: float | None = None
         if system == "hybrid" and policy.decider:
             from benchmarks.ocr.decide import Contexts, LineCosts, line_profile, make_decider
 
@@ -221,10 +226,12 @@ class OcrApp:
             state, cls = None, "phone" if share >= 1 else "iot"
             if policy.decider_state:  # "{class}" in the path: one trained state per class
                 state = json.loads(Path(policy.decider_state.replace("{class}", cls)).read_text())
-            self.decider = make_decider(
-                policy.decider, line_profile(costs, policy.threshold), state, costs.lines_per_frame
+            profile = line_profile(costs, policy.threshold, det=policy.det_route)
+            self.decider = make_decider(policy.decider, profile, state, costs.lines_per_frame)
+            self.contexts = Contexts(
+                costs.lines_per_frame, share, cls, policy.deadline_ms, det=policy.det_route
             )
-            self.contexts = Contexts(costs.lines_per_frame, share, cls, policy.deadline_ms)
+            self._det_ms = costs.det_ms * costs.lines_per_frame
             self._v4_ms = costs.v4_ms * costs.lines_per_frame
             """Device CPU ms per frame for v4: the profile's, then what this device measured."""
         self.deferred: list[tuple[FrameResult, int, npt.NDArray[np.float32]]] = []
@@ -274,18 +281,18 @@ class OcrApp:
             raise ValueError(f"{len(out)} answers for {x.shape[0]} regions")
         return out, len(features.payload), float(answer.cloud_compute_ms)
 
-    def _observe_v4(self, cpu_s: float) -> None:
-        """The device's own v4 time (EMA) sets the share its decisions see: on a contended
-        core a quarter-core device gets less than a quarter of the profiling core."""
-        self._v4_cpu_ms = (
-            cpu_s * 1000 if self._v4_cpu_ms is None else 0.7 * self._v4_cpu_ms + 300 * cpu_s
-        )
-        self.contexts.share = self.share * min(1.0, self._v4_ms / max(self._v4_cpu_ms, 1e-3))
+    def _observe(self, cpu_s: float, profiled_ms: float) -> None:
+        """The device's own compute time against the profile's (EMA) sets the share its
+        decisions see: on a contended core a quarter-core device gets less than a quarter of
+        the profiling core."""
+        speed = min(1.0, profiled_ms / max(cpu_s * 1000, 1e-3))
+        self._speed = speed if self._speed is None else 0.7 * self._speed + 0.3 * speed
+        self.contexts.share = self.share * self._speed
 
     def _queue_ms(self) -> float:
         """Device compute ahead of a new frame: frames waiting for or in v4, at this device's
-        measured v4 time."""
-        return self._pending * (self._v4_cpu_ms or self._v4_ms) / self.share
+        measured speed."""
+        return self._pending * self._v4_ms / (self.share * (self._speed or 1.0))
 
     def _is_online(self) -> bool:
         return self.client is not None and self.client.connected and self.online()
@@ -311,20 +318,28 @@ class OcrApp:
                 return res
         self._pending += 1
         try:
-            (bgr, lines), cpu, busy = await asyncio.to_thread(
-                self.throttle.run, lambda: self._read_locally(jpeg)
-            )
+            if self.decider is not None and self.policy.det_route:
+                got = await self._detect_first(res, jpeg, arrival)
+                if got is None:  # every region went to the cloud
+                    res.done = time.perf_counter()
+                    return res
+                bgr, lines = got
+            else:
+                (bgr, lines), cpu, busy = await asyncio.to_thread(
+                    self.throttle.run, lambda: self._read_locally(jpeg)
+                )
+                res.device_cpu_s += cpu
+                res.device_busy_s += busy
+                if self.decider is not None:
+                    self._observe(cpu, self._v4_ms)
         finally:
             self._pending -= 1
-        res.device_cpu_s += cpu
-        res.device_busy_s += busy
         res.lines = [Answer(ln.text, ln.box, "edge", ln.confidence, ln.text) for ln in lines]
         if self.system == "edge":
             res.done = time.perf_counter()
             return res
         online = self._is_online()
         if self.decider is not None:
-            self._observe_v4(cpu)
             send, defer = self._decide_lines(lines, online, arrival)
         else:
             doubtful = [i for i, ln in enumerate(lines) if ln.confidence < self.policy.threshold]
@@ -372,6 +387,55 @@ class OcrApp:
             elif d.action is Action.DEFER or (d.action is Action.OFFLOAD and not online):
                 defer.append(i)
         return send, defer
+
+    async def _detect_first(
+        self, res: FrameResult, jpeg: bytes, arrival: float
+    ) -> tuple[npt.NDArray[np.uint8], list[Line]] | None:
+        """The detector alone, then the decider: every region to the cloud in one request
+        (returns None), or the rest of v4 on the device (returns its lines)."""
+        (bgr, values, regions), cpu, busy = await asyncio.to_thread(
+            self.throttle.run, lambda: self._detect(jpeg)
+        )
+        res.device_cpu_s += cpu
+        res.device_busy_s += busy
+        self._observe(cpu, self._det_ms)
+        rtt, mbit = self.link()
+        online = self._is_online()
+        elapsed = (time.perf_counter() - arrival) * 1000
+        d = self.decider.decide(self.contexts.detected(rtt, mbit if online else 0.0, elapsed))
+        res.decision = f"{res.decision}>{d.arm.key}"
+        if d.action is Action.OFFLOAD and d.cut_point == "boxes" and online and regions:
+            res.lines = [Answer("", b, "region", 0.0) for b in values["boxes"]]
+            await self._regions(res, list(range(len(regions))), regions)
+            return None
+        lines, cpu, busy = await asyncio.to_thread(
+            self.throttle.run, lambda: self._recognize(values)
+        )
+        res.device_cpu_s += cpu
+        res.device_busy_s += busy
+        return bgr, lines
+
+    def _detect(
+        self, jpeg: bytes
+    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any], list[npt.NDArray[np.float32]]]:
+        """v4's detector steps at ``det_side`` px on the long side, and every box's region."""
+        bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError("the frame is not an image")
+        image = np.asarray(bgr, np.uint8)
+        steps = self.pipeline.spec.steps
+        n = next(i for i, st in enumerate(steps) if st.op == "db_boxes") + 1
+        pre = {**self.pipeline.step_params("det_preprocess"), "limit": "max",
+               "short_side": self.policy.det_side}  # fmt: skip
+        values = _run_steps(self.pipeline, {self.pipeline.spec.input: image}, steps[:n], pre)
+        return image, values, [self._region_input(image, b) for b in values["boxes"]]
+
+    def _recognize(self, values: dict[str, Any]) -> list[Line]:
+        """The rest of v4 (crops, orientation, recogniser, confidence) on detected boxes."""
+        steps = self.pipeline.spec.steps
+        n = next(i for i, st in enumerate(steps) if st.op == "db_boxes") + 1
+        out = _run_steps(self.pipeline, dict(values), steps[n:], None)
+        return list(out["lines"])
 
     def _read_locally(self, jpeg: bytes) -> tuple[npt.NDArray[np.uint8], list[Line]]:
         """Decode the JPEG and run PP-OCRv4 on it (the device's compute for a frame)."""
@@ -443,6 +507,22 @@ class OcrApp:
         if self.deferred:
             await self.replay()
         return self.replayed
+
+
+def _run_steps(
+    pipeline: Any, values: dict[str, Any], steps: list[Any], pre: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Runs pipeline ``steps`` on ``values`` (``pre``: det_preprocess's parameters instead)."""
+    from common.pipeline._registry import STEPS
+
+    for st in steps:
+        params = pre if (pre is not None and st.op == "det_preprocess") else st.params
+        result = STEPS[st.op](pipeline, *(values[v] for v in st.inputs), **params)
+        if len(st.outputs) == 1:
+            values[st.outputs[0]] = result
+        else:
+            values.update(zip(st.outputs, result, strict=True))
+    return values
 
 
 def score(answers: list[Answer], truth: list[dict[str, Any]]) -> dict[str, int]:

@@ -44,7 +44,9 @@ from policy import (
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 TRACE_COSTS = RESULTS / "policy_trace_ocr.json"
-CAMERA, V4, REGION, REGION_CODEC, JPEG = "camera", "v4", "region", "q4|zstd", "jpeg"
+CAMERA, DET, V4, REGION, REGION_CODEC, JPEG = "camera", "det", "v4", "region", "q4|zstd", "jpeg"
+BOXES = "boxes"
+"""The cut after the detector alone: every detected line's region, in one request."""
 FRAME_DEADLINE_MS = 1500.0
 """A frame's reading is wanted within 1.5 s (an SLA, below cloud-only's p95 of 1.6-2.3 s)."""
 
@@ -70,6 +72,10 @@ class LineCosts:
     region_bytes: float = 1541.0
     frame_ms: float = 46.0
     jpeg_bytes: float = 6166.0
+    det_ms: float = 10.9
+    """v4's detector alone at 960 px on the long side, with the crops: 120 ms a frame (measured
+    offline on 8 hard frames, BENCHMARKS.md); the whole v4 pass spends 22 ms a line on its
+    detector at 736 px, so the recogniser's share is ``v4_ms - 22``."""
 
     @classmethod
     def load(cls, path: Path = TRACE_COSTS) -> LineCosts:
@@ -84,9 +90,27 @@ class LineCosts:
         )
 
 
-def line_profile(c: LineCosts, threshold: float = 0.9) -> BundleProfile:
+def line_profile(c: LineCosts, threshold: float = 0.9, det: bool = False) -> BundleProfile:
     """``camera`` (nothing run, 0 ms) -> ``v4`` (PP-OCRv4, its share per line); the input cut
-    (the JPEG, before v4) and the region cut (after v4)."""
+    (the JPEG, before v4) and the region cut (after v4). With ``det``: ``camera`` -> ``det``
+    (the detector alone) -> ``v4`` (the rest), and the ``boxes`` cut after ``det`` (every
+    line's region, read in the cloud)."""
+    if det:
+        return BundleProfile(
+            "ppocr_v4_frame_lines_det",
+            (
+                ExitCost(CAMERA, 0.0, threshold=1.0),
+                ExitCost(DET, c.det_ms, threshold=1.0),
+                ExitCost(V4, max(c.v4_ms - 22.0, 1.0), threshold=threshold),
+            ),
+            (
+                CutPointCost(INPUT_CUT, -1, c.frame_ms, {JPEG: CodecCost(int(c.jpeg_bytes))}),
+                CutPointCost(BOXES, 1, c.region_ms, {REGION_CODEC: CodecCost(int(c.region_bytes))}),
+                CutPointCost(
+                    REGION, 2, c.region_ms, {REGION_CODEC: CodecCost(int(c.region_bytes))}
+                ),
+            ),
+        )
     return BundleProfile(
         "ppocr_v4_frame_lines",
         (ExitCost(CAMERA, 0.0, threshold=1.0), ExitCost(V4, c.v4_ms, threshold=threshold)),
@@ -151,6 +175,8 @@ class Contexts:
     share: float
     device_class: str
     deadline_ms: float = FRAME_DEADLINE_MS
+    det: bool = False
+    """The profile has the ``det`` exit (lines are then decided at exit 2)."""
 
     def _ctx(self, **kw: Any) -> DecisionContext:
         s = self.lines_per_frame
@@ -173,18 +199,27 @@ class Contexts:
             rtt_ms=rtt_ms, bandwidth_mbps=bandwidth_mbps, queue_ms=queue_ms,
         )  # fmt: skip
 
+    def detected(self, rtt_ms: float, bandwidth_mbps: float, elapsed_ms: float) -> DecisionContext:
+        """After the detector alone (``det``): no line read yet."""
+        return self._ctx(
+            exit_index=1, confidences=(0.0, 0.0), entropy=float(entropy_from_confidence(np.zeros(1))[0]),
+            rtt_ms=rtt_ms, bandwidth_mbps=bandwidth_mbps, elapsed_ms=elapsed_ms,
+        )  # fmt: skip
+
     def line(
         self, confidence: float, rtt_ms: float, bandwidth_mbps: float, elapsed_ms: float
     ) -> DecisionContext:
         """After v4, for one line: its calibrated confidence, the frame's time so far."""
         entropy = float(entropy_from_confidence(np.array([confidence]))[0])
+        before = (0.0, 0.0) if self.det else (0.0,)
         return self._ctx(
-            exit_index=1, confidences=(0.0, confidence), entropy=entropy, rtt_ms=rtt_ms,
-            bandwidth_mbps=bandwidth_mbps, elapsed_ms=elapsed_ms,
+            exit_index=len(before), confidences=(*before, confidence), entropy=entropy,
+            rtt_ms=rtt_ms, bandwidth_mbps=bandwidth_mbps, elapsed_ms=elapsed_ms,
         )  # fmt: skip
 
 
 __all__ = [
+    "BOXES",
     "FRAME_DEADLINE_MS",
     "Contexts",
     "LineCosts",

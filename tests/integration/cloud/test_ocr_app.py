@@ -118,6 +118,19 @@ async def test_the_decider_sends_a_quarter_core_frame_whole_before_reading_it(  
         assert "region" in {a.route for a in r.lines} and r.bytes_up < len(frame.encoded) / 2
 
 
+async def test_the_detector_alone_then_every_region_in_one_request(tmp_path, frame) -> None:  # type: ignore[no-untyped-def]
+    truth = frame_record(frame, "x.jpg")["lines"]
+    async with gateway(tmp_path) as (_, client):
+        app = OcrApp("hybrid", 0.25, Policy(decider="heuristic", det_route=True), client=client)
+        app.link = lambda: (50.0, 10.0)
+        res = await app.read(frame.id, frame.encoded, time.perf_counter())
+    assert res.decision == "CONTINUE_LOCAL>OFFLOAD@boxes/q4|zstd", res.decision
+    assert not res.errors and res.requests == 1 and res.lines
+    assert {a.route for a in res.lines} == {"region"} and all(a.text for a in res.lines)
+    assert 0 < res.bytes_up < len(frame.encoded) / 3 and res.device_cpu_s > 0
+    assert score(res.lines, truth)["exact"] >= len(truth) - 2
+
+
 async def test_lines_deferred_offline_are_refined_once_when_the_link_returns(  # type: ignore[no-untyped-def]
     tmp_path, frame
 ) -> None:

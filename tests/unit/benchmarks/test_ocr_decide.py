@@ -81,3 +81,18 @@ def test_a_learned_decider_comes_back_from_its_state() -> None:
     back = make_decider("linucb", profile, json.loads(dumps_state(fresh)))
     ctx = Contexts(COSTS.lines_per_frame, 1.0, "phone").line(0.3, 50.0, 10.0, 500.0)
     assert back.decide(ctx).arm == fresh.decide(ctx).arm
+
+
+def test_with_the_detector_alone_first_every_class_sends_the_regions_of_a_hard_frame() -> None:
+    # on hard frames v4 doubts 90% of lines: once the boxes are known, reading them on the
+    # device costs more than it saves; the quarter core no longer needs to send the JPEG
+    profile = line_profile(COSTS, det=True)
+    assert [e.name for e in profile.exits] == ["camera", "det", "v4"]
+    for share in (1.0, 0.25):
+        h = make_decider("heuristic", profile)
+        cx = Contexts(COSTS.lines_per_frame, share, "x", det=True)
+        assert h.decide(cx.frame(50.0, 10.0, 0.0)).action is Action.CONTINUE_LOCAL
+        d = h.decide(cx.detected(50.0, 10.0, 120.0 / share))
+        assert (d.action, d.cut_point) == (Action.OFFLOAD, "boxes")
+        line = cx.line(0.5, 50.0, 10.0, 400.0)
+        assert line.exit_index == 2 and line.confidences == (0.0, 0.0, 0.5)
