@@ -95,6 +95,13 @@ async def test_a_pipeline_directory_is_served_over_every_api(tmp_path, frame, ex
             req.raw_input_contents.append(struct.pack("<I", len(jpeg)) + jpeg)
             req.outputs.add(name="lines")
             by_bytes = _outputs(await stub.ModelInfer(req))
+            # ... and on ModelStreamInfer
+            call = stub.ModelStreamInfer()
+            await call.write(req)
+            streamed = await call.read()
+            await call.done_writing()
+            assert not streamed.error_message, streamed.error_message
+            by_stream = _outputs(streamed.infer_response)
         # REST, KServe-v2 binary extension
         head = json.dumps(
             {
@@ -140,6 +147,7 @@ async def test_a_pipeline_directory_is_served_over_every_api(tmp_path, frame, ex
     texts = [bytes(row).rstrip(b"\0").decode() for row in uint8["text"][0]]
     assert texts == [t for t, _ in expected]
     assert set(by_bytes) == {"lines"} and _read(lines_from_outputs(by_bytes)) == expected
+    assert _read(lines_from_outputs(by_stream)) == expected
     assert _read(lines_from_outputs({"lines": rest_lines})) == expected
     assert _read(session_lines) == expected
     tc_lines = [Line(d["text"], d["confidence"], d["score"], d["box"]) for d in json.loads(out)]
