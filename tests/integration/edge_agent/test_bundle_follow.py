@@ -153,15 +153,17 @@ class Agent:
         start = len(self.answers())
         await self.until(f"{n} answers", lambda: len(self.answers()) >= start + n)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Close its stdin and wait for it to finish (the loop serves the gateway meanwhile:
+        the requests still in flight get their cloud answers)."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:
-            self.proc.wait(60)
+            await asyncio.to_thread(self.proc.wait, 60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(10)
+        await asyncio.to_thread(self._reader.join, 10)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         self._stderr.close()
@@ -294,7 +296,7 @@ async def test_running_agent_follows_assignment_swaps_refuses_and_rolls_back(
             await agent.until("v11 rolled back", lambda: agent.metrics.get("rollbacks", 0) >= 2)
             await agent.answers_after(20)
         finally:
-            agent.stop()
+            await agent.stop()
         log = (tmp_path / "agent.log").read_text()
         (tmp_path / "agent.out").write_text("\n".join(agent.lines))  # kept for a failure's reader
 
@@ -345,7 +347,7 @@ async def test_a_gateway_restarted_without_the_running_version_gets_the_last_kno
             await agent.until("v2", lambda: agent.metrics.get("current") == f"{NAME}-2")
             await agent.answers_after(20)
         except BaseException:
-            agent.stop()
+            await agent.stop()
             raise
     try:
         # the same address, now without a tail for 2: the agent goes back to 1
@@ -356,7 +358,7 @@ async def test_a_gateway_restarted_without_the_running_version_gets_the_last_kno
             at = len(agent.answers())
             await agent.answers_after(20)
     finally:
-        agent.stop()
+        await agent.stop()
     log = (tmp_path / "agent.log").read_text()
     (tmp_path / "agent.out").write_text("\n".join(agent.lines))
     assert agent.failures() == [], log[-3000:]
