@@ -6,7 +6,13 @@ docs/authz.md lists the table."""
 
 from cloud.authz._authn import Authenticator, CertIdentity, cert_identity
 from cloud.authz._grpc import AuthzInterceptor, refuse, resource_of
-from cloud.authz._rest import PEER_CERT, AuthzMiddleware, PeerCertProtocol, authz_middleware
+from cloud.authz._rest import (
+    AUDIT_DETAIL,
+    PEER_CERT,
+    AuthzMiddleware,
+    PeerCertProtocol,
+    authz_middleware,
+)
 from cloud.authz._settings import AuthzSettings, read_audit_key
 from cloud.authz._table import (
     GRPC_RULES,
@@ -20,6 +26,7 @@ from cloud.authz._table import (
 )
 
 __all__ = [
+    "AUDIT_DETAIL",
     "GRPC_RULES",
     "PEER_CERT",
     "PUBLIC",

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 PEER_CERT = "aiml021.peer_cert_der"
 """Key of the verified client certificate (DER) in the ASGI scope's ``state``."""
 MAX_DETAIL_CHARS = 256
+AUDIT_DETAIL = "aiml021.audit_detail"
+"""Key in the request scope's ``state`` where a management endpoint leaves what it changed (a
+budget's old and new amount); the audit event of the call carries it as its detail."""
 
 
 class PeerCertProtocol(H11Protocol):
@@ -154,7 +157,8 @@ class AuthzMiddleware:
             self._event(principal, action, resource, "INTERNAL", type(exc).__name__)
             raise
         code = status[0] if status else 500
-        self._event(principal, action, resource, _OUTCOME.get(code, f"HTTP_{code}"))
+        detail = str((scope.get("state") or {}).get(AUDIT_DETAIL, ""))
+        self._event(principal, action, resource, _OUTCOME.get(code, f"HTTP_{code}"), detail)
 
 
 _OUTCOME: dict[int, str] = {
@@ -183,4 +187,4 @@ def authz_middleware(
     return build
 
 
-__all__ = ["PEER_CERT", "AuthzMiddleware", "PeerCertProtocol", "authz_middleware"]
+__all__ = ["AUDIT_DETAIL", "PEER_CERT", "AuthzMiddleware", "PeerCertProtocol", "authz_middleware"]

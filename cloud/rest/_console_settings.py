@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cloud.authz import AUDIT_DETAIL
 from cloud.core import current_principal
 from cloud.core._costs import CostAccountant
 from common.errors import FailedPrecondition, InvalidArgument
@@ -105,7 +106,10 @@ class ConsoleSettings:
         if self._costs is None:
             raise FailedPrecondition(f"budgets cannot be changed at runtime: {self._budget_note}")
         org = current_principal().org
+        old = self._costs.budgets.get(org)
         self._costs.set_budget(org, float(amount))
+        was = f"{old.amount:g}" if old is not None else "none"
+        request.scope.setdefault("state", {})[AUDIT_DETAIL] = f"{org}: {amount:g} (was {was})"
         return JSONResponse({"budget": self._budget(org)})
 
 

@@ -105,9 +105,10 @@ async def test_an_admin_sets_their_own_orgs_budget_and_it_is_audited(scene: Scen
         r = await c.put(ROUTE, json={"amount": 4})
         assert r.status_code == 200 and r.json()["budget"]["period_s"] == 3600.0, r.text
     assert (await _budget(scene, "admin"))["amount"] == 7.5
-    audited = [(e.principal, e.org, e.action, e.outcome) for e in scene.live.audit]
-    assert ("admin-1", "acme", f"PUT {ROUTE}", "OK") in audited
-    assert ("admin-2", "globex", f"PUT {ROUTE}", "OK") in audited
+    audited = [(e.principal, e.org, e.action, e.outcome, e.detail) for e in scene.live.audit]
+    # the audit trail says what changed: the org, the new amount and the one it replaced
+    assert ("admin-1", "acme", f"PUT {ROUTE}", "OK", "acme: 7.5 (was none)") in audited
+    assert ("admin-2", "globex", f"PUT {ROUTE}", "OK", "globex: 4 (was 3)") in audited
 
 
 async def test_only_an_admin_may_write_and_refusals_are_audited(scene: Scene) -> None:
