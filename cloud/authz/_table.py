@@ -100,6 +100,7 @@ REST_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/models"): _r(*EVERYONE),
     ("GET", "/v1/models/{name}"): _r(*EVERYONE),
     ("POST", "/v1/policy/decide"): _r(*INFERENCE),
+    ("POST", "/v1/policy/outcomes"): _r(ADMIN, OPERATOR, SERVICE, audit=True),
     ("POST", "/v1/telemetry"): _r(DEVICE, scope="own telemetry"),
     ("POST", "/v1/cache/get"): _r(*INFERENCE, scope=_OWN_NS),
     ("POST", "/v1/cache/put"): _r(ADMIN, OPERATOR, SERVICE, audit=True, scope=_OWN_NS),

@@ -44,7 +44,11 @@ from cloud.grpc._control_converters import (
     stats_to_pb,
 )
 from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
-from cloud.grpc._policy_converters import context_from_proto, decision_to_proto
+from cloud.grpc._policy_converters import (
+    context_from_proto,
+    decision_to_proto,
+    outcome_from_proto,
+)
 from cloud.grpc._telemetry import events_from_pb
 from common.errors import AimlError, ErrorCode, InvalidArgument, NotFound
 from common.prototime import duration_to_s
@@ -61,6 +65,9 @@ from ._policies import PolicyRoutes
 from ._raw import RAW_CONTENT_TYPE, raw_infer_request
 
 log = logging.getLogger(__name__)
+
+MAX_OUTCOMES_PER_CALL = 10_000
+"""As PolicyService.ReportOutcome (``cloud.grpc._policy.PolicyServicer``)."""
 
 
 def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
@@ -225,6 +232,19 @@ class RestBridge:
             policy_pb2.DecideResponse(decision=decision_to_proto(decision, decision_id))
         )
 
+    async def report(self, request: Request) -> Response:
+        """PolicyService.ReportOutcome over REST: outcomes teach the policy that decided and
+        fill the A/B experiments' per-arm results."""
+        msg = await self._parse(request, policy_pb2.ReportOutcomeRequest())
+        if self._learner is None:
+            raise NotFound("no policy engine is configured on this gateway")
+        if len(msg.outcomes) > MAX_OUTCOMES_PER_CALL:
+            raise InvalidArgument(
+                f"outcomes: at most {MAX_OUTCOMES_PER_CALL} per call, got {len(msg.outcomes)}"
+            )
+        accepted = sum(self._learner.report(outcome_from_proto(o)) for o in msg.outcomes)
+        return self._json(policy_pb2.ReportOutcomeResponse(accepted=accepted))
+
     async def telemetry(self, request: Request) -> Response:
         msg = await self._parse(request, telemetry_pb2.ReportRequest())
         # A device's own telemetry: events carry the id of its certificate (cloud.authz), never
@@ -243,6 +263,7 @@ class RestBridge:
             Route("/v1/models", self.models, methods=get),
             Route("/v1/models/{name}", self.model, methods=get),
             Route("/v1/policy/decide", self.decide, methods=post),
+            Route("/v1/policy/outcomes", self.report, methods=post),
             Route("/v1/telemetry", self.telemetry, methods=post),
             Route("/v1/cache/get", self.cache_get, methods=post),
             Route("/v1/cache/put", self.cache_put, methods=post),

@@ -164,6 +164,13 @@ def openapi_document() -> dict[str, Any]:
         ),
         (
             "post",
+            "/v1/policy/outcomes",
+            policy_pb2.ReportOutcomeRequest.DESCRIPTOR,
+            policy_pb2.ReportOutcomeResponse.DESCRIPTOR,
+            "Report outcomes of earlier decisions (learning, A/B experiment results)",
+        ),
+        (
+            "post",
             "/v1/telemetry",
             telemetry_pb2.ReportRequest.DESCRIPTOR,
             telemetry_pb2.ReportResponse.DESCRIPTOR,
