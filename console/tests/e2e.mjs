@@ -272,6 +272,24 @@ try {
       await page.getByTestId("experiment-state-console-ab").filter({ hasText: "running" }).waitFor();
       const arms = await page.locator('[data-testid="experiments"] tr[data-experiment="console-ab"]').count();
       check("policies: the experiment is listed with its two arms", arms === 2, String(arms));
+      // Its results come from outcomes reported for decisions of the class's devices (REST twin of
+      // PolicyService.ReportOutcome): 20 phones decided and reported; the table fills within its refresh.
+      const accepted = await page.evaluate(async ({ token, cls }) => {
+        const headers = { "Content-Type": "application/json", Authorization: `Bearer ${token}` };
+        const ids = [];
+        for (let i = 0; i < 20; i++) {
+          const context = { deviceId: `${cls}-${i}`, deviceClass: cls, exitIndex: 0, exitConfidences: [0.3], deadline: "0.100s", modality: "MODALITY_IMAGE", bandwidthBps: 2e7 };
+          const res = await fetch("/v1/policy/decide", { method: "POST", headers, body: JSON.stringify({ context }) });
+          ids.push((await res.json()).decision.decisionId);
+        }
+        const outcomes = ids.map((decisionId, i) => ({ decisionId, correct: i % 4 !== 0, latency: "0.030s" }));
+        const res = await fetch("/v1/policy/outcomes", { method: "POST", headers, body: JSON.stringify({ outcomes }) });
+        return (await res.json()).accepted;
+      }, { token, cls: config.policy_class });
+      const counted = await page
+        .waitForFunction(() => [...document.querySelectorAll('tr[data-experiment="console-ab"] [data-testid="arm-requests"]')].reduce((n, td) => n + Number(td.textContent), 0) === 20, null, { timeout: 20000 })
+        .then(() => true, () => false);
+      check("policies: 20 reported outcomes fill the experiment's arms", accepted === 20 && counted, `accepted ${accepted}`);
       await page.screenshot({ path: `${config.screenshots}/policies-experiments.png`, fullPage: true });
       results.screenshots.push("policies-experiments.png");
       await page.locator("body").focus();

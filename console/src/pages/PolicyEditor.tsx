@@ -321,7 +321,7 @@ function ExperimentTable({ experiments, canStop, onDone }: { experiments: Experi
                     <span className="hint"> {describe(a)}</span>
                   </td>
                   <td>{pct(a.share)}</td>
-                  <td>{r.requests}</td>
+                  <td data-testid="arm-requests">{r.requests}</td>
                   <td>{maybe(r.accuracy, pct)}</td>
                   <td>{maybe(r.breach_rate, pct)}</td>
                   <td>{maybe(r.mean_latency_ms, (v) => `${num(v, 1)} ms`)}</td>

@@ -278,3 +278,45 @@ async def test_ten_thousand_experiments_are_bounded(scene: Scene) -> None:
         listed = (await c.get("/v1/policies/experiments")).json()["experiments"]
         assert len(listed) == admin.max_experiments
         assert all(e["state"] == "running" for e in listed)
+
+
+async def test_outcomes_reported_over_rest_fill_an_experiment(scene: Scene) -> None:
+    body = {"name": "rest-fed", "device_class": "phone", "treatment": {"kind": "linucb"}}
+    async with scene.client("operator") as c:
+        assert (await c.post("/v1/policies/experiments", json=body)).status_code == 200
+    context = {
+        "exitIndex": 0,
+        "exitConfidences": [0.3],
+        "deadline": "0.100s",
+        "modality": "MODALITY_IMAGE",
+        "deviceClass": "phone",
+        "bandwidthBps": 2e7,
+    }
+    async with scene.client("service") as c:
+        ids = []
+        for i in range(20):
+            ctx = {**context, "deviceId": f"phone-{i}"}
+            r = await c.post("/v1/policy/decide", json={"context": ctx})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["decision"]["decisionId"])
+        outcomes = [{"decisionId": d, "correct": True, "latency": "0.030s"} for d in ids]
+        r = await c.post("/v1/policy/outcomes", json={"outcomes": outcomes})
+        assert r.status_code == 200 and r.json() == {"accepted": 20}, r.text
+        again = await c.post("/v1/policy/outcomes", json={"outcomes": outcomes})
+        assert again.json() == {}  # each decision counts once (proto3 JSON omits accepted=0)
+        many = {"outcomes": [{"decisionId": "x"}] * 10_001}
+        r = await c.post("/v1/policy/outcomes", json=many)
+        assert r.status_code == 400 and r.json()["message"].startswith("outcomes:")
+        r = await c.post("/v1/policy/outcomes", json={"outcomes": [{"latency": "NaN"}]})
+        assert r.status_code == 400
+    for name in ("device", "observer"):
+        async with scene.client(name) as c:
+            r = await c.post("/v1/policy/outcomes", json={"outcomes": outcomes})
+            assert r.status_code == 403, name
+    async with scene.client("observer") as c:
+        [exp] = (await c.get("/v1/policies/experiments")).json()["experiments"]
+    arms = exp["arms"]
+    assert sum(a["results"]["requests"] for a in arms.values()) == 20
+    assert all(a["results"]["accuracy"] in (1.0, None) for a in arms.values())
+    audited = {(e.principal, e.action) for e in scene.live.audit}
+    assert ("svc-1", "POST /v1/policy/outcomes") in audited
