@@ -232,7 +232,9 @@ class Gateway:
             self.audit = PseudonymousAudit(self.audit, pseudonymiser, redactor)
         self.transport = TransportSecurity(s, uses_stores=stores is not None, audit=self.audit)
         """Server TLS material (rotates without restart), revocation deny-list, device checks."""
-        self.rollouts = RolloutManager(self.dataplane.model_ready)
+        self.rollouts = RolloutManager(
+            self.dataplane.model_ready, visible=self.dataplane.repository.visible
+        )
         self.router = RolloutRouter(self.dataplane, self.rollouts)
         self.dataplane.router = self.router
         self.registry = RegistryView(

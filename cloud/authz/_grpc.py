@@ -3,7 +3,9 @@
 For every call it resolves the principal from the transport (client certificate in the auth
 context, ``authorization`` metadata), looks the method up in :data:`GRPC_RULES`, and either
 aborts (UNAUTHENTICATED / PERMISSION_DENIED, written to the audit trail) or runs the handler as
-that principal (``cloud.core.acting_as``), auditing management actions with their outcome.
+that principal (``cloud.core.acting_as``), auditing management actions with their outcome and
+what the core refuses for what a call names (``cloud.core.refused``: a model outside the caller's
+scope, answered NOT_FOUND) as PERMISSION_DENIED, once per call and resource.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from grpc.aio import AbortError
 
 from cloud.authz._authn import Authenticator
 from cloud.authz._table import Rule, grpc_rule
-from cloud.core import AuditEvent, AuditSink, Principal, acting_as, discard_audit
+from cloud.core import AuditEvent, AuditSink, Principal, RefusalHook, acting_as, discard_audit
 from common.errors import AimlError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,18 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
         except Exception:  # the audit sink must never fail a call
             log.exception("audit sink failed")
 
+    def _refusals(self, p: Principal, method: str) -> tuple[RefusalHook, set[str]]:
+        """A hook writing what the core refuses during one call (each resource once), and the
+        resources it wrote."""
+        written: set[str] = set()
+
+        def on_refusal(resource: str, detail: str) -> None:
+            if resource not in written:
+                written.add(resource)
+                self._event(p, method, resource[:MAX_DETAIL_CHARS], "PERMISSION_DENIED", detail)
+
+        return on_refusal, written
+
     async def admit(
         self,
         method: str,
@@ -155,13 +169,16 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Awaitable[Any]]:
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = await self.admit(method, rule, context, request)
-            with acting_as(principal):
+            on_refusal, refusals = self._refusals(principal, method)
+            with acting_as(principal, on_refusal):
                 if rule is None or not rule.audit:
                     return await inner(request, context)
                 resource = resource_of(request)
                 try:
                     response = await inner(request, context)
                 except (AbortError, grpc.RpcError):
+                    if refusals:  # written as the refusal it was
+                        raise
                     code = context.code()
                     outcome = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
                     self._event(principal, method, resource, outcome, context.details() or "")
@@ -179,7 +196,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., AsyncIterator[Any]]:
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = await self.admit(method, rule, context, request)
-            with acting_as(principal):
+            with acting_as(principal, self._refusals(principal, method)[0]):
                 async for item in inner(request, context):
                     yield item
 
@@ -190,7 +207,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Awaitable[Any]]:
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = await self.admit(method, rule, context, None, requests)
-            with acting_as(principal):
+            with acting_as(principal, self._refusals(principal, method)[0]):
                 return await inner(requests, context)
 
         return stream_unary
@@ -200,7 +217,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             principal = await self.admit(method, rule, context, None, requests)
-            with acting_as(principal):
+            with acting_as(principal, self._refusals(principal, method)[0]):
                 async for item in inner(requests, context):
                     yield item
 

@@ -4,8 +4,10 @@ protocol that hands it the verified client certificate.
 The middleware matches the request against the app's own routes to find the route template,
 looks it up in :data:`REST_RULES`, resolves the principal (client certificate + ``authorization``
 header) and answers 401 / 403 (written to the audit trail) or runs the endpoint as that principal
-(``cloud.core.acting_as``), auditing management routes with their status. Paths no route matches
-go through (the app answers 404); a route missing from the table is refused for everyone.
+(``cloud.core.acting_as``), auditing management routes with their status and what the core
+refuses for what a request names (``cloud.core.refused``: a model outside the caller's scope,
+answered 404) as PERMISSION_DENIED. Paths no route matches go through (the app answers 404); a
+route missing from the table is refused for everyone.
 """
 
 from __future__ import annotations
@@ -139,8 +141,15 @@ class AuthzMiddleware:
             await self._refuse(send, 403, "PERMISSION_DENIED", message)
             return
         assert rule is not None
+        refusals: list[str] = []
+
+        def on_refusal(what: str, detail: str) -> None:
+            if what not in refusals:  # each resource once per request
+                refusals.append(what)
+                self._event(principal, action, what, "PERMISSION_DENIED", detail)
+
         if not rule.audit:
-            with acting_as(principal):
+            with acting_as(principal, on_refusal):
                 await self.app(scope, receive, send)
             return
         status: list[int] = []
@@ -151,12 +160,14 @@ class AuthzMiddleware:
             await send(message)
 
         try:
-            with acting_as(principal):
+            with acting_as(principal, on_refusal):
                 await self.app(scope, receive, send_status)
         except Exception as exc:
             self._event(principal, action, resource, "INTERNAL", type(exc).__name__)
             raise
         code = status[0] if status else 500
+        if refusals and code >= 400:  # written as the refusal it was
+            return
         detail = str((scope.get("state") or {}).get(AUDIT_DETAIL, ""))
         self._event(principal, action, resource, _OUTCOME.get(code, f"HTTP_{code}"), detail)
 

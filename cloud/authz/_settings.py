@@ -26,7 +26,8 @@ class AuthzSettings(Section):
     models: dict[str, list[str]] = Field(default_factory=dict)
     """Scopes each model is served to: ``org``, ``org/project`` or ``org/project/region``
     (``{"ocr": ["acme", "globex/lab"]}``; ``*`` for all); a model not listed is served to
-    every org."""
+    every org (a tail ``<bundle>.<cut>`` not listed: as its bundle). Out of its scope a model is
+    not listed and answers NOT_FOUND (docs/authz.md)."""
     private_results: bool = False
     """Result-cache entries per principal instead of per org: no device reads an answer another
     device of its org computed (CacheService.Get included), at the price of cross-device hits."""

@@ -6,9 +6,11 @@ generated from it (:func:`markdown_table`, checked by a test), and the authoriza
 calls every entry as every role. A method or route missing here is refused for everyone.
 
 Object-level checks the handlers make on top (``scope``): a device's session and telemetry are
-its own (the device id comes from its certificate), inference only on models its org is served
-(``authz.models``), cache and idempotency keys live in the caller's org / principal namespace
-(``cloud.core._tenancy``).
+its own (the device id comes from its certificate); a model outside the caller's org / project /
+region scope (``authz.models``) does not exist for it — not listed, NOT_FOUND wherever it is
+named (inference, registry, rollouts, statistics, repository control), every such refusal
+audited (``cloud.core.ModelRepository``); cache and idempotency keys live in the caller's org /
+principal namespace (``cloud.core._tenancy``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ READERS = (ADMIN, OPERATOR, OBSERVER, SERVICE)
 INFERENCE = (ADMIN, OPERATOR, DEVICE, SERVICE)
 PUBLIC = Rule(frozenset(), public=True)
 
-_ORG_MODELS = "models served to the caller's org; idempotency keys are the caller's own"
+_IN_SCOPE = "models in the caller's scope only (others: NOT_FOUND)"
+_LISTS = "lists models in the caller's scope only"
+_ORG_MODELS = _IN_SCOPE + "; idempotency keys are the caller's own"
 _OWN_NS = "the caller's org namespace"
 
 _KSERVE = "/inference.GRPCInferenceService/"
@@ -65,19 +69,19 @@ GRPC_RULES: dict[str, Rule] = {
     _KSERVE + "ServerLive": _r(*EVERYONE),
     _KSERVE + "ServerReady": _r(*EVERYONE),
     _KSERVE + "ServerMetadata": _r(*EVERYONE),
-    _KSERVE + "ModelReady": _r(*EVERYONE),
-    _KSERVE + "ModelMetadata": _r(*EVERYONE),
-    _KSERVE + "ModelConfig": _r(*EVERYONE),
+    _KSERVE + "ModelReady": _r(*EVERYONE, scope=_IN_SCOPE),
+    _KSERVE + "ModelMetadata": _r(*EVERYONE, scope=_IN_SCOPE),
+    _KSERVE + "ModelConfig": _r(*EVERYONE, scope=_IN_SCOPE),
     _KSERVE + "ModelInfer": _r(*INFERENCE, scope=_ORG_MODELS),
     _KSERVE + "ModelStreamInfer": _r(*INFERENCE, scope=_ORG_MODELS),
-    _KSERVE + "ModelStatistics": _r(*READERS),
-    _KSERVE + "RepositoryIndex": _r(*READERS),
-    _KSERVE + "RepositoryModelLoad": _r(ADMIN, audit=True),
-    _KSERVE + "RepositoryModelUnload": _r(ADMIN, audit=True),
-    "/aiml021.registry.v1.ModelRegistryService/ListModels": _r(*EVERYONE),
-    "/aiml021.registry.v1.ModelRegistryService/GetModel": _r(*EVERYONE),
-    "/aiml021.deploy.v1.DeployService/SetRollout": _r(ADMIN, OPERATOR, audit=True),
-    "/aiml021.deploy.v1.DeployService/GetRollout": _r(*READERS),
+    _KSERVE + "ModelStatistics": _r(*READERS, scope=_LISTS),
+    _KSERVE + "RepositoryIndex": _r(*READERS, scope=_LISTS),
+    _KSERVE + "RepositoryModelLoad": _r(ADMIN, audit=True, scope=_IN_SCOPE),
+    _KSERVE + "RepositoryModelUnload": _r(ADMIN, audit=True, scope=_IN_SCOPE),
+    "/aiml021.registry.v1.ModelRegistryService/ListModels": _r(*EVERYONE, scope=_LISTS),
+    "/aiml021.registry.v1.ModelRegistryService/GetModel": _r(*EVERYONE, scope=_IN_SCOPE),
+    "/aiml021.deploy.v1.DeployService/SetRollout": _r(ADMIN, OPERATOR, audit=True, scope=_IN_SCOPE),
+    "/aiml021.deploy.v1.DeployService/GetRollout": _r(*READERS, scope=_IN_SCOPE),
     "/aiml021.cache.v1.CacheService/Get": _r(*INFERENCE, scope=_OWN_NS),
     "/aiml021.cache.v1.CacheService/Put": _r(ADMIN, OPERATOR, SERVICE, audit=True, scope=_OWN_NS),
     "/aiml021.telemetry.v1.TelemetryService/Report": _r(
@@ -97,34 +101,36 @@ GRPC_RULES: dict[str, Rule] = {
 REST_RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/infer"): _r(*INFERENCE, scope=_ORG_MODELS),
     ("POST", "/v1/features"): _r(*INFERENCE, scope=_ORG_MODELS),
-    ("GET", "/v1/models"): _r(*EVERYONE),
-    ("GET", "/v1/models/{name}"): _r(*EVERYONE),
+    ("GET", "/v1/models"): _r(*EVERYONE, scope=_LISTS),
+    ("GET", "/v1/models/{name}"): _r(*EVERYONE, scope=_IN_SCOPE),
     ("POST", "/v1/policy/decide"): _r(*INFERENCE),
     ("POST", "/v1/policy/outcomes"): _r(ADMIN, OPERATOR, SERVICE, audit=True),
     ("POST", "/v1/telemetry"): _r(DEVICE, scope="own telemetry"),
     ("POST", "/v1/cache/get"): _r(*INFERENCE, scope=_OWN_NS),
     ("POST", "/v1/cache/put"): _r(ADMIN, OPERATOR, SERVICE, audit=True, scope=_OWN_NS),
-    ("POST", "/v1/deploy/canary"): _r(ADMIN, OPERATOR, audit=True),
-    ("GET", "/v1/deploy/rollouts/{name}"): _r(*READERS),
+    ("POST", "/v1/deploy/canary"): _r(ADMIN, OPERATOR, audit=True, scope=_IN_SCOPE),
+    ("GET", "/v1/deploy/rollouts/{name}"): _r(*READERS, scope=_IN_SCOPE),
     ("GET", "/v2/health/ready"): PUBLIC,
     ("GET", "/v2/health/live"): PUBLIC,
     ("GET", "/v2"): _r(*EVERYONE),
-    ("GET", "/v2/models/stats"): _r(*READERS),
-    ("POST", "/v2/repository/index"): _r(*READERS),
-    ("POST", "/v2/repository/models/{name}/load"): _r(ADMIN, audit=True),
-    ("POST", "/v2/repository/models/{name}/unload"): _r(ADMIN, audit=True),
-    ("GET", "/v2/models/{name}"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/ready"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/config"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/stats"): _r(*READERS),
+    ("GET", "/v2/models/stats"): _r(*READERS, scope=_LISTS),
+    ("POST", "/v2/repository/index"): _r(*READERS, scope=_LISTS),
+    ("POST", "/v2/repository/models/{name}/load"): _r(ADMIN, audit=True, scope=_IN_SCOPE),
+    ("POST", "/v2/repository/models/{name}/unload"): _r(ADMIN, audit=True, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/ready"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/config"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/stats"): _r(*READERS, scope=_IN_SCOPE),
     ("POST", "/v2/models/{name}/infer"): _r(*INFERENCE, scope=_ORG_MODELS),
-    ("GET", "/v2/models/{name}/versions/{version}"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/versions/{version}/ready"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/versions/{version}/config"): _r(*EVERYONE),
-    ("GET", "/v2/models/{name}/versions/{version}/stats"): _r(*READERS),
+    ("GET", "/v2/models/{name}/versions/{version}"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/versions/{version}/config"): _r(*EVERYONE, scope=_IN_SCOPE),
+    ("GET", "/v2/models/{name}/versions/{version}/stats"): _r(*READERS, scope=_IN_SCOPE),
     ("POST", "/v2/models/{name}/versions/{version}/infer"): _r(*INFERENCE, scope=_ORG_MODELS),
     ("GET", "/openapi.json"): PUBLIC,
-    ("GET", "/v1/console/summary"): _r(*READERS),
+    ("GET", "/v1/console/summary"): _r(
+        *READERS, scope="per-model rows of models in the caller's scope only"
+    ),
     ("POST", "/v1/console/simulate"): _r(ADMIN, OPERATOR),
     ("GET", "/v1/policies"): _r(*READERS),
     ("POST", "/v1/policies"): _r(ADMIN, OPERATOR, audit=True),

@@ -27,7 +27,16 @@ from cloud.core._pipeline_model import (
     is_pipeline_model,
     spec_from_pipeline,
 )
-from cloud.core._principal import INTERNAL, Principal, Role, acting_as, current_principal
+from cloud.core._principal import (
+    INTERNAL,
+    Principal,
+    RefusalHook,
+    Role,
+    acting_as,
+    current_principal,
+    refused,
+    refused_model,
+)
 from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
 from cloud.core._repository import (
@@ -115,6 +124,7 @@ __all__ = [
     "PayloadPart",
     "Principal",
     "Priority",
+    "RefusalHook",
     "RegistryView",
     "RequestHeader",
     "RequestRecord",
@@ -153,6 +163,8 @@ __all__ = [
     "is_pipeline_model",
     "largest_request_bytes",
     "monotonic_deadline",
+    "refused",
+    "refused_model",
     "scan_models_dir",
     "spec_from_onnx",
     "spec_from_pipeline",

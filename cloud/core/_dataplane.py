@@ -42,7 +42,7 @@ from cloud.core._hooks import (
     discard_record,
     discard_telemetry,
 )
-from cloud.core._principal import current_principal
+from cloud.core._principal import current_principal, refused_model
 from cloud.core._repository import ModelRepository
 from cloud.core._statistics import InferenceStatistics
 from cloud.core._tenancy import idempotency_key
@@ -99,8 +99,6 @@ class DataPlane:
         """Decodes session payloads (codec frames on its threads)."""
         self.statistics = InferenceStatistics()
         """Triton-style per model version statistics (front doors report finished requests)."""
-        self.model_orgs: dict[str, frozenset[str]] = {}
-        """Orgs each model is served to (a model not listed: every org); see ``authz.models``."""
         self._new_batcher = batchers
         self._batchers: dict[ModelKey, Batcher] = {}
         self._inflight_keys: dict[str, asyncio.Future[InferenceResult]] = {}
@@ -116,6 +114,16 @@ class DataPlane:
         self.fleet = DeviceFleet(self.metrics)
         """What devices report about themselves (replay backlog)."""
         self._restarts: dict[ModelKey, int] = {}
+
+    @property
+    def model_orgs(self) -> dict[str, frozenset[str]]:
+        """Scopes each model is served to (a model not listed: everyone), ``authz.models``: the
+        repository's :attr:`~cloud.core.ModelRepository.scopes`, which every lookup applies."""
+        return self.repository.scopes
+
+    @model_orgs.setter
+    def model_orgs(self, scopes: Mapping[str, frozenset[str]]) -> None:
+        self.repository.scopes = dict(scopes)
 
     async def start(self) -> None:
         """Load every repository model into the backend and start its batcher."""
@@ -170,15 +178,22 @@ class DataPlane:
         await self.backend.unload(key)
 
     def unloaded(self, name: str = "") -> list[ModelSpec]:
-        """Model versions unloaded and not loaded again (all, or those of ``name``)."""
-        return [s for s in self._unloaded.values() if not name or s.name == name]
+        """Model versions unloaded and not loaded again (all, or those of ``name``) that the
+        current principal may see."""
+        return [
+            s
+            for s in self._unloaded.values()
+            if (not name or s.name == name) and self.repository.visible_spec(s)
+        ]
 
     async def reload(self, name: str) -> list[ModelSpec]:
         """Serve the unloaded versions of ``name`` again; returns them (empty when ``name`` is
         served already); NotFound for a name this gateway never served."""
         specs = self.unloaded(name)
         if not specs:
-            self.repository.resolve(name)  # NotFound unless served
+            if any(s.name == name for s in self._unloaded.values()):
+                refused_model(name)  # unloaded, but another tenant's: unknown to this caller
+            self.repository.resolve(name)  # NotFound unless served (and visible)
         for spec in specs:
             await self.load(spec)
         return specs
@@ -255,8 +270,8 @@ class DataPlane:
             rows = validate_inputs(spec, request.inputs)
         if request.outputs:
             check_outputs(spec, request.outputs)
+        self.repository.check_visible(spec)  # resolved already, unless the caller passed it
         principal = current_principal()
-        principal.check_model(spec.name, self.model_orgs)
         self.backend.admit(spec.key, request.inputs)  # e.g. an image's header, before queueing
         if not request.device_id and principal.authenticated_by not in ("internal", "insecure"):
             request.device_id = principal.subject  # records name the real caller

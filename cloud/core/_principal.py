@@ -4,8 +4,12 @@ namespaces its data lives in.
 The front doors' authorization layer (``cloud.authz``) resolves a :class:`Principal` from the
 transport (a device certificate's URI SAN, or a verified token) and runs the handler inside
 :func:`acting_as`; the core reads it with :func:`current_principal` to scope what it keeps
-(``cloud.core._tenancy``) and which models it serves (:meth:`Principal.may_use_model`). A task
-started while serving a request inherits the principal (``contextvars``).
+(``cloud.core._tenancy``) and which models it serves and shows (:meth:`Principal.may_use_model`).
+A task started while serving a request inherits the principal (``contextvars``).
+
+When the core refuses a request for what it names rather than for who sent it (a model outside
+the caller's scope, answered as if it did not exist), it says so with :func:`refused`: the front
+door serving the request (``acting_as(..., on_refusal=...)``) writes it to the audit trail.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-
-from common.errors import PermissionDenied
 
 
 class Role(enum.StrEnum):
@@ -54,14 +56,21 @@ class Principal:
     def is_device(self) -> bool:
         return self.role is Role.DEVICE
 
+    @property
+    def unrestricted(self) -> bool:
+        """The gateway itself and the development principal (``--insecure``, no TLS): every
+        model is theirs."""
+        return self.authenticated_by in ("internal", "insecure")
+
     def may_use_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> bool:
-        """True when ``model`` is served to this principal's scope. ``model_orgs`` lists, per
-        model, the scopes it is served to: ``*`` (everyone), ``org``, ``org/project`` or
+        """True when ``model`` is served to this principal's scope: it may infer on it, see it
+        listed and act on it (within what its role may call). ``model_orgs`` lists, per model,
+        the scopes it is served to: ``*`` (everyone), ``org``, ``org/project`` or
         ``org/project/region``; a model it does not list is served to everyone. A principal
         scoped to the whole org (project ``*``) uses every model of its org; one scoped to a
         project (or region) uses the org's models and those of its project (or region)."""
         scopes = model_orgs.get(model)
-        if scopes is None or "*" in scopes:
+        if scopes is None or "*" in scopes or self.unrestricted:
             return True
         return any(self._within(scope) for scope in scopes)
 
@@ -74,21 +83,19 @@ class Principal:
             return False
         return not (region and region != "*" and self.region != "*" and region != self.region)
 
-    def check_model(self, model: str, model_orgs: Mapping[str, frozenset[str]]) -> None:
-        """PermissionDenied unless :meth:`may_use_model`."""
-        if not self.may_use_model(model, model_orgs):
-            raise PermissionDenied(
-                f"model {model!r} is not served to org {self.org!r} "
-                f"(project {self.project!r}, region {self.region!r})"
-            )
-
 
 INTERNAL = Principal("gateway", Role.ADMIN, "default", authenticated_by="internal")
 """The gateway itself (work no request started: loading models at start-up, tests calling the
 core directly)."""
 
+RefusalHook = Callable[[str, str], None]
+"""Told ``(resource, detail)`` of each request the core refused for what it names."""
+
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
     "aiml021_principal", default=INTERNAL
+)
+_on_refusal: contextvars.ContextVar[RefusalHook | None] = contextvars.ContextVar(
+    "aiml021_on_refusal", default=None
 )
 
 
@@ -97,14 +104,35 @@ def current_principal() -> Principal:
     return _current.get()
 
 
+def refused(resource: str, detail: str) -> None:
+    """Report that the request being served was refused for ``resource`` (e.g. a model outside
+    the caller's scope, answered NOT_FOUND): the front door writes it to the audit trail."""
+    hook = _on_refusal.get()
+    if hook is not None:
+        hook(resource, detail)
+
+
+def refused_model(model: str) -> None:
+    """:func:`refused` for a model outside the current principal's scope (answered NOT_FOUND)."""
+    p = current_principal()
+    refused(
+        model,
+        f"model {model!r} is outside the caller's scope (org {p.org!r}, project {p.project!r}, "
+        f"region {p.region!r}): answered NOT_FOUND",
+    )
+
+
 @contextlib.contextmanager
-def acting_as(principal: Principal) -> Iterator[Principal]:
-    """Run the block (and the tasks it starts) as ``principal``."""
+def acting_as(principal: Principal, on_refusal: RefusalHook | None = None) -> Iterator[Principal]:
+    """Run the block (and the tasks it starts) as ``principal``; ``on_refusal`` hears what
+    :func:`refused` reports meanwhile."""
     token = _current.set(principal)
+    hook = _on_refusal.set(on_refusal)
     try:
         yield principal
     finally:
         try:
+            _on_refusal.reset(hook)
             _current.reset(token)
         except ValueError:
             # A stream handler's generator closed from another task (an async-generator
@@ -115,7 +143,10 @@ def acting_as(principal: Principal) -> Iterator[Principal]:
 __all__ = [
     "INTERNAL",
     "Principal",
+    "RefusalHook",
     "Role",
     "acting_as",
     "current_principal",
+    "refused",
+    "refused_model",
 ]

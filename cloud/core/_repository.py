@@ -8,15 +8,24 @@ version directories as versions; a pipeline directory (``pipeline.json``,
 ``cloud.core._pipeline_model``) is served under its name, version ``1``. Versions are the manifest's version string or Triton's version
 number; an empty requested version selects the newest loaded one. Anything else in the directory,
 and every entry that fails to load, is logged naming the file: nothing is skipped silently.
+
+The repository is also where models are scoped to tenants (``authz.models``, :attr:`scopes`):
+every lookup is made as the principal of the request being served, and a model outside its
+scope is, for that principal, a model that does not exist — not listed, and NOT_FOUND with the
+same words as an unknown name — so inference, the registry, rollouts, statistics and repository
+control all see the same models. Each such refusal is reported (``cloud.core.refused``) for the
+audit trail.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from cloud.core._pipeline_model import is_pipeline_model, spec_from_pipeline
+from cloud.core._principal import current_principal, refused_model
 from cloud.core._triton_repo import is_triton_model, load_triton_model
 from cloud.core._types import ModelKey, ModelSpec, TensorSpec
 from common.errors import NotFound
@@ -146,12 +155,47 @@ def scan_models_dir(models_dir: Path, max_batch_size: int) -> list[ModelSpec]:
 
 
 class ModelRepository:
-    """Served model versions by name; resolves requested (name, version) pairs."""
+    """Served model versions by name; resolves requested (name, version) pairs, showing each
+    principal only the models in its scope (:attr:`scopes`)."""
 
-    def __init__(self, specs: Iterable[ModelSpec] = ()) -> None:
+    def __init__(
+        self, specs: Iterable[ModelSpec] = (), scopes: Mapping[str, frozenset[str]] | None = None
+    ) -> None:
         self._by_name: dict[str, dict[str, ModelSpec]] = {}
+        self.scopes: dict[str, frozenset[str]] = dict(scopes or {})
+        """The scopes each model is served to (``authz.models``; see
+        :meth:`cloud.core.Principal.may_use_model`); a model not listed is served to everyone,
+        a tail model not listed has its bundle's scopes."""
         for spec in specs:
             self.add(spec)
+
+    def visible_spec(self, spec: ModelSpec) -> bool:
+        """True when the current principal may see (and use) ``spec``."""
+        name = spec.name
+        if name not in self.scopes and spec.bundle:
+            name = spec.bundle  # a tail is its bundle's
+        return current_principal().may_use_model(name, self.scopes)
+
+    def visible(self, name: str) -> bool:
+        """True when the current principal may see model ``name`` (served or not)."""
+        versions = self._by_name.get(name)
+        if versions:
+            return self.visible_spec(next(iter(versions.values())))
+        return current_principal().may_use_model(name, self.scopes)
+
+    def check_visible(self, spec: ModelSpec) -> None:
+        """NotFound, worded as for an unknown model, unless the current principal may see
+        ``spec`` (the refusal is reported for the audit trail)."""
+        if not self.visible_spec(spec):
+            self._hidden(spec.name)
+
+    def _hidden(self, name: str) -> NoReturn:
+        refused_model(name)
+        self._unknown(name)
+
+    def _unknown(self, name: str) -> NoReturn:
+        known = ", ".join(self.names()) or "none"
+        raise NotFound(f"unknown model {name!r} (served models: {known})")
 
     def add(self, spec: ModelSpec) -> None:
         """Serve ``spec`` (replacing a spec with the same key)."""
@@ -168,8 +212,9 @@ class ModelRepository:
         """The spec for ``name`` at ``version`` (newest when empty); NotFound otherwise."""
         versions = self._by_name.get(name)
         if not versions:
-            known = ", ".join(sorted(self._by_name)) or "none"
-            raise NotFound(f"unknown model {name!r} (served models: {known})")
+            self._unknown(name)
+        if not self.visible_spec(next(iter(versions.values()))):
+            self._hidden(name)
         if not version:
             return versions[max(versions, key=_version_key)]
         spec = versions.get(version)
@@ -181,15 +226,13 @@ class ModelRepository:
 
     def resolve_cut(self, bundle: str, version: str, cut_point: str) -> ModelSpec:
         """The tail model of ``bundle`` for ``cut_point`` (the full model when it is empty)."""
-        if not cut_point:
-            return self.resolve(bundle, version)
-        if bundle not in self._by_name:
-            return self.resolve(bundle, version)  # NotFound naming the model
+        if not cut_point or bundle not in self._by_name or not self.visible(bundle):
+            return self.resolve(bundle, version)  # NotFound naming the model, unless served
         name = tail_model_name(bundle, cut_point)
         if name not in self._by_name:
             cuts = sorted(
                 n.split(TAIL_SEPARATOR, 1)[1]
-                for n in self._by_name
+                for n in self.names()
                 if n.startswith(bundle + TAIL_SEPARATOR)
             )
             raise NotFound(
@@ -197,9 +240,13 @@ class ModelRepository:
             )
         return self.resolve(name, version)
 
+    def names(self) -> list[str]:
+        """The names of the models the current principal may see, sorted."""
+        return [n for n in sorted(self._by_name) if self.visible(n)]
+
     def specs(self) -> list[ModelSpec]:
-        """Every served spec, by name then version."""
-        return [s for n in sorted(self._by_name) for _, s in sorted(self._by_name[n].items())]
+        """Every served spec the current principal may see, by name then version."""
+        return [s for n in self.names() for _, s in sorted(self._by_name[n].items())]
 
     def versions(self, name: str) -> list[str]:
         """Served versions of ``name`` (NotFound when none)."""

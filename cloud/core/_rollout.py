@@ -10,7 +10,9 @@
 
 Only requests that name no version are subject to rollouts; an explicit version is served as is.
 :class:`RolloutManager` holds the rollouts and decides; ``cloud.core.RolloutRouter`` applies them
-in front of the data plane.
+in front of the data plane. A rollout is as visible as its model: a principal that may not see
+the model (``cloud.core.ModelRepository.visible``) can neither read, set nor steer its rollout,
+and is answered as for a model without one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloud.core._principal import refused_model
 from cloud.core._types import InferenceResult
 from common.errors import InvalidArgument, NotFound
 
@@ -123,11 +126,19 @@ def top_classes(outputs: dict[str, np.ndarray]) -> np.ndarray:
 class RolloutManager:
     """Holds one rollout per model, chooses the version of each request and decides rollbacks.
 
-    ``has_version(name, version)`` says whether a version is served (checked by :meth:`set`).
+    ``has_version(name, version)`` says whether a version is served (checked by :meth:`set`);
+    ``visible(name)`` whether the current principal may see the model (default: every model).
     """
 
-    def __init__(self, has_version: Callable[[str, str], bool], seed: int = 0) -> None:
+    def __init__(
+        self,
+        has_version: Callable[[str, str], bool],
+        seed: int = 0,
+        *,
+        visible: Callable[[str], bool] | None = None,
+    ) -> None:
         self._has_version = has_version
+        self._visible = visible or (lambda name: True)
         self._rollouts: dict[str, Rollout] = {}
         self._stats: dict[str, RolloutStats] = {}
         self._rng = random.Random(seed)
@@ -137,6 +148,9 @@ class RolloutManager:
         r = rollout
         if not r.model_name:
             raise InvalidArgument("rollout.model_name is required")
+        # Another tenant's model: refused as if unknown, with the same checks (and words) as a
+        # model that does not exist, so the answer tells nothing about it.
+        self._visible_or_refused(r.model_name)
         if not 0.0 <= r.traffic_fraction <= 1.0:
             raise InvalidArgument(
                 f"rollout.traffic_fraction must be in [0, 1], got {r.traffic_fraction}"
@@ -190,10 +204,17 @@ class RolloutManager:
             log.info("rollout of %s adopted: %s", r.model_name, r)
         return True
 
+    def _visible_or_refused(self, model_name: str) -> bool:
+        if self._visible(model_name):
+            return True
+        refused_model(model_name)
+        return False
+
     def get(self, model_name: str) -> tuple[Rollout, RolloutStats]:
-        """The rollout of ``model_name`` and its stats (NotFound when none was set)."""
+        """The rollout of ``model_name`` and its stats (NotFound when none was set, or the
+        current principal may not see the model)."""
         r = self._rollouts.get(model_name)
-        if r is None:
+        if not self._visible_or_refused(model_name) or r is None:
             raise NotFound(f"no rollout set for model {model_name!r}")
         return r, self._stats[model_name]
 
@@ -203,10 +224,11 @@ class RolloutManager:
         return r.stable_version if r is not None else ""
 
     def choose(self, model_name: str, routing_key: str = "") -> VersionChoice | None:
-        """The version that answers a request for ``model_name`` (no explicit version); None: no
-        rollout."""
+        """The version that answers a request for ``model_name`` (no explicit version); None when
+        no rollout applies: none is set, or the current principal may not see the model (its
+        request is not routed, so it neither reaches a candidate nor counts towards a rollback)."""
         r = self._rollouts.get(model_name)
-        if r is None:
+        if r is None or not self._visible(model_name):
             return None
         active = r.state is RolloutState.ACTIVE and r.mode is not RolloutMode.NONE
         if not active:

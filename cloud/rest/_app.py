@@ -104,7 +104,9 @@ class RestBridge:
         self._learner = learner
         self.max_body_bytes = max_body_bytes
         self.max_cache_entry_bytes = max_cache_entry_bytes
-        self._console = ConsoleRoutes(dataplane.metrics.registry, self._body)
+        self._console = ConsoleRoutes(
+            dataplane.metrics.registry, self._body, dataplane.repository.visible
+        )
         # /v1/policies: the gateway's publisher (a gateway without one answers an empty list)
         self._policies = PolicyRoutes(policies or PolicyAdmin(PolicyPublisher()), self._body)
         self._settings = ConsoleSettings(self._body, costs, privacy, budget_note)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,13 @@ def _by(samples: list[tuple[dict[str, str], float]], label: str) -> dict[str, fl
     return out
 
 
-def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
-    """The console's overview numbers from the gateway's metrics registry."""
+def summary(
+    registry: CollectorRegistry,
+    deadline_ms: float,
+    visible: Callable[[str], bool] = lambda model: True,
+) -> dict[str, Any]:
+    """The console's overview numbers from the gateway's metrics registry; per-model rows only
+    for the models ``visible`` says the caller may see (``cloud.core.ModelRepository.visible``)."""
     s = _samples(registry)
     requests = s.get("aiml021_gateway_requests_total", [])
     total = sum(v for _, v in requests)
@@ -90,6 +96,7 @@ def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
     drift = [
         {"model": labels.get("model", ""), "signal": labels.get("signal", ""), "psi": v}
         for labels, v in s.get("aiml021_gateway_drift_psi", [])
+        if visible(labels.get("model", ""))
     ]
     # Expected accuracy: the mean calibrated confidence of what devices answered (as the daily
     # report computes it; a calibrated confidence is the probability the answer is right).
@@ -97,7 +104,11 @@ def summary(registry: CollectorRegistry, deadline_ms: float) -> dict[str, Any]:
     conf_n = _by(s.get("aiml021_gateway_device_answer_confidence_count", []), "route")
     answers = sum(conf_n.values())
     return {
-        "requests": {"total": total, "ok": ok, "by_model": _by(requests, "model")},
+        "requests": {
+            "total": total,
+            "ok": ok,
+            "by_model": {m: v for m, v in _by(requests, "model").items() if visible(m)},
+        },
         "cache": {"hits": hits, "misses": misses},
         "device_routes": routes,
         "sla": {
@@ -155,8 +166,14 @@ def _simulate(policy_kind: str, scenario: str, requests: int, seed: int, deadlin
 class ConsoleRoutes:
     """``GET /v1/console/summary`` and ``POST /v1/console/simulate``."""
 
-    def __init__(self, registry: CollectorRegistry, body: Any) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        body: Any,
+        visible: Callable[[str], bool] = lambda model: True,
+    ) -> None:
         self._registry = registry
+        self._visible = visible
         self._body = body
         self._simulating = asyncio.Lock()
 
@@ -168,7 +185,7 @@ class ConsoleRoutes:
             deadline = -1.0
         if not 0.0 < deadline <= 60_000.0:
             raise InvalidArgument("deadline_ms must be a number in (0, 60000]")
-        return JSONResponse(summary(self._registry, deadline))
+        return JSONResponse(summary(self._registry, deadline, self._visible))
 
     async def simulate(self, request: Request) -> Response:
         from policy import SCENARIOS
