@@ -290,9 +290,10 @@ class OcrApp:
         self.contexts.share = self.share * self._speed
 
     def _queue_ms(self) -> float:
-        """Device compute ahead of a new frame: frames waiting for or in v4, at this device's
-        measured speed."""
-        return self._pending * self._v4_ms / (self.share * (self._speed or 1.0))
+        """Device compute ahead of a new frame: frames waiting for or in v4 (or the detector
+        alone, with ``det_route``), at this device's measured speed."""
+        per_frame = self._det_ms if self.policy.det_route else self._v4_ms
+        return self._pending * per_frame / (self.share * (self._speed or 1.0))
 
     def _is_online(self) -> bool:
         return self.client is not None and self.client.connected and self.online()
