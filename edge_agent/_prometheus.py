@@ -148,6 +148,16 @@ class AgentCollector(Collector):
         )
         bundle.add_metric([snap["bundle"]["name"], str(snap["bundle"]["version"])], 1)
         yield bundle
+        if "swaps" in snap["bundle"]:  # following the device class's assignment ([artifacts])
+            follow = CounterMetricFamily(
+                "aiml021_edge_bundle_events",
+                "Following the bundle assignment: checks, swaps, bundles rejected before use, "
+                "refused by the gateway, rolled back after failing in service.",
+                labels=["event"],
+            )
+            for event in ("checks", "swaps", "rejected", "refused", "rollbacks"):
+                follow.add_metric([event], snap["bundle"][event])
+            yield follow
 
 
 class MetricsEndpoint:
