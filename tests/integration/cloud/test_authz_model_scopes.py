@@ -329,3 +329,34 @@ async def test_insecure_development_sees_every_model(
                 pb.ModelMetadataRequest(name="m")
             )
             assert meta.name == "m"
+
+
+async def test_a_device_s_session_reaches_only_its_org_s_models(scene: Scene) -> None:
+    """On the session stream the same: another org's model is one error for that request
+    (NOT_FOUND, as an unknown model), the stream and the device's own requests go on."""
+    from tests.integration.cloud._gateway import SessionClient, header, hello
+
+    x = np.ones((1, 4), np.float32)
+    async with scene.world.channel(scene.live.port, scene.who["dev-b"]) as channel:
+        client = SessionClient(channel)
+        await client.send(hello("dev-b"))
+        # The header is refused before any payload is sent.
+        await client.send(header("r1", x.shape, model="m"))
+        hidden = await client.recv()
+        await client.send(header("r2", x.shape, model="zzz"))
+        unknown = await client.recv()
+        for answer in (hidden, unknown):
+            assert answer.WhichOneof("frame") == "infer_error", answer
+            assert answer.infer_error.status.code == grpc.StatusCode.NOT_FOUND.value[0]
+        words = hidden.infer_error.status.message.replace("'m'", "'zzz'")
+        assert words == unknown.infer_error.status.message
+        await client.call.done_writing()
+    async with scene.world.channel(scene.live.port, scene.who["dev-a"]) as channel:
+        client = SessionClient(channel)
+        await client.send(hello("dev-a"))
+        mine = await client.infer("r3", x, model="m")
+        assert mine.WhichOneof("frame") == "infer_result", mine
+        await client.call.done_writing()
+    rows = await scene.audit(principal="dev-b")
+    assert _rows(rows) == [("dev-b", "m", "PERMISSION_DENIED")]
+    assert rows[0].action == "/aiml021.session.v1.SessionService/Connect"
