@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,10 @@ class Policy:
     let the decider choose there between sending every line's region (one request) and reading
     the lines on the device (the rest of v4 on those boxes)."""
     det_side: int = 960
+    """The detector's input size (long side); 0: the pipeline's own (736 px on the short side)."""
+    det_pipeline: str = ""
+    """Whose detector runs first: empty for v4's, ``ppocr_v6`` for the cloud's own (its boxes,
+    the same as cloud-only's; 230 ms a frame on one core against v4's 150)."""
 
     def frame_route(self, doubtful: int, lines: int, link_mbit: float) -> bool:
         return (
@@ -223,6 +227,8 @@ class OcrApp:
             from benchmarks.ocr.decide import Contexts, LineCosts, line_profile, make_decider
 
             costs = LineCosts.load()
+            if policy.det_pipeline:  # v6 det_small: 227-233 ms a frame (issue 16) and the crops
+                costs = replace(costs, det_ms=250.0 / costs.lines_per_frame)
             state, cls = None, "phone" if share >= 1 else "iot"
             if policy.decider_state:  # "{class}" in the path: one trained state per class
                 state = json.loads(Path(policy.decider_state.replace("{class}", cls)).read_text())
@@ -245,6 +251,9 @@ class OcrApp:
             # app sends regions itself to keep each answer's compute time and bytes
             self.cascade = Cascade(self.pipeline, self._no_refine, policy.threshold)
             self.cascade.charset  # noqa: B018 - read the character list once, up front
+            self._det_pipe = self.pipeline
+            if policy.det_pipeline:
+                self._det_pipe = load_pipeline(policy.det_pipeline, threads=1)
 
     @staticmethod
     async def _no_refine(x: npt.NDArray[np.float32]) -> dict[str, Any]:
@@ -424,11 +433,14 @@ class OcrApp:
         if bgr is None:
             raise ValueError("the frame is not an image")
         image = np.asarray(bgr, np.uint8)
-        steps = self.pipeline.spec.steps
+        pipe = self._det_pipe
+        steps = pipe.spec.steps
         n = next(i for i, st in enumerate(steps) if st.op == "db_boxes") + 1
-        pre = {**self.pipeline.step_params("det_preprocess"), "limit": "max",
-               "short_side": self.policy.det_side}  # fmt: skip
-        values = _run_steps(self.pipeline, {self.pipeline.spec.input: image}, steps[:n], pre)
+        pre = None
+        if self.policy.det_side:
+            pre = {**pipe.step_params("det_preprocess"), "limit": "max",
+                   "short_side": self.policy.det_side}  # fmt: skip
+        values = _run_steps(pipe, {pipe.spec.input: image}, steps[:n], pre)
         return image, values, [self._region_input(image, b) for b in values["boxes"]]
 
     def _recognize(self, values: dict[str, Any]) -> list[Line]:
