@@ -178,13 +178,20 @@ class PrivacySink:
         for name in names & {"device_id", "session_id"}:
             value = getattr(record, name)
             changes[name] = self._device(value) if name == "device_id" else self._session(value)
+        # Ids the client chose are kept only as keyed pseudonyms when a pseudonymiser is set
+        # (rows still join on them, and two keys stay two keys); redacting them instead would
+        # collapse different ids ("dev-026-1234", "dev-027-1234" -> "dev-[PHONE]").
+        ids = (
+            {"request_id": self._p.request, "idempotency_key": self._p.idempotency}
+            if (self._p is not None)
+            else {}
+        )
         for name in names & _TEXT_FIELDS:
             value = getattr(record, name)
-            if isinstance(value, str):
+            if name in ids:
+                changes[name] = ids[name](value)
+            elif isinstance(value, str):
                 changes[name] = self._text(value, where)
-        if self._p is not None and "request_id" in names:
-            # Text the client chose: kept only as a keyed pseudonym (rows still join on it).
-            changes["request_id"] = self._p.request(record.request_id)
         return dataclasses.replace(record, **changes)
 
     def __call__(self, record: Any, /) -> None:

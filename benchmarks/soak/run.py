@@ -77,9 +77,9 @@ def _restart(gw: Gateway, events: list[dict[str, Any]], at: float) -> None:
 def _db_duplicates(url: str) -> dict[str, int]:
     import psycopg
 
-    # Keys are a device's own, so a key counts per device; and the gateway's DLP redacts what
-    # looks like personal data in stored ids (a key ``dev-026-1234`` may be stored as
-    # ``dev-[PHONE]``): redacted keys no longer tell computations apart and are only counted.
+    # Keys are a device's own, so a key counts per device. A gateway without pseudonyms stores
+    # DLP-redacted keys (``dev-026-1234`` as ``dev-[PHONE]``), which no longer tell computations
+    # apart and are only counted; with pseudonyms each key is its own ``idk_…``.
     with psycopg.connect(url, connect_timeout=10) as conn:
         rows = conn.execute(
             "SELECT device_id, idempotency_key, count(*) FROM requests WHERE status = 'OK' AND "

@@ -32,9 +32,10 @@ KEY_BYTES = 32
 DEVICE = "device"
 SESSION = "session"
 REQUEST = "request"
-_PREFIX = {DEVICE: "dev_", SESSION: "ses_", REQUEST: "req_"}
+IDEMPOTENCY = "idempotency"
+_PREFIX = {DEVICE: "dev_", SESSION: "ses_", REQUEST: "req_", IDEMPOTENCY: "idk_"}
 _DIGEST_HEX = 32  # 128 bits: collisions need ~2^64 devices
-_PSEUDONYM = re.compile(r"^(dev|ses|req)_[0-9a-f]{32}$")
+_PSEUDONYM = re.compile(r"^(dev|ses|req|idk)_[0-9a-f]{32}$")
 
 
 def parse_pseudonym_key(text: str | bytes) -> bytes:
@@ -89,7 +90,8 @@ class Pseudonymiser:
             raise InvalidArgument(f"pseudonym key file {path}: {exc.strerror}") from None
 
     def pseudonym(self, identifier: str, domain: str = DEVICE) -> str:
-        """The pseudonym of ``identifier`` in ``domain`` (``device``, ``session``, ``request``)."""
+        """The pseudonym of ``identifier`` in ``domain`` (``device``, ``session``, ``request``,
+        ``idempotency``)."""
         prefix = _PREFIX.get(domain)
         if prefix is None:
             raise ValueError(f"unknown pseudonym domain {domain!r}; one of {sorted(_PREFIX)}")
@@ -107,6 +109,10 @@ class Pseudonymiser:
     def request(self, request_id: str) -> str:
         """The pseudonym of a request id, text the client chose (empty stays empty)."""
         return self.pseudonym(request_id, REQUEST) if request_id else ""
+
+    def idempotency(self, key: str) -> str:
+        """The pseudonym of an idempotency key, text the client chose (empty stays empty)."""
+        return self.pseudonym(key, IDEMPOTENCY) if key else ""
 
 
 def is_pseudonym(value: str) -> bool:

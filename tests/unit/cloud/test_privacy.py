@@ -82,8 +82,11 @@ async def test_stored_records_hold_pseudonyms_and_no_pii(tmp_path: Path) -> None
         [
             DeviceSeen("cam-1", "cpu"),
             SessionEvent("sess-1", "cam-1", 1.0),
-            _record(1, idempotency_key="order for bob@example.com"),
-            TelemetryEvent("cam-1", "paid with 4111 1111 1111 1111", "m", "edge", 0, 0.01, 10, 20),
+            _record(1, idempotency_key="dev-026-1234", offload_reason="ask bob@example.com"),
+            _record(2, idempotency_key="dev-027-1234"),
+            TelemetryEvent(
+                "cam-1", "t1", "m", "edge", 0, 0.01, 10, 20, cut_point="paid 4111 1111 1111 1111"
+            ),
         ],
     )
     rows = []
@@ -94,11 +97,20 @@ async def test_stored_records_hold_pseudonyms_and_no_pii(tmp_path: Path) -> None
     assert "bob@example.com" not in dump and "4111 1111" not in dump
     devices = {r[0] for r in await db.query("SELECT DISTINCT device_id FROM requests")}
     assert devices == {P.device("cam-1")} and all(is_pseudonym(d) for d in devices)
-    # Request ids are text the client chose: kept as keyed pseudonyms too.
+    # Request ids and idempotency keys are text the client chose: kept as keyed pseudonyms,
+    # never redacted (two phone-like keys would both become "dev-[PHONE]": one key).
     keys = await db.query(
-        "SELECT idempotency_key FROM requests WHERE request_id = ?", (P.request("r1"),)
+        "SELECT request_id, idempotency_key, offload_reason FROM requests "
+        "WHERE request_id IN (?, ?)",
+        (P.request("r1"), P.request("r2")),
     )
-    assert keys == [("order for [EMAIL]",)]
+    assert sorted(keys) == sorted(
+        [
+            (P.request("r1"), P.idempotency("dev-026-1234"), "ask [EMAIL]"),
+            (P.request("r2"), P.idempotency("dev-027-1234"), ""),
+        ]
+    )
+    assert "dev-02" not in dump and all(is_pseudonym(k) for _, k, _ in keys)
     stored = {r[0] for r in await db.query("SELECT request_id FROM requests")}
     assert P.request("r1") in stored and all(is_pseudonym(r) for r in stored)
     # The results still join on the pseudonym: analytics keep working.

@@ -91,7 +91,7 @@ async def test_content_columns_are_kept_only_sealed_and_aggregates_still_work(
         f"SELECT device_id, request_id, sealed FROM requests WHERE request_id = '{P.request('r1')}'",
     )
     assert sealer.open("requests", (device, request), sealed, {}) == {
-        "idempotency_key": "invoice-1 for Jane Roe",
+        "idempotency_key": P.idempotency("invoice-1 for Jane Roe"),  # an id: its pseudonym
         "offload_reason": "low confidence on the passport photo",
     }
     ((sid, sealed),) = _rows(path, "SELECT session_id, sealed FROM sessions")
