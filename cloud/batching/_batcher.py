@@ -20,6 +20,10 @@ right-padded crops the way their own batching pads them): requests whose last in
 falls in the same bucket batch together, right-padded with zeros to the batch's widest, and get
 the answer to their padded input.
 
+With more than one worker (``workers``, the batches computing at once), a device may occupy all
+workers but one while other devices use the model: a light device's request then finds a worker
+free instead of waiting for a flooder's batch to finish; a device alone uses all of them.
+
 Workers are supervised: a fault in one batch fails that batch's requests (INTERNAL) and nothing
 else; a worker that crashes anyway is logged, restarted after ``restart_delay_s`` (doubling while
 it keeps crashing, up to 1 s) and the batcher reports not :attr:`DynamicBatcher.ready` until every
@@ -126,6 +130,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
         self._down = 0  # workers crashed and not yet restarted
+        self._computing: dict[str, int] = {}  # flow -> batches of it computing now
         self.restarts = 0
         """Worker restarts after a crash, over the batcher's life."""
         self._compute_estimate_s = 0.0  # EWMA of batch compute time; 0 until measured
@@ -261,8 +266,12 @@ class DynamicBatcher:
         estimate = self._compute_estimate_s
         limit = self._cfg.max_batch_size
         cut = self._cfg.contended_batch_s
-        if cut is not None and self._row_estimate_s > 0 and self._contended(now):
+        contended = self._contended(now)
+        if cut is not None and self._row_estimate_s > 0 and contended:
             limit = max(1, min(limit, int(cut / self._row_estimate_s)))
+        # While devices share the model, one device's batches may occupy all workers but one,
+        # so another device's request finds a worker free instead of waiting for a batch.
+        occupy = self._cfg.workers - 1 if contended and self._cfg.workers > 1 else math.inf
         skipped: list[tuple[float, int, _Flow]] = []
         while self._ready:
             entry = self._ready[0]
@@ -276,6 +285,9 @@ class DynamicBatcher:
                 continue
             if rows and rows + item.rows > limit:
                 break
+            if self._computing.get(f.name, 0) >= occupy:
+                skipped.append(heapq.heappop(self._ready))  # its next batch waits for a worker
+                continue
             if batch and not _stackable(batch[0], item, self._cfg.width_bucket):
                 # Another shape along a dynamic dimension: this device's request leads a later
                 # batch; the others may still fill this one.
@@ -336,10 +348,24 @@ class DynamicBatcher:
             if self._cfg.max_queue_delay_s > 0 and self._rows < self._cfg.max_batch_size:
                 await self._wait_for_fill()
             taken[:] = self._take()
-            if not self._queued:
+            if not self._queued or not taken:
+                # Nothing queued, or nothing this worker may take now (every queued device
+                # occupies its workers): wait for a submit or for a batch to end.
                 wakeup.clear()
             if taken:
-                await self._execute(taken)
+                flows = {i.flow.name for i in taken}
+                for name in flows:
+                    self._computing[name] = self._computing.get(name, 0) + 1
+                try:
+                    await self._execute(taken)
+                finally:
+                    for name in flows:
+                        if (left := self._computing[name] - 1) > 0:
+                            self._computing[name] = left
+                        else:
+                            del self._computing[name]
+                    if self._queued:
+                        wakeup.set()  # a device's worker is free again: its queue may go on
             taken.clear()
 
     async def _wait_for_fill(self) -> None:

@@ -4,7 +4,10 @@ and the gateway's memory, before and after."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +22,10 @@ RSS_SLACK_MB = 50.0
 MAX_ATTACK_S = 10.0
 PAUSE_SETTLE_S = 0.3
 """The start of an :meth:`AttackReport.pause` that is not counted as quiet."""
+REPORTS_ENV = "AIML021_ATTACK_REPORTS"
+"""A file each attack's :class:`AttackReport` is appended to as a JSON line, before its
+assertions (``python -m benchmarks.hostile`` sets it: keep the name in step with its
+``REPORTS_ENV``)."""
 MAX_DRIFT_MS = 250.0
 """The baseline measured after the attack and between its rounds counts up to this much (the
 box's load drifts by tens of ms); a stall longer than that during the attack's pauses or after
@@ -110,6 +117,9 @@ def under_attack(
     report.bound_ms = latency_bound(baseline / 1e3, report.slowdown) * 1e3
     report.rss_after_mb = gw.settled_rss_mb(report.rss_before_mb + RSS_SLACK_MB)
     print(report)
+    if reports := os.environ.get(REPORTS_ENV):
+        with open(reports, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dataclasses.asdict(report)) + "\n")
     assert gw.alive(), "the gateway died"
     assert report.wrong == 0, f"the legitimate device got {report.wrong} wrong answers: {report}"
     assert report.attack_p99_ms <= report.bound_ms, str(report)
@@ -117,4 +127,11 @@ def under_attack(
     assert report.attack_s <= MAX_ATTACK_S + 1.0, str(report)
 
 
-__all__ = ["MAX_ATTACK_S", "MAX_DRIFT_MS", "RSS_SLACK_MB", "AttackReport", "under_attack"]
+__all__ = [
+    "MAX_ATTACK_S",
+    "MAX_DRIFT_MS",
+    "REPORTS_ENV",
+    "RSS_SLACK_MB",
+    "AttackReport",
+    "under_attack",
+]

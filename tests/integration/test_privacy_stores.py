@@ -169,7 +169,8 @@ async def test_postgres_keeps_pseudonyms_and_forget_erases_a_device(
     rows = await db.query(
         "SELECT device_id, idempotency_key FROM requests WHERE request_id = ?", (P.request("r0"),)
     )
-    assert rows == [(P.device("cam-1"), "order 0: call [PHONE]")]
+    # Idempotency keys are ids: their keyed pseudonyms, not DLP-redacted text.
+    assert rows == [(P.device("cam-1"), P.idempotency("order 0: call +44 20 7946 0958"))]
     assert "cam-1" not in str(rows)
     # The device's idempotency entries in Redis, namespaced by org and device, go too.
     client = aioredis.Redis.from_url(redis_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Mapping
 
 import numpy as np
@@ -235,4 +236,39 @@ async def test_batches_are_cut_short_while_devices_share_the_model() -> None:
     gate.set()
     await asyncio.gather(blocker, *shared)
     assert sum(sizes) == 17 and max(sizes[1:]) <= 4, sizes
+    await b.close()
+
+
+async def test_a_flooding_device_leaves_one_worker_to_the_others() -> None:
+    # Two workers; the flooder's batches hold their worker until the test releases them.
+    released: defaultdict[float, asyncio.Event] = defaultdict(asyncio.Event)
+    computed: list[float] = []
+
+    async def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        v = float(feeds["x"][0, 0])
+        computed.append(v)
+        if v < 100:
+            await released[v].wait()
+        return {"y": feeds["x"]}
+
+    b = DynamicBatcher(KEY, run, BatcherConfig(max_batch_size=1, workers=2, contended_batch_s=None))
+    b.start()
+    flood = [b.submit(_x(i), 1, flow="flooder") for i in range(6)]
+    await asyncio.sleep(0.01)
+    assert computed == [0, 1]  # alone, a device uses every worker
+    light = b.submit(_x(100), 1, flow="light")
+    released[0].set()
+    await asyncio.wait_for(light, 1.0)
+    await asyncio.sleep(0.01)
+    # The flooder still computes request 1; with the light device around it may not take the
+    # worker that answered the light device, so the light device's next request finds it free
+    # (before: the flooder's request 2 took it, and this one waited for a release).
+    assert computed == [0, 1, 100]
+    again = b.submit(_x(101), 1, flow="light")
+    await asyncio.wait_for(again, 1.0)
+    assert computed == [0, 1, 100, 101]
+    for i in range(6):
+        released[float(i)].set()
+    await asyncio.wait_for(asyncio.gather(*flood), 1.0)
+    assert sorted(v for v in computed if v < 100) == [0, 1, 2, 3, 4, 5]
     await b.close()

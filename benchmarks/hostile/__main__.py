@@ -1,0 +1,3 @@
+from benchmarks.hostile.run import main
+
+main()
