@@ -162,16 +162,20 @@ class SessionSettings(Section):
 
 
 class LimitsSettings(Section):
-    """Per-device quotas: every session of one device (its certificate's id) draws on them."""
+    """Per-device quotas: every session and every inference call (ModelInfer, each
+    ModelStreamInfer request, REST infer and features) of one device (its certificate's id) draw
+    on them."""
 
     max_sessions_per_device: int = Field(default=8, ge=1)
     """Session streams one device may have open at once."""
     max_inflight_per_device: int = Field(default=512, ge=1)
-    """Requests one device may have open over all its sessions."""
+    """Requests one device may have open over all its sessions and inference calls."""
     max_buffered_bytes_per_device: int = Field(default=64 * 1024 * 1024, ge=1)
-    """Bytes of unfinished payloads one device may have buffered over all its sessions."""
+    """Bytes of unfinished payloads one device may have buffered over all its sessions and
+    inference calls (a call holds its tensors, or its REST body, until it is answered)."""
     requests_per_s: float = Field(default=500.0, ge=0)
-    """Requests (InferHeaders) per second one device may send, sustained (0: no limit)."""
+    """Requests (InferHeaders and inference calls) per second one device may send, sustained
+    (0: no limit)."""
     burst: int = Field(default=500, ge=1)
     """Requests a device may send at once above ``requests_per_s`` (token bucket size)."""
     fair_share: bool = True

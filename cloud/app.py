@@ -264,7 +264,7 @@ class Gateway:
             ),
             budget,
         )
-        """Per-device quotas every session draws on."""
+        """Per-device quotas every session and every inference call (gRPC and REST) draws on."""
         guards = StreamGuards(
             hello_timeout_s=s.session.hello_timeout_s,
             idle_timeout_s=s.session.idle_timeout_s,
@@ -328,6 +328,7 @@ class Gateway:
                 sealed_at_rest=s.privacy.at_rest_key_file is not None,
             ),
             budget_note="" if one_process else several,
+            quotas=self.quotas,
         )
         """The REST front door over the same core (``self.rest.app()`` is its ASGI app)."""
         self.rest.middleware = authz_middleware(self.authn, self.audit)
@@ -390,7 +391,10 @@ class Gateway:
         """Every gRPC service on ``server``; returns their full names."""
         server.add_generic_rpc_handlers((self.sessions.handler(),))
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane, self.settings.server.max_request_id_bytes), server
+            InferenceServicer(
+                self.dataplane, self.settings.server.max_request_id_bytes, quotas=self.quotas
+            ),
+            server,
         )
         served = [SESSION_SERVICE, INFERENCE_SERVICE]
         if self.settings.control_services:

@@ -37,7 +37,7 @@ from cloud.core._principal import (
     refused,
     refused_model,
 )
-from cloud.core._quota import DeviceLedger, DeviceQuota, DeviceQuotas
+from cloud.core._quota import DeviceCall, DeviceLedger, DeviceQuota, DeviceQuotas
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
 from cloud.core._repository import (
     ModelRepository,
@@ -103,6 +103,7 @@ __all__ = [
     "Chunk",
     "CutPointInfo",
     "DataPlane",
+    "DeviceCall",
     "DeviceLedger",
     "DeviceQuota",
     "DeviceQuotas",

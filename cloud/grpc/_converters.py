@@ -67,6 +67,29 @@ def check_frame_request_id(msg: session_pb2.ConnectRequest, max_bytes: int) -> N
         check_request_id(frame.request_id, max_bytes, f"{type(frame).__name__}.request_id")
 
 
+_CONTENT_BYTES = (
+    ("bool_contents", 1),
+    ("int_contents", 4),
+    ("int64_contents", 8),
+    ("uint_contents", 4),
+    ("uint64_contents", 8),
+    ("fp32_contents", 4),
+    ("fp64_contents", 8),
+)
+
+
+def infer_request_bytes(msg: pb.ModelInferRequest) -> int:
+    """Bytes of tensor data a ModelInferRequest carries (raw and typed contents), counted
+    without copying them: what the call holds of its device's buffer quota."""
+    n = sum(map(len, msg.raw_input_contents))
+    for t in msg.inputs:
+        if t.HasField("contents"):
+            c = t.contents
+            n += sum(len(getattr(c, field)) * size for field, size in _CONTENT_BYTES)
+            n += sum(map(len, c.bytes_contents))
+    return n
+
+
 def infer_request_from_pb(
     msg: pb.ModelInferRequest,
     api: str,
@@ -285,6 +308,7 @@ __all__ = [
     "check_request_id",
     "chunk_from_pb",
     "header_from_pb",
+    "infer_request_bytes",
     "infer_request_from_pb",
     "infer_response_to_pb",
     "limits_to_pb",

@@ -12,8 +12,8 @@ import grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
-from cloud.core import DataPlane, InferenceResult
-from cloud.grpc._converters import infer_request_from_pb, infer_response_to_pb
+from cloud.core import DataPlane, DeviceCall, DeviceQuotas, InferenceResult, current_principal
+from cloud.grpc._converters import infer_request_bytes, infer_request_from_pb, infer_response_to_pb
 from cloud.grpc._errors import bounded, detach, handle_unary
 from cloud.grpc._peer import device_id_from_context, traceparent_from_context
 from cloud.grpc._triton_converters import (
@@ -31,11 +31,19 @@ log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """KServe-v2 gRPC service; tritonclient works against it unchanged."""
+    """KServe-v2 gRPC service; tritonclient works against it unchanged. Every ModelInfer and
+    every ModelStreamInfer request of a device is a call on its quotas (``quotas``, shared with
+    its sessions: :meth:`cloud.core.DeviceQuotas.call`), counted before it is decoded."""
 
-    def __init__(self, dataplane: DataPlane, max_request_id_bytes: int = 256) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_request_id_bytes: int = 256,
+        quotas: DeviceQuotas | None = None,
+    ) -> None:
         self._dp = dataplane
         self._max_id = max_request_id_bytes
+        self._quotas = quotas or DeviceQuotas.unlimited()
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: object
@@ -113,13 +121,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         start = time.monotonic_ns()
         req = None
         accepted = False
+        holder = current_principal().device_id  # whose quotas the call draws on
         try:
-            req = infer_request_from_pb(request, "infer", context.time_remaining(), self._max_id)
-            req.device_id = device_id_from_context(context)  # compute is shared fairly by device
-            req.traceparent = traceparent_from_context(context)
-            fut = self._dp.submit(req)
-            accepted = True
-            result = await fut
+            with self._quotas.call(holder, infer_request_bytes(request)):  # before decoding
+                req = infer_request_from_pb(
+                    request, "infer", context.time_remaining(), self._max_id
+                )
+                req.device_id = device_id_from_context(context)  # compute is shared by device
+                req.traceparent = traceparent_from_context(context)
+                fut = self._dp.submit(req)
+                accepted = True
+                result = await fut
         except AimlError as exc:
             if accepted:  # as Triton: requests refused before queueing are no failures of a model
                 self._failed(request, start)
@@ -155,8 +167,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             msg: pb.ModelInferRequest,
             req: object,
             started_ns: int,
+            call: DeviceCall,
         ) -> None:
             pending.discard(fut)
+            call.leave()
             if fut.cancelled():
                 return
             exc = fut.exception()
@@ -177,6 +191,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         eof = False
         device = device_id_from_context(context)
+        holder = current_principal().device_id  # whose quotas each request draws on
         parent = traceparent_from_context(context)  # the stream's: every request continues it
 
         async def read() -> None:
@@ -185,18 +200,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 async for msg in request_iterator:
                     req = None
                     started_ns = time.monotonic_ns()
-                    try:
+                    call: DeviceCall | None = None
+                    try:  # each request is a call on the device's quotas, counted before decoding
+                        call = self._quotas.call(holder, infer_request_bytes(msg))
                         req = infer_request_from_pb(msg, "stream", None, self._max_id)
                         req.device_id = device
                         req.traceparent = parent
                         fut = self._dp.submit(req)
-                    except AimlError as exc:
+                    except BaseException as exc:
+                        if call is not None:  # counted, then refused: returned at once
+                            call.leave()
+                        if not isinstance(exc, AimlError):
+                            raise
                         self._record(req, msg, exc.code.value)
                         out.put_nowait(_stream_error(exc, msg, self._max_id))
                         continue
-                    pending.add(fut)
+                    pending.add(fut)  # the call is left when the answer is delivered
                     fut.add_done_callback(
-                        functools.partial(deliver, msg=msg, req=req, started_ns=started_ns)
+                        functools.partial(
+                            deliver, msg=msg, req=req, started_ns=started_ns, call=call
+                        )
                     )
             except Exception as exc:  # the call ended (aborted on a malformed message, or reset)
                 log.debug("ModelStreamInfer read ended: %s", type(exc).__name__)

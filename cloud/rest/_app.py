@@ -32,7 +32,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from cloud.core import DataPlane, RegistryView, ResultCache, RolloutManager, current_principal
+from cloud.core import (
+    DataPlane,
+    DeviceCall,
+    DeviceQuotas,
+    RegistryView,
+    ResultCache,
+    RolloutManager,
+    current_principal,
+)
 from cloud.core._costs import CostAccountant
 from cloud.grpc._cache import MAX_CACHE_ENTRY_BYTES
 from cloud.grpc._control_converters import (
@@ -96,8 +104,11 @@ class RestBridge:
         costs: CostAccountant | None = None,
         privacy: PrivacyStatus | None = None,
         budget_note: str = "",
+        quotas: DeviceQuotas | None = None,
     ) -> None:
         self._dp = dataplane
+        self._quotas = quotas or DeviceQuotas.unlimited()
+        """Each device's quotas, shared with its sessions: every inference call draws on them."""
         self._registry = registry
         self._rollouts = rollouts
         self._cache = cache
@@ -137,14 +148,13 @@ class RestBridge:
         return inflated
 
     async def _parse(self, request: Request, message: Message) -> Any:
+        return _from_json(await self._body(request), message)
+
+    async def _counted_body(self, request: Request, call: DeviceCall) -> bytes:
+        """The body of an inference call, held on the caller's quotas before it is parsed."""
         body = await self._body(request)
-        try:
-            json_format.Parse(body or b"{}", message, ignore_unknown_fields=False)
-        except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
-            raise InvalidArgument(
-                f"body is not valid {message.DESCRIPTOR.full_name} JSON: {exc}"
-            ) from None
-        return message
+        call.hold(len(body))
+        return body
 
     @staticmethod
     def _json(message: Message) -> Response:
@@ -155,15 +165,22 @@ class RestBridge:
     # -- /v1 -----------------------------------------------------------------------------------
 
     async def infer(self, request: Request) -> Response:
+        # a call on the device's quotas (cloud.core.DeviceQuotas) until it is answered
+        with self._quotas.call(current_principal().device_id) as call:
+            return await self._infer(request, call)
+
+    async def _infer(self, request: Request, call: DeviceCall) -> Response:
+        body = await self._counted_body(request, call)
         if request.headers.get("content-type", "").startswith(RAW_CONTENT_TYPE):
-            msg = raw_infer_request(request.query_params, await self._body(request))
+            msg = raw_infer_request(request.query_params, body)
             if not msg.inputs[0].name:  # the model's one input when the query names none
                 spec = self._dp.repository.resolve(msg.model_name, msg.model_version)
                 if len(spec.inputs) != 1:
                     raise InvalidArgument(f"input: model {spec.key} has several; name one")
                 msg.inputs[0].name = spec.inputs[0].name
         else:
-            msg = await self._parse(request, pb.ModelInferRequest())
+            msg = _from_json(body, pb.ModelInferRequest())
+        del body
         core = infer_request_from_pb(msg, "rest", None)
         core.traceparent = request.headers.get("traceparent", "")[:128]  # W3C trace context
         try:
@@ -175,8 +192,11 @@ class RestBridge:
         return self._json(infer_response_to_pb(result, core.request_id))
 
     async def features(self, request: Request) -> Response:
-        msg = await self._parse(request, features_pb2.InferFeaturesRequest())
-        return self._json(await infer_features(self._dp, msg))
+        with self._quotas.call(current_principal().device_id) as call:  # as infer
+            body = await self._counted_body(request, call)
+            msg = _from_json(body, features_pb2.InferFeaturesRequest())
+            del body
+            return self._json(await infer_features(self._dp, msg))
 
     async def models(self, request: Request) -> Response:
         page_size = request.query_params.get("page_size", "0")
@@ -271,7 +291,7 @@ class RestBridge:
             Route("/v1/cache/put", self.cache_put, methods=post),
             Route("/v1/deploy/canary", self.canary, methods=post),
             Route("/v1/deploy/rollouts/{name}", self.rollout, methods=get),
-            *KServeV2(self._dp, self._body).routes(),
+            *KServeV2(self._dp, self._body, self._quotas).routes(),
             Route("/openapi.json", self.openapi, methods=get),
             Route("/v1/console/summary", self._console.summary, methods=get),
             Route("/v1/console/simulate", self._console.simulate, methods=post),
@@ -291,6 +311,16 @@ class RestBridge:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
+
+
+def _from_json(body: bytes, message: Message) -> Any:
+    try:
+        json_format.Parse(body or b"{}", message, ignore_unknown_fields=False)
+    except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidArgument(
+            f"body is not valid {message.DESCRIPTOR.full_name} JSON: {exc}"
+        ) from None
+    return message
 
 
 class _TooLarge(Exception):

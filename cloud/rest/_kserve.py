@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud.core import DataPlane
+from cloud.core import DataPlane, DeviceCall, DeviceQuotas, current_principal
 from cloud.grpc._triton_converters import (
     SERVER_NAME,
     SERVER_VERSION,
@@ -44,11 +44,15 @@ def _version(request: Request) -> str:
 
 
 class KServeV2:
-    """The /v2 routes; ``body`` reads a request body within the bridge's size limit."""
+    """The /v2 routes; ``body`` reads a request body within the bridge's size limit; every
+    infer of a device is a call on its ``quotas`` (shared with its sessions)."""
 
-    def __init__(self, dataplane: DataPlane, body: Body) -> None:
+    def __init__(
+        self, dataplane: DataPlane, body: Body, quotas: DeviceQuotas | None = None
+    ) -> None:
         self._dp = dataplane
         self._body = body
+        self._quotas = quotas or DeviceQuotas.unlimited()
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -82,9 +86,15 @@ class KServeV2:
         return JSONResponse(triton_json(statistics_response(self._dp, name, _version(request))))
 
     async def infer(self, request: Request) -> Response:
+        # a call on the device's quotas (cloud.core.DeviceQuotas) until it is answered
+        with self._quotas.call(current_principal().device_id) as call:
+            return await self._infer(request, call)
+
+    async def _infer(self, request: Request, call: DeviceCall) -> Response:
         started = time.monotonic_ns()
         name, version = request.path_params["name"], _version(request)
         body = await self._body(request)
+        call.hold(len(body))  # before it is parsed
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), name, version)
         del body
         parsed.request.traceparent = request.headers.get("traceparent", "")[:128]

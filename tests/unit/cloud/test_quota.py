@@ -1,5 +1,6 @@
-"""Per-device quotas: every session of a device draws on one ledger; limits on sessions,
-in-flight requests, buffered bytes and request rate, and a fair share of the global budget."""
+"""Per-device quotas: every session and every inference call of a device draw on one ledger;
+limits on sessions, in-flight requests, buffered bytes and request rate, and a fair share of the
+global budget; a call is left on every exit path and an idle ledger is dropped."""
 
 from __future__ import annotations
 
@@ -111,3 +112,122 @@ async def test_sessions_of_one_device_share_its_quota() -> None:
         core.close()
     assert (ledger.inflight, ledger.buffered, quotas.budget.used) == (0, 0, 0)
     await dp.close()
+
+
+def test_calls_and_sessions_of_a_device_share_its_tokens_and_in_flight() -> None:
+    now = [0.0]
+    quotas = DeviceQuotas(
+        DeviceQuota(requests_per_s=10, burst=3, max_inflight=2),
+        ByteBudget(100),
+        clock=lambda: now[0],
+    )
+    session = quotas.open_session("cam")
+    session.take_token()  # an InferHeader
+    session.open_request(10)
+    first = quotas.call("cam", 5)  # a ModelInfer of the same device: the same ledger
+    assert quotas.ledger("cam") is session and (session.inflight, session.buffered) == (2, 15)
+    with pytest.raises(
+        ResourceExhausted, match=r"2 requests in flight over its sessions and calls .*= 2\)"
+    ):
+        quotas.call("cam")  # takes the last token, refused for the in-flight cap
+    first.leave()
+    with pytest.raises(ResourceExhausted, match=r"request rate of 10/s \(limits.requests_per_s\)"):
+        quotas.call("cam")
+    with pytest.raises(ResourceExhausted, match=r"limits\.requests_per_s"):
+        session.take_token()  # the session is out of tokens too
+    quotas.call("other").leave()  # another device has its own bucket
+    now[0] += 0.1  # one token back
+    with quotas.call("cam", 7):
+        assert (session.inflight, session.buffered, quotas.budget.used) == (2, 17, 17)
+    assert (session.inflight, session.buffered, quotas.budget.used) == (1, 10, 10)
+
+
+def test_a_refused_call_takes_its_token_but_holds_nothing() -> None:
+    budget = ByteBudget(1000)
+    quotas = DeviceQuotas(DeviceQuota(max_buffered_bytes=100, burst=2), budget)
+    with pytest.raises(ResourceExhausted, match=r"limits.max_buffered_bytes_per_device = 100"):
+        quotas.call("cam", 101)
+    assert quotas.ledger("cam") is None and budget.used == 0
+    quotas.call("cam").leave()
+    with pytest.raises(ResourceExhausted, match=r"limits\.requests_per_s"):
+        quotas.call("cam")  # the refused call's token was spent
+
+
+def test_a_call_holding_its_body_is_refused_past_the_buffer_quota_and_returns_all() -> None:
+    budget = ByteBudget(1000)
+    quotas = DeviceQuotas(DeviceQuota(max_buffered_bytes=100), budget)
+    with quotas.call("cam") as call:  # REST: counted before the body is read
+        call.hold(60)
+        with pytest.raises(ResourceExhausted, match="max_buffered_bytes_per_device"):
+            call.hold(41)
+        assert (call.nbytes, budget.used) == (60, 60)
+    assert budget.used == 0 and quotas.ledger("cam") is None
+
+
+def test_calls_are_left_on_error_and_the_idle_ledger_is_dropped() -> None:
+    budget = ByteBudget(1000)
+    quotas = DeviceQuotas(DeviceQuota(), budget)
+    with pytest.raises(ValueError), quotas.call("cam", 50):
+        assert quotas.connected_devices == 1 and budget.used == 50
+        raise ValueError("the model failed")
+    assert quotas.ledger("cam") is None and budget.used == 0 and quotas.connected_devices == 0
+    call = quotas.call("cam", 50)
+    call.leave()
+    call.leave()  # a second leave (a done callback after a finally) returns nothing twice
+    assert budget.used == 0 and quotas.ledger("cam") is None
+
+
+async def test_a_cancelled_call_is_left() -> None:
+    budget = ByteBudget(1000)
+    quotas = DeviceQuotas(DeviceQuota(), budget)
+    started = asyncio.Event()
+
+    async def infer() -> None:
+        with quotas.call("cam", 200):
+            started.set()
+            await asyncio.sleep(60)  # the client goes away meanwhile
+
+    task = asyncio.create_task(infer())
+    await started.wait()
+    assert budget.used == 200
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert budget.used == 0 and quotas.ledger("cam") is None
+
+
+def test_a_call_that_ends_leaves_a_session_ledger_in_place() -> None:
+    quotas = DeviceQuotas(DeviceQuota(), ByteBudget(1000))
+    session = quotas.open_session("cam")
+    quotas.call("cam", 10).leave()
+    assert quotas.ledger("cam") is session
+    session.close_session()
+    assert quotas.ledger("cam") is None
+
+
+def test_pausing_between_calls_does_not_refill_the_bucket() -> None:
+    now = [0.0]
+    quotas = DeviceQuotas(
+        DeviceQuota(requests_per_s=10, burst=3), ByteBudget(100), clock=lambda: now[0]
+    )
+    for _ in range(3):  # one at a time: the ledger is dropped after each call
+        quotas.call("cam").leave()
+        assert quotas.ledger("cam") is None
+    with pytest.raises(ResourceExhausted, match=r"limits\.requests_per_s"):
+        quotas.call("cam")
+    assert quotas.resting_buckets == 1  # two floats kept while the bucket refills
+    now[0] += 0.3  # full again: forgotten at the next drop
+    quotas.call("other").leave()
+    quotas.call("other").leave()
+    assert quotas.resting_buckets == 1  # only "other", still refilling
+    for _ in range(3):
+        quotas.call("cam").leave()
+
+
+def test_a_caller_that_is_no_device_is_not_counted() -> None:
+    budget = ByteBudget(10)
+    quotas = DeviceQuotas(DeviceQuota(requests_per_s=1, burst=1), budget)
+    for _ in range(3):
+        with quotas.call("", 100) as call:
+            call.hold(100)
+            assert quotas.connected_devices == 0 and budget.used == 0
