@@ -272,8 +272,14 @@ def run_cell(
             "--link-schedule", json.dumps(args.link_schedule),
         ]  # fmt: skip
         procs.append(subprocess.Popen(cmd, cwd=ROOT, stderr=open(work / f"{out.stem}.log", "wb")))
-    for p in procs:
-        p.wait(args.cell_timeout)
+    try:
+        for p in procs:
+            p.wait(args.cell_timeout)
+    finally:  # a cell that timed out or was interrupted leaves no device process behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
     gw_cpu, frame_cpu = (cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True))
     cloud_cpu = gw_cpu + frame_cpu
     docs: dict[str, list[dict[str, Any]]] = {c: [] for c in CLASSES}
@@ -324,6 +330,9 @@ def markdown(cells: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    # A SIGTERM (kill, pkill, a CI timeout) ends the run through its ``finally`` blocks, so the
+    # gateway and frame service, in sessions of their own, are stopped too, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--frames", type=int, default=3, help="frames per device")
