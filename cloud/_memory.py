@@ -70,3 +70,22 @@ class HeapTrimmer:
 
 
 __all__ = ["HeapTrimmer", "trim_heap"]
+
+
+def freeze_start_up_objects() -> int:
+    """Move every object alive now (models' sessions and specs, settings, libraries' tables: what
+    start-up loaded and the process keeps for its life) out of the cyclic garbage collector's
+    generations (``gc.freeze``), after one last full collection; returns how many.
+
+    A full collection walks every tracked object; with the start-up heap still in the
+    generations, one took 56-60 ms on this box and stopped the event loop for that long, so a
+    flood of requests, which makes the collector run, stalled every other device's answers (the
+    first full collection under a 3,000-call flood: the legitimate device's p99 25-64 ms instead
+    of 4-5 ms). Frozen objects are never scanned or freed by the collector again; reference
+    counting still frees them.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
