@@ -28,17 +28,18 @@ def _queued(registry: object) -> float:
 
 async def test_queued_requests_follow_the_batcher_queues(tmp_path: Path) -> None:
     models = gateway_models(tmp_path / "models")
-    async with running_gateway(models, hold=True, batching={"max_batch_size": 1}) as live:
+    batching = {"max_batch_size": 1, "workers": 2}
+    async with running_gateway(models, hold=True, batching=batching) as live:
         registry = live.gateway.metrics.registry
         assert _queued(registry) == 0
         async with grpc.aio.insecure_channel(live.address) as ch:
             stub = kgrpc.GRPCInferenceServiceStub(ch)
             calls = [asyncio.ensure_future(stub.ModelInfer(_request(i))) for i in range(6)]
-            for _ in range(200):  # one batch of 1 is held in the backend, the rest wait
-                if _queued(registry) == 5:
+            for _ in range(200):  # each worker holds a batch of 1 in the backend, the rest wait
+                if _queued(registry) == 4:
                     break
                 await asyncio.sleep(0.02)
-            assert _queued(registry) == 5
+            assert _queued(registry) == 4
             live.backend.release()
             answers = await asyncio.gather(*calls)
         assert len(answers) == 6 and _queued(registry) == 0
