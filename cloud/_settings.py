@@ -181,6 +181,11 @@ class LimitsSettings(Section):
     fair_share: bool = True
     """Also cap each device at its fair share of ``session.global_buffer_bytes``: the budget
     divided by the devices connected."""
+    shared: bool = False
+    """Count ``requests_per_s``/``burst`` and ``max_sessions_per_device`` over all gateway
+    processes (workers and replicas) in Redis, instead of in each process; needs
+    ``stores.backend = "redis"`` (its ``stores.redis_url``). In flight and buffered bytes stay
+    per process. While Redis is unreachable each process applies the limits alone."""
 
 
 class BatchingSettings(Section):
@@ -340,6 +345,11 @@ class GatewaySettings(LayeredSettings):
                 f"server.workers = {self.server.workers} needs shared stores: set stores.backend "
                 "to redis (each worker's memory store would let a retry that lands on another "
                 "worker compute again)"
+            )
+        if self.limits.shared and self.stores.backend != "redis":
+            raise ValueError(
+                "limits.shared = true counts quotas over all gateway processes in Redis: set "
+                'stores.backend = "redis" (and stores.redis_url), or limits.shared = false'
             )
         host = self.server.host
         if (

@@ -29,6 +29,7 @@ from cloud._metrics import GatewayMetrics
 from cloud._observability import observe_gateway, policy_outcome_metrics
 from cloud._privacy import PrivacySink, PseudonymousAudit
 from cloud._settings import GatewaySettings
+from cloud._shared_quotas import RedisQuotas
 from cloud._transport import TransportSecurity
 from cloud._workers_queue import QueueDepth
 from cloud._workers_rollouts import SharedRollouts
@@ -253,17 +254,17 @@ class Gateway:
         self.policies = PolicyPublisher()
         """What devices run, pushed as PolicyUpdate on their session streams."""
         lim = s.limits
-        self.quotas = DeviceQuotas(
-            DeviceQuota(
-                max_sessions=lim.max_sessions_per_device,
-                max_inflight=lim.max_inflight_per_device,
-                max_buffered_bytes=lim.max_buffered_bytes_per_device,
-                requests_per_s=lim.requests_per_s,
-                burst=lim.burst,
-                fair_share=lim.fair_share,
-            ),
-            budget,
+        quota = DeviceQuota(
+            max_sessions=lim.max_sessions_per_device,
+            max_inflight=lim.max_inflight_per_device,
+            max_buffered_bytes=lim.max_buffered_bytes_per_device,
+            requests_per_s=lim.requests_per_s,
+            burst=lim.burst,
+            fair_share=lim.fair_share,
         )
+        self.shared_quotas = RedisQuotas(quota, s.stores.redis_url) if lim.shared else None
+        """Rate and sessions counted over all gateway processes (``limits.shared``)."""
+        self.quotas = DeviceQuotas(quota, budget, shared=self.shared_quotas)
         """Per-device quotas every session and every inference call (gRPC and REST) draws on."""
         guards = StreamGuards(
             hello_timeout_s=s.session.hello_timeout_s,
@@ -415,6 +416,8 @@ class Gateway:
         if s.stores.backend == "redis":  # workers and replicas route every request alike
             self._shared_rollouts = SharedRollouts(self.rollouts, s.stores.redis_url)
             await self._shared_rollouts.start()
+        if self.shared_quotas is not None:
+            await self.shared_quotas.start()
         await self.transport.start()
         server = grpc_server(
             s.server,
@@ -504,6 +507,8 @@ class Gateway:
         if self._shared_rollouts is not None:
             await self._shared_rollouts.close()
             self._shared_rollouts = None
+        if self.shared_quotas is not None:
+            await self.shared_quotas.close()
         await self.router.close()
         await self.dataplane.close()
         if self.observers.tracing:  # the last spans reach the collector before the exit

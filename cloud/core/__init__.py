@@ -37,7 +37,13 @@ from cloud.core._principal import (
     refused,
     refused_model,
 )
-from cloud.core._quota import DeviceCall, DeviceLedger, DeviceQuota, DeviceQuotas
+from cloud.core._quota import (
+    DeviceCall,
+    DeviceLedger,
+    DeviceQuota,
+    DeviceQuotas,
+    SharedQuotas,
+)
 from cloud.core._registry import CutPointInfo, ExitInfo, ModelInfo, RegistryView, VersionInfo
 from cloud.core._repository import (
     ModelRepository,
@@ -143,6 +149,7 @@ __all__ = [
     "SessionCore",
     "SessionLimits",
     "SessionSink",
+    "SharedQuotas",
     "TelemetryEvent",
     "TelemetrySink",
     "TensorSpec",

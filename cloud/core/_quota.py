@@ -22,6 +22,13 @@ until it is left, on every exit path. A ledger with no session and nothing in fl
 a bucket that is not full yet is kept aside (a float pair) until it would be, so a device cannot
 refill its tokens by pausing between calls.
 
+With ``limits.shared`` (several gateway processes, Redis stores) a :class:`SharedQuotas` (the
+Redis implementation is ``cloud._shared_quotas.RedisQuotas``) counts the request rate and the
+sessions over all processes: :meth:`DeviceQuotas.enter_session` and :meth:`DeviceQuotas.enter_call`
+(async) ask it first, and :meth:`DeviceLedger.take_token` then spends a token leased from the
+shared bucket. While it cannot answer (Redis down), the process-local limits apply. In flight and
+buffered bytes stay per process: they bound this process's memory.
+
 Callers that are not devices (services and operators with tokens, the ``--insecure`` development
 principal, which names no device) are not counted here: there is no device to charge, and keying
 them by peer address would make every client behind one address share one quota.
@@ -33,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from cloud.core._session_types import ByteBudget
 from common.errors import ResourceExhausted
@@ -56,6 +64,25 @@ class DeviceQuota:
     def unlimited(cls) -> DeviceQuota:
         """No per-device limit (only the global budget applies)."""
         return cls(UNLIMITED, UNLIMITED, UNLIMITED, 0.0, 1, fair_share=False)
+
+
+class SharedQuotas(Protocol):
+    """Request rate and session counts shared by every gateway process (``limits.shared``)."""
+
+    async def lease(self, device: str) -> None:
+        """Make sure ``device`` has a token leased here for its next request, if the shared
+        bucket has one (a round trip only when the lease is spent or stale)."""
+
+    def spend(self, device: str) -> bool | None:
+        """Spend one leased token: True, False (the shared bucket is dry: refuse), or None (no
+        shared answer, e.g. Redis down: the process-local bucket decides)."""
+
+    async def open_session(self, device: str, sessions_here: int) -> None:
+        """Record that this process now has ``sessions_here`` sessions of ``device``, or raise
+        RESOURCE_EXHAUSTED when that takes the device past its sessions over all processes."""
+
+    def session_closed(self, device: str, sessions_here: int) -> None:
+        """This process now has ``sessions_here`` sessions of ``device`` (recorded later)."""
 
 
 class DeviceLedger:
@@ -84,6 +111,15 @@ class DeviceLedger:
         """One request arrives: refused when the device is over its request rate."""
         q = self._quotas.quota
         if q.requests_per_s <= 0:
+            return
+        shared = self._quotas.shared
+        granted = None if shared is None else shared.spend(self.device)
+        if granted is False:
+            raise ResourceExhausted(
+                f"device {self.device!r} is over its request rate of {q.requests_per_s:g}/s "
+                "over all gateway processes (limits.requests_per_s); slow down"
+            )
+        if granted:
             return
         if self.tokens() < 1.0:
             raise ResourceExhausted(
@@ -195,10 +231,13 @@ class DeviceQuotas:
         quota: DeviceQuota,
         budget: ByteBudget,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedQuotas | None = None,
     ) -> None:
         self.quota = quota
         self.budget = budget
         self.clock = clock
+        self.shared = shared
+        """Rate and sessions counted over all gateway processes (``limits.shared``), or None."""
         self._devices: dict[str, DeviceLedger] = {}
         self._resting: dict[str, tuple[float, float]] = {}
         """(tokens, stamp) of idle devices whose bucket is not full yet, oldest first."""
@@ -241,6 +280,31 @@ class DeviceQuotas:
         ledger.sessions += 1
         return ledger
 
+    async def enter_session(self, device: str) -> DeviceLedger:
+        """:meth:`open_session`, counted over all gateway processes when quotas are shared."""
+        ledger = self.open_session(device)
+        if self.shared is not None:
+            try:
+                await self.shared.open_session(device, ledger.sessions)
+            except ResourceExhausted:  # refused: nothing was recorded
+                self.session_closed(ledger, record=False)
+                raise
+            except BaseException:  # cancelled mid-way: record the count as it is again
+                self.session_closed(ledger)
+                raise
+        return ledger
+
+    async def enter_call(self, device: str, nbytes: int = 0) -> DeviceCall:
+        """:meth:`call`, its token leased from the shared bucket when quotas are shared."""
+        await self.ready(device)
+        return self.call(device, nbytes)
+
+    async def ready(self, device: str) -> None:
+        """Before a request of ``device`` takes its token (:meth:`DeviceLedger.take_token`): with
+        shared quotas, lease tokens from the shared bucket when none is left here."""
+        if self.shared is not None and device and self.quota.requests_per_s > 0:
+            await self.shared.lease(device)
+
     def call(self, device: str, nbytes: int = 0) -> DeviceCall:
         """Count an inference call of ``device`` holding ``nbytes`` (what it carries): takes a
         token, a place in flight and the bytes, or raises RESOURCE_EXHAUSTED naming the limit
@@ -258,8 +322,10 @@ class DeviceQuotas:
             raise
         return DeviceCall(ledger, nbytes)
 
-    def session_closed(self, ledger: DeviceLedger) -> None:
+    def session_closed(self, ledger: DeviceLedger, *, record: bool = True) -> None:
         ledger.sessions -= 1
+        if record and self.shared is not None:
+            self.shared.session_closed(ledger.device, ledger.sessions)
         self.left(ledger)
 
     def left(self, ledger: DeviceLedger) -> None:
@@ -287,4 +353,4 @@ class DeviceQuotas:
         return len(self._resting)
 
 
-__all__ = ["DeviceCall", "DeviceLedger", "DeviceQuota", "DeviceQuotas"]
+__all__ = ["DeviceCall", "DeviceLedger", "DeviceQuota", "DeviceQuotas", "SharedQuotas"]

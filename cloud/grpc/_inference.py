@@ -123,7 +123,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         accepted = False
         holder = current_principal().device_id  # whose quotas the call draws on
         try:
-            with self._quotas.call(holder, infer_request_bytes(request)):  # before decoding
+            call = await self._quotas.enter_call(holder, infer_request_bytes(request))
+            with call:  # counted before decoding
                 req = infer_request_from_pb(
                     request, "infer", context.time_remaining(), self._max_id
                 )
@@ -202,7 +203,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     started_ns = time.monotonic_ns()
                     call: DeviceCall | None = None
                     try:  # each request is a call on the device's quotas, counted before decoding
-                        call = self._quotas.call(holder, infer_request_bytes(msg))
+                        call = await self._quotas.enter_call(holder, infer_request_bytes(msg))
                         req = infer_request_from_pb(msg, "stream", None, self._max_id)
                         req.device_id = device
                         req.traceparent = parent

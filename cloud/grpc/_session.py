@@ -210,7 +210,7 @@ class SessionServicer:
                 limits, max_chunk_bytes=min(caps.max_chunk_bytes, limits.max_chunk_bytes)
             )
         tails = self._tails(hello)  # FAILED_PRECONDITION: a head this gateway has no tail for
-        ledger = self.quotas.open_session(device)  # RESOURCE_EXHAUSTED past the device's quota
+        ledger = await self.quotas.enter_session(device)  # RESOURCE_EXHAUSTED past its quota
         outbox = Outbox(self._guards.max_outbound_bytes)
         session_id = uuid.uuid4().hex
         core = SessionCore(
@@ -336,6 +336,7 @@ class SessionServicer:
                                 msg.infer_header.request_id, msg.infer_header.model_name, exc
                             )
                             continue
+                        await self.quotas.ready(core.device_id)  # a shared token leased here
                         core.on_header(header)
                     elif kind == "cancel":
                         core.on_cancel(msg.cancel.request_id)

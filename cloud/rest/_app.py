@@ -166,7 +166,7 @@ class RestBridge:
 
     async def infer(self, request: Request) -> Response:
         # a call on the device's quotas (cloud.core.DeviceQuotas) until it is answered
-        with self._quotas.call(current_principal().device_id) as call:
+        with await self._quotas.enter_call(current_principal().device_id) as call:
             return await self._infer(request, call)
 
     async def _infer(self, request: Request, call: DeviceCall) -> Response:
@@ -192,7 +192,7 @@ class RestBridge:
         return self._json(infer_response_to_pb(result, core.request_id))
 
     async def features(self, request: Request) -> Response:
-        with self._quotas.call(current_principal().device_id) as call:  # as infer
+        with await self._quotas.enter_call(current_principal().device_id) as call:  # as infer
             body = await self._counted_body(request, call)
             msg = _from_json(body, features_pb2.InferFeaturesRequest())
             del body

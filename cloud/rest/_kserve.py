@@ -87,7 +87,7 @@ class KServeV2:
 
     async def infer(self, request: Request) -> Response:
         # a call on the device's quotas (cloud.core.DeviceQuotas) until it is answered
-        with self._quotas.call(current_principal().device_id) as call:
+        with await self._quotas.enter_call(current_principal().device_id) as call:
             return await self._infer(request, call)
 
     async def _infer(self, request: Request, call: DeviceCall) -> Response:
