@@ -197,10 +197,11 @@ class BatchingSettings(Section):
     """How long the batcher waits for a batch to fill; 0 batches whatever is queued."""
     max_queue_size: int = Field(default=1024, ge=1)
     """Queued requests per model version before new ones get RESOURCE_EXHAUSTED."""
-    workers: int = Field(default=2, ge=1)
+    workers: int = Field(default=1, ge=1)
     """Batches computing at the same time (also onnxruntime's thread pool size). While devices
     share a model, one device's batches occupy at most all workers but one, so with 2 or more a
-    light device's request does not wait for a flooder's batch (nor for a model loading)."""
+    light device's request does not wait for a flooder's batch (nor for a model loading); 2 is
+    recommended for internet-facing gateways (not yet the default: see docs/gateway.md)."""
     contended_batch_ms: float | None = Field(default=5.0, gt=0)
     """While more than one device uses a model (within the last second), its batches are cut
     once their estimated compute reaches this (at least one request), so a light device waits
