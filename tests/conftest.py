@@ -70,3 +70,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue  # collected from outside tests/ (e.g. a path given on the command line)
         if folder in FOLDER_MARKERS:
             item.add_marker(folder)
+
+
+class _FailuresAsTheyHappen:
+    """Prints a failure's traceback when it happens, not only in the summary at the end: a later
+    crash of the process (CI once saw a segmentation fault in the test after a failure) would
+    otherwise take the failure's cause with it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if not report.failed or terminal is None:
+            return
+        terminal.write_line("")
+        terminal.write_line(f"FAILED {report.nodeid} ({report.when}), as it happened:", red=True)
+        for line in report.longreprtext.splitlines()[-60:]:
+            terminal.write_line(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_FailuresAsTheyHappen(config), "failures-as-they-happen")
