@@ -5,7 +5,9 @@ stored result, never recomputes.
 shared one) so that two requests with the same key compute it once: the later one waits for the
 first one's result (in Redis bounded by ``wait_timeout_s``; then UNAVAILABLE, retry later). A
 claim whose owner crashed expires after ``pending_ttl_s``; a completed key answers until
-``ttl_s`` passes.
+``ttl_s`` passes. In Redis a live owner renews its claims every third of ``pending_ttl_s``
+while it computes, so a claim expires only when its owner is gone, never because the request
+queued or computed for long (another replica would then compute it a second time).
 """
 
 from __future__ import annotations
@@ -130,6 +132,16 @@ class RedisIdempotencyStore:
 
     Each key maps to one JSON-headed value ``{"s": state, "d": hex digest}`` followed by the
     framed result; claims are ``SET NX PX pending_ttl`` so a crashed replica's claim expires.
+    The claims this store holds are renewed (``PEXPIRE``, only while the value is still this
+    claim) every ``pending_ttl_s / 3`` until completed or released, for at most
+    ``max_claim_s``.
+    """
+
+    _RENEW = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then
+        return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    end
+    return 0
     """
 
     def __init__(
@@ -141,6 +153,7 @@ class RedisIdempotencyStore:
         wait_timeout_s: float = 30.0,
         poll_interval_s: float = 0.01,
         prefix: str = "aiml021:idem:",
+        max_claim_s: float = 600.0,
     ) -> None:
         self._redis = client
         self._ttl_ms = int(ttl_s * 1000)
@@ -148,6 +161,10 @@ class RedisIdempotencyStore:
         self._wait_timeout_s = wait_timeout_s
         self._poll_s = poll_interval_s
         self._prefix = prefix
+        self._max_claim_s = max_claim_s
+        self._claims: dict[str, tuple[bytes, float]] = {}
+        """Claims held here: Redis key -> (the claim's value, when it was taken)."""
+        self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisIdempotencyStore:
@@ -173,9 +190,9 @@ class RedisIdempotencyStore:
         deadline = time.monotonic() + self._wait_timeout_s
         try:
             while True:
-                if await self._redis.set(
-                    rkey, self._pack(_PENDING, digest), nx=True, px=self._pending_ttl_ms
-                ):
+                claim = self._pack(_PENDING, digest)
+                if await self._redis.set(rkey, claim, nx=True, px=self._pending_ttl_ms):
+                    self._hold(rkey, claim)
                     return None
                 value = await self._redis.get(rkey)
                 if value is None:
@@ -197,7 +214,52 @@ class RedisIdempotencyStore:
                 raise Unavailable(f"idempotency store unreachable: {exc}") from exc
             raise
 
+    def _hold(self, rkey: str, claim: bytes) -> None:
+        self._claims[rkey] = (claim, time.monotonic())
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_claims(), name="idempotency-claim-renewer"
+            )
+
+    @property
+    def claims_held(self) -> int:
+        """Claims this store took and has not completed or released yet."""
+        return len(self._claims)
+
+    async def _renew_claims(self) -> None:
+        """Every third of ``pending_ttl``: extend each claim held here (one pipelined round
+        trip), drop the ones lost (expired or taken over) or held past ``max_claim_s``; ends
+        when none is held."""
+        script = self._redis.register_script(self._RENEW)
+        interval = self._pending_ttl_ms / 3000
+        while self._claims:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for rkey, (_, since) in list(self._claims.items()):
+                if now - since > self._max_claim_s:
+                    log.warning("idempotency claim %r held over %gs: no longer renewed", rkey,
+                                self._max_claim_s)  # fmt: skip
+                    del self._claims[rkey]
+            held = list(self._claims.items())
+            if not held:
+                break
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for rkey, (claim, _) in held:
+                        await script(keys=[rkey], args=[claim, self._pending_ttl_ms], client=pipe)
+                    kept = await pipe.execute()
+            except Exception as exc:
+                if not (isinstance(exc, OSError) or _is_redis_error(exc)):
+                    raise
+                log.warning("could not renew %d idempotency claims: %s", len(held), exc)
+                continue  # Redis is down: try again next round; the claims may expire meanwhile
+            for (rkey, (claim, _)), ok in zip(held, kept, strict=True):
+                if not ok and self._claims.get(rkey, (b"", 0.0))[0] == claim:
+                    log.warning("idempotency claim %r was lost while its request computed", rkey)
+                    del self._claims[rkey]
+
     async def complete(self, key: str, digest: bytes, result: InferenceResult) -> None:
+        self._claims.pop(self._prefix + key, None)
         value = self._pack(_DONE, digest, encode_result(result))
         try:
             await self._redis.set(self._prefix + key, value, px=self._ttl_ms)
@@ -209,6 +271,7 @@ class RedisIdempotencyStore:
             raise
 
     async def release(self, key: str) -> None:
+        self._claims.pop(self._prefix + key, None)
         try:
             await self._redis.delete(self._prefix + key)
         except Exception as exc:
@@ -217,6 +280,10 @@ class RedisIdempotencyStore:
             log.warning("could not release idempotency claim %r: %s", key, exc)
 
     async def close(self) -> None:
+        self._claims.clear()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         await self._redis.aclose()
 
 

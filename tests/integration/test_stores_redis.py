@@ -88,6 +88,54 @@ async def test_release_and_ttl(redis_url: str) -> None:
     await store.close()
 
 
+async def test_a_live_claim_is_renewed_and_a_dead_ones_expires(redis_url: str) -> None:
+    """A request that queues or computes for longer than ``pending_ttl_s`` keeps its claim (it
+    used to expire, letting another replica compute the key a second time); the claim of a
+    replica that is gone expires after ``pending_ttl_s``."""
+    prefix, raw = _prefix(), aioredis.Redis.from_url(redis_url)
+    live = RedisIdempotencyStore(
+        aioredis.Redis.from_url(redis_url), prefix=prefix, pending_ttl_s=0.3
+    )
+    other = RedisIdempotencyStore(
+        aioredis.Redis.from_url(redis_url), prefix=prefix, wait_timeout_s=0.05
+    )
+    assert await live.reserve("slow", b"d") is None
+    assert await live.reserve("gone", b"e") is None
+    await live.release("gone")
+    assert live.claims_held == 1
+    await asyncio.sleep(1.2)  # four pending TTLs
+    ttl = await raw.pttl(prefix + "slow")
+    assert 0 < ttl <= 300, ttl
+    with pytest.raises(Unavailable, match="still being computed"):
+        await other.reserve("slow", b"d")  # still claimed: the other replica does not compute
+    await live.complete("slow", b"d", _result(b"r"))
+    assert live.claims_held == 0
+    assert await raw.pttl(prefix + "slow") > 60_000  # the result's TTL, not the claim's
+    stored = await other.reserve("slow", b"d")
+    assert stored is not None and _payload(stored) == b"r"
+
+    # A replica that dies holding a claim: nobody renews it, it expires, another computes.
+    dead = RedisIdempotencyStore(
+        aioredis.Redis.from_url(redis_url), prefix=prefix, pending_ttl_s=0.3
+    )
+    assert await dead.reserve("orphan", b"f") is None
+    await dead.close()  # stops renewing, as a kill -9 would
+    await asyncio.sleep(0.5)
+    assert await raw.exists(prefix + "orphan") == 0
+    assert await other.reserve("orphan", b"f") is None
+
+    # A claim taken over (expired while Redis was unreachable, then claimed elsewhere) is not
+    # extended for its old owner: the renewal only touches a value that is still its claim.
+    assert await live.reserve("taken", b"g") is None
+    await raw.set(prefix + "taken", b"someone else's claim", px=300)
+    await asyncio.sleep(0.25)
+    assert live.claims_held == 0
+    assert 0 < await raw.pttl(prefix + "taken") <= 300
+    for store in (live, other):
+        await store.close()
+    await raw.aclose()
+
+
 async def test_in_progress_duplicate_times_out_unavailable(redis_url: str) -> None:
     prefix = _prefix()
     a = RedisIdempotencyStore(aioredis.Redis.from_url(redis_url), prefix=prefix)
