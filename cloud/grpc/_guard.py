@@ -15,6 +15,7 @@ parses its own frames) keep theirs.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -81,9 +82,12 @@ def _guard(method: str, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
             try:
                 return await inner_uu(request, context)
-            except (AbortError, grpc.RpcError):  # aborts are already answered
-                # grpc keeps the abort with the call and the abort's traceback keeps this frame
-                # (a cycle through the context, freed only by a full collection): not the request
+            except (AbortError, grpc.RpcError) as exc:  # aborts are already answered
+                # grpc keeps the abort with the call, and the abort's traceback keeps every frame
+                # it passed (a cycle through the context, freed only by a full collection): the
+                # servicer's and the other interceptors' frames held the request (MiBs) there.
+                # They are finished: their locals go now, and so does this frame's request.
+                traceback.clear_frames(exc.__traceback__)
                 del request
                 raise
             except Exception as exc:

@@ -5,8 +5,12 @@ RepositoryModelUnload is undone by RepositoryModelLoad."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -185,3 +189,61 @@ async def test_repository_unload_then_load_serves_again(channel: grpc.aio.Channe
         stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="nope"))
     )
     assert code is grpc.StatusCode.NOT_FOUND
+
+
+class _Held:
+    """Stands for a request (upb messages take no weak references)."""
+
+
+_HELD: weakref.WeakSet[_Held] = weakref.WeakSet()
+
+
+class _Holding(grpc.aio.ServerInterceptor):
+    """As the authorization and identity interceptors: a wrapper whose frame holds what it was
+    given while the servicer runs."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        h = await continuation(details)
+        if h is None or h.unary_unary is None:
+            return h
+        inner = h.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            held = _Held()
+            _HELD.add(held)
+            return await inner(request, context)
+
+        return h._replace(unary_unary=unary_unary)
+
+
+async def test_an_aborted_call_frees_what_its_frames_held_without_a_collection() -> None:
+    # grpc keeps the abort (and its traceback, and every frame it passed) with the call in a
+    # cycle that only a full collection frees: 48 refused 1.5 MiB requests kept ~36 MB of RSS
+    # after the hostile suite's attack. The guard clears those finished frames.
+    dp = DataPlane(ModelRepository([SPEC]), _Backend(), DynamicBatching(BatcherConfig()))
+    await dp.start()
+    server = grpc.aio.server(interceptors=[StatusGuard(), _Holding()])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dp), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    gc.collect()
+    gc.disable()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            req = _infer()
+            req.outputs.add(name="does_not_exist")
+            for _ in range(3):
+                code, _ = await _status(stub.ModelInfer(req, timeout=2))
+                assert code is grpc.StatusCode.INVALID_ARGUMENT
+            await stub.ModelInfer(_infer(), timeout=2)  # answered: its frames end as usual
+            await asyncio.sleep(0.05)  # the server's side of the calls finishes
+            assert len(_HELD) == 0, f"{len(_HELD)} aborted calls' frames still hold their locals"
+    finally:
+        gc.enable()
+        await server.stop(None)
+        await dp.close()
