@@ -28,7 +28,9 @@ class IdempotencySettings(Section):
     ttl_s: float = Field(default=86400.0, gt=0)
     """How long a completed idempotency key keeps returning its stored result."""
     pending_ttl_s: float = Field(default=60.0, gt=0)
-    """How long a claim on a key survives a replica that crashed while computing it."""
+    """How long a claim on a key survives a replica that crashed while computing it. A live
+    replica renews its Redis claims every third of this while the request queues or computes,
+    so it can be short (seconds) for fast recovery after a crash."""
     wait_s: float = Field(default=30.0, gt=0)
     """How long a duplicate waits for another replica's in-progress computation."""
 
