@@ -60,9 +60,10 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def run_redis() -> Iterator[RedisServer]:
-    """Yield a running Redis (``REDIS_URL`` or a fresh ``redis-server``)."""
-    if url := os.environ.get("REDIS_URL"):
+def run_redis(*, own: bool = False) -> Iterator[RedisServer]:
+    """Yield a running Redis (``REDIS_URL`` or a fresh ``redis-server``; with ``own`` always a
+    fresh one, which the test may stop and start)."""
+    if not own and (url := os.environ.get("REDIS_URL")):
         yield RedisServer(url=url)
         return
     if shutil.which("redis-server") is None:

@@ -22,10 +22,14 @@ from cloud.core import DeviceQuota, DeviceQuotas
 from cloud.core._session_types import ByteBudget
 from common.auth import write_dev_pki
 from common.errors import ResourceExhausted
-from tests.integration._services import RedisServer, redis_server, redis_url  # noqa: F401
+from tests.integration._services import (  # noqa: F401
+    RedisServer,
+    redis_server,
+    redis_url,
+    run_redis,
+)
 from tests.integration.cloud._gateway import models_dir
 from tests.integration.cloud.test_call_quotas import _channel, _grpc_code, _model_infer
-from tests.support.ports import free_port
 
 
 @asynccontextmanager
@@ -146,13 +150,8 @@ async def test_a_huge_or_binary_device_id_costs_one_fixed_size_key(
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    port = free_port()
-    server = RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port)
-    server.start()
-    try:
+    with run_redis(own=True) as server:  # stopped and started by the test
         yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_stopped_falls_back_to_the_local_limits_then_shares_again(
