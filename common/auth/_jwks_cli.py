@@ -31,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("retire", help="remove a key from the JWKS (its tokens stop verifying)")
     r.add_argument("--jwks", type=Path, required=True)
-    r.add_argument("--kid", required=True)
+    r.add_argument(
+        "--kid",
+        required=True,
+        help="key id; write --kid=KID (a thumbprint can begin with '-', which argparse would "
+        "otherwise read as an option)",
+    )
     r.set_defaults(func=_retire)
 
     i = sub.add_parser("issue", help="sign a token (printed on stdout)")

@@ -161,11 +161,22 @@ def test_token_cli_keygen_issue_and_retire(
     token = capsys.readouterr().out.strip()
     assert JwksVerifier(jwks).verify(token).role == "Admin"
     kid1 = read_private_jwk(k1)["kid"]
-    assert main(["token", "retire", "--jwks", str(jwks), "--kid", kid1]) == 0
+    assert main(["token", "retire", "--jwks", str(jwks), f"--kid={kid1}"]) == 0
     with pytest.raises(Unauthenticated):
         JwksVerifier(jwks).verify(token)
     kid2 = read_private_jwk(k2)["kid"]
-    assert main(["token", "retire", "--jwks", str(jwks), "--kid", kid2]) == 1  # the last key
+    assert main(["token", "retire", "--jwks", str(jwks), f"--kid={kid2}"]) == 1  # the last key
+
+
+def test_token_retire_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # an RFC 7638 thumbprint is base64url: 1 in 64 begins with '-' (a CI run drew one)
+    from common.auth._tokens import generate_signing_key, public_jwk
+
+    jwks = tmp_path / "jwks.json"
+    keys = [public_jwk(generate_signing_key(kid=kid)) for kid in ("-dash", "plain")]
+    jwks.write_text(json.dumps({"keys": keys}))
+    assert main(["token", "retire", "--jwks", str(jwks), "--kid=-dash"]) == 0
+    assert [k["kid"] for k in json.loads(jwks.read_text())["keys"]] == ["plain"]
 
 
 def test_a_remembered_token_still_expires(key: dict) -> None:
