@@ -79,10 +79,12 @@ class TransportSecurity:
         await self.revocations.start()
         self.authenticator.attach(self.revocations)
 
-    def check_listener(self, host: str, port: int, what: str) -> None:
-        """Refuse to go on when the listener accepts TLS 1.2 (see ``common.auth._tls``)."""
+    async def check_listener(self, host: str, port: int, what: str) -> None:
+        """Refuse to go on when the listener accepts TLS 1.2 (see ``common.auth._tls``). The
+        probe blocks, so it runs in a thread: the REST listener is served by this event loop
+        and could not answer it otherwise (it then timed out after 5 s and passed unchecked)."""
         if not self.insecure:
-            assert_tls13_only(host, port, what)
+            await asyncio.to_thread(assert_tls13_only, host, port, what)
 
     async def _sweep(self, interval_s: float) -> None:
         while True:

@@ -429,7 +429,7 @@ class Gateway:
         self._health = enable_health_and_reflection(server, served)
         self.port = bind(server, s.server.host, s.server.port, s.tls, self.transport.material)
         await server.start()
-        self.transport.check_listener(s.server.host, self.port, "gRPC")
+        await self.transport.check_listener(s.server.host, self.port, "gRPC")
         for name in ("", *served):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
@@ -451,7 +451,7 @@ class Gateway:
             )
             await self._rest_server.start()
             self.rest_port = self._rest_server.port
-            self.transport.check_listener(s.server.host, self.rest_port, "REST")
+            await self.transport.check_listener(s.server.host, self.rest_port, "REST")
         if s.server.port_file is not None:
             s.server.port_file.write_text(
                 json.dumps(

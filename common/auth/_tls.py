@@ -56,7 +56,9 @@ def require_tls13() -> bool:
 
 def tls12_accepted(host: str, port: int, timeout_s: float = 5.0) -> bool:
     """True when ``host:port`` answers a TLS 1.2-only ClientHello with a ServerHello (the
-    handshake goes on), False when it refuses it (an alert, or the connection closes)."""
+    handshake goes on), False when it refuses it (an alert, or the connection closes).
+    TimeoutError when it does not answer within ``timeout_s``: silence proves nothing (a
+    listener served by a blocked event loop is silent too)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -72,8 +74,12 @@ def tls12_accepted(host: str, port: int, timeout_s: float = 5.0) -> bool:
         sock.sendall(outgoing.read())
         try:
             first = sock.recv(5)
-        except (ConnectionResetError, TimeoutError):
+        except ConnectionResetError:
             return False
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{host}:{port} did not answer a TLS 1.2 ClientHello within {timeout_s:g} s"
+            ) from exc
     # A TLS record starts with its content type: 22 handshake (ServerHello), 21 alert.
     return len(first) >= 1 and first[0] == 22
 
@@ -87,12 +93,17 @@ def _probe_hosts(host: str) -> list[str]:
     return wildcard.get(host, [host.strip("[]")])
 
 
-def assert_tls13_only(host: str, port: int, what: str) -> None:
+def assert_tls13_only(host: str, port: int, what: str, timeout_s: float = 5.0) -> None:
     """Refuse (InvalidArgument) a listener on ``host:port`` that accepts TLS 1.2. When no
-    address of it can be reached from here the check is skipped, with a warning."""
+    address of it can be reached from here, or it does not answer, the check is skipped with a
+    warning. It blocks: a server whose listener is served by the caller's event loop must run
+    it in another thread (``asyncio.to_thread``), or the listener cannot answer."""
     for candidate in _probe_hosts(host):
         try:
-            accepted = tls12_accepted(candidate, port)
+            accepted = tls12_accepted(candidate, port, timeout_s)
+        except TimeoutError as exc:
+            log.warning("could not check that %s refuses TLS 1.2: %s", what, exc)
+            return
         except OSError as exc:
             log.debug("TLS 1.2 probe of %s:%d failed to connect: %s", candidate, port, exc)
             continue

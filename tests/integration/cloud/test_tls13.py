@@ -132,3 +132,42 @@ def test_startup_probe_that_reaches_nothing_warns(caplog: pytest.LogCaptureFixtu
 
     assert_tls13_only("127.0.0.1", free_port(), "gRPC")
     assert "could not reach gRPC" in caplog.text
+
+
+async def test_the_probe_of_a_listener_on_the_gateways_own_loop_is_conclusive(
+    pki: Path, tmp_path: Path
+) -> None:
+    # The REST listener (uvicorn) is served by the gateway's event loop. Probed from that loop,
+    # it could not answer: the probe timed out after 5 s and passed unchecked. Here a listener
+    # on this loop still accepts TLS 1.2 and the gateway's check must see it.
+    from cloud._transport import TransportSecurity
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    transport = TransportSecurity(
+        GatewaySettings(models_dir=tmp_path, tls={"dir": pki}), uses_stores=False
+    )
+    try:
+        with pytest.raises(InvalidArgument, match=r"REST on 127\.0\.0\.1:\d+ accepts TLS 1\.2"):
+            await asyncio.wait_for(transport.check_listener("127.0.0.1", port, "REST"), 4)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_listener_that_does_not_answer_is_not_taken_as_refusing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        with pytest.raises(TimeoutError, match=r"did not answer a TLS 1\.2 ClientHello"):
+            tls12_accepted("127.0.0.1", port, timeout_s=0.3)
+        assert_tls13_only("127.0.0.1", port, "REST", timeout_s=0.3)
+    assert "could not check that REST refuses TLS 1.2" in caplog.text
