@@ -71,13 +71,20 @@ async def test_offloaded_features_are_clipped_and_noised(
             privacy = agent.privacy
             assert privacy is not None
             by_id = {r.request_id: im for r, im in zip(results, imgs, strict=True)}
+            noises: dict[str, list[np.ndarray]] = {}
             for header, sent in zip(gw.frames.headers, _sent(gw.frames.headers), strict=True):
                 mech = privacy.mechanisms[header.cut_point]
                 raw = _raw(agent, by_id[header.request_id], header.cut_point)
                 assert np.linalg.norm(raw) > 1.0  # so clipping had work to do
-                noise = sent - mech.clip(raw)
-                # What left is the clipped tensor plus noise of the calibrated scale.
-                assert float(noise.std()) == pytest.approx(mech.sigma, rel=0.1)
+                noises.setdefault(header.cut_point, []).append(sent - mech.clip(raw))
+            assert sum(len(parts) for parts in noises.values()) == 4
+            for cut, parts in noises.items():
+                mech, noise = privacy.mechanisms[cut], np.concatenate([n.ravel() for n in parts])
+                # What left is the clipped tensor plus noise of the calibrated scale, within 5
+                # standard errors of a sample standard deviation (4 x 392 values: +-9%; one
+                # tensor's 392 alone missed a fixed 10% in about 1 run in 50).
+                rel = 5 / np.sqrt(2 * (noise.size - 1))
+                assert float(noise.std()) == pytest.approx(mech.sigma, rel=rel)
                 assert abs(float(noise.mean())) < 5 * mech.sigma / np.sqrt(noise.size)
             assert privacy.accountant.releases == {mech.noise_multiplier: 4}
 
