@@ -5,6 +5,9 @@ soak saw that as a slow RSS rise over each gateway's first hour)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,4 +115,40 @@ async def test_warm_up_can_be_switched_off(tmp_path: Path, batches: list[tuple[i
         await backend.load(spec)
         assert batches == []
     finally:
+        await backend.close()
+
+
+async def test_loading_a_model_never_queues_another_models_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One compute thread (the default): a model's load used to take it for its session and
+    # warm-up, and every batch of every other model waited behind it.
+    from cloud.backends import _onnxruntime
+
+    backend = OnnxRuntimeBackend()
+    served = _spec(_fixed_model(tmp_path / "m.onnx"), (-1, 4))
+    loading = dataclasses.replace(served, name="loading")
+    warming, release = threading.Event(), threading.Event()
+    warm_up = _onnxruntime._warm_up
+
+    def held_warm_up(session: ort.InferenceSession, model: ModelSpec) -> None:
+        if model.name == "loading":
+            warming.set()
+            release.wait(10)
+        warm_up(session, model)
+
+    monkeypatch.setattr(_onnxruntime, "_warm_up", held_warm_up)
+    try:
+        await backend.load(served)
+        load = asyncio.create_task(backend.load(loading))
+        assert await asyncio.to_thread(warming.wait, 5)
+        # the served model computes while the other one is held in its warm-up
+        answer = await asyncio.wait_for(_served_answer(backend, served), 5)
+        np.testing.assert_array_equal(answer, [[6.0], [22.0]])
+        assert not load.done()
+        release.set()
+        await load
+        np.testing.assert_array_equal(await _served_answer(backend, loading), [[6.0], [22.0]])
+    finally:
+        release.set()
         await backend.close()
