@@ -10,7 +10,9 @@ import asyncio
 import json
 import struct
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import cv2
 import grpc
@@ -184,3 +186,25 @@ def test_triton_serves_the_same_pipeline_as_a_python_backend_model(frame, expect
     lines, cpu_ms = parse_answer(r.content, int(r.headers["Inference-Header-Content-Length"]))
     assert cpu_ms > 0
     assert _read(lines) == expected
+
+
+async def test_a_pipeline_loads_without_parsing_its_onnx_files_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PP-OCRv6's stage files took up to 50 ms each to parse, twice, on the loop serving everyone.
+    import onnx
+
+    parsed: list[tuple[str, bool]] = []  # (file, parsed on the event loop's thread)
+    parse = onnx.load
+
+    def spy(f: Any, *args: Any, **kw: Any) -> Any:
+        parsed.append((Path(str(f)).name, threading.current_thread() is threading.main_thread()))
+        return parse(f, *args, **kw)
+
+    monkeypatch.setattr(onnx, "load", spy)
+    async with Gateway(_settings(tmp_path)) as gw:
+        assert await gw.dataplane.backend.ready()
+    base = load_pipeline(MODEL)
+    stages = {base.model_path(name).name for name in base.spec.models}
+    assert stages <= {name for name, _ in parsed}
+    assert [name for name, on_loop in parsed if on_loop and name in stages] == []
